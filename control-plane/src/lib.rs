@@ -1,1 +1,12 @@
+//! Aqueduct's control plane: holds tenancy and keys, renders Envoy's configuration and the
+//! filter's policy, and pushes them over xDS so changes apply live.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod api;
+pub mod app;
 pub mod config;
+pub mod db;
+pub mod envoy;
+pub mod gateway;
+pub mod tokens;
+pub mod xds;

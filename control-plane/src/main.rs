@@ -1,1 +1,55 @@
-fn main() {}
+//! `aqueduct`: the control plane binary. Only wiring lives here.
+
+use aqueduct::app::{self, Settings};
+use clap::{Parser, Subcommand};
+
+/// Aqueduct AI gateway control plane.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the control plane (the default).
+    Serve,
+    /// Print the Envoy bootstrap that points Envoy at this control plane.
+    Bootstrap,
+    /// Administrative tasks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Create a new key for the bootstrap admin and print it (shown once).
+    CreateKey,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Cmd::Serve) {
+        Cmd::Serve => app::serve(cli.settings).await,
+        Cmd::Bootstrap => {
+            print!("{}", app::bootstrap(&cli.settings));
+            Ok(())
+        }
+        Cmd::Admin { command: AdminCmd::CreateKey } => {
+            println!("{}", app::create_admin_key(&cli.settings).await?);
+            Ok(())
+        }
+    }
+}

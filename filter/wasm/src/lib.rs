@@ -1,1 +1,89 @@
+//! Aqueduct's Proxy-Wasm filter: a thin adapter binding [`aqueduct_policy`] to Envoy.
+//!
+//! The root context parses the policy snapshot from the plugin configuration (pushed over ECDS);
+//! each HTTP context runs a [`RequestFilter`] over a [`Host`] implemented with raw hostcalls, so
+//! a failed hostcall becomes a logged no-op instead of a panic that traps the VM.
+#![deny(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+mod host;
+
+use aqueduct_policy::{Flow, Policy, RequestFilter};
+use host::WasmHost;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::rc::Rc;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    // With panic=abort a panic traps the VM; at least say why before it does.
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("aqueduct filter panicked: {info}");
+    }));
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { policy: None }) });
+}}
+
+/// Holds the parsed policy. Envoy creates a new root context for every config push, so this
+/// never changes after `on_configure`; in-flight requests keep the `Rc` they started with.
+struct Root {
+    policy: Option<Rc<Policy>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = self.get_plugin_configuration() else {
+            log::error!("aqueduct: empty plugin configuration; refusing it");
+            return false;
+        };
+        match Policy::from_json(&bytes) {
+            Ok(policy) => {
+                log::info!(
+                    "aqueduct: policy version {} loaded ({} models, {} tokens)",
+                    policy.version,
+                    policy.models.len(),
+                    policy.tokens.len()
+                );
+                self.policy = Some(Rc::new(policy));
+                true
+            }
+            Err(e) => {
+                // Returning false makes Envoy NACK the update and keep the last good policy.
+                log::error!("aqueduct: policy refused: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request { filter: RequestFilter::new(self.policy.clone()) }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Request {
+    filter: RequestFilter,
+}
+
+impl Context for Request {}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let now = host::now_unix_secs();
+        action(self.filter.on_request_headers(&mut WasmHost, end_of_stream, now))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        action(self.filter.on_request_body(&mut WasmHost, body_size, end_of_stream))
+    }
+}
+
+fn action(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Pause => Action::Pause,
+    }
+}

@@ -1,0 +1,52 @@
+//! Errors of the management API, rendered like the gateway's own (OpenAI's shape).
+
+use aqueduct_policy::ApiError;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+/// An error answer.
+#[derive(Debug)]
+pub struct Error(pub ApiError);
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        // The detail goes to the log, never to the client.
+        tracing::error!(error = %e, "database error");
+        Self(ApiError::new(503, "The database is unavailable; try again.").code("database_unavailable"))
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, [("content-type", "application/json")], self.0.body()).into_response();
+        for (k, v) in &self.0.headers {
+            if let Ok(v) = v.parse() {
+                resp.headers_mut().insert(*k, v);
+            }
+        }
+        resp
+    }
+}
+
+/// Unknown routes.
+pub async fn not_found(uri: Uri) -> Error {
+    Error(ApiError::unknown_path(uri.path()))
+}
+
+/// Maps axum's JSON extractor rejections to OpenAI-shaped 400/415.
+pub fn json_rejection(r: axum::extract::rejection::JsonRejection) -> Error {
+    use axum::extract::rejection::JsonRejection as J;
+    Error(match r {
+        J::MissingJsonContentType(_) => ApiError::unsupported_media_type("", "application/json"),
+        J::JsonSyntaxError(e) => ApiError::bad_request(format!("Invalid JSON: {}", e.body_text())),
+        J::JsonDataError(e) => ApiError::bad_request(format!("Invalid request: {}", e.body_text())),
+        other => ApiError::bad_request(other.body_text()),
+    })
+}

@@ -1,0 +1,202 @@
+//! Settings and start-up: opens the store, loads models, and runs the xDS server, the HTTP side
+//! and (optionally) Envoy until a shutdown signal.
+
+use crate::config::models::ModelsConfig;
+use crate::db::Db;
+use crate::envoy::{bootstrap_yaml, EnvoyProcess};
+use crate::gateway::{now, Gateway};
+use crate::tokens::{generate_key, hash_hex, preview, store};
+use crate::xds::resources::Layout;
+use crate::xds::server::{XdsMetrics, XdsServer};
+use anyhow::Context;
+use aqueduct_policy::snapshot::DEFAULT_MAX_BODY_BYTES;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Email of the bootstrap administrator.
+pub const BOOTSTRAP_ADMIN: &str = "admin@localhost";
+
+/// Control-plane settings; each is a flag and an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// The gateway's one public address (Envoy's listener).
+    #[arg(long, env = "AQUEDUCT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Models file in Aqueduct's (LiteLLM router) format; edits apply live.
+    #[arg(long, env = "AQUEDUCT_MODELS", default_value = "examples/models.yaml")]
+    pub models: PathBuf,
+    /// Directory for the SQLite database, Envoy's bootstrap and log.
+    #[arg(long, env = "AQUEDUCT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Bootstrap admin key; generated and printed once on first start if unset.
+    #[arg(long, env = "AQUEDUCT_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// `postgres://…` or `sqlite://…`; default: SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Where the xDS (gRPC) server listens; Envoy's bootstrap points here.
+    #[arg(long, env = "AQUEDUCT_XDS_LISTEN", default_value = "127.0.0.1:18000")]
+    pub xds_listen: SocketAddr,
+    /// Where the management API and UI listen; Envoy routes `/api` and `/` here.
+    #[arg(long, env = "AQUEDUCT_HTTP_LISTEN", default_value = "127.0.0.1:18001")]
+    pub http_listen: SocketAddr,
+    /// The filter's `.wasm`, as Envoy's host sees it.
+    #[arg(long, env = "AQUEDUCT_WASM", default_value = "target/wasm32-wasip1/release/aqueduct_filter.wasm")]
+    pub wasm: PathBuf,
+    /// Largest accepted request body in bytes (413 above).
+    #[arg(long, env = "AQUEDUCT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: u64,
+    /// Envoy binary to run and supervise; unset: run no Envoy (point your own at the xDS address).
+    #[arg(long, env = "AQUEDUCT_ENVOY")]
+    pub envoy: Option<PathBuf>,
+    /// Admin address of the supervised Envoy.
+    #[arg(long, env = "AQUEDUCT_ENVOY_ADMIN", default_value = "127.0.0.1:9901")]
+    pub envoy_admin: SocketAddr,
+    /// `--base-id` of the supervised Envoy (distinct per Envoy on one host).
+    #[arg(long, env = "AQUEDUCT_ENVOY_BASE_ID", default_value_t = 0)]
+    pub envoy_base_id: u32,
+    /// Worker threads of the supervised Envoy.
+    #[arg(long, env = "AQUEDUCT_ENVOY_CONCURRENCY", default_value_t = 2)]
+    pub envoy_concurrency: u32,
+    /// How often the models file is checked for edits, in milliseconds.
+    #[arg(long, env = "AQUEDUCT_MODELS_POLL_MS", default_value_t = 500)]
+    pub models_poll_ms: u64,
+}
+
+impl Settings {
+    fn layout(&self) -> anyhow::Result<Layout> {
+        let wasm = std::fs::canonicalize(&self.wasm).with_context(|| {
+            format!("filter module {} not found (build it with `make wasm`)", self.wasm.display())
+        })?;
+        Ok(Layout { listen: self.listen, control_plane_http: self.http_listen, wasm_path: wasm, max_body_bytes: self.max_body_bytes })
+    }
+}
+
+/// Makes sure an admin and an admin key exist; returns a key to print if one was generated.
+pub async fn bootstrap_admin(db: &Db, admin_key: Option<&str>) -> anyhow::Result<Option<String>> {
+    let now = now();
+    let admin = store::ensure_user(db, BOOTSTRAP_ADMIN, "admin", now).await?;
+    if let Some(key) = admin_key {
+        let hash = hash_hex(key);
+        if !store::hash_exists(db, &hash).await? {
+            store::insert(db, admin, "bootstrap admin key", &hash, &preview(key), now, None).await?;
+        }
+        return Ok(None);
+    }
+    let has_key = store::live(db, now, 0).await?.iter().any(|t| t.user_id == admin);
+    if has_key {
+        return Ok(None);
+    }
+    let key = generate_key();
+    store::insert(db, admin, "bootstrap admin key", &hash_hex(&key), &preview(&key), now, None).await?;
+    Ok(Some(key))
+}
+
+/// Creates a new admin key (for `aqueduct admin create-key`).
+pub async fn create_admin_key(settings: &Settings) -> anyhow::Result<String> {
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+    let admin = store::ensure_user(&db, BOOTSTRAP_ADMIN, "admin", now()).await?;
+    let key = generate_key();
+    store::insert(&db, admin, "admin key (CLI)", &hash_hex(&key), &preview(&key), now(), None).await?;
+    Ok(key)
+}
+
+/// The Envoy bootstrap for these settings.
+pub fn bootstrap(settings: &Settings) -> String {
+    bootstrap_yaml("aqueduct-envoy", settings.xds_listen, settings.envoy_admin)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// Runs the control plane until SIGINT/SIGTERM.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    let layout = settings.layout()?;
+    let models = ModelsConfig::load(&settings.models)
+        .with_context(|| format!("models file {}", settings.models.display()))?;
+    let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+    if let Some(key) = bootstrap_admin(&db, settings.admin_key.as_deref()).await? {
+        println!("Admin key (shown once; keep it): {key}");
+    }
+    let gw = Arc::new(Gateway::new(db, layout, settings.models.clone(), models));
+    gw.rebuild().await?;
+    tokio::spawn(gw.clone().run_rebuilder());
+    tokio::spawn(gw.clone().watch_models(Duration::from_millis(settings.models_poll_ms)));
+
+    let metrics = Arc::new(XdsMetrics::default());
+    let xds = XdsServer::new(gw.cache.clone(), metrics);
+    let xds_listener = tokio::net::TcpListener::bind(settings.xds_listen)
+        .await
+        .with_context(|| format!("cannot listen for xDS on {}", settings.xds_listen))?;
+    let http_listener = tokio::net::TcpListener::bind(settings.http_listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", settings.http_listen))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let xds_task = tokio::spawn({
+        let stop = stopped(stop_rx.clone());
+        async move {
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .add_service(xds.ads())
+                .add_service(xds.ecds())
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds_listener), stop)
+                .await
+        }
+    });
+    let http_task = tokio::spawn({
+        let stop = stopped(stop_rx.clone());
+        let app = crate::api::router(gw.clone());
+        async move { axum::serve(http_listener, app).with_graceful_shutdown(stop).await }
+    });
+    let envoy_task = settings.envoy.clone().map(|binary| {
+        let proc = EnvoyProcess {
+            binary,
+            data_dir: settings.data_dir.clone(),
+            base_id: settings.envoy_base_id,
+            concurrency: settings.envoy_concurrency,
+            bootstrap: bootstrap(&settings),
+        };
+        tokio::spawn(proc.supervise(stopped(stop_rx.clone())))
+    });
+    tracing::info!(xds = %settings.xds_listen, http = %settings.http_listen, database = gw.db.backend(), "control plane ready");
+    println!("Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1)", settings.listen, settings.listen);
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Some(t) = envoy_task {
+        let _ = t.await;
+    }
+    // Streams from Envoy never end on their own; don't let them hold the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = xds_task.await;
+        let _ = http_task.await;
+    })
+    .await;
+    Ok(())
+}

@@ -1,0 +1,402 @@
+//! Renders what Envoy needs from our state: the public listener, its routes, one cluster per
+//! model, the control-plane cluster, and the filter configuration carrying the policy snapshot.
+
+use super::cache::{resource, Resource};
+use crate::config::models::{ModelGroup, ModelsConfig};
+use aqueduct_policy::filter::ROUTE_HEADER;
+use envoy_types::pb::envoy::config::accesslog::v3::{access_log_filter, AccessLogFilter, ResponseFlagFilter};
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, async_data_source, config_source, data_source, socket_address, transport_socket, Address,
+    AggregatedConfigSource, ApiVersion, AsyncDataSource, ConfigSource, DataSource, ExtensionConfigSource,
+    HeaderValue, HeaderValueOption, SocketAddress, SubstitutionFormatString, TransportSocket, TypedExtensionConfig,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints};
+use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
+use envoy_types::pb::envoy::config::route::v3::{
+    header_matcher, retry_policy, route, route_action, route_match, DirectResponseAction, HeaderMatcher, RetryPolicy,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
+};
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    common_tls_context, CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
+};
+use envoy_types::pb::envoy::extensions::wasm::v3::{plugin_config, FailurePolicy, PluginConfig, VmConfig};
+use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatchAndSubstitute, RegexMatcher, StringMatcher};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, StringValue, UInt32Value};
+use prost::Name;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Name of the public listener.
+pub const LISTENER_NAME: &str = "aqueduct";
+/// Name of the route configuration.
+pub const ROUTE_CONFIG_NAME: &str = "aqueduct";
+/// Name of the filter's ECDS resource; an existing Envoy's `config_discovery` names it.
+pub const FILTER_CONFIG_NAME: &str = "aqueduct.filter";
+/// Cluster of the control plane's HTTP side (management API, UI).
+pub const CONTROL_PLANE_CLUSTER: &str = "aqueduct_control_plane";
+/// Timeout for a model request when the models file sets none (LiteLLM's default is 600 s too).
+pub const DEFAULT_MODEL_TIMEOUT_SECS: u64 = 600;
+/// CA bundle used to verify HTTPS providers.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Where things are: what resources need to know beyond the models.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The gateway's public address (Envoy's listener).
+    pub listen: SocketAddr,
+    /// The control plane's HTTP address, reached by Envoy.
+    pub control_plane_http: SocketAddr,
+    /// Absolute path of the filter's `.wasm` on Envoy's host.
+    pub wasm_path: PathBuf,
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+}
+
+/// The Envoy cluster serving a model group.
+pub fn model_cluster_name(group: &ModelGroup) -> String {
+    format!("aqueduct_model_{}", group.name)
+}
+
+/// Value of the routing header the filter sets for a model; also the route's match.
+pub fn model_route_key(group: &ModelGroup) -> String {
+    group.name.clone()
+}
+
+fn pack<M: prost::Message + Name>(m: &M) -> Any {
+    Any { type_url: M::type_url(), value: m.encode_to_vec() }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration { seconds: i64::try_from(s).unwrap_or(i64::MAX), nanos: 0 }
+}
+
+fn socket(host: &str, port: u16) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: host.to_string(),
+            port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(port))),
+            ..Default::default()
+        })),
+    }
+}
+
+fn ads() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    }
+}
+
+fn static_cluster(name: &str, endpoints: &[(String, u16)], dns: bool) -> Cluster {
+    let lb_endpoints = endpoints
+        .iter()
+        .map(|(h, p)| LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(socket(h, *p)),
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .collect();
+    let kind = if dns { cluster::DiscoveryType::StrictDns } else { cluster::DiscoveryType::Static };
+    Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(kind as i32)),
+        connect_timeout: Some(secs(5)),
+        dns_lookup_family: cluster::DnsLookupFamily::V4Preferred as i32,
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn tls_socket(sni: &str) -> TransportSocket {
+    let ctx = UpstreamTlsContext {
+        sni: sni.to_string(),
+        common_tls_context: Some(CommonTlsContext {
+            validation_context_type: Some(common_tls_context::ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(DataSource {
+                        specifier: Some(data_source::Specifier::Filename(CA_BUNDLE.to_string())),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(pack(&ctx))),
+    }
+}
+
+/// The control-plane cluster plus one cluster per model group.
+pub fn clusters(layout: &Layout, models: &ModelsConfig) -> Vec<Resource> {
+    let cp_host = if layout.control_plane_http.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        layout.control_plane_http.ip().to_string()
+    };
+    let mut out = vec![resource(
+        CONTROL_PLANE_CLUSTER,
+        &static_cluster(CONTROL_PLANE_CLUSTER, &[(cp_host, layout.control_plane_http.port())], false),
+    )];
+    for g in &models.groups {
+        let name = model_cluster_name(g);
+        let eps: Vec<(String, u16)> = g.upstream.endpoints.iter().map(|e| (e.host.clone(), e.port)).collect();
+        let dns = eps.iter().any(|(h, _)| h.parse::<std::net::IpAddr>().is_err());
+        let mut c = static_cluster(&name, &eps, dns);
+        if g.upstream.tls {
+            let sni = eps.first().map(|(h, _)| h.clone()).unwrap_or_default();
+            c.transport_socket = Some(tls_socket(&sni));
+        }
+        out.push(resource(name, &c));
+    }
+    out
+}
+
+/// The Wasm filter configuration carrying `policy_json` (the serialized policy snapshot).
+pub fn wasm_filter(wasm_path: &str, policy_json: String) -> Wasm {
+    Wasm {
+        config: Some(PluginConfig {
+            name: "aqueduct".into(),
+            root_id: "aqueduct".into(),
+            vm: Some(plugin_config::Vm::VmConfig(VmConfig {
+                vm_id: "aqueduct".into(),
+                runtime: "envoy.wasm.runtime.v8".into(),
+                code: Some(AsyncDataSource {
+                    specifier: Some(async_data_source::Specifier::Local(DataSource {
+                        specifier: Some(data_source::Specifier::Filename(wasm_path.to_string())),
+                        ..Default::default()
+                    })),
+                }),
+                ..Default::default()
+            })),
+            configuration: Some(pack(&StringValue { value: policy_json })),
+            // A trap fails only its own request; the next one gets a fresh VM. Never FAIL_OPEN.
+            failure_policy: FailurePolicy::FailReload as i32,
+            // The body decides the route, so the filter must hold headers until it has read it.
+            allow_on_headers_stop_iteration: Some(BoolValue { value: true }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The ECDS resource for the filter.
+pub fn filter_config(layout: &Layout, policy_json: String) -> Resource {
+    let wasm = wasm_filter(&layout.wasm_path.to_string_lossy(), policy_json);
+    resource(
+        FILTER_CONFIG_NAME,
+        &TypedExtensionConfig { name: FILTER_CONFIG_NAME.into(), typed_config: Some(pack(&wasm)) },
+    )
+}
+
+/// The filter as an HTTP filter fetched over ECDS from `source`.
+pub fn filter_via_ecds(source: ConfigSource) -> HttpFilter {
+    HttpFilter {
+        name: FILTER_CONFIG_NAME.into(),
+        config_type: Some(http_filter::ConfigType::ConfigDiscovery(ExtensionConfigSource {
+            config_source: Some(source),
+            type_urls: vec![Wasm::type_url()],
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// Envoy's own local replies (upstream unreachable, timeout, no route) in OpenAI's error shape.
+fn local_replies() -> LocalReplyConfig {
+    let mapper = |flags: &[&str], kind: &str, code: &str, message: &str| ResponseMapper {
+        filter: Some(AccessLogFilter {
+            filter_specifier: Some(access_log_filter::FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
+                flags: flags.iter().map(|f| f.to_string()).collect(),
+            })),
+        }),
+        body_format_override: Some(SubstitutionFormatString {
+            format: Some(
+                envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::TextFormatSource(
+                    DataSource {
+                        specifier: Some(data_source::Specifier::InlineString(format!(
+                            r#"{{"error":{{"message":"{message}","type":"{kind}","param":null,"code":"{code}"}}}}"#
+                        ))),
+                        ..Default::default()
+                    },
+                ),
+            ),
+            content_type: "application/json".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    LocalReplyConfig {
+        mappers: vec![
+            mapper(&["UT"], "timeout_error", "upstream_timeout", "The model provider did not answer in time."),
+            mapper(
+                &["UF", "UH", "URX", "UO", "UC", "UR"],
+                "server_error",
+                "upstream_unavailable",
+                "The model provider could not be reached.",
+            ),
+            mapper(&["NR"], "not_found_error", "unknown_url", "No route for this request."),
+        ],
+        ..Default::default()
+    }
+}
+
+/// The public listener: HCM with the filter (via ECDS) and the router, routes via RDS.
+pub fn listener(layout: &Layout) -> Listener {
+    let router = HttpFilter {
+        name: "envoy.filters.http.router".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack(&Router::default()))),
+        ..Default::default()
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix: "aqueduct".into(),
+        route_specifier: Some(http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(ads()),
+            route_config_name: ROUTE_CONFIG_NAME.into(),
+        })),
+        http_filters: vec![filter_via_ecds(ads()), router],
+        local_reply_config: Some(local_replies()),
+        ..Default::default()
+    };
+    // Envoy's own buffer limit sits above the filter's so the filter answers 413 in OpenAI's
+    // shape first; Envoy's limit only guards against a filter that stopped reading.
+    let buffer = layout.max_body_bytes.saturating_add(1 << 20).min(u64::from(u32::MAX));
+    Listener {
+        name: LISTENER_NAME.into(),
+        address: Some(socket(&layout.listen.ip().to_string(), layout.listen.port())),
+        per_connection_buffer_limit_bytes: Some(UInt32Value { value: u32::try_from(buffer).unwrap_or(u32::MAX) }),
+        filter_chains: vec![FilterChain {
+            filters: vec![Filter {
+                name: "envoy.filters.network.http_connection_manager".into(),
+                config_type: Some(filter::ConfigType::TypedConfig(pack(&hcm))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The listener as a resource.
+pub fn listeners(layout: &Layout) -> Vec<Resource> {
+    vec![resource(LISTENER_NAME, &listener(layout))]
+}
+
+fn exact_header(name: &str, value: &str) -> HeaderMatcher {
+    HeaderMatcher {
+        name: name.into(),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Exact(value.into())),
+            ignore_case: false,
+        })),
+        ..Default::default()
+    }
+}
+
+/// The route to a model group's cluster, selected by the filter's routing header.
+pub fn model_route(group: &ModelGroup) -> Route {
+    let retries = u32::try_from(group.upstream.endpoints.len()).unwrap_or(1).saturating_sub(1).max(1);
+    let timeout = group.timeout.map_or(DEFAULT_MODEL_TIMEOUT_SECS, |t| t.as_secs().max(1));
+    Route {
+        name: format!("model:{}", group.name),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+            headers: vec![exact_header(ROUTE_HEADER, &model_route_key(group))],
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(model_cluster_name(group))),
+            timeout: Some(secs(timeout)),
+            // Clients may call with or without /v1; the provider gets its own base path.
+            regex_rewrite: Some(RegexMatchAndSubstitute {
+                pattern: Some(RegexMatcher { regex: "^(?:/v1)?/(.*)$".into(), ..Default::default() }),
+                substitution: format!("{}/\\1", group.upstream.base_path),
+            }),
+            host_rewrite_specifier: Some(route_action::HostRewriteSpecifier::AutoHostRewrite(BoolValue {
+                value: true,
+            })),
+            retry_policy: Some(RetryPolicy {
+                // Only failures before the provider saw the request: retrying is always safe.
+                retry_on: "connect-failure,refused-stream,reset-before-request".into(),
+                num_retries: Some(UInt32Value { value: retries }),
+                retry_host_predicate: vec![retry_policy::RetryHostPredicate {
+                    name: "envoy.retry_host_predicates.previous_hosts".into(),
+                    config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(pack(
+                        &PreviousHostsPredicate {},
+                    ))),
+                }],
+                host_selection_retry_max_attempts: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn health_route(path: &str) -> Route {
+    Route {
+        name: "health".into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Path(path.into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 200,
+            body: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString("ok".into())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        response_headers_to_add: vec![HeaderValueOption {
+            header: Some(HeaderValue { key: "content-type".into(), value: "text/plain".into(), ..Default::default() }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The route table: health, one route per model, and everything else to the control plane.
+pub fn route_config(models: &ModelsConfig) -> RouteConfiguration {
+    let mut routes = vec![health_route("/health"), health_route("/health/")];
+    routes.extend(models.groups.iter().map(model_route));
+    routes.push(Route {
+        name: "control-plane".into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(CONTROL_PLANE_CLUSTER.into())),
+            timeout: Some(secs(60)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    });
+    RouteConfiguration {
+        name: ROUTE_CONFIG_NAME.into(),
+        virtual_hosts: vec![VirtualHost { name: "aqueduct".into(), domains: vec!["*".into()], routes, ..Default::default() }],
+        ..Default::default()
+    }
+}
+
+/// The route configuration as a resource.
+pub fn routes(models: &ModelsConfig) -> Vec<Resource> {
+    vec![resource(ROUTE_CONFIG_NAME, &route_config(models))]
+}

@@ -1,0 +1,184 @@
+//! tonic bindings: each gRPC stream runs a [`sotw::Stream`] fed by Envoy's requests and by
+//! snapshot changes from the cache.
+
+use super::cache::SnapshotCache;
+use super::sotw::{self, Stream as SotwStream};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::{
+    ExtensionConfigDiscoveryService, ExtensionConfigDiscoveryServiceServer,
+};
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Counters about xDS traffic, exported as metrics.
+#[derive(Debug, Default)]
+pub struct XdsMetrics {
+    /// Streams currently open.
+    pub streams: AtomicU64,
+    /// Responses sent.
+    pub responses: AtomicU64,
+    /// ACKs received.
+    pub acks: AtomicU64,
+    /// NACKs received: a config Envoy refused.
+    pub nacks: AtomicU64,
+}
+
+/// The xDS gRPC server (ADS and ECDS).
+#[derive(Clone, Debug)]
+pub struct XdsServer {
+    cache: Arc<SnapshotCache>,
+    metrics: Arc<XdsMetrics>,
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+impl XdsServer {
+    /// A server over a cache.
+    pub fn new(cache: Arc<SnapshotCache>, metrics: Arc<XdsMetrics>) -> Self {
+        Self { cache, metrics }
+    }
+
+    /// The ADS service for tonic's router.
+    pub fn ads(&self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(64 << 20).max_encoding_message_size(256 << 20)
+    }
+
+    /// The standalone ECDS service for tonic's router.
+    pub fn ecds(&self) -> ExtensionConfigDiscoveryServiceServer<Self> {
+        ExtensionConfigDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(64 << 20).max_encoding_message_size(256 << 20)
+    }
+
+    fn run(
+        &self,
+        mut inbound: Streaming<DiscoveryRequest>,
+        allowed: &'static [&'static str],
+        peer: String,
+    ) -> ResponseStream<DiscoveryResponse> {
+        let (tx, rx) = mpsc::channel(16);
+        let mut snapshots = self.cache.subscribe();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            metrics.streams.fetch_add(1, Ordering::Relaxed);
+            let mut state = SotwStream::new(allowed);
+            let mut node = String::new();
+            loop {
+                let responses = tokio::select! {
+                    msg = inbound.next() => match msg {
+                        Some(Ok(req)) => {
+                            if node.is_empty() {
+                                if let Some(n) = &req.node {
+                                    node = n.id.clone();
+                                    tracing::info!(node = %node, %peer, "xDS stream opened");
+                                }
+                            }
+                            let type_url = req.type_url.clone();
+                            let snap = snapshots.borrow_and_update().clone();
+                            let out = state.on_request(req, &snap);
+                            if let Some(n) = out.nack {
+                                metrics.nacks.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(node = %node, type_url = %n.type_url, version = %n.rejected_version,
+                                    error = %n.message, "Envoy rejected (NACKed) a config; it keeps the last good one");
+                            }
+                            if let Some((t, v)) = out.acked {
+                                metrics.acks.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(node = %node, type_url = %t, version = %v, "ACK");
+                            }
+                            let _ = type_url;
+                            out.responses
+                        }
+                        Some(Err(e)) => {
+                            tracing::info!(node = %node, error = %e, "xDS stream ended with an error");
+                            break;
+                        }
+                        None => break,
+                    },
+                    changed = snapshots.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let snap = snapshots.borrow_and_update().clone();
+                        state.on_snapshot(&snap)
+                    }
+                };
+                for r in responses {
+                    tracing::debug!(node = %node, type_url = %r.type_url, version = %r.version_info, n = r.resources.len(), "push");
+                    metrics.responses.fetch_add(1, Ordering::Relaxed);
+                    if tx.send(Ok(r)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            metrics.streams.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(node = %node, "xDS stream closed");
+        });
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+fn peer<T>(req: &Request<T>) -> String {
+    req.remote_addr().map(|a| a.to_string()).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for XdsServer {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = peer(&req);
+        Ok(Response::new(self.run(req.into_inner(), sotw::ADS_TYPES, peer)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented("Aqueduct serves state-of-the-world xDS; set api_type: GRPC"))
+    }
+}
+
+#[tonic::async_trait]
+impl ExtensionConfigDiscoveryService for XdsServer {
+    type StreamExtensionConfigsStream = ResponseStream<DiscoveryResponse>;
+    type DeltaExtensionConfigsStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_extension_configs(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamExtensionConfigsStream>, Status> {
+        let peer = peer(&req);
+        Ok(Response::new(self.run(req.into_inner(), sotw::ECDS_TYPES, peer)))
+    }
+
+    async fn delta_extension_configs(
+        &self,
+        _req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaExtensionConfigsStream>, Status> {
+        Err(Status::unimplemented("Aqueduct serves state-of-the-world xDS; set api_type: GRPC"))
+    }
+
+    async fn fetch_extension_configs(
+        &self,
+        req: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        let mut state = SotwStream::new(sotw::ECDS_TYPES);
+        let mut req = req.into_inner();
+        req.response_nonce.clear();
+        let out = state.on_request(req, &self.cache.current());
+        out.responses.into_iter().next().map(Response::new).ok_or_else(|| Status::unavailable("no filter config yet"))
+    }
+}

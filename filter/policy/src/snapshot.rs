@@ -1,0 +1,256 @@
+//! The policy snapshot: everything the filter needs to decide a request, pushed by the control
+//! plane as the Wasm plugin configuration (over ECDS) and parsed once per VM.
+//!
+//! The control plane builds a [`PolicySnapshot`] and serializes it; the filter parses the same
+//! type, so what is pushed is exactly what is enforced. [`Policy`] is the checked, indexed form.
+
+use crate::tokens::{TokenTable, TokenTableError, TokenTableSpec};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Default cap on a request body the filter buffers (32 MiB, enough for audio uploads).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The wire form of the filter's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySnapshot {
+    /// Monotonically increasing version; a newer snapshot always has a larger one.
+    pub version: u64,
+    /// Unix seconds when the model list last changed; reported as each model's `created`.
+    #[serde(default)]
+    pub created: i64,
+    /// Gateway-wide settings.
+    #[serde(default)]
+    pub settings: Settings,
+    /// Models clients may name, with their aliases and upstream routing.
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+    /// Who tokens belong to.
+    #[serde(default)]
+    pub principals: Vec<PrincipalSpec>,
+    /// Every live key's hash.
+    #[serde(default)]
+    pub tokens: TokenTableSpec,
+}
+
+/// Gateway-wide settings carried in the snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+}
+
+fn default_max_body() -> u64 {
+    DEFAULT_MAX_BODY_BYTES
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+    }
+}
+
+/// One model as clients see it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// The name clients send and `/v1/models` lists.
+    pub name: String,
+    /// Other names that resolve to this model; not listed by `/v1/models`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The model name the provider expects, written into the forwarded body.
+    pub provider_model: String,
+    /// Value of the `Authorization` header sent upstream (`Bearer <provider key>`); none is sent
+    /// when absent. The client's own key is never forwarded.
+    #[serde(default)]
+    pub authorization: Option<String>,
+    /// Value of the routing header that selects this model's route in Envoy.
+    pub route: String,
+    /// LiteLLM `mode` (`chat`, `embedding`, ...), informational.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// A request costs `1 / request_limit_multiplier` of a request-per-minute limit.
+    #[serde(default = "one")]
+    pub request_limit_multiplier: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The owner of a set of tokens.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalSpec {
+    /// The user the tokens belong to.
+    pub user_id: u64,
+}
+
+/// Why a snapshot was refused. A refused snapshot is NACKed and Envoy keeps the last good one.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("policy is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid token table: {0}")]
+    Tokens(#[from] TokenTableError),
+    #[error("model name or alias {0:?} is defined twice")]
+    DuplicateName(String),
+    #[error("model {0:?} has request_limit_multiplier {1}, which is not a positive number")]
+    Multiplier(String, f64),
+    #[error("max_body_bytes must be positive")]
+    MaxBody,
+}
+
+/// A checked snapshot, indexed for lookups on the request path.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Snapshot version.
+    pub version: u64,
+    /// See [`PolicySnapshot::created`].
+    pub created: i64,
+    /// See [`Settings`].
+    pub settings: Settings,
+    /// Models in snapshot order.
+    pub models: Vec<ModelSpec>,
+    /// Principals by index.
+    pub principals: Vec<PrincipalSpec>,
+    /// The token table.
+    pub tokens: TokenTable,
+    by_name: HashMap<String, usize>,
+    models_list_body: Vec<u8>,
+}
+
+impl Policy {
+    /// Parses and checks the plugin configuration bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        Self::from_snapshot(serde_json::from_slice(bytes)?)
+    }
+
+    /// Checks and indexes a snapshot.
+    pub fn from_snapshot(s: PolicySnapshot) -> Result<Self, SnapshotError> {
+        if s.settings.max_body_bytes == 0 {
+            return Err(SnapshotError::MaxBody);
+        }
+        let mut by_name = HashMap::with_capacity(s.models.len() * 2);
+        for (i, m) in s.models.iter().enumerate() {
+            if !(m.request_limit_multiplier.is_finite() && m.request_limit_multiplier > 0.0) {
+                return Err(SnapshotError::Multiplier(m.name.clone(), m.request_limit_multiplier));
+            }
+            for name in std::iter::once(&m.name).chain(m.aliases.iter()) {
+                if by_name.insert(name.clone(), i).is_some() {
+                    return Err(SnapshotError::DuplicateName(name.clone()));
+                }
+            }
+        }
+        let tokens = TokenTable::from_spec(s.tokens, s.principals.len())?;
+        let models_list_body = models_list(&s.models, s.created);
+        Ok(Self {
+            version: s.version,
+            created: s.created,
+            settings: s.settings,
+            models: s.models,
+            principals: s.principals,
+            tokens,
+            by_name,
+            models_list_body,
+        })
+    }
+
+    /// Resolves a model name or alias.
+    pub fn model(&self, name_or_alias: &str) -> Option<&ModelSpec> {
+        self.by_name.get(name_or_alias).and_then(|i| self.models.get(*i))
+    }
+
+    /// The `GET /v1/models` body, rendered once per snapshot.
+    pub fn models_list_body(&self) -> &[u8] {
+        &self.models_list_body
+    }
+}
+
+#[derive(Serialize)]
+struct ModelList<'a> {
+    object: &'static str,
+    data: Vec<ModelObject<'a>>,
+}
+
+#[derive(Serialize)]
+struct ModelObject<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    owned_by: &'static str,
+}
+
+fn models_list(models: &[ModelSpec], created: i64) -> Vec<u8> {
+    let list = ModelList {
+        object: "list",
+        data: models
+            .iter()
+            .map(|m| ModelObject { id: &m.name, object: "model", created, owned_by: "aqueduct" })
+            .collect(),
+    };
+    serde_json::to_vec(&list).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokens::hash_key;
+
+    pub(crate) fn model(name: &str, aliases: &[&str]) -> ModelSpec {
+        ModelSpec {
+            name: name.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            provider_model: format!("p-{name}"),
+            authorization: Some("Bearer provider".into()),
+            route: name.into(),
+            mode: None,
+            request_limit_multiplier: 1.0,
+        }
+    }
+
+    fn snapshot(models: Vec<ModelSpec>) -> PolicySnapshot {
+        PolicySnapshot {
+            version: 1,
+            created: 1_700_000_000,
+            settings: Settings::default(),
+            models,
+            principals: vec![PrincipalSpec { user_id: 1 }],
+            tokens: TokenTableSpec::build(vec![(hash_key("sk-a"), 1, None, 0)]),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let s = snapshot(vec![model("m", &["alias"])]);
+        let json = serde_json::to_vec(&s).unwrap();
+        let p = Policy::from_json(&json).unwrap();
+        assert_eq!(p.model("alias").unwrap().name, "m");
+        assert_eq!(p.model("m").unwrap().provider_model, "p-m");
+        assert!(p.model("p-m").is_none());
+        assert_eq!(p.tokens.find_key("sk-a").unwrap().id, 1);
+        let list: serde_json::Value = serde_json::from_slice(p.models_list_body()).unwrap();
+        assert_eq!(list["data"][0]["id"], "m");
+        assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn refuses_duplicate_names_and_bad_multipliers() {
+        let s = snapshot(vec![model("m", &[]), model("n", &["m"])]);
+        assert!(matches!(Policy::from_snapshot(s), Err(SnapshotError::DuplicateName(n)) if n == "m"));
+        let mut bad = model("m", &[]);
+        bad.request_limit_multiplier = 0.0;
+        assert!(matches!(Policy::from_snapshot(snapshot(vec![bad])), Err(SnapshotError::Multiplier(..))));
+    }
+
+    #[test]
+    fn refuses_unknown_fields_and_garbage() {
+        assert!(Policy::from_json(br#"{"version":1,"surprise":true}"#).is_err());
+        assert!(Policy::from_json(b"not json").is_err());
+        assert!(Policy::from_json(br#"{"version":1}"#).is_ok());
+    }
+}

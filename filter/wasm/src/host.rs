@@ -1,0 +1,69 @@
+//! [`Host`] over raw Proxy-Wasm hostcalls.
+//!
+//! The SDK's convenience getters unwrap the host status and would trap the VM on an unexpected
+//! one; the raw hostcalls return it, and we log and carry on.
+
+use aqueduct_policy::Host;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType};
+
+/// The current request's view of Envoy.
+pub struct WasmHost;
+
+/// Envoy's clock as unix seconds (0 if the host cannot tell, which makes every expiry pass
+/// as "in the future" — acceptable only because the hostcall does not fail in practice).
+pub fn now_unix_secs() -> i64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Host for WasmHost {
+    fn request_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    }
+
+    fn request_header_names(&self) -> Vec<String> {
+        hostcalls::get_map(MapType::HttpRequestHeaders)
+            .map(|m| m.into_iter().map(|(k, _)| k).collect())
+            .unwrap_or_default()
+    }
+
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        if let Err(s) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value)) {
+            log::warn!("aqueduct: setting request header {name} failed: {s:?}");
+        }
+    }
+
+    fn remove_request_header(&mut self, name: &str) {
+        if let Err(s) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None) {
+            log::warn!("aqueduct: removing request header {name} failed: {s:?}");
+        }
+    }
+
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
+    }
+
+    fn set_request_body(&mut self, body: &[u8]) {
+        // Replace the whole buffered body: start 0, length "everything".
+        if let Err(s) = hostcalls::set_buffer(BufferType::HttpRequestBody, 0, usize::MAX, body) {
+            log::warn!("aqueduct: replacing request body failed: {s:?}");
+        }
+    }
+
+    fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        let headers: Vec<(&str, &str)> = headers.to_vec();
+        if let Err(s) = hostcalls::send_http_response(u32::from(status), headers, Some(body)) {
+            log::warn!("aqueduct: local reply {status} failed: {s:?}");
+        }
+    }
+
+    fn clear_route_cache(&mut self) {
+        // Envoy 1.40 already re-routes on header mutation; this is cheap insurance.
+        if let Err(s) = hostcalls::call_foreign_function("clear_route_cache", None) {
+            log::debug!("aqueduct: clear_route_cache unavailable: {s:?}");
+        }
+    }
+}
