@@ -43,7 +43,11 @@ pub struct Settings {
     #[arg(long, env = "AQUEDUCT_HTTP_LISTEN", default_value = "127.0.0.1:18001")]
     pub http_listen: SocketAddr,
     /// The filter's `.wasm`, as Envoy's host sees it.
-    #[arg(long, env = "AQUEDUCT_WASM", default_value = "target/wasm32-wasip1/release/aqueduct_filter.wasm")]
+    #[arg(
+        long,
+        env = "AQUEDUCT_WASM",
+        default_value = "target/wasm32-wasip1/release/aqueduct_filter.wasm"
+    )]
     pub wasm: PathBuf,
     /// Largest accepted request body in bytes (413 above).
     #[arg(long, env = "AQUEDUCT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
@@ -68,9 +72,17 @@ pub struct Settings {
 impl Settings {
     fn layout(&self) -> anyhow::Result<Layout> {
         let wasm = std::fs::canonicalize(&self.wasm).with_context(|| {
-            format!("filter module {} not found (build it with `make wasm`)", self.wasm.display())
+            format!(
+                "filter module {} not found (build it with `make wasm`)",
+                self.wasm.display()
+            )
         })?;
-        Ok(Layout { listen: self.listen, control_plane_http: self.http_listen, wasm_path: wasm, max_body_bytes: self.max_body_bytes })
+        Ok(Layout {
+            listen: self.listen,
+            control_plane_http: self.http_listen,
+            wasm_path: wasm,
+            max_body_bytes: self.max_body_bytes,
+        })
     }
 }
 
@@ -81,16 +93,37 @@ pub async fn bootstrap_admin(db: &Db, admin_key: Option<&str>) -> anyhow::Result
     if let Some(key) = admin_key {
         let hash = hash_hex(key);
         if !store::hash_exists(db, &hash).await? {
-            store::insert(db, admin, "bootstrap admin key", &hash, &preview(key), now, None).await?;
+            store::insert(
+                db,
+                admin,
+                "bootstrap admin key",
+                &hash,
+                &preview(key),
+                now,
+                None,
+            )
+            .await?;
         }
         return Ok(None);
     }
-    let has_key = store::live(db, now, 0).await?.iter().any(|t| t.user_id == admin);
+    let has_key = store::live(db, now, 0)
+        .await?
+        .iter()
+        .any(|t| t.user_id == admin);
     if has_key {
         return Ok(None);
     }
     let key = generate_key();
-    store::insert(db, admin, "bootstrap admin key", &hash_hex(&key), &preview(&key), now, None).await?;
+    store::insert(
+        db,
+        admin,
+        "bootstrap admin key",
+        &hash_hex(&key),
+        &preview(&key),
+        now,
+        None,
+    )
+    .await?;
     Ok(Some(key))
 }
 
@@ -100,7 +133,16 @@ pub async fn create_admin_key(settings: &Settings) -> anyhow::Result<String> {
     let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
     let admin = store::ensure_user(&db, BOOTSTRAP_ADMIN, "admin", now()).await?;
     let key = generate_key();
-    store::insert(&db, admin, "admin key (CLI)", &hash_hex(&key), &preview(&key), now(), None).await?;
+    store::insert(
+        &db,
+        admin,
+        "admin key (CLI)",
+        &hash_hex(&key),
+        &preview(&key),
+        now(),
+        None,
+    )
+    .await?;
     Ok(key)
 }
 
@@ -130,8 +172,12 @@ pub async fn shutdown_signal() {
 
 /// Runs the control plane until SIGINT/SIGTERM.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
     let layout = settings.layout()?;
     let models = ModelsConfig::load(&settings.models)
         .with_context(|| format!("models file {}", settings.models.display()))?;
@@ -142,7 +188,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let gw = Arc::new(Gateway::new(db, layout, settings.models.clone(), models));
     gw.rebuild().await?;
     tokio::spawn(gw.clone().run_rebuilder());
-    tokio::spawn(gw.clone().watch_models(Duration::from_millis(settings.models_poll_ms)));
+    tokio::spawn(
+        gw.clone()
+            .watch_models(Duration::from_millis(settings.models_poll_ms)),
+    );
 
     let metrics = Arc::new(XdsMetrics::default());
     let xds = XdsServer::new(gw.cache.clone(), metrics);
@@ -164,14 +213,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(xds.ads())
                 .add_service(xds.ecds())
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds_listener), stop)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
+                    stop,
+                )
                 .await
         }
     });
     let http_task = tokio::spawn({
         let stop = stopped(stop_rx.clone());
         let app = crate::api::router(gw.clone());
-        async move { axum::serve(http_listener, app).with_graceful_shutdown(stop).await }
+        async move {
+            axum::serve(http_listener, app)
+                .with_graceful_shutdown(stop)
+                .await
+        }
     });
     let envoy_task = settings.envoy.clone().map(|binary| {
         let proc = EnvoyProcess {
@@ -184,7 +240,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(proc.supervise(stopped(stop_rx.clone())))
     });
     tracing::info!(xds = %settings.xds_listen, http = %settings.http_listen, database = gw.db.backend(), "control plane ready");
-    println!("Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1)", settings.listen, settings.listen);
+    println!(
+        "Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1)",
+        settings.listen, settings.listen
+    );
 
     shutdown_signal().await;
     tracing::info!("shutting down");

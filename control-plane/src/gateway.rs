@@ -74,7 +74,10 @@ impl Gateway {
 
     /// The current models.
     pub fn models(&self) -> Arc<ModelsConfig> {
-        self.models.read().map(|m| m.clone()).unwrap_or_else(|e| e.into_inner().clone())
+        self.models
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// Asks the rebuild task for a new snapshot; many requests coalesce into one rebuild.
@@ -88,7 +91,10 @@ impl Gateway {
         let mut cur = self.version.load(Ordering::Relaxed);
         loop {
             let next = clock.max(cur + 1);
-            match self.version.compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .version
+                .compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return next,
                 Err(actual) => cur = actual,
             }
@@ -104,17 +110,31 @@ impl Gateway {
             i64::try_from(self.models_loaded_at.load(Ordering::Relaxed)).unwrap_or(0),
             &models,
             &tokens,
-            Settings { max_body_bytes: self.layout.max_body_bytes },
+            Settings {
+                max_body_bytes: self.layout.max_body_bytes,
+            },
         );
         let policy_json = serde_json::to_string(&snapshot)?;
         let changed = self.cache.publish(BTreeMap::from([
-            (type_url::CLUSTER, resources::clusters(&self.layout, &models)),
+            (
+                type_url::CLUSTER,
+                resources::clusters(&self.layout, &models),
+            ),
             (type_url::LISTENER, resources::listeners(&self.layout)),
             (type_url::ROUTE, resources::routes(&models)),
-            (type_url::EXTENSION, vec![resources::filter_config(&self.layout, policy_json)]),
+            (
+                type_url::EXTENSION,
+                vec![resources::filter_config(&self.layout, policy_json)],
+            ),
         ]));
         self.published.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(version = snapshot.version, tokens = tokens.len(), models = models.groups.len(), ?changed, "policy published");
+        tracing::info!(
+            version = snapshot.version,
+            tokens = tokens.len(),
+            models = models.groups.len(),
+            ?changed,
+            "policy published"
+        );
         Ok(())
     }
 
@@ -148,7 +168,8 @@ impl Gateway {
                     if let Ok(mut m) = self.models.write() {
                         *m = Arc::new(models);
                     }
-                    self.models_loaded_at.store(u64::try_from(now()).unwrap_or(0), Ordering::Relaxed);
+                    self.models_loaded_at
+                        .store(u64::try_from(now()).unwrap_or(0), Ordering::Relaxed);
                     self.request_rebuild();
                 }
                 Err(e) => {
@@ -186,14 +207,26 @@ pub fn build_snapshot(
     for t in tokens {
         let mut digest = [0u8; HASH_LEN];
         if hex::decode_to_slice(&t.key_hash, &mut digest).is_err() {
-            tracing::error!(token = t.id, "stored key hash is not 64 hex digits; key left out of the policy");
+            tracing::error!(
+                token = t.id,
+                "stored key hash is not 64 hex digits; key left out of the policy"
+            );
             continue;
         }
         let p = *index.entry(t.user_id).or_insert_with(|| {
-            principals.push(PrincipalSpec { user_id: u64::try_from(t.user_id).unwrap_or(0) });
+            principals.push(PrincipalSpec {
+                user_id: u64::try_from(t.user_id).unwrap_or(0),
+            });
             u32::try_from(principals.len() - 1).unwrap_or(u32::MAX)
         });
         entries.push((digest, u64::try_from(t.id).unwrap_or(0), t.expires_at, p));
     }
-    PolicySnapshot { version, created, settings, models, principals, tokens: TokenTableSpec::build(entries) }
+    PolicySnapshot {
+        version,
+        created,
+        settings,
+        models,
+        principals,
+        tokens: TokenTableSpec::build(entries),
+    }
 }

@@ -36,7 +36,8 @@ enum AdminCmd {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -47,7 +48,9 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", app::bootstrap(&cli.settings));
             Ok(())
         }
-        Cmd::Admin { command: AdminCmd::CreateKey } => {
+        Cmd::Admin {
+            command: AdminCmd::CreateKey,
+        } => {
             println!("{}", app::create_admin_key(&cli.settings).await?);
             Ok(())
         }

@@ -18,14 +18,23 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         // The detail goes to the log, never to the client.
         tracing::error!(error = %e, "database error");
-        Self(ApiError::new(503, "The database is unavailable; try again.").code("database_unavailable"))
+        Self(
+            ApiError::new(503, "The database is unavailable; try again.")
+                .code("database_unavailable"),
+        )
     }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, [("content-type", "application/json")], self.0.body()).into_response();
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (
+            status,
+            [("content-type", "application/json")],
+            self.0.body(),
+        )
+            .into_response();
         for (k, v) in &self.0.headers {
             if let Ok(v) = v.parse() {
                 resp.headers_mut().insert(*k, v);

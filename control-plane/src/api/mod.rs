@@ -13,7 +13,10 @@ use std::sync::Arc;
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
-        .route("/api/v1/tokens/{id}", delete(tokens::revoke).get(tokens::get_one))
+        .route(
+            "/api/v1/tokens/{id}",
+            delete(tokens::revoke).get(tokens::get_one),
+        )
         .route("/api/v1/status", get(tokens::status))
         .route("/health", get(|| async { "ok" }))
         .fallback(error::not_found)

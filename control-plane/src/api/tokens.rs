@@ -21,7 +21,10 @@ pub struct Authed(pub Caller);
 impl FromRequestParts<Arc<Gateway>> for Authed {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gw: &Arc<Gateway>,
+    ) -> Result<Self, Self::Rejection> {
         let key = parts
             .headers
             .get("authorization")
@@ -31,7 +34,9 @@ impl FromRequestParts<Arc<Gateway>> for Authed {
             .map(|(_, k)| k.trim().to_string())
             .ok_or_else(ApiError::missing_key)?;
         // Looked up by hash: the database compares digests, never the secret itself.
-        let caller = store::caller(&gw.db, &hash_hex(&key), now()).await?.ok_or_else(ApiError::invalid_key)?;
+        let caller = store::caller(&gw.db, &hash_hex(&key), now())
+            .await?
+            .ok_or_else(ApiError::invalid_key)?;
         Ok(Authed(caller))
     }
 }
@@ -41,7 +46,9 @@ impl Authed {
         if self.0.role == "admin" {
             Ok(())
         } else {
-            Err(ApiError::new(403, "This action needs the admin role.").code("forbidden").into())
+            Err(ApiError::new(403, "This action needs the admin role.")
+                .code("forbidden")
+                .into())
         }
     }
 }
@@ -83,7 +90,9 @@ pub struct TokenView {
 }
 
 fn rfc3339(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0).map(|t| t.to_rfc3339()).unwrap_or_default()
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default()
 }
 
 impl From<TokenRow> for TokenView {
@@ -111,33 +120,68 @@ pub async fn create(
     let Json(req) = body.map_err(json_rejection)?;
     let name = req.name.trim();
     if name.is_empty() || name.len() > 255 {
-        return Err(ApiError::bad_request("'name' must be 1 to 255 characters.").param("name").into());
+        return Err(ApiError::bad_request("'name' must be 1 to 255 characters.")
+            .param("name")
+            .into());
     }
     let now = now();
     let expires_at = req.expires_at.map(|t| t.timestamp());
     if expires_at.is_some_and(|t| t <= now) {
-        return Err(ApiError::bad_request("'expires_at' must be in the future.").param("expires_at").into());
+        return Err(ApiError::bad_request("'expires_at' must be in the future.")
+            .param("expires_at")
+            .into());
     }
     let user_id = req.user_id.unwrap_or(auth.0.user_id);
     if !store::user_exists(&gw.db, user_id).await? {
-        return Err(ApiError::new(404, format!("User {user_id} not found.")).param("user_id").into());
+        return Err(ApiError::new(404, format!("User {user_id} not found."))
+            .param("user_id")
+            .into());
     }
     let key = generate_key();
-    let row = store::insert(&gw.db, user_id, name, &hash_hex(&key), &preview(&key), now, expires_at).await?;
-    tracing::info!(token = row.id, user = user_id, by = auth.0.user_id, "token created");
+    let row = store::insert(
+        &gw.db,
+        user_id,
+        name,
+        &hash_hex(&key),
+        &preview(&key),
+        now,
+        expires_at,
+    )
+    .await?;
+    tracing::info!(
+        token = row.id,
+        user = user_id,
+        by = auth.0.user_id,
+        "token created"
+    );
     gw.request_rebuild();
-    Ok((StatusCode::CREATED, Json(CreatedToken { row: row.into(), key })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            row: row.into(),
+            key,
+        }),
+    ))
 }
 
 /// `GET /api/v1/tokens`
-pub async fn list(State(gw): State<Arc<Gateway>>, auth: Authed) -> Result<impl IntoResponse, Error> {
+pub async fn list(
+    State(gw): State<Arc<Gateway>>,
+    auth: Authed,
+) -> Result<impl IntoResponse, Error> {
     auth.require_admin()?;
-    let data: Vec<TokenView> = store::list(&gw.db).await?.into_iter().map(Into::into).collect();
+    let data: Vec<TokenView> = store::list(&gw.db)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
     Ok(Json(serde_json::json!({ "object": "list", "data": data })))
 }
 
 fn token_not_found(id: &str) -> Error {
-    ApiError::new(404, format!("Token {id} not found.")).code("not_found").into()
+    ApiError::new(404, format!("Token {id} not found."))
+        .code("not_found")
+        .into()
 }
 
 fn parse_id(id: &str) -> Result<i64, Error> {
@@ -145,14 +189,24 @@ fn parse_id(id: &str) -> Result<i64, Error> {
 }
 
 /// `GET /api/v1/tokens/{id}`
-pub async fn get_one(State(gw): State<Arc<Gateway>>, auth: Authed, Path(id): Path<String>) -> Result<impl IntoResponse, Error> {
+pub async fn get_one(
+    State(gw): State<Arc<Gateway>>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Error> {
     auth.require_admin()?;
-    let row = store::get(&gw.db, parse_id(&id)?).await?.ok_or_else(|| token_not_found(&id))?;
+    let row = store::get(&gw.db, parse_id(&id)?)
+        .await?
+        .ok_or_else(|| token_not_found(&id))?;
     Ok(Json(TokenView::from(row)))
 }
 
 /// `DELETE /api/v1/tokens/{id}`: revokes the key (its row and history stay).
-pub async fn revoke(State(gw): State<Arc<Gateway>>, auth: Authed, Path(id): Path<String>) -> Result<impl IntoResponse, Error> {
+pub async fn revoke(
+    State(gw): State<Arc<Gateway>>,
+    auth: Authed,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, Error> {
     auth.require_admin()?;
     if !store::revoke(&gw.db, parse_id(&id)?, now()).await? {
         return Err(token_not_found(&id));
@@ -163,11 +217,17 @@ pub async fn revoke(State(gw): State<Arc<Gateway>>, auth: Authed, Path(id): Path
 }
 
 /// `GET /api/v1/status`: what the control plane is serving.
-pub async fn status(State(gw): State<Arc<Gateway>>, auth: Authed) -> Result<impl IntoResponse, Error> {
+pub async fn status(
+    State(gw): State<Arc<Gateway>>,
+    auth: Authed,
+) -> Result<impl IntoResponse, Error> {
     auth.require_admin()?;
     let snap = gw.cache.current();
-    let versions: serde_json::Map<String, serde_json::Value> =
-        snap.types.iter().map(|(t, s)| (t.to_string(), s.version.clone().into())).collect();
+    let versions: serde_json::Map<String, serde_json::Value> = snap
+        .types
+        .iter()
+        .map(|(t, s)| (t.to_string(), s.version.clone().into()))
+        .collect();
     Ok(Json(serde_json::json!({
         "database": gw.db.backend(),
         "models": gw.models().groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>(),

@@ -846,6 +846,7 @@ fn check_aliases(groups: &[ModelGroup]) -> Result<(), ModelsError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -1681,7 +1682,9 @@ model_list:
                 port: 18090,
             }],
         };
-        let summary: Vec<(&str, &str, Option<&str>, f64, Vec<&str>)> = c
+        // (name, provider model, mode, multiplier, aliases)
+        type Row<'a> = (&'a str, &'a str, Option<&'a str>, f64, Vec<&'a str>);
+        let summary: Vec<Row<'_>> = c
             .groups
             .iter()
             .map(|g| {

@@ -54,7 +54,8 @@ pub struct Caller {
     pub token_id: i64,
 }
 
-const TOKEN_COLUMNS: &str = "id, user_id, name, preview, created_at, expires_at, last_used_at, revoked_at";
+const TOKEN_COLUMNS: &str =
+    "id, user_id, name, preview, created_at, expires_at, last_used_at, revoked_at";
 
 /// Creates the user if missing (keeping an existing user's role) and returns its id.
 pub async fn ensure_user(db: &Db, email: &str, role: &str, now: i64) -> Result<i64, sqlx::Error> {

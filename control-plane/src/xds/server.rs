@@ -51,12 +51,16 @@ impl XdsServer {
 
     /// The ADS service for tonic's router.
     pub fn ads(&self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(64 << 20).max_encoding_message_size(256 << 20)
+        AggregatedDiscoveryServiceServer::new(self.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20)
     }
 
     /// The standalone ECDS service for tonic's router.
     pub fn ecds(&self) -> ExtensionConfigDiscoveryServiceServer<Self> {
-        ExtensionConfigDiscoveryServiceServer::new(self.clone()).max_decoding_message_size(64 << 20).max_encoding_message_size(256 << 20)
+        ExtensionConfigDiscoveryServiceServer::new(self.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(256 << 20)
     }
 
     fn run(
@@ -140,14 +144,20 @@ impl AggregatedDiscoveryService for XdsServer {
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let peer = peer(&req);
-        Ok(Response::new(self.run(req.into_inner(), sotw::ADS_TYPES, peer)))
+        Ok(Response::new(self.run(
+            req.into_inner(),
+            sotw::ADS_TYPES,
+            peer,
+        )))
     }
 
     async fn delta_aggregated_resources(
         &self,
         _req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("Aqueduct serves state-of-the-world xDS; set api_type: GRPC"))
+        Err(Status::unimplemented(
+            "Aqueduct serves state-of-the-world xDS; set api_type: GRPC",
+        ))
     }
 }
 
@@ -161,14 +171,20 @@ impl ExtensionConfigDiscoveryService for XdsServer {
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamExtensionConfigsStream>, Status> {
         let peer = peer(&req);
-        Ok(Response::new(self.run(req.into_inner(), sotw::ECDS_TYPES, peer)))
+        Ok(Response::new(self.run(
+            req.into_inner(),
+            sotw::ECDS_TYPES,
+            peer,
+        )))
     }
 
     async fn delta_extension_configs(
         &self,
         _req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaExtensionConfigsStream>, Status> {
-        Err(Status::unimplemented("Aqueduct serves state-of-the-world xDS; set api_type: GRPC"))
+        Err(Status::unimplemented(
+            "Aqueduct serves state-of-the-world xDS; set api_type: GRPC",
+        ))
     }
 
     async fn fetch_extension_configs(
@@ -179,6 +195,10 @@ impl ExtensionConfigDiscoveryService for XdsServer {
         let mut req = req.into_inner();
         req.response_nonce.clear();
         let out = state.on_request(req, &self.cache.current());
-        out.responses.into_iter().next().map(Response::new).ok_or_else(|| Status::unavailable("no filter config yet"))
+        out.responses
+            .into_iter()
+            .next()
+            .map(Response::new)
+            .ok_or_else(|| Status::unavailable("no filter config yet"))
     }
 }

@@ -44,17 +44,27 @@ pub struct RequestFilter {
 impl RequestFilter {
     /// A filter for one request under `policy` (`None` until the first snapshot arrives).
     pub fn new(policy: Option<Rc<Policy>>) -> Self {
-        Self { policy, state: State::Done }
+        Self {
+            policy,
+            state: State::Done,
+        }
     }
 
     /// Decides on the request headers. `now` is unix seconds.
-    pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool, now: i64) -> Flow {
+    pub fn on_request_headers(
+        &mut self,
+        host: &mut impl Host,
+        end_of_stream: bool,
+        now: i64,
+    ) -> Flow {
         strip_own_headers(host);
         let path = host.request_header(":path").unwrap_or_default();
         let endpoint = match request::classify(&path) {
             RouteClass::Api(e) => e,
             RouteClass::UnknownApi => return reply_error(host, &ApiError::unknown_path(&path)),
-            RouteClass::Management | RouteClass::Health | RouteClass::Other => return Flow::Continue,
+            RouteClass::Management | RouteClass::Health | RouteClass::Other => {
+                return Flow::Continue
+            }
         };
         match self.admit_headers(host, endpoint, end_of_stream, now) {
             Ok(flow) => flow,
@@ -79,26 +89,40 @@ impl RequestFilter {
         host.remove_request_header("authorization");
         host.remove_request_header("x-api-key");
         if endpoint == Endpoint::Models {
-            host.send_response(200, &[("content-type", "application/json")], policy.models_list_body());
+            host.send_response(
+                200,
+                &[("content-type", "application/json")],
+                policy.models_list_body(),
+            );
             return Ok(Flow::Pause);
         }
         let kind = endpoint.body_kind();
         request::check_content_type(kind, host.request_header("content-type").as_deref())?;
         let max = policy.settings.max_body_bytes;
-        if let Some(len) = host.request_header("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+        if let Some(len) = host
+            .request_header("content-length")
+            .and_then(|l| l.trim().parse::<u64>().ok())
+        {
             if len > max {
                 return Err(ApiError::too_large(max));
             }
         }
         if end_of_stream {
-            return Err(ApiError::bad_request("Request body is empty; expected a JSON object."));
+            return Err(ApiError::bad_request(
+                "Request body is empty; expected a JSON object.",
+            ));
         }
         self.state = State::AwaitBody(endpoint);
         Ok(Flow::Pause)
     }
 
     /// Decides on the request body; `body_size` is the total buffered so far.
-    pub fn on_request_body(&mut self, host: &mut impl Host, body_size: usize, end_of_stream: bool) -> Flow {
+    pub fn on_request_body(
+        &mut self,
+        host: &mut impl Host,
+        body_size: usize,
+        end_of_stream: bool,
+    ) -> Flow {
         let State::AwaitBody(endpoint) = self.state else {
             return Flow::Continue;
         };
@@ -124,7 +148,9 @@ impl RequestFilter {
 /// Removes every inbound `x-aqueduct-*` header: only the gateway may set them.
 fn strip_own_headers(host: &mut impl Host) {
     for name in host.request_header_names() {
-        if name.len() >= HEADER_PREFIX.len() && name[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX) {
+        if name.len() >= HEADER_PREFIX.len()
+            && name[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX)
+        {
             host.remove_request_header(&name);
         }
     }
@@ -139,27 +165,42 @@ fn presented_key(host: &impl Host) -> Option<String> {
             return Some(rest.trim().to_string());
         }
     }
-    host.request_header("x-api-key").map(|k| k.trim().to_string()).filter(|k| !k.is_empty())
+    host.request_header("x-api-key")
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
 }
 
 fn authenticate(policy: &Policy, host: &impl Host, now: i64) -> Result<(), ApiError> {
     let key = presented_key(host).ok_or_else(ApiError::missing_key)?;
-    let entry = policy.tokens.find_key(&key).ok_or_else(ApiError::invalid_key)?;
+    let entry = policy
+        .tokens
+        .find_key(&key)
+        .ok_or_else(ApiError::invalid_key)?;
     if entry.expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::expired_key());
     }
     Ok(())
 }
 
-fn route_body(policy: &Policy, host: &mut impl Host, endpoint: Endpoint, size: usize) -> Result<(), ApiError> {
+fn route_body(
+    policy: &Policy,
+    host: &mut impl Host,
+    endpoint: Endpoint,
+    size: usize,
+) -> Result<(), ApiError> {
     let body = host.request_body(size).unwrap_or_default();
     let multipart = endpoint.body_kind() == BodyKind::Multipart;
     let facts: BodyFacts = if multipart {
-        request::inspect_multipart(&body, &host.request_header("content-type").unwrap_or_default())?
+        request::inspect_multipart(
+            &body,
+            &host.request_header("content-type").unwrap_or_default(),
+        )?
     } else {
         request::inspect_json(&body)?
     };
-    let model = policy.model(&facts.model).ok_or_else(|| ApiError::model_not_found(&facts.model))?;
+    let model = policy
+        .model(&facts.model)
+        .ok_or_else(|| ApiError::model_not_found(&facts.model))?;
     let rewritten = if multipart {
         request::rewrite_multipart_model(&body, facts.model_span, &model.provider_model)
     } else {

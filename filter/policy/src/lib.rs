@@ -5,7 +5,10 @@
 //! classification and body inspection ([`request`]), OpenAI-shaped errors ([`error`]) and the
 //! per-request state machine ([`filter`]) that drives a [`Host`] — the thin boundary the Wasm
 //! adapter implements over Envoy's hostcalls.
-#![cfg_attr(not(test), deny(clippy::panic, clippy::unwrap_used, clippy::expect_used))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::panic, clippy::unwrap_used, clippy::expect_used)
+)]
 
 pub mod error;
 pub mod filter;

@@ -49,7 +49,9 @@ fn default_max_body() -> u64 {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
     }
 }
 
@@ -138,7 +140,10 @@ impl Policy {
         let mut by_name = HashMap::with_capacity(s.models.len() * 2);
         for (i, m) in s.models.iter().enumerate() {
             if !(m.request_limit_multiplier.is_finite() && m.request_limit_multiplier > 0.0) {
-                return Err(SnapshotError::Multiplier(m.name.clone(), m.request_limit_multiplier));
+                return Err(SnapshotError::Multiplier(
+                    m.name.clone(),
+                    m.request_limit_multiplier,
+                ));
             }
             for name in std::iter::once(&m.name).chain(m.aliases.iter()) {
                 if by_name.insert(name.clone(), i).is_some() {
@@ -162,7 +167,9 @@ impl Policy {
 
     /// Resolves a model name or alias.
     pub fn model(&self, name_or_alias: &str) -> Option<&ModelSpec> {
-        self.by_name.get(name_or_alias).and_then(|i| self.models.get(*i))
+        self.by_name
+            .get(name_or_alias)
+            .and_then(|i| self.models.get(*i))
     }
 
     /// The `GET /v1/models` body, rendered once per snapshot.
@@ -190,7 +197,12 @@ fn models_list(models: &[ModelSpec], created: i64) -> Vec<u8> {
         object: "list",
         data: models
             .iter()
-            .map(|m| ModelObject { id: &m.name, object: "model", created, owned_by: "aqueduct" })
+            .map(|m| ModelObject {
+                id: &m.name,
+                object: "model",
+                created,
+                owned_by: "aqueduct",
+            })
             .collect(),
     };
     serde_json::to_vec(&list).unwrap_or_default()
@@ -241,10 +253,15 @@ mod tests {
     #[test]
     fn refuses_duplicate_names_and_bad_multipliers() {
         let s = snapshot(vec![model("m", &[]), model("n", &["m"])]);
-        assert!(matches!(Policy::from_snapshot(s), Err(SnapshotError::DuplicateName(n)) if n == "m"));
+        assert!(
+            matches!(Policy::from_snapshot(s), Err(SnapshotError::DuplicateName(n)) if n == "m")
+        );
         let mut bad = model("m", &[]);
         bad.request_limit_multiplier = 0.0;
-        assert!(matches!(Policy::from_snapshot(snapshot(vec![bad])), Err(SnapshotError::Multiplier(..))));
+        assert!(matches!(
+            Policy::from_snapshot(snapshot(vec![bad])),
+            Err(SnapshotError::Multiplier(..))
+        ));
     }
 
     #[test]

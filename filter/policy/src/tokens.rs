@@ -32,7 +32,12 @@ pub enum TokenTableError {
     #[error("token hashes length {0} is not a multiple of 64 hex digits")]
     Length(usize),
     #[error("token arrays disagree in length: {hashes} hashes, {ids} ids, {expires} expiries, {principals} principals")]
-    Arity { hashes: usize, ids: usize, expires: usize, principals: usize },
+    Arity {
+        hashes: usize,
+        ids: usize,
+        expires: usize,
+        principals: usize,
+    },
     #[error("token hashes are not sorted and unique at position {0}")]
     Unsorted(usize),
     #[error("token {0} names principal {1}, which does not exist")]
@@ -61,8 +66,11 @@ pub struct TokenTable {
 
 impl TokenTable {
     /// Decodes and checks a table; `principal_count` bounds the principal indices.
-    pub fn from_spec(spec: TokenTableSpec, principal_count: usize) -> Result<Self, TokenTableError> {
-        if spec.hashes.len() % (HASH_LEN * 2) != 0 {
+    pub fn from_spec(
+        spec: TokenTableSpec,
+        principal_count: usize,
+    ) -> Result<Self, TokenTableError> {
+        if !spec.hashes.len().is_multiple_of(HASH_LEN * 2) {
             return Err(TokenTableError::Length(spec.hashes.len()));
         }
         let hashes = hex::decode(&spec.hashes).map_err(|_| TokenTableError::Hex)?;
@@ -76,16 +84,25 @@ impl TokenTable {
             });
         }
         for i in 1..n {
-            if hashes[(i - 1) * HASH_LEN..i * HASH_LEN] >= hashes[i * HASH_LEN..(i + 1) * HASH_LEN] {
+            if hashes[(i - 1) * HASH_LEN..i * HASH_LEN] >= hashes[i * HASH_LEN..(i + 1) * HASH_LEN]
+            {
                 return Err(TokenTableError::Unsorted(i));
             }
         }
-        if let Some((i, p)) =
-            spec.principals.iter().enumerate().find(|(_, p)| **p as usize >= principal_count)
+        if let Some((i, p)) = spec
+            .principals
+            .iter()
+            .enumerate()
+            .find(|(_, p)| **p as usize >= principal_count)
         {
             return Err(TokenTableError::Principal(i, *p));
         }
-        Ok(Self { hashes, ids: spec.ids, expires: spec.expires, principals: spec.principals })
+        Ok(Self {
+            hashes,
+            ids: spec.ids,
+            expires: spec.expires,
+            principals: spec.principals,
+        })
     }
 
     /// Number of tokens.
@@ -132,7 +149,7 @@ impl TokenTable {
 impl TokenTableSpec {
     /// Builds the wire form from unsorted entries `(digest, id, expires_at, principal)`.
     pub fn build(mut entries: Vec<([u8; HASH_LEN], u64, Option<i64>, u32)>) -> Self {
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_unstable_by_key(|e| e.0);
         entries.dedup_by(|a, b| a.0 == b.0);
         let mut raw = Vec::with_capacity(entries.len() * HASH_LEN);
         let mut spec = TokenTableSpec::default();
@@ -157,8 +174,11 @@ mod tests {
     use super::*;
 
     fn table(keys: &[&str]) -> TokenTable {
-        let entries =
-            keys.iter().enumerate().map(|(i, k)| (hash_key(k), i as u64 + 1, None, 0)).collect();
+        let entries = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (hash_key(k), i as u64 + 1, None, 0))
+            .collect();
         TokenTable::from_spec(TokenTableSpec::build(entries), 1).unwrap()
     }
 
@@ -195,22 +215,40 @@ mod tests {
 
     #[test]
     fn rejects_malformed_tables() {
-        let good = TokenTableSpec::build(vec![(hash_key("a"), 1, None, 0), (hash_key("b"), 2, None, 0)]);
+        let good = TokenTableSpec::build(vec![
+            (hash_key("a"), 1, None, 0),
+            (hash_key("b"), 2, None, 0),
+        ]);
         let mut s = good.clone();
         s.hashes.push('0');
-        assert!(matches!(TokenTable::from_spec(s, 1), Err(TokenTableError::Length(_))));
+        assert!(matches!(
+            TokenTable::from_spec(s, 1),
+            Err(TokenTableError::Length(_))
+        ));
         let mut s = good.clone();
         s.hashes.replace_range(0..2, "zz");
-        assert_eq!(TokenTable::from_spec(s, 1).unwrap_err(), TokenTableError::Hex);
+        assert_eq!(
+            TokenTable::from_spec(s, 1).unwrap_err(),
+            TokenTableError::Hex
+        );
         let mut s = good.clone();
         s.ids.pop();
-        assert!(matches!(TokenTable::from_spec(s, 1), Err(TokenTableError::Arity { .. })));
+        assert!(matches!(
+            TokenTable::from_spec(s, 1),
+            Err(TokenTableError::Arity { .. })
+        ));
         let mut s = good.clone();
         let (a, b) = s.hashes.split_at(64);
         s.hashes = format!("{b}{a}");
-        assert_eq!(TokenTable::from_spec(s, 1).unwrap_err(), TokenTableError::Unsorted(1));
+        assert_eq!(
+            TokenTable::from_spec(s, 1).unwrap_err(),
+            TokenTableError::Unsorted(1)
+        );
         let mut s = good;
         s.principals[1] = 7;
-        assert_eq!(TokenTable::from_spec(s, 1).unwrap_err(), TokenTableError::Principal(1, 7));
+        assert_eq!(
+            TokenTable::from_spec(s, 1).unwrap_err(),
+            TokenTableError::Principal(1, 7)
+        );
     }
 }

@@ -32,9 +32,11 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(bytes) = self.get_plugin_configuration() else {
-            log::error!("aqueduct: empty plugin configuration; refusing it");
-            return false;
+        let Some(bytes) = self.get_plugin_configuration().filter(|b| !b.is_empty()) else {
+            // No policy yet (e.g. a static config awaiting pull mode): fail closed, 503 on API routes.
+            log::warn!("aqueduct: no policy in the plugin configuration; API requests get 503");
+            self.policy = None;
+            return true;
         };
         match Policy::from_json(&bytes) {
             Ok(policy) => {
@@ -56,7 +58,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request { filter: RequestFilter::new(self.policy.clone()) }))
+        Some(Box::new(Request {
+            filter: RequestFilter::new(self.policy.clone()),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -73,11 +77,17 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let now = host::now_unix_secs();
-        action(self.filter.on_request_headers(&mut WasmHost, end_of_stream, now))
+        action(
+            self.filter
+                .on_request_headers(&mut WasmHost, end_of_stream, now),
+        )
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.filter.on_request_body(&mut WasmHost, body_size, end_of_stream))
+        action(
+            self.filter
+                .on_request_body(&mut WasmHost, body_size, end_of_stream),
+        )
     }
 }
 

@@ -2,23 +2,36 @@ use super::*;
 use crate::snapshot::{ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use crate::tokens::{hash_key, TokenTableSpec};
 
+/// A local reply: status, headers, body.
+type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// A host over plain maps, recording what the filter did.
 #[derive(Default)]
 struct TestHost {
     headers: Vec<(String, String)>,
     body: Vec<u8>,
-    reply: Option<(u16, Vec<(String, String)>, Vec<u8>)>,
+    reply: Option<Reply>,
     route_cleared: bool,
 }
 
 impl TestHost {
     fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Self {
-        let mut h = vec![(":method".to_string(), method.to_string()), (":path".to_string(), path.to_string())];
+        let mut h = vec![
+            (":method".to_string(), method.to_string()),
+            (":path".to_string(), path.to_string()),
+        ];
         h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Self { headers: h, body: body.to_vec(), ..Default::default() }
+        Self {
+            headers: h,
+            body: body.to_vec(),
+            ..Default::default()
+        }
     }
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     fn reply_json(&self) -> (u16, serde_json::Value) {
         let (status, _, body) = self.reply.as_ref().expect("a local reply");
@@ -48,7 +61,14 @@ impl Host for TestHost {
     }
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
         assert!(self.reply.is_none(), "one reply per request");
-        self.reply = Some((status, headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), body.to_vec()));
+        self.reply = Some((
+            status,
+            headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body.to_vec(),
+        ));
     }
     fn clear_route_cache(&mut self) {
         self.route_cleared = true;
@@ -70,8 +90,13 @@ fn policy() -> Rc<Policy> {
     let snap = PolicySnapshot {
         version: 3,
         created: 1_700_000_000,
-        settings: Settings { max_body_bytes: 4096 },
-        models: vec![model("chat", &["demo"], Some("Bearer sk-provider")), model("whisper", &[], None)],
+        settings: Settings {
+            max_body_bytes: 4096,
+        },
+        models: vec![
+            model("chat", &["demo"], Some("Bearer sk-provider")),
+            model("whisper", &[], None),
+        ],
         principals: vec![PrincipalSpec { user_id: 1 }],
         tokens: TokenTableSpec::build(vec![
             (hash_key("sk-good"), 1, None, 0),
@@ -101,7 +126,10 @@ fn chat(key: &str) -> TestHost {
     TestHost::request(
         "POST",
         "/v1/chat/completions",
-        &[("authorization", &format!("Bearer {key}")), ("content-type", "application/json")],
+        &[
+            ("authorization", &format!("Bearer {key}")),
+            ("content-type", "application/json"),
+        ],
         CHAT,
     )
 }
@@ -109,17 +137,24 @@ fn chat(key: &str) -> TestHost {
 #[test]
 fn routes_an_authenticated_request() {
     let mut h = chat("sk-good");
-    h.headers.push(("x-aqueduct-route".into(), "route-forged".into()));
+    h.headers
+        .push(("x-aqueduct-route".into(), "route-forged".into()));
     h.headers.push(("X-Aqueduct-User".into(), "admin".into()));
     assert_eq!(run(&mut h, Some(policy())), Flow::Continue);
     assert!(h.reply.is_none());
     assert_eq!(h.header(ROUTE_HEADER), Some("route-chat"));
     assert_eq!(h.header("authorization"), Some("Bearer sk-provider"));
-    assert!(h.header("X-Aqueduct-User").is_none(), "inbound identity headers stripped");
+    assert!(
+        h.header("X-Aqueduct-User").is_none(),
+        "inbound identity headers stripped"
+    );
     assert!(h.route_cleared);
     let v: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
     assert_eq!(v["model"], "provider-chat");
-    assert_eq!(h.header("content-length"), Some(h.body.len().to_string().as_str()));
+    assert_eq!(
+        h.header("content-length"),
+        Some(h.body.len().to_string().as_str())
+    );
 }
 
 #[test]
@@ -127,7 +162,10 @@ fn x_api_key_works_and_is_not_forwarded() {
     let mut h = TestHost::request(
         "POST",
         "/embeddings",
-        &[("x-api-key", "sk-good"), ("content-type", "application/json")],
+        &[
+            ("x-api-key", "sk-good"),
+            ("content-type", "application/json"),
+        ],
         br#"{"model":"chat","input":"x"}"#,
     );
     assert_eq!(run(&mut h, Some(policy())), Flow::Continue);
@@ -144,7 +182,10 @@ fn model_without_provider_key_sends_no_authorization() {
 
 #[test]
 fn key_errors_are_401() {
-    for (key, code) in [("sk-bad", "invalid_api_key"), ("sk-expired", "expired_api_key")] {
+    for (key, code) in [
+        ("sk-bad", "invalid_api_key"),
+        ("sk-expired", "expired_api_key"),
+    ] {
         let mut h = chat(key);
         run(&mut h, Some(policy()));
         let (status, v) = h.reply_json();
@@ -152,7 +193,11 @@ fn key_errors_are_401() {
         assert_eq!(v["error"]["code"], code);
     }
     let mut h = chat("sk-later");
-    assert_eq!(run(&mut h, Some(policy())), Flow::Continue, "not yet expired");
+    assert_eq!(
+        run(&mut h, Some(policy())),
+        Flow::Continue,
+        "not yet expired"
+    );
     let mut h = chat("x");
     h.headers.retain(|(k, _)| k != "authorization");
     run(&mut h, Some(policy()));
@@ -199,7 +244,13 @@ fn request_shape_errors() {
     run(&mut h, p.clone());
     let (status, _) = h.reply_json();
     assert_eq!(status, 405);
-    assert!(h.reply.as_ref().unwrap().1.iter().any(|(k, v)| k == "allow" && v == "POST"));
+    assert!(h
+        .reply
+        .as_ref()
+        .unwrap()
+        .1
+        .iter()
+        .any(|(k, v)| k == "allow" && v == "POST"));
 
     let mut h = chat("sk-good");
     h.set_request_header("content-length", "999999");
@@ -223,11 +274,21 @@ fn streamed_body_over_limit_is_413_without_content_length() {
 
 #[test]
 fn models_list_is_answered_locally() {
-    let mut h = TestHost::request("GET", "/v1/models", &[("authorization", "Bearer sk-good")], b"");
+    let mut h = TestHost::request(
+        "GET",
+        "/v1/models",
+        &[("authorization", "Bearer sk-good")],
+        b"",
+    );
     run(&mut h, Some(policy()));
     let (status, v) = h.reply_json();
     assert_eq!(status, 200);
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["chat", "whisper"]);
     assert_eq!(v["object"], "list");
 }
@@ -248,7 +309,10 @@ fn multipart_transcription_is_routed() {
     let mut h = TestHost::request(
         "POST",
         "/v1/audio/transcriptions",
-        &[("authorization", "Bearer sk-good"), ("content-type", "multipart/form-data; boundary=b")],
+        &[
+            ("authorization", "Bearer sk-good"),
+            ("content-type", "multipart/form-data; boundary=b"),
+        ],
         body,
     );
     assert_eq!(run(&mut h, Some(policy())), Flow::Continue);

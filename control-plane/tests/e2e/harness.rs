@@ -1,0 +1,338 @@
+//! Test harness: the real control plane binary, a real Envoy and the real `.wasm`, in front of
+//! the project's fake upstream, each on free loopback ports with its own temporary directory.
+//! Dropping a [`Harness`] kills every process it started; a failing test prints their logs.
+
+use async_openai::config::OpenAIConfig;
+use fake_upstream::FakeUpstream;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The provider key the default models carry; the upstream must see this, never a client key.
+pub const PROVIDER_KEY: &str = "sk-provider-secret";
+/// The admin key every harness bootstraps with.
+pub const ADMIN_KEY: &str = "sk-test-admin-0123456789abcdef";
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The default models: one per endpoint kind, all on the fake upstream.
+pub fn default_models(base: &str) -> String {
+    format!(
+        r#"model_list:
+  - model_name: chat
+    litellm_params: {{ model: openai/provider-chat, api_base: "{base}", api_key: {PROVIDER_KEY}, timeout: 30 }}
+    model_info: {{ mode: chat, aliases: [chat-alias] }}
+  - model_name: embed
+    litellm_params: {{ model: openai/provider-embed, api_base: "{base}", api_key: {PROVIDER_KEY} }}
+    model_info: {{ mode: embedding }}
+  - model_name: tts
+    litellm_params: {{ model: openai/provider-tts, api_base: "{base}", api_key: {PROVIDER_KEY} }}
+    model_info: {{ mode: audio_speech }}
+  - model_name: whisper
+    litellm_params: {{ model: openai/provider-whisper, api_base: "{base}", api_key: {PROVIDER_KEY} }}
+    model_info: {{ mode: audio_transcription }}
+  - model_name: image
+    litellm_params: {{ model: openai/provider-image, api_base: "{base}", api_key: {PROVIDER_KEY} }}
+    model_info: {{ mode: image_generation }}
+"#
+    )
+}
+
+fn envoy_bin() -> PathBuf {
+    if let Ok(e) = std::env::var("ENVOY") {
+        return PathBuf::from(e);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
+    assert!(
+        venv.exists(),
+        "no Envoy: run `make test` (it installs one) or set ENVOY"
+    );
+    venv
+}
+
+/// The filter module built by `make wasm`.
+pub fn wasm_path() -> PathBuf {
+    let p = std::env::var("AQUEDUCT_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/wasm32-wasip1/release/aqueduct_filter.wasm")
+        });
+    assert!(
+        p.exists(),
+        "no filter module at {}: run `make wasm`",
+        p.display()
+    );
+    p
+}
+
+/// A running gateway.
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub upstream: FakeUpstream,
+    pub listen: SocketAddr,
+    pub xds: SocketAddr,
+    pub http: SocketAddr,
+    pub envoy_admin: SocketAddr,
+    pub models_path: PathBuf,
+    cp: Option<Child>,
+    envoy: Option<Child>,
+    cp_runs: u32,
+}
+
+impl Harness {
+    /// Everything up with the default models, ready to serve.
+    pub async fn start() -> Self {
+        Self::start_with(default_models).await
+    }
+
+    /// Everything up with models rendered from the fake upstream's base URL.
+    pub async fn start_with(models: impl Fn(&str) -> String) -> Self {
+        let upstream = FakeUpstream::start(addr(0)).await.expect("fake upstream");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let models_path = dir.path().join("models.yaml");
+        std::fs::write(&models_path, models(&upstream.base_url())).expect("models file");
+        let mut h = Harness {
+            dir,
+            upstream,
+            listen: addr(free_port()),
+            xds: addr(free_port()),
+            http: addr(free_port()),
+            envoy_admin: addr(free_port()),
+            models_path,
+            cp: None,
+            envoy: None,
+            cp_runs: 0,
+        };
+        h.start_cp();
+        h.start_envoy();
+        h.wait_ready().await;
+        h
+    }
+
+    /// Starts the control plane process.
+    pub fn start_cp(&mut self) {
+        self.cp_runs += 1;
+        let log = std::fs::File::create(self.dir.path().join(format!("cp-{}.log", self.cp_runs)))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
+            .arg("serve")
+            .env("AQUEDUCT_LISTEN", self.listen.to_string())
+            .env("AQUEDUCT_XDS_LISTEN", self.xds.to_string())
+            .env("AQUEDUCT_HTTP_LISTEN", self.http.to_string())
+            .env("AQUEDUCT_MODELS", &self.models_path)
+            .env("AQUEDUCT_DATA_DIR", self.dir.path())
+            .env("AQUEDUCT_ADMIN_KEY", ADMIN_KEY)
+            .env("AQUEDUCT_WASM", wasm_path())
+            .env("AQUEDUCT_MAX_BODY_BYTES", (1024 * 1024).to_string())
+            .env("AQUEDUCT_MODELS_POLL_MS", "100")
+            .env_remove("AQUEDUCT_ENVOY")
+            .env_remove("DATABASE_URL")
+            .env("AQUEDUCT_LOG", "info,aqueduct=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start control plane");
+        self.cp = Some(child);
+    }
+
+    /// Kills the control plane process.
+    pub fn stop_cp(&mut self) {
+        if let Some(mut c) = self.cp.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts Envoy with the standalone bootstrap (everything else over ADS).
+    pub fn start_envoy(&mut self) {
+        let bootstrap = aqueduct::envoy::bootstrap_yaml("test-envoy", self.xds, self.envoy_admin);
+        let config = self.dir.path().join("envoy.yaml");
+        std::fs::write(&config, bootstrap).expect("bootstrap");
+        let log = self.dir.path().join("envoy.log");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            // The admin port is unique while this harness lives, so it makes a unique base id.
+            .args([
+                "--base-id",
+                &self.envoy_admin.port().to_string(),
+                "--concurrency",
+                "2",
+            ])
+            .arg("--log-path")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start envoy");
+        self.envoy = Some(child);
+    }
+
+    /// Kills Envoy.
+    pub fn stop_envoy(&mut self) {
+        if let Some(mut c) = self.envoy.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits until the gateway answers `/v1/models` for the admin key (listener, routes and
+    /// policy all delivered).
+    pub async fn wait_ready(&self) {
+        let start = Instant::now();
+        let client = http();
+        loop {
+            let ok = client
+                .get(self.url("/v1/models"))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                self.dump_logs();
+                panic!("gateway not ready after 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A URL on the gateway's public address.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.listen, path)
+    }
+
+    /// An OpenAI client (async-openai) using `key` against the gateway.
+    pub fn openai(&self, key: &str) -> async_openai::Client<OpenAIConfig> {
+        async_openai::Client::with_config(
+            OpenAIConfig::new()
+                .with_api_base(self.url("/v1"))
+                .with_api_key(key),
+        )
+        .with_backoff(
+            backoff::ExponentialBackoffBuilder::new()
+                .with_max_elapsed_time(Some(Duration::ZERO))
+                .build(),
+        )
+    }
+
+    /// Creates a key through the management API (through the gateway); returns (id, key).
+    pub async fn create_token(&self, name: &str, expires_at: Option<&str>) -> (i64, String) {
+        let mut body = serde_json::json!({ "name": name });
+        if let Some(e) = expires_at {
+            body["expires_at"] = e.into();
+        }
+        let resp = http()
+            .post(self.url("/api/v1/tokens"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("create token");
+        assert_eq!(resp.status(), 201, "create token");
+        let v: serde_json::Value = resp.json().await.expect("json");
+        (
+            v["id"].as_i64().expect("id"),
+            v["key"].as_str().expect("key").to_string(),
+        )
+    }
+
+    /// Revokes a key through the management API.
+    pub async fn revoke_token(&self, id: i64) {
+        let resp = http()
+            .delete(self.url(&format!("/api/v1/tokens/{id}")))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .expect("revoke");
+        assert_eq!(resp.status(), 204);
+    }
+
+    /// Polls until `f` returns true or `limit` passes; returns the time it took.
+    pub async fn eventually<F, Fut>(&self, limit: Duration, mut f: F) -> Duration
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        loop {
+            if f().await {
+                return start.elapsed();
+            }
+            if start.elapsed() > limit {
+                self.dump_logs();
+                panic!("condition not met within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Prints the tails of every log this harness wrote.
+    pub fn dump_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                eprintln!("----- {} (last 40 lines) -----\n{tail}", p.display());
+            }
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        self.stop_envoy();
+        self.stop_cp();
+    }
+}
+
+/// A plain HTTP client for raw requests.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// Asserts an OpenAI-shaped error with `status` and `type`; returns the error object.
+pub async fn expect_error(resp: reqwest::Response, status: u16, kind: &str) -> serde_json::Value {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(ct.starts_with("application/json"), "content-type {ct}");
+    let v: serde_json::Value = resp.json().await.expect("json error body");
+    let e = &v["error"];
+    assert_eq!(e["type"], kind, "{v}");
+    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
+    e.clone()
+}

@@ -1,0 +1,164 @@
+//! Changes apply live, and either side can restart without the other losing its footing.
+
+use crate::harness::{http, Harness, ADMIN_KEY};
+use std::time::{Duration, Instant};
+
+async fn status(h: &Harness, key: &str) -> u16 {
+    http()
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"model":"chat","messages":[{"role":"user","content":"hi"}]}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn created_key_works_and_revoked_key_fails_within_a_second() {
+    let h = Harness::start().await;
+    let start = Instant::now();
+    let (id, key) = h.create_token("live", None).await;
+    let created = start.elapsed();
+    let accepted = h
+        .eventually(Duration::from_secs(1), || async {
+            status(&h, &key).await == 200
+        })
+        .await;
+    let start = Instant::now();
+    h.revoke_token(id).await;
+    let revoked = start.elapsed()
+        + h.eventually(Duration::from_secs(1), || async {
+            status(&h, &key).await == 401
+        })
+        .await;
+    eprintln!("token API call {created:?}; accepted {accepted:?} after creation; refused {revoked:?} after revocation");
+}
+
+#[tokio::test]
+async fn models_file_edits_apply_live_and_bad_edits_are_ignored() {
+    let h = Harness::start().await;
+    let base = h.upstream.base_url();
+    let original = std::fs::read_to_string(&h.models_path).unwrap();
+    let added = format!(
+        "{original}  - model_name: fresh\n    litellm_params: {{ model: openai/fresh-provider, api_base: \"{base}\" }}\n    model_info: {{ aliases: [fresh-alias] }}\n"
+    );
+    std::fs::write(&h.models_path, &added).unwrap();
+    let c = http();
+    h.eventually(Duration::from_secs(5), || async {
+        let r = c
+            .post(h.url("/v1/embeddings"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&serde_json::json!({"model":"fresh-alias","input":"x"}))
+            .send()
+            .await;
+        r.map(|r| r.status() == 200).unwrap_or(false)
+    })
+    .await;
+    assert_eq!(
+        h.upstream.requests().last().unwrap().json().unwrap()["model"],
+        "fresh-provider"
+    );
+    assert!(
+        h.upstream
+            .requests()
+            .last()
+            .unwrap()
+            .header("authorization")
+            .is_none(),
+        "no key configured, none sent"
+    );
+
+    // An invalid edit (duplicate alias) keeps the previous models in force.
+    std::fs::write(&h.models_path, format!("{added}  - model_name: chat-alias\n    litellm_params: {{ model: openai/x, api_base: \"{base}\" }}\n")).unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let models: serde_json::Value = c
+        .get(h.url("/v1/models"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"fresh") && !ids.contains(&"chat-alias"),
+        "{ids:?}"
+    );
+
+    // Removing the model removes its route.
+    std::fs::write(&h.models_path, &original).unwrap();
+    h.eventually(Duration::from_secs(5), || async {
+        let r = c
+            .post(h.url("/v1/embeddings"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&serde_json::json!({"model":"fresh","input":"x"}))
+            .send()
+            .await;
+        r.map(|r| r.status() == 404).unwrap_or(false)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn envoy_restart_gets_its_config_back() {
+    let mut h = Harness::start().await;
+    let (_, key) = h.create_token("before restart", None).await;
+    h.eventually(Duration::from_secs(5), || async {
+        status(&h, &key).await == 200
+    })
+    .await;
+    h.stop_envoy();
+    h.start_envoy();
+    let start = Instant::now();
+    h.wait_ready().await;
+    eprintln!("Envoy start to first 200: {:?}", start.elapsed());
+    assert_eq!(status(&h, &key).await, 200);
+}
+
+#[tokio::test]
+async fn control_plane_restart_keeps_traffic_flowing() {
+    let mut h = Harness::start().await;
+    let (_, key) = h.create_token("survivor", None).await;
+    h.eventually(Duration::from_secs(5), || async {
+        status(&h, &key).await == 200
+    })
+    .await;
+    h.stop_cp();
+    // Envoy keeps enforcing the last policy with the control plane gone.
+    for _ in 0..5 {
+        assert_eq!(status(&h, &key).await, 200);
+        assert_eq!(status(&h, "sk-aq-unknown").await, 401);
+    }
+    h.start_cp();
+    // It reconnects and takes new changes again.
+    let (_, fresh) = h.create_token_when_up().await;
+    h.eventually(Duration::from_secs(10), || async {
+        status(&h, &fresh).await == 200
+    })
+    .await;
+    assert_eq!(status(&h, &key).await, 200);
+}
+
+impl Harness {
+    /// Creates a key once the management API answers again (after a control-plane restart).
+    async fn create_token_when_up(&self) -> (i64, String) {
+        self.eventually(Duration::from_secs(10), || async {
+            http()
+                .get(self.url("/api/v1/tokens"))
+                .bearer_auth(ADMIN_KEY)
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        })
+        .await;
+        self.create_token("after restart", None).await
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: the real control plane, a real Envoy, the real `.wasm` filter and real
+//! OpenAI clients, in front of the project's fake upstream.
+#![allow(dead_code)]
+
+mod harness;
+
+mod endpoints;
+mod errors;
+mod existing_mesh;
+mod live;

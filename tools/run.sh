@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make run`: the control plane (which runs Envoy) and, for the demo models, the fake upstream.
+# Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${ENVOY:?set ENVOY to an envoy binary (make run does)}"
+export AQUEDUCT_ENVOY="${AQUEDUCT_ENVOY:-$ENVOY}"
+export AQUEDUCT_MODELS="${AQUEDUCT_MODELS:-examples/models.yaml}"
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+# The demo models point at the project's fake upstream; start it when they are in use.
+if [ "$AQUEDUCT_MODELS" = "examples/models.yaml" ]; then
+    target/release/fake-upstream --listen "${FAKE_UPSTREAM_LISTEN:-127.0.0.1:18090}" &
+    pids+=($!)
+fi
+
+target/release/aqueduct serve &
+pids+=($!)
+cat <<MSG
+
+  Try it (the admin key is printed above on first start; 'target/release/aqueduct admin create-key' makes another):
+    curl http://${AQUEDUCT_LISTEN:-127.0.0.1:8080}/v1/chat/completions -H "Authorization: Bearer \$KEY" \\
+         -H 'content-type: application/json' -d '{"model":"demo","messages":[{"role":"user","content":"hi"}]}'
+
+MSG
+wait "${pids[-1]}"
