@@ -23,9 +23,11 @@ fi
 
 target/release/aqueduct serve &
 pids+=($!)
+sleep 1
 cat <<MSG
 
-  Try it (the admin key is printed above on first start; 'target/release/aqueduct admin create-key' makes another):
+  Try it. The control plane prints the admin key once, on first start ('Admin key ...' above);
+  'target/release/aqueduct admin create-key' makes another:
     curl http://${AQUEDUCT_LISTEN:-127.0.0.1:8080}/v1/chat/completions -H "Authorization: Bearer \$KEY" \\
          -H 'content-type: application/json' -d '{"model":"demo","messages":[{"role":"user","content":"hi"}]}'
 

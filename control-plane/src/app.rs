@@ -7,7 +7,7 @@ use crate::envoy::{bootstrap_yaml, EnvoyProcess};
 use crate::gateway::{now, Gateway};
 use crate::tokens::{generate_key, hash_hex, preview, store};
 use crate::xds::resources::Layout;
-use crate::xds::server::{XdsMetrics, XdsServer};
+use crate::xds::server::XdsServer;
 use anyhow::Context;
 use aqueduct_policy::snapshot::DEFAULT_MAX_BODY_BYTES;
 use std::net::SocketAddr;
@@ -39,10 +39,12 @@ pub struct Settings {
     /// Where the xDS (gRPC) server listens; Envoy's bootstrap points here.
     #[arg(long, env = "AQUEDUCT_XDS_LISTEN", default_value = "127.0.0.1:18000")]
     pub xds_listen: SocketAddr,
-    /// Where the management API and UI listen; Envoy routes `/api` and `/` here.
+    /// Where the control plane's HTTP side (management API, `/metrics`) listens; Envoy routes
+    /// `/api` here.
     #[arg(long, env = "AQUEDUCT_HTTP_LISTEN", default_value = "127.0.0.1:18001")]
     pub http_listen: SocketAddr,
-    /// The filter's `.wasm`, as Envoy's host sees it.
+    /// The filter's `.wasm`. It must exist here (checked at start) and at the same path on
+    /// Envoy's host.
     #[arg(
         long,
         env = "AQUEDUCT_WASM",
@@ -50,7 +52,8 @@ pub struct Settings {
     )]
     pub wasm: PathBuf,
     /// Largest accepted request body in bytes (413 above).
-    #[arg(long, env = "AQUEDUCT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    #[arg(long, env = "AQUEDUCT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
+          value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
     pub max_body_bytes: u64,
     /// Envoy binary to run and supervise; unset: run no Envoy (point your own at the xDS address).
     #[arg(long, env = "AQUEDUCT_ENVOY")]
@@ -64,6 +67,10 @@ pub struct Settings {
     /// Worker threads of the supervised Envoy.
     #[arg(long, env = "AQUEDUCT_ENVOY_CONCURRENCY", default_value_t = 2)]
     pub envoy_concurrency: u32,
+    /// How often the policy is rebuilt from the store even without a change notice, in seconds:
+    /// picks up keys written by `aqueduct admin create-key` or another process.
+    #[arg(long, env = "AQUEDUCT_RESYNC_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub resync_secs: u64,
     /// How often the models file is checked for edits, in milliseconds.
     #[arg(long, env = "AQUEDUCT_MODELS_POLL_MS", default_value_t = 500)]
     pub models_poll_ms: u64,
@@ -190,11 +197,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tokio::spawn(gw.clone().run_rebuilder());
     tokio::spawn(
         gw.clone()
+            .rebuild_periodically(Duration::from_secs(settings.resync_secs)),
+    );
+    tokio::spawn(
+        gw.clone()
             .watch_models(Duration::from_millis(settings.models_poll_ms)),
     );
 
-    let metrics = Arc::new(XdsMetrics::default());
-    let xds = XdsServer::new(gw.cache.clone(), metrics);
+    let xds = XdsServer::new(gw.cache.clone(), gw.xds_metrics.clone());
     let xds_listener = tokio::net::TcpListener::bind(settings.xds_listen)
         .await
         .with_context(|| format!("cannot listen for xDS on {}", settings.xds_listen))?;

@@ -9,6 +9,7 @@ use crate::db::Db;
 use crate::tokens::store::{self, LiveToken};
 use crate::xds::cache::SnapshotCache;
 use crate::xds::resources::{self, Layout};
+use crate::xds::server::XdsMetrics;
 use crate::xds::type_url;
 use aqueduct_policy::snapshot::{ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use aqueduct_policy::tokens::{TokenTableSpec, HASH_LEN};
@@ -45,6 +46,11 @@ pub struct Gateway {
     dirty: Notify,
     /// Policy versions published, for `/api/v1/status`.
     pub published: AtomicU64,
+    /// xDS counters, shared with the xDS server.
+    pub xds_metrics: Arc<XdsMetrics>,
+    /// The last published policy with its version zeroed: an unchanged policy keeps its version
+    /// and is not pushed again (each push costs every Envoy VM a re-parse).
+    last_policy: tokio::sync::Mutex<Option<(PolicySnapshot, String)>>,
 }
 
 /// Failure to rebuild the snapshot.
@@ -69,6 +75,8 @@ impl Gateway {
             version: AtomicU64::new(0),
             dirty: Notify::new(),
             published: AtomicU64::new(0),
+            xds_metrics: Arc::new(XdsMetrics::default()),
+            last_policy: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -105,16 +113,23 @@ impl Gateway {
     pub async fn rebuild(&self) -> Result<(), RebuildError> {
         let tokens = store::live(&self.db, now(), EXPIRED_GRACE_SECS).await?;
         let models = self.models();
-        let snapshot = build_snapshot(
-            self.next_version(),
-            i64::try_from(self.models_loaded_at.load(Ordering::Relaxed)).unwrap_or(0),
-            &models,
-            &tokens,
-            Settings {
-                max_body_bytes: self.layout.max_body_bytes,
-            },
-        );
-        let policy_json = serde_json::to_string(&snapshot)?;
+        let created = i64::try_from(self.models_loaded_at.load(Ordering::Relaxed)).unwrap_or(0);
+        let settings = Settings {
+            max_body_bytes: self.layout.max_body_bytes,
+        };
+        let mut snapshot = build_snapshot(0, created, &models, &tokens, settings);
+        // Held until published, so concurrent rebuilds cannot publish out of order.
+        let mut last = self.last_policy.lock().await;
+        let policy_json = match last.as_ref() {
+            Some((prev, json)) if *prev == snapshot => json.clone(),
+            _ => {
+                let unversioned = snapshot.clone();
+                snapshot.version = self.next_version();
+                let json = serde_json::to_string(&snapshot)?;
+                *last = Some((unversioned, json.clone()));
+                json
+            }
+        };
         let changed = self.cache.publish(BTreeMap::from([
             (
                 type_url::CLUSTER,
@@ -127,14 +142,16 @@ impl Gateway {
                 vec![resources::filter_config(&self.layout, policy_json)],
             ),
         ]));
-        self.published.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(
-            version = snapshot.version,
-            tokens = tokens.len(),
-            models = models.groups.len(),
-            ?changed,
-            "policy published"
-        );
+        drop(last);
+        if !changed.is_empty() {
+            self.published.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                tokens = tokens.len(),
+                models = models.groups.len(),
+                ?changed,
+                "policy published"
+            );
+        }
         Ok(())
     }
 
@@ -148,6 +165,15 @@ impl Gateway {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 self.request_rebuild();
             }
+        }
+    }
+
+    /// Asks for a rebuild every `every`; unchanged resources are not pushed again, so this only
+    /// costs Envoy anything when the store changed behind our back.
+    pub async fn rebuild_periodically(self: Arc<Self>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            self.request_rebuild();
         }
     }
 

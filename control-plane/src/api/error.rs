@@ -49,6 +49,17 @@ pub async fn not_found(uri: Uri) -> Error {
     Error(ApiError::unknown_path(uri.path()))
 }
 
+/// Known routes called with the wrong method.
+pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Error {
+    Error(
+        ApiError::new(
+            405,
+            format!("Method {method} is not allowed on {}.", uri.path()),
+        )
+        .code("method_not_allowed"),
+    )
+}
+
 /// Maps axum's JSON extractor rejections to OpenAI-shaped 400/415.
 pub fn json_rejection(r: axum::extract::rejection::JsonRejection) -> Error {
     use axum::extract::rejection::JsonRejection as J;

@@ -19,6 +19,23 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         )
         .route("/api/v1/status", get(tokens::status))
         .route("/health", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(gw)
+}
+
+/// `GET /metrics` (control-plane address only; the public listener does not route it).
+async fn metrics(
+    axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,
+) -> impl axum::response::IntoResponse {
+    use std::fmt::Write;
+    let mut out = String::new();
+    gw.xds_metrics.render(&mut out);
+    let _ = writeln!(
+        out,
+        "# HELP aqueduct_policy_publications_total Policy snapshots built.\n# TYPE aqueduct_policy_publications_total counter\naqueduct_policy_publications_total {}",
+        gw.published.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    ([("content-type", "text/plain; version=0.0.4")], out)
 }

@@ -25,13 +25,14 @@ impl FromRequestParts<Arc<Gateway>> for Authed {
         parts: &mut Parts,
         gw: &Arc<Gateway>,
     ) -> Result<Self, Self::Rejection> {
-        let key = parts
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        // Same credentials as the model API: `Authorization: Bearer` or `x-api-key`.
+        let key = header("authorization")
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, k)| k.trim().to_string())
+            .or_else(|| header("x-api-key").map(|k| k.trim().to_string()))
+            .filter(|k| !k.is_empty())
             .ok_or_else(ApiError::missing_key)?;
         // Looked up by hash: the database compares digests, never the secret itself.
         let caller = store::caller(&gw.db, &hash_hex(&key), now())
@@ -119,7 +120,7 @@ pub async fn create(
     auth.require_admin()?;
     let Json(req) = body.map_err(json_rejection)?;
     let name = req.name.trim();
-    if name.is_empty() || name.len() > 255 {
+    if name.is_empty() || name.chars().count() > 255 {
         return Err(ApiError::bad_request("'name' must be 1 to 255 characters.")
             .param("name")
             .into());
@@ -233,5 +234,10 @@ pub async fn status(
         "models": gw.models().groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>(),
         "xds_versions": versions,
         "policy_publications": gw.published.load(Ordering::Relaxed),
+        "xds": {
+            "streams": gw.xds_metrics.streams.load(Ordering::Relaxed),
+            "acks": gw.xds_metrics.acks.load(Ordering::Relaxed),
+            "nacks": gw.xds_metrics.nacks.load(Ordering::Relaxed),
+        },
     })))
 }

@@ -295,13 +295,13 @@ fn local_replies() -> LocalReplyConfig {
                 &["UT"],
                 "timeout_error",
                 "upstream_timeout",
-                "The model provider did not answer in time.",
+                "The upstream service did not answer in time.",
             ),
             mapper(
                 &["UF", "UH", "URX", "UO", "UC", "UR"],
                 "server_error",
                 "upstream_unavailable",
-                "The model provider could not be reached.",
+                "The upstream service could not be reached.",
             ),
             mapper(
                 &["NR"],
@@ -433,6 +433,32 @@ pub fn model_route(group: &ModelGroup) -> Route {
     }
 }
 
+/// The control plane's `/metrics` is for scrapers on its own address, not for the public.
+fn metrics_blocked() -> Route {
+    Route {
+        name: "metrics".into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Path("/metrics".into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::DirectResponse(DirectResponseAction {
+            status: 404,
+            body: Some(DataSource {
+                specifier: Some(data_source::Specifier::InlineString(
+                    r#"{"error":{"message":"Unknown request URL: /metrics.","type":"not_found_error","param":null,"code":"unknown_url"}}"#.into(),
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+        response_headers_to_add: vec![HeaderValueOption {
+            header: Some(HeaderValue { key: "content-type".into(), value: "application/json".into(), ..Default::default() }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 fn health_route(path: &str) -> Route {
     Route {
         name: "health".into(),
@@ -462,7 +488,11 @@ fn health_route(path: &str) -> Route {
 
 /// The route table: health, one route per model, and everything else to the control plane.
 pub fn route_config(models: &ModelsConfig) -> RouteConfiguration {
-    let mut routes = vec![health_route("/health"), health_route("/health/")];
+    let mut routes = vec![
+        health_route("/health"),
+        health_route("/health/"),
+        metrics_blocked(),
+    ];
     routes.extend(models.groups.iter().map(model_route));
     routes.push(Route {
         name: "control-plane".into(),

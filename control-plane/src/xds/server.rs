@@ -34,6 +34,44 @@ pub struct XdsMetrics {
     pub nacks: AtomicU64,
 }
 
+impl XdsMetrics {
+    /// Prometheus text exposition of the counters.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let mut metric = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        metric(
+            "aqueduct_xds_streams",
+            "gauge",
+            "xDS streams open.",
+            &self.streams,
+        );
+        metric(
+            "aqueduct_xds_responses_total",
+            "counter",
+            "xDS responses sent.",
+            &self.responses,
+        );
+        metric(
+            "aqueduct_xds_acks_total",
+            "counter",
+            "xDS ACKs received.",
+            &self.acks,
+        );
+        metric(
+            "aqueduct_xds_nacks_total",
+            "counter",
+            "Configs Envoy rejected (NACKs).",
+            &self.nacks,
+        );
+    }
+}
+
 /// The xDS gRPC server (ADS and ECDS).
 #[derive(Clone, Debug)]
 pub struct XdsServer {

@@ -137,6 +137,7 @@ impl Harness {
             .env("AQUEDUCT_WASM", wasm_path())
             .env("AQUEDUCT_MAX_BODY_BYTES", (1024 * 1024).to_string())
             .env("AQUEDUCT_MODELS_POLL_MS", "100")
+            .env("AQUEDUCT_RESYNC_SECS", "1")
             .env_remove("AQUEDUCT_ENVOY")
             .env_remove("DATABASE_URL")
             .env("AQUEDUCT_LOG", "info,aqueduct=debug")

@@ -162,3 +162,119 @@ impl Harness {
         self.create_token("after restart", None).await
     }
 }
+
+#[tokio::test]
+async fn several_deployments_are_balanced_and_a_dead_one_is_retried_around() {
+    let second = fake_upstream::FakeUpstream::start(([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap();
+    let second_base = second.base_url();
+    let dead = crate::harness::free_port();
+    let h = Harness::start_with(|base| {
+        let entry = |api_base: &str| {
+            format!("  - model_name: lb\n    litellm_params: {{ model: openai/lb-provider, api_base: \"{api_base}\" }}\n")
+        };
+        format!(
+            "model_list:\n{}{}{}",
+            entry(base),
+            entry(&second_base),
+            entry(&format!("http://127.0.0.1:{dead}/v1"))
+        )
+    })
+    .await;
+    for i in 0..30 {
+        let r = http()
+            .post(h.url("/v1/embeddings"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&serde_json::json!({"model":"lb","input":"x"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "request {i}: the dead endpoint must be retried around"
+        );
+    }
+    let (a, b) = (h.upstream.requests().len(), second.requests().len());
+    assert_eq!(a + b, 30);
+    assert!(
+        a >= 5 && b >= 5,
+        "both live deployments take traffic: {a} / {b}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_xds_traffic_and_stay_off_the_public_listener() {
+    let h = Harness::start().await;
+    let text = http()
+        .get(format!("http://{}/metrics", h.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("aqueduct_xds_streams 1"), "{text}");
+    assert!(text.contains("aqueduct_xds_nacks_total 0"), "{text}");
+    let acks: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("aqueduct_xds_acks_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(acks >= 4, "Envoy acknowledged every type: {text}");
+    let r = http().get(h.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn resync_picks_up_out_of_band_keys_and_does_not_repush_an_unchanged_policy() {
+    let h = Harness::start().await;
+    let ext_version = || async {
+        let v: serde_json::Value = http()
+            .get(h.url("/api/v1/status"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["xds_versions"]["type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = ext_version().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        ext_version().await,
+        before,
+        "periodic resyncs of an unchanged store push nothing"
+    );
+
+    // A key written straight to the store (as `aqueduct admin create-key` does) reaches the
+    // filter at the next resync.
+    let db_url = format!("sqlite://{}", h.dir.path().join("aqueduct.db").display());
+    let db = aqueduct::db::Db::open(Some(&db_url), h.dir.path())
+        .await
+        .unwrap();
+    let key = aqueduct::tokens::generate_key();
+    aqueduct::tokens::store::insert(
+        &db,
+        1,
+        "cli",
+        &aqueduct::tokens::hash_hex(&key),
+        "p",
+        0,
+        None,
+    )
+    .await
+    .unwrap();
+    h.eventually(Duration::from_secs(3), || async {
+        status(&h, &key).await == 200
+    })
+    .await;
+    assert_ne!(ext_version().await, before);
+}

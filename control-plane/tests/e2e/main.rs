@@ -8,3 +8,4 @@ mod endpoints;
 mod errors;
 mod existing_mesh;
 mod live;
+mod nack;

@@ -720,7 +720,7 @@ async fn handle(state: &FakeState, request_id: u64, req: Request) -> Result<Resp
         Endpoint::Model => {
             let path = parts.uri.path();
             let id = path.find("/models/").map_or("", |i| &path[i + 8..]);
-            Ok(endpoints::model(id))
+            Ok(endpoints::model(&util::percent_decode(id)))
         }
     }
 }

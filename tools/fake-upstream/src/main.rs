@@ -5,6 +5,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
+// Boolish so that `FAKE_UPSTREAM_LOG_REQUESTS=1` (or yes/on) works, not only `true`.
+use clap::builder::BoolishValueParser;
 use clap::Parser;
 use fake_upstream::{Controls, FakeState, FakeUpstream};
 
@@ -33,11 +35,11 @@ struct Args {
     chunks: Option<u32>,
 
     /// Print one line per request to stderr.
-    #[arg(long, env = "FAKE_UPSTREAM_LOG_REQUESTS")]
+    #[arg(long, env = "FAKE_UPSTREAM_LOG_REQUESTS", value_parser = BoolishValueParser::new())]
     log_requests: bool,
 
     /// Do not record requests (saves a header copy and a lock per request in benchmarks).
-    #[arg(long, env = "FAKE_UPSTREAM_NO_RECORD")]
+    #[arg(long, env = "FAKE_UPSTREAM_NO_RECORD", value_parser = BoolishValueParser::new())]
     no_record: bool,
 }
 

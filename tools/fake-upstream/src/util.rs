@@ -119,6 +119,39 @@ pub(crate) fn fake_embedding(seed_bytes: &[u8], dims: usize) -> Vec<f32> {
     v
 }
 
+/// Decodes `%XX` escapes (clients percent-encode model ids such as `org/model` in paths).
+/// Malformed escapes are kept literally; invalid UTF-8 is replaced.
+pub(crate) fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('%') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let hex = |b: u8| match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    };
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match escaped {
+            Some((hi, lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Standard (RFC 4648, padded) base64. Hand-rolled to avoid a dependency for ~20 lines.
@@ -217,6 +250,14 @@ mod tests {
         assert_ne!(a, fake_embedding(b"world", 8));
         let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("gpt-4o"), "gpt-4o");
+        assert_eq!(percent_decode("org%2Fmodel"), "org/model");
+        assert_eq!(percent_decode("a%2fb%"), "a/b%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
     }
 
     #[test]

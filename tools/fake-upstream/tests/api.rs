@@ -596,6 +596,13 @@ async fn models_list_and_retrieve() -> TestResult {
         .json()
         .await?;
     assert_eq!(one["id"], "some-model");
+    let encoded: Value = http
+        .get(format!("{}/models/org%2Fmodel", up.base_url()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(encoded["id"], "org/model");
     Ok(())
 }
 
