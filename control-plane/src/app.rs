@@ -45,11 +45,7 @@ pub struct Settings {
     pub http_listen: SocketAddr,
     /// The filter's `.wasm`. It must exist here (checked at start) and at the same path on
     /// Envoy's host.
-    #[arg(
-        long,
-        env = "AQUEDUCT_WASM",
-        default_value = "target/wasm32-wasip1/release/aqueduct_filter.wasm"
-    )]
+    #[arg(long, env = "AQUEDUCT_WASM", default_value = "target/wasm32-wasip1/release/aqueduct_filter.wasm")]
     pub wasm: PathBuf,
     /// Largest accepted request body in bytes (413 above).
     #[arg(long, env = "AQUEDUCT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
@@ -71,19 +67,27 @@ pub struct Settings {
     /// picks up keys written by `aqueduct admin create-key` or another process.
     #[arg(long, env = "AQUEDUCT_RESYNC_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_secs: u64,
+    /// Models no key may use unless a level of its chain sets `merge_excluded_models: false`
+    /// (comma-separated model names or aliases).
+    #[arg(long, env = "AQUEDUCT_DEFAULT_EXCLUDED_MODELS", value_delimiter = ',', default_value = "")]
+    pub default_excluded_models: Vec<String>,
     /// How often the models file is checked for edits, in milliseconds.
     #[arg(long, env = "AQUEDUCT_MODELS_POLL_MS", default_value_t = 500)]
     pub models_poll_ms: u64,
+    /// Most live service accounts one team may have (409 `quota_exceeded` above).
+    #[arg(long, env = "AQUEDUCT_MAX_SERVICE_ACCOUNTS_PER_TEAM", default_value_t = 10,
+          value_parser = clap::value_parser!(i64).range(0..))]
+    pub max_service_accounts_per_team: i64,
+    /// Most live personal keys one user may have (409 `quota_exceeded` above).
+    #[arg(long, env = "AQUEDUCT_MAX_KEYS_PER_USER", default_value_t = 10,
+          value_parser = clap::value_parser!(i64).range(0..))]
+    pub max_keys_per_user: i64,
 }
 
 impl Settings {
     fn layout(&self) -> anyhow::Result<Layout> {
-        let wasm = std::fs::canonicalize(&self.wasm).with_context(|| {
-            format!(
-                "filter module {} not found (build it with `make wasm`)",
-                self.wasm.display()
-            )
-        })?;
+        let wasm = std::fs::canonicalize(&self.wasm)
+            .with_context(|| format!("filter module {} not found (build it with `make wasm`)", self.wasm.display()))?;
         Ok(Layout {
             listen: self.listen,
             control_plane_http: self.http_listen,
@@ -100,38 +104,48 @@ pub async fn bootstrap_admin(db: &Db, admin_key: Option<&str>) -> anyhow::Result
     if let Some(key) = admin_key {
         let hash = hash_hex(key);
         if !store::hash_exists(db, &hash).await? {
-            store::insert(
-                db,
-                admin,
-                "bootstrap admin key",
-                &hash,
-                &preview(key),
-                now,
-                None,
-            )
-            .await?;
+            store::insert(db, admin, "bootstrap admin key", &hash, &preview(key), now, None).await?;
         }
         return Ok(None);
     }
-    let has_key = store::live(db, now, 0)
-        .await?
-        .iter()
-        .any(|t| t.user_id == admin);
+    let has_key = store::live(db, now, 0).await?.iter().any(|t| t.user_id == admin);
     if has_key {
         return Ok(None);
     }
     let key = generate_key();
-    store::insert(
-        db,
-        admin,
-        "bootstrap admin key",
-        &hash_hex(&key),
-        &preview(&key),
-        now,
-        None,
-    )
-    .await?;
+    store::insert(db, admin, "bootstrap admin key", &hash_hex(&key), &preview(&key), now, None).await?;
     Ok(Some(key))
+}
+
+/// `aqueduct admin bootstrap`: creates the org (unless it exists), an admin user in it and a key
+/// for that user; returns the key (print it once). Fails if the email is taken.
+pub async fn bootstrap_org_admin(settings: &Settings, org: &str, email: &str) -> anyhow::Result<String> {
+    use crate::tenancy::store as tstore;
+    let org = org.trim();
+    let email = email.trim();
+    anyhow::ensure!(!org.is_empty() && org.chars().count() <= 255, "--org must be 1 to 255 characters");
+    anyhow::ensure!(
+        email.len() <= 320 && email.split('@').count() == 2 && !email.starts_with('@') && !email.ends_with('@'),
+        "--email must be an address with one '@'"
+    );
+    std::fs::create_dir_all(&settings.data_dir)?;
+    let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
+    let now = now();
+    let org_id = tstore::ensure_org(&db, org, now).await?;
+    let user = tstore::insert_user(&db, email, Some(org_id), "admin", now)
+        .await
+        .with_context(|| format!("cannot create user {email} (does it exist already?)"))?;
+    let key = generate_key();
+    store::insert(&db, user, "admin key (bootstrap)", &hash_hex(&key), &preview(&key), now, None).await?;
+    Ok(key)
+}
+
+/// The tenancy settings the management API enforces.
+pub fn tenancy_settings(settings: &Settings) -> crate::api::TenancySettings {
+    crate::api::TenancySettings {
+        max_service_accounts_per_team: settings.max_service_accounts_per_team,
+        max_keys_per_user: settings.max_keys_per_user,
+    }
 }
 
 /// Creates a new admin key (for `aqueduct admin create-key`).
@@ -140,16 +154,7 @@ pub async fn create_admin_key(settings: &Settings) -> anyhow::Result<String> {
     let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
     let admin = store::ensure_user(&db, BOOTSTRAP_ADMIN, "admin", now()).await?;
     let key = generate_key();
-    store::insert(
-        &db,
-        admin,
-        "admin key (CLI)",
-        &hash_hex(&key),
-        &preview(&key),
-        now(),
-        None,
-    )
-    .await?;
+    store::insert(&db, admin, "admin key (CLI)", &hash_hex(&key), &preview(&key), now(), None).await?;
     Ok(key)
 }
 
@@ -179,30 +184,22 @@ pub async fn shutdown_signal() {
 
 /// Runs the control plane until SIGINT/SIGTERM.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            settings.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
     let layout = settings.layout()?;
-    let models = ModelsConfig::load(&settings.models)
-        .with_context(|| format!("models file {}", settings.models.display()))?;
+    let models =
+        ModelsConfig::load(&settings.models).with_context(|| format!("models file {}", settings.models.display()))?;
     let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
     if let Some(key) = bootstrap_admin(&db, settings.admin_key.as_deref()).await? {
         println!("Admin key (shown once; keep it): {key}");
     }
     let gw = Arc::new(Gateway::new(db, layout, settings.models.clone(), models));
+    gw.set_default_excluded_models(settings.default_excluded_models.clone());
     gw.rebuild().await?;
     tokio::spawn(gw.clone().run_rebuilder());
-    tokio::spawn(
-        gw.clone()
-            .rebuild_periodically(Duration::from_secs(settings.resync_secs)),
-    );
-    tokio::spawn(
-        gw.clone()
-            .watch_models(Duration::from_millis(settings.models_poll_ms)),
-    );
+    tokio::spawn(gw.clone().listen_for_peers());
+    tokio::spawn(gw.clone().rebuild_periodically(Duration::from_secs(settings.resync_secs)));
+    tokio::spawn(gw.clone().watch_models(Duration::from_millis(settings.models_poll_ms)));
 
     let xds = XdsServer::new(gw.cache.clone(), gw.xds_metrics.clone());
     let xds_listener = tokio::net::TcpListener::bind(settings.xds_listen)
@@ -223,21 +220,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
                 .add_service(xds.ads())
                 .add_service(xds.ecds())
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(xds_listener),
-                    stop,
-                )
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds_listener), stop)
                 .await
         }
     });
     let http_task = tokio::spawn({
         let stop = stopped(stop_rx.clone());
-        let app = crate::api::router(gw.clone());
-        async move {
-            axum::serve(http_listener, app)
-                .with_graceful_shutdown(stop)
-                .await
-        }
+        let app = crate::api::router(gw.clone(), tenancy_settings(&settings));
+        async move { axum::serve(http_listener, app).with_graceful_shutdown(stop).await }
     });
     let envoy_task = settings.envoy.clone().map(|binary| {
         let proc = EnvoyProcess {
@@ -250,10 +240,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(proc.supervise(stopped(stop_rx.clone())))
     });
     tracing::info!(xds = %settings.xds_listen, http = %settings.http_listen, database = gw.db.backend(), "control plane ready");
-    println!(
-        "Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1)",
-        settings.listen, settings.listen
-    );
+    println!("Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1)", settings.listen, settings.listen);
 
     shutdown_signal().await;
     tracing::info!("shutting down");

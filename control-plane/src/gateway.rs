@@ -6,7 +6,7 @@
 
 use crate::config::models::ModelsConfig;
 use crate::db::Db;
-use crate::tokens::store::{self, LiveToken};
+use crate::tenancy::policy::{excluded_models, hierarchy, live_keys, Hierarchy, KeyRow};
 use crate::xds::cache::SnapshotCache;
 use crate::xds::resources::{self, Layout};
 use crate::xds::server::XdsMetrics;
@@ -23,6 +23,9 @@ use tokio::sync::Notify;
 /// Keys expired for less than this stay in the snapshot so the filter answers "expired"
 /// rather than "invalid"; older ones are dropped to keep the table small.
 pub const EXPIRED_GRACE_SECS: i64 = 7 * 24 * 3600;
+
+/// PostgreSQL channel on which control planes announce store changes to each other.
+pub const CHANGES_CHANNEL: &str = "aqueduct_changes";
 
 /// Unix seconds now.
 pub fn now() -> i64 {
@@ -44,6 +47,10 @@ pub struct Gateway {
     pub cache: Arc<SnapshotCache>,
     version: AtomicU64,
     dirty: Notify,
+    /// Set when the pending rebuild was asked for by a change made here (tell the peers).
+    local_change: std::sync::atomic::AtomicBool,
+    /// Identifies this process in change notifications, so it can ignore its own.
+    instance: String,
     /// Policy versions published, for `/api/v1/status`.
     pub published: AtomicU64,
     /// xDS counters, shared with the xDS server.
@@ -51,6 +58,8 @@ pub struct Gateway {
     /// The last published policy with its version zeroed: an unchanged policy keeps its version
     /// and is not pushed again (each push costs every Envoy VM a re-parse).
     last_policy: tokio::sync::Mutex<Option<(PolicySnapshot, String)>>,
+    /// Models every key is denied unless a level below sets its merge flag to false.
+    default_excluded_models: RwLock<Vec<String>>,
 }
 
 /// Failure to rebuild the snapshot.
@@ -74,22 +83,37 @@ impl Gateway {
             cache: Arc::new(SnapshotCache::new()),
             version: AtomicU64::new(0),
             dirty: Notify::new(),
+            local_change: std::sync::atomic::AtomicBool::new(false),
+            instance: format!("{}-{}", std::process::id(), crate::tokens::generate_key()),
             published: AtomicU64::new(0),
             xds_metrics: Arc::new(XdsMetrics::default()),
             last_policy: tokio::sync::Mutex::new(None),
+            default_excluded_models: RwLock::new(Vec::new()),
         }
     }
 
     /// The current models.
     pub fn models(&self) -> Arc<ModelsConfig> {
-        self.models
-            .read()
-            .map(|m| m.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
+        self.models.read().map(|m| m.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Sets the global default model exclusions (from configuration) and rebuilds.
+    pub fn set_default_excluded_models(&self, models: Vec<String>) {
+        if let Ok(mut d) = self.default_excluded_models.write() {
+            *d = models.into_iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+        }
+        self.request_resync();
     }
 
     /// Asks the rebuild task for a new snapshot; many requests coalesce into one rebuild.
     pub fn request_rebuild(&self) {
+        self.local_change.store(true, Ordering::Relaxed);
+        self.dirty.notify_one();
+    }
+
+    /// Asks for a rebuild that other control planes need not hear about (a resync, or a change
+    /// one of them made and announced).
+    fn request_resync(&self) {
         self.dirty.notify_one();
     }
 
@@ -99,10 +123,7 @@ impl Gateway {
         let mut cur = self.version.load(Ordering::Relaxed);
         loop {
             let next = clock.max(cur + 1);
-            match self
-                .version
-                .compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.version.compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return next,
                 Err(actual) => cur = actual,
             }
@@ -111,13 +132,14 @@ impl Gateway {
 
     /// Reads the store and publishes every resource type.
     pub async fn rebuild(&self) -> Result<(), RebuildError> {
-        let tokens = store::live(&self.db, now(), EXPIRED_GRACE_SECS).await?;
+        let tokens = live_keys(&self.db, now(), EXPIRED_GRACE_SECS).await?;
+        let hierarchy = hierarchy(&self.db).await?;
+        let defaults = self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_default();
+        let inputs = PolicyInputs { keys: &tokens, hierarchy: &hierarchy, default_excluded_models: &defaults };
         let models = self.models();
         let created = i64::try_from(self.models_loaded_at.load(Ordering::Relaxed)).unwrap_or(0);
-        let settings = Settings {
-            max_body_bytes: self.layout.max_body_bytes,
-        };
-        let mut snapshot = build_snapshot(0, created, &models, &tokens, settings);
+        let settings = Settings { max_body_bytes: self.layout.max_body_bytes };
+        let mut snapshot = build_snapshot(0, created, &models, inputs, settings);
         // Held until published, so concurrent rebuilds cannot publish out of order.
         let mut last = self.last_policy.lock().await;
         let policy_json = match last.as_ref() {
@@ -131,26 +153,15 @@ impl Gateway {
             }
         };
         let changed = self.cache.publish(BTreeMap::from([
-            (
-                type_url::CLUSTER,
-                resources::clusters(&self.layout, &models),
-            ),
+            (type_url::CLUSTER, resources::clusters(&self.layout, &models)),
             (type_url::LISTENER, resources::listeners(&self.layout)),
             (type_url::ROUTE, resources::routes(&models)),
-            (
-                type_url::EXTENSION,
-                vec![resources::filter_config(&self.layout, policy_json)],
-            ),
+            (type_url::EXTENSION, vec![resources::filter_config(&self.layout, policy_json)]),
         ]));
         drop(last);
         if !changed.is_empty() {
             self.published.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(
-                tokens = tokens.len(),
-                models = models.groups.len(),
-                ?changed,
-                "policy published"
-            );
+            tracing::info!(tokens = tokens.len(), models = models.groups.len(), ?changed, "policy published");
         }
         Ok(())
     }
@@ -159,11 +170,63 @@ impl Gateway {
     pub async fn run_rebuilder(self: Arc<Self>) {
         loop {
             self.dirty.notified().await;
-            if let Err(e) = self.rebuild().await {
-                // The store may be briefly unavailable; Envoy keeps the last policy meanwhile.
-                tracing::error!(error = %e, "policy rebuild failed; retrying in 1 s");
+            let local = self.local_change.swap(false, Ordering::Relaxed);
+            match self.rebuild().await {
+                Ok(()) if local => self.notify_peers().await,
+                Ok(()) => {}
+                Err(e) => {
+                    // The store may be briefly unavailable; Envoy keeps the last policy meanwhile.
+                    tracing::error!(error = %e, "policy rebuild failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if local {
+                        self.local_change.store(true, Ordering::Relaxed);
+                    }
+                    self.request_resync();
+                }
+            }
+        }
+    }
+
+    /// Tells the other control planes on the same PostgreSQL that the store changed.
+    async fn notify_peers(&self) {
+        if let Db::Postgres(pool) = &self.db {
+            let sent =
+                sqlx::query("SELECT pg_notify($1, $2)").bind(CHANGES_CHANNEL).bind(&self.instance).execute(pool).await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "could not notify other control planes; they will catch up at their next resync");
+            }
+        }
+    }
+
+    /// Rebuilds whenever another control plane on the same PostgreSQL announces a change.
+    /// Without PostgreSQL there are no peers and this returns at once.
+    pub async fn listen_for_peers(self: Arc<Self>) {
+        let Db::Postgres(pool) = &self.db else { return };
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for peer changes; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(CHANGES_CHANNEL).await {
+                tracing::warn!(error = %e, "cannot listen for peer changes; retrying in 1 s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                self.request_rebuild();
+                continue;
+            }
+            // Changes missed while (re)connecting are picked up by this resync.
+            self.request_resync();
+            loop {
+                match listener.recv().await {
+                    Ok(n) if n.payload() != self.instance => self.request_resync(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "peer change listener lost; reconnecting");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -173,7 +236,7 @@ impl Gateway {
     pub async fn rebuild_periodically(self: Arc<Self>, every: Duration) {
         loop {
             tokio::time::sleep(every).await;
-            self.request_rebuild();
+            self.request_resync();
         }
     }
 
@@ -194,9 +257,8 @@ impl Gateway {
                     if let Ok(mut m) = self.models.write() {
                         *m = Arc::new(models);
                     }
-                    self.models_loaded_at
-                        .store(u64::try_from(now()).unwrap_or(0), Ordering::Relaxed);
-                    self.request_rebuild();
+                    self.models_loaded_at.store(u64::try_from(now()).unwrap_or(0), Ordering::Relaxed);
+                    self.request_resync();
                 }
                 Err(e) => {
                     tracing::error!(path = %self.models_path.display(), error = %e, "models file is invalid; keeping the previous models");
@@ -206,15 +268,31 @@ impl Gateway {
     }
 }
 
-/// The filter's policy from models and live tokens.
+/// What a snapshot is built from, besides the models.
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyInputs<'a> {
+    /// Live keys.
+    pub keys: &'a [KeyRow],
+    /// Every entity their chains pass through.
+    pub hierarchy: &'a Hierarchy,
+    /// The global default model exclusions.
+    pub default_excluded_models: &'a [String],
+}
+
+fn id(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// The filter's policy from models and live keys: each key points at a principal carrying its
+/// chain's ids and merged exclusions; keys with the same chain and exclusions share one.
 pub fn build_snapshot(
     version: u64,
     created: i64,
     models: &ModelsConfig,
-    tokens: &[LiveToken],
+    inputs: PolicyInputs<'_>,
     settings: Settings,
 ) -> PolicySnapshot {
-    let models = models
+    let specs: Vec<ModelSpec> = models
         .groups
         .iter()
         .map(|g| ModelSpec {
@@ -227,32 +305,44 @@ pub fn build_snapshot(
             request_limit_multiplier: g.request_limit_multiplier,
         })
         .collect();
+    // Exclusions may name a model or one of its aliases; the filter checks resolved models.
+    let mut model_index: HashMap<&str, u32> = HashMap::new();
+    for (i, g) in models.groups.iter().enumerate() {
+        let i = u32::try_from(i).unwrap_or(u32::MAX);
+        model_index.insert(&g.name, i);
+        for a in &g.aliases {
+            model_index.insert(a, i);
+        }
+    }
     let mut principals = Vec::new();
-    let mut index: HashMap<i64, u32> = HashMap::new();
-    let mut entries = Vec::with_capacity(tokens.len());
-    for t in tokens {
+    let mut index: HashMap<PrincipalSpec, u32> = HashMap::new();
+    let mut entries = Vec::with_capacity(inputs.keys.len());
+    for key in inputs.keys {
         let mut digest = [0u8; HASH_LEN];
-        if hex::decode_to_slice(&t.key_hash, &mut digest).is_err() {
-            tracing::error!(
-                token = t.id,
-                "stored key hash is not 64 hex digits; key left out of the policy"
-            );
+        if hex::decode_to_slice(&key.key_hash, &mut digest).is_err() {
+            tracing::error!(token = key.id, "stored key hash is not 64 hex digits; key left out of the policy");
             continue;
         }
-        let p = *index.entry(t.user_id).or_insert_with(|| {
-            principals.push(PrincipalSpec {
-                user_id: u64::try_from(t.user_id).unwrap_or(0),
-            });
+        // A key whose owner (user or service account) is gone or inactive is left out.
+        let Some(chain) = inputs.hierarchy.chain(key) else { continue };
+        let mut excluded: Vec<u32> = excluded_models(&chain.levels, inputs.default_excluded_models)
+            .into_iter()
+            .filter_map(|name| model_index.get(name).copied())
+            .collect();
+        excluded.sort_unstable();
+        excluded.dedup();
+        let spec = PrincipalSpec {
+            user_id: id(chain.user_id),
+            service_account_id: chain.service_account_id.map(id),
+            team_id: chain.team_id.map(id),
+            org_id: chain.org_id.map(id),
+            excluded_models: excluded,
+        };
+        let p = *index.entry(spec.clone()).or_insert_with(|| {
+            principals.push(spec);
             u32::try_from(principals.len() - 1).unwrap_or(u32::MAX)
         });
-        entries.push((digest, u64::try_from(t.id).unwrap_or(0), t.expires_at, p));
+        entries.push((digest, id(key.id), key.expires_at, p));
     }
-    PolicySnapshot {
-        version,
-        created,
-        settings,
-        models,
-        principals,
-        tokens: TokenTableSpec::build(entries),
-    }
+    PolicySnapshot { version, created, settings, models: specs, principals, tokens: TokenTableSpec::build(entries) }
 }

@@ -8,5 +8,6 @@ pub mod config;
 pub mod db;
 pub mod envoy;
 pub mod gateway;
+pub mod tenancy;
 pub mod tokens;
 pub mod xds;

@@ -30,15 +30,21 @@ enum Cmd {
 enum AdminCmd {
     /// Create a new key for the bootstrap admin and print it (shown once).
     CreateKey,
+    /// On an empty database: create an org, an admin user in it and a key (printed once).
+    Bootstrap {
+        /// Name of the org to create (reused if it exists).
+        #[arg(long)]
+        org: String,
+        /// Email of the admin user to create.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("AQUEDUCT_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -48,10 +54,12 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", app::bootstrap(&cli.settings));
             Ok(())
         }
-        Cmd::Admin {
-            command: AdminCmd::CreateKey,
-        } => {
+        Cmd::Admin { command: AdminCmd::CreateKey } => {
             println!("{}", app::create_admin_key(&cli.settings).await?);
+            Ok(())
+        }
+        Cmd::Admin { command: AdminCmd::Bootstrap { org, email } } => {
+            println!("{}", app::bootstrap_org_admin(&cli.settings, &org, &email).await?);
             Ok(())
         }
     }

@@ -4,13 +4,22 @@ use aqueduct_policy::ApiError;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-/// An error answer.
+/// An error answer; the second field, when set, is the `param` (a field name that may come from
+/// the request, so not `'static`).
 #[derive(Debug)]
-pub struct Error(pub ApiError);
+pub struct Error(pub ApiError, pub Option<String>);
 
 impl From<ApiError> for Error {
     fn from(e: ApiError) -> Self {
-        Self(e)
+        Self(e, None)
+    }
+}
+
+impl Error {
+    /// This error with `param` naming the offending field.
+    pub fn with_param(mut self, param: &str) -> Self {
+        self.1 = Some(param.to_string());
+        self
     }
 }
 
@@ -18,23 +27,21 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         // The detail goes to the log, never to the client.
         tracing::error!(error = %e, "database error");
-        Self(
-            ApiError::new(503, "The database is unavailable; try again.")
-                .code("database_unavailable"),
-        )
+        Self::from(ApiError::new(503, "The database is unavailable; try again.").code("database_unavailable"))
     }
 }
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (
-            status,
-            [("content-type", "application/json")],
-            self.0.body(),
-        )
-            .into_response();
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut body = self.0.body();
+        if let Some(param) = &self.1 {
+            if let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                v["error"]["param"] = param.clone().into();
+                body = serde_json::to_vec(&v).unwrap_or(body);
+            }
+        }
+        let mut resp = (status, [("content-type", "application/json")], body).into_response();
         for (k, v) in &self.0.headers {
             if let Ok(v) = v.parse() {
                 resp.headers_mut().insert(*k, v);
@@ -46,24 +53,20 @@ impl IntoResponse for Error {
 
 /// Unknown routes.
 pub async fn not_found(uri: Uri) -> Error {
-    Error(ApiError::unknown_path(uri.path()))
+    Error::from(ApiError::unknown_path(uri.path()))
 }
 
 /// Known routes called with the wrong method.
 pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> Error {
-    Error(
-        ApiError::new(
-            405,
-            format!("Method {method} is not allowed on {}.", uri.path()),
-        )
-        .code("method_not_allowed"),
+    Error::from(
+        ApiError::new(405, format!("Method {method} is not allowed on {}.", uri.path())).code("method_not_allowed"),
     )
 }
 
 /// Maps axum's JSON extractor rejections to OpenAI-shaped 400/415.
 pub fn json_rejection(r: axum::extract::rejection::JsonRejection) -> Error {
     use axum::extract::rejection::JsonRejection as J;
-    Error(match r {
+    Error::from(match r {
         J::MissingJsonContentType(_) => ApiError::unsupported_media_type("", "application/json"),
         J::JsonSyntaxError(e) => ApiError::bad_request(format!("Invalid JSON: {}", e.body_text())),
         J::JsonDataError(e) => ApiError::bad_request(format!("Invalid request: {}", e.body_text())),

@@ -1,234 +1,341 @@
-//! `/api/v1/tokens`: create, list, read and revoke API keys.
+//! `/api/v1/tokens`: create, list, read, change, revoke and regenerate API keys; `/api/v1/status`.
 
-use super::error::{json_rejection, Error};
+use super::auth::Authed;
+use super::common::*;
+use super::error::Error;
+use super::tenancy::{load_sa, load_team, load_user, manages_team};
 use crate::gateway::{now, Gateway};
-use crate::tokens::store::{self, Caller, TokenRow};
+use crate::tenancy::model::Role;
+use crate::tenancy::store::{self as ts, Sql, TokenFull, Val, TOKEN_FROM};
 use crate::tokens::{generate_key, hash_hex, preview};
-use aqueduct_policy::ApiError;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::Json;
-use serde::{Deserialize, Serialize};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// The authenticated caller of a management route.
-pub struct Authed(pub Caller);
+type Body = Result<Json<Value>, JsonRejection>;
 
-impl FromRequestParts<Arc<Gateway>> for Authed {
-    type Rejection = Error;
+const POLICY_KEYS: &[&str] = &[
+    "excluded_models",
+    "merge_excluded_models",
+    "excluded_mcp_servers",
+    "merge_excluded_mcp_servers",
+    "requests_per_minute",
+    "input_tokens_per_minute",
+    "output_tokens_per_minute",
+    "key_requests_per_minute",
+    "key_input_tokens_per_minute",
+    "key_output_tokens_per_minute",
+];
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        gw: &Arc<Gateway>,
-    ) -> Result<Self, Self::Rejection> {
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        // Same credentials as the model API: `Authorization: Bearer` or `x-api-key`.
-        let key = header("authorization")
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, k)| k.trim().to_string())
-            .or_else(|| header("x-api-key").map(|k| k.trim().to_string()))
-            .filter(|k| !k.is_empty())
-            .ok_or_else(ApiError::missing_key)?;
-        // Looked up by hash: the database compares digests, never the secret itself.
-        let caller = store::caller(&gw.db, &hash_hex(&key), now())
-            .await?
-            .ok_or_else(ApiError::invalid_key)?;
-        Ok(Authed(caller))
+/// A key as the API shows it (never the key itself).
+pub fn token_view(k: &TokenFull) -> Value {
+    with_policy(
+        json!({
+            "object": "token",
+            "id": id_str(k.id),
+            "user_id": id_str(k.user_id),
+            "service_account_id": k.service_account_id.map(id_str),
+            "name": k.name,
+            "preview": k.preview,
+            "created_at": rfc3339(k.created_at),
+            "expires_at": k.expires_at.map(rfc3339),
+            "last_used_at": k.last_used_at.map(rfc3339),
+            "revoked_at": k.revoked_at.map(rfc3339),
+        }),
+        &k.policy,
+    )
+}
+
+/// A fresh key and the INSERT storing it (by hash). `sa` is the service account id, or
+/// [`ts::NEW_ID`] inside [`ts::insert_tx`].
+pub fn new_key_row(user_id: i64, name: &str, expires_at: Option<i64>, now: i64, sa: Option<&str>) -> (String, Sql) {
+    let key = generate_key();
+    let mut q = Sql::new(
+        "INSERT INTO tokens (user_id, name, key_hash, preview, created_at, expires_at, service_account_id) VALUES (",
+    );
+    q.id(user_id)
+        .push(", ")
+        .arg(Val::Text(name.to_string()))
+        .push(", ")
+        .arg(Val::Text(hash_hex(&key)))
+        .push(", ")
+        .arg(Val::Text(preview(&key)))
+        .push(", ")
+        .arg(Val::Int(Some(now)))
+        .push(", ")
+        .arg(Val::Int(expires_at))
+        .push(", ")
+        .push(sa.unwrap_or("NULL"))
+        .push(") RETURNING id");
+    (key, q)
+}
+
+async fn load_token(gw: &Gateway, id: i64) -> Result<Option<TokenFull>, Error> {
+    let mut q =
+        Sql::new(format!("SELECT {} FROM {TOKEN_FROM} WHERE k.deleted_at IS NULL AND k.id = ", ts::token_cols()));
+    q.id(id);
+    Ok(ts::fetch_opt(&gw.db, &q).await?)
+}
+
+/// A token's view by id (no visibility check; for responses of the caller's own writes).
+pub async fn token_view_by_id(gw: &Gateway, id: i64) -> Result<Value, Error> {
+    let k = load_token(gw, id).await?.ok_or_else(|| not_found("Token", &id_str(id)))?;
+    Ok(token_view(&k))
+}
+
+fn token_visibility(a: &Authed, q: &mut Sql) {
+    if a.is_admin() {
+        return;
+    }
+    q.push(" AND (k.user_id = ").id(a.user_id);
+    if a.role == Role::OrgAdmin {
+        q.push(" OR u.org_id = ").arg(Val::Int(a.org_id));
+    }
+    q.push(" OR s.team_id IN (SELECT team_id FROM team_members WHERE team_admin AND user_id = ")
+        .id(a.user_id)
+        .push("))");
+}
+
+/// Whether the caller sees `k`: their own, their org's (org-admin), their teams' service
+/// accounts' (team-admin), or any (admin).
+fn sees_token(a: &Authed, k: &TokenFull) -> bool {
+    a.is_admin()
+        || k.user_id == a.user_id
+        || a.manages_org(k.owner_org_id)
+        || k.sa_team_id.is_some_and(|t| a.team_admin_of(t))
+}
+
+async fn visible_token(gw: &Gateway, a: &Authed, id: &str) -> Result<TokenFull, Error> {
+    let tid = parse_id(id).ok_or_else(|| not_found("Token", id))?;
+    match load_token(gw, tid).await? {
+        Some(k) if sees_token(a, &k) => Ok(k),
+        _ => Err(not_found("Token", id)),
     }
 }
 
-impl Authed {
-    fn require_admin(&self) -> Result<(), Error> {
-        if self.0.role == "admin" {
-            Ok(())
-        } else {
-            Err(ApiError::new(403, "This action needs the admin role.")
-                .code("forbidden")
-                .into())
-        }
-    }
-}
-
-/// Body of `POST /api/v1/tokens`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    /// A name to recognise the key by.
-    pub name: String,
-    /// Owner; defaults to the caller.
-    #[serde(default)]
-    pub user_id: Option<i64>,
-    /// Expiry as RFC 3339 (`2027-01-31T00:00:00Z`); none means the key never expires.
-    #[serde(default)]
-    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// A created key: the only time `key` is ever shown.
-#[derive(Debug, Serialize)]
-pub struct CreatedToken {
-    #[serde(flatten)]
-    row: TokenView,
-    /// The key itself. Store it now; it cannot be shown again.
-    key: String,
-}
-
-/// A key as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct TokenView {
-    id: i64,
-    user_id: i64,
-    name: String,
-    preview: String,
-    created_at: String,
-    expires_at: Option<String>,
-    last_used_at: Option<String>,
-    revoked_at: Option<String>,
-}
-
-fn rfc3339(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
-}
-
-impl From<TokenRow> for TokenView {
-    fn from(r: TokenRow) -> Self {
-        Self {
-            id: r.id,
-            user_id: r.user_id,
-            name: r.name,
-            preview: r.preview,
-            created_at: rfc3339(r.created_at),
-            expires_at: r.expires_at.map(rfc3339),
-            last_used_at: r.last_used_at.map(rfc3339),
-            revoked_at: r.revoked_at.map(rfc3339),
-        }
-    }
-}
-
-/// `POST /api/v1/tokens`
+/// `POST /api/v1/tokens`: a personal key (for the caller, or for `user_id`: admin, or org-admin
+/// of the user's org) or a service account's key (`service_account_id`; one live key per
+/// account). The key is in the answer once.
 pub async fn create(
     State(gw): State<Arc<Gateway>>,
-    auth: Authed,
-    body: Result<Json<CreateToken>, JsonRejection>,
+    Extension(cfg): Extension<TenancySettings>,
+    a: Authed,
+    body: Body,
 ) -> Result<impl IntoResponse, Error> {
-    auth.require_admin()?;
-    let Json(req) = body.map_err(json_rejection)?;
-    let name = req.name.trim();
-    if name.is_empty() || name.chars().count() > 255 {
-        return Err(ApiError::bad_request("'name' must be 1 to 255 characters.")
-            .param("name")
-            .into());
-    }
+    let allowed: Vec<&str> = ["name", "expires_at", "user_id", "service_account_id"]
+        .into_iter()
+        .chain(POLICY_KEYS.iter().copied())
+        .collect();
+    let mut f = Fields::parse(body, &allowed)?;
+    let name = f.req_str("name", MAX_NAME)?;
     let now = now();
-    let expires_at = req.expires_at.map(|t| t.timestamp());
+    let expires_at = f.opt_time("expires_at")?.flatten();
     if expires_at.is_some_and(|t| t <= now) {
-        return Err(ApiError::bad_request("'expires_at' must be in the future.")
-            .param("expires_at")
-            .into());
+        return Err(bad("expires_at", "'expires_at' must be in the future."));
     }
-    let user_id = req.user_id.unwrap_or(auth.0.user_id);
-    if !store::user_exists(&gw.db, user_id).await? {
-        return Err(ApiError::new(404, format!("User {user_id} not found."))
-            .param("user_id")
+    let user_id = f.opt_id("user_id")?;
+    let sa_id = f.opt_id("service_account_id")?;
+    let policy = f.policy()?;
+    let (owner, owner_org, sa) = if let Some(sid) = sa_id {
+        let sa_nf = || not_found("Service account", &id_str(sid)).with_param("service_account_id");
+        let s = load_sa(&gw, sid).await?.ok_or_else(sa_nf)?;
+        let t = load_team(&gw, s.team_id).await?.ok_or_else(sa_nf)?;
+        if !super::tenancy::sees_team(&a, &t) {
+            return Err(sa_nf());
+        }
+        if !manages_team(&a, &t) {
+            return Err(forbidden("Keys of service accounts need the admin, org-admin or team-admin role."));
+        }
+        if user_id.is_some_and(|u| u != s.owner_user_id) {
+            return Err(bad("user_id", "A service account's key belongs to the account's owner."));
+        }
+        if s.token_id.is_some() {
+            return Err(conflict(
+                "service_account_id",
+                "The service account already has a live key; regenerate or revoke it instead.",
+            ));
+        }
+        (s.owner_user_id, Some(t.org_id), Some(sid))
+    } else {
+        let uid = user_id.unwrap_or(a.user_id);
+        let u = load_user(&gw, uid).await?;
+        let Some(u) = u else {
+            return Err(not_found("User", &id_str(uid)).with_param("user_id"));
+        };
+        if uid != a.user_id && !a.manages_org(u.org_id) {
+            let visible = a.is_admin() || (a.org_id.is_some() && a.org_id == u.org_id);
+            return Err(if visible {
+                forbidden("Keys for other users need the admin or org-admin role.").with_param("user_id")
+            } else {
+                not_found("User", &id_str(uid)).with_param("user_id")
+            });
+        }
+        let mut c = Sql::new(
+            "SELECT COUNT(*) FROM tokens WHERE service_account_id IS NULL AND revoked_at IS NULL AND deleted_at IS NULL AND user_id = ",
+        );
+        c.id(uid).push(" AND (expires_at IS NULL OR expires_at > ").arg(Val::Int(Some(now))).push(")");
+        if ts::scalar(&gw.db, &c).await?.unwrap_or(0) >= cfg.max_keys_per_user {
+            return Err(aqueduct_policy::ApiError::new(
+                409,
+                format!(
+                    "The user has the maximum of {} live personal keys (AQUEDUCT_MAX_KEYS_PER_USER); revoke one first.",
+                    cfg.max_keys_per_user
+                ),
+            )
+            .code("quota_exceeded")
             .into());
+        }
+        (uid, u.org_id, None)
+    };
+    if let Some(f) = policy.first() {
+        if !a.manages_org(owner_org) {
+            return Err(forbidden("Only an admin or an org-admin may set limits and exclusions.").with_param(f));
+        }
     }
-    let key = generate_key();
-    let row = store::insert(
-        &gw.db,
-        user_id,
-        name,
-        &hash_hex(&key),
-        &preview(&key),
-        now,
-        expires_at,
-    )
-    .await?;
-    tracing::info!(
-        token = row.id,
-        user = user_id,
-        by = auth.0.user_id,
-        "token created"
-    );
+    let sa_text = sa.map(id_str);
+    let (key, ins) = new_key_row(owner, &name, expires_at, now, sa_text.as_deref());
+    let rest: Vec<Sql> = update_sql("tokens", &policy.0, 0, "")
+        .map(|mut s| {
+            let n = s.args.len();
+            s.text = s.text.replace(&format!("id = ${n}"), &format!("id = {}", ts::NEW_ID));
+            s.args.pop();
+            s
+        })
+        .into_iter()
+        .collect();
+    let id = ts::insert_tx(&gw.db, &ins, &rest).await?;
+    tracing::info!(token = id, user = owner, by = a.user_id, "token created");
     gw.request_rebuild();
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedToken {
-            row: row.into(),
-            key,
-        }),
-    ))
+    let mut v = token_view_by_id(&gw, id).await?;
+    v["key"] = key.into();
+    Ok((StatusCode::CREATED, Json(v)))
 }
 
-/// `GET /api/v1/tokens`
+/// `GET /api/v1/tokens`: the keys the caller sees, revoked ones included, by id.
 pub async fn list(
     State(gw): State<Arc<Gateway>>,
-    auth: Authed,
+    a: Authed,
+    Query(pq): Query<PageQuery>,
 ) -> Result<impl IntoResponse, Error> {
-    auth.require_admin()?;
-    let data: Vec<TokenView> = store::list(&gw.db)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(Json(serde_json::json!({ "object": "list", "data": data })))
-}
-
-fn token_not_found(id: &str) -> Error {
-    ApiError::new(404, format!("Token {id} not found."))
-        .code("not_found")
-        .into()
-}
-
-fn parse_id(id: &str) -> Result<i64, Error> {
-    id.parse::<i64>().map_err(|_| token_not_found(id))
+    let page = pq.page()?;
+    let mut q = Sql::new(format!("SELECT {} FROM {TOKEN_FROM} WHERE k.deleted_at IS NULL", ts::token_cols()));
+    token_visibility(&a, &mut q);
+    paginate(&mut q, "k", page);
+    let rows: Vec<TokenFull> = ts::fetch_all(&gw.db, &q).await?;
+    Ok(list_json(rows, page, token_view))
 }
 
 /// `GET /api/v1/tokens/{id}`
-pub async fn get_one(
-    State(gw): State<Arc<Gateway>>,
-    auth: Authed,
-    Path(id): Path<String>,
-) -> Result<impl IntoResponse, Error> {
-    auth.require_admin()?;
-    let row = store::get(&gw.db, parse_id(&id)?)
-        .await?
-        .ok_or_else(|| token_not_found(&id))?;
-    Ok(Json(TokenView::from(row)))
+pub async fn get_one(State(gw): State<Arc<Gateway>>, a: Authed, Path(id): Path<String>) -> Result<Json<Value>, Error> {
+    Ok(Json(token_view(&visible_token(&gw, &a, &id).await?)))
 }
 
-/// `DELETE /api/v1/tokens/{id}`: revokes the key (its row and history stay).
+/// Who may change, revoke or regenerate a visible key: its owner, the org's org-admin, the
+/// team-admin of its service account's team, an admin. (Everyone who sees it.)
+fn may_modify(a: &Authed, k: &TokenFull) -> bool {
+    sees_token(a, k)
+}
+
+/// `PATCH /api/v1/tokens/{id}`: `name`, `expires_at`, and (admin, org-admin) policy fields.
+pub async fn patch(
+    State(gw): State<Arc<Gateway>>,
+    a: Authed,
+    Path(id): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, Error> {
+    let k = visible_token(&gw, &a, &id).await?;
+    if !may_modify(&a, &k) {
+        return Err(forbidden("You may not change this key."));
+    }
+    let allowed: Vec<&str> = ["name", "expires_at"].into_iter().chain(POLICY_KEYS.iter().copied()).collect();
+    let mut f = Fields::parse(body, &allowed)?;
+    let mut sets = Vec::new();
+    if let Some(n) = f.req_str_opt("name")? {
+        sets.push(("name", Val::Text(n)));
+    }
+    if let Some(e) = f.opt_time("expires_at")? {
+        if e.is_some_and(|t| t <= now()) {
+            return Err(bad("expires_at", "'expires_at' must be in the future."));
+        }
+        sets.push(("expires_at", Val::Int(e)));
+    }
+    let policy = f.policy()?;
+    if let Some(field) = policy.first() {
+        if !a.manages_org(k.owner_org_id) {
+            return Err(forbidden("Only an admin or an org-admin may change limits and exclusions.").with_param(field));
+        }
+    }
+    sets.extend(policy.0);
+    if let Some(q) = update_sql("tokens", &sets, k.id, " AND deleted_at IS NULL") {
+        ts::execute_tx(&gw.db, &[q]).await?;
+        gw.request_rebuild();
+    }
+    get_one(State(gw), a, Path(id)).await
+}
+
+/// `DELETE /api/v1/tokens/{id}`: revokes the key (its row and history stay); 404 if already
+/// revoked.
 pub async fn revoke(
     State(gw): State<Arc<Gateway>>,
-    auth: Authed,
+    a: Authed,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Error> {
-    auth.require_admin()?;
-    if !store::revoke(&gw.db, parse_id(&id)?, now()).await? {
-        return Err(token_not_found(&id));
+    let k = visible_token(&gw, &a, &id).await?;
+    if !may_modify(&a, &k) {
+        return Err(forbidden("You may not revoke this key."));
     }
-    tracing::info!(token = %id, by = auth.0.user_id, "token revoked");
+    let mut q = Sql::new("UPDATE tokens SET revoked_at = ");
+    q.arg(Val::Int(Some(now()))).push(" WHERE revoked_at IS NULL AND id = ").id(k.id);
+    if ts::execute_tx(&gw.db, &[q]).await?.first().copied().unwrap_or(0) == 0 {
+        return Err(not_found("Token", &id));
+    }
+    tracing::info!(token = %id, by = a.user_id, "token revoked");
     gw.request_rebuild();
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/v1/status`: what the control plane is serving.
-pub async fn status(
+/// `POST /api/v1/tokens/{id}/regenerate`: a new secret on the same row (same id, name, expiry
+/// and policy); the old secret stops working. The new key is in the answer once.
+pub async fn regenerate(
     State(gw): State<Arc<Gateway>>,
-    auth: Authed,
+    a: Authed,
+    Path(id): Path<String>,
 ) -> Result<impl IntoResponse, Error> {
-    auth.require_admin()?;
+    let k = visible_token(&gw, &a, &id).await?;
+    if !may_modify(&a, &k) {
+        return Err(forbidden("You may not regenerate this key."));
+    }
+    if k.revoked_at.is_some() {
+        return Err(conflict("id", "The key is revoked; create a new one instead."));
+    }
+    let key = generate_key();
+    let mut q = Sql::new("UPDATE tokens SET key_hash = ");
+    q.arg(Val::Text(hash_hex(&key)))
+        .push(", preview = ")
+        .arg(Val::Text(preview(&key)))
+        .push(" WHERE revoked_at IS NULL AND deleted_at IS NULL AND id = ")
+        .id(k.id);
+    if ts::execute_tx(&gw.db, &[q]).await?.first().copied().unwrap_or(0) == 0 {
+        return Err(not_found("Token", &id));
+    }
+    tracing::info!(token = %id, by = a.user_id, "token regenerated");
+    gw.request_rebuild();
+    let mut v = token_view_by_id(&gw, k.id).await?;
+    v["key"] = key.into();
+    Ok(Json(v))
+}
+
+/// `GET /api/v1/status`: what the control plane is serving (admin).
+pub async fn status(State(gw): State<Arc<Gateway>>, a: Authed) -> Result<impl IntoResponse, Error> {
+    a.require_admin()?;
     let snap = gw.cache.current();
-    let versions: serde_json::Map<String, serde_json::Value> = snap
-        .types
-        .iter()
-        .map(|(t, s)| (t.to_string(), s.version.clone().into()))
-        .collect();
+    let versions: serde_json::Map<String, serde_json::Value> =
+        snap.types.iter().map(|(t, s)| (t.to_string(), s.version.clone().into())).collect();
     Ok(Json(serde_json::json!({
         "database": gw.db.backend(),
         "models": gw.models().groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>(),

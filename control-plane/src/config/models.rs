@@ -18,13 +18,8 @@ pub const DEFAULT_API_BASE: &str = "https://api.openai.com/v1";
 
 /// Provider prefixes of `litellm_params.model` that speak the OpenAI API, so the
 /// gateway can forward requests to them unchanged apart from the model name.
-pub const OPENAI_COMPATIBLE_PROVIDERS: &[&str] = &[
-    "openai",
-    "hosted_vllm",
-    "vllm",
-    "openai_like",
-    "text-completion-openai",
-];
+pub const OPENAI_COMPATIBLE_PROVIDERS: &[&str] =
+    &["openai", "hosted_vllm", "vllm", "openai_like", "text-completion-openai"];
 
 /// Longest model name or alias accepted; names travel in request bodies, metrics
 /// labels and xDS config, so they are kept bounded.
@@ -107,10 +102,7 @@ pub struct ModelsConfig {
 pub enum ModelsError {
     /// The file could not be read.
     #[error("cannot read models file {}: {error}", path.display())]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     /// The file is not valid YAML; serde_yaml's message carries line and column.
     #[error("invalid models yaml: {0}")]
     Yaml(serde_yaml::Error),
@@ -122,21 +114,10 @@ pub enum ModelsError {
     ModelListNotList,
     /// One `model_list` entry is malformed or has an unusable value.
     #[error("model_list entry {entry}{}: {problem}", model_suffix(.model))]
-    Entry {
-        entry: usize,
-        model: Option<String>,
-        problem: String,
-    },
+    Entry { entry: usize, model: Option<String>, problem: String },
     /// An `os.environ/NAME` reference names a variable that is not set.
-    #[error(
-        "model_list entry {entry} (model {model:?}): {field}: environment variable {var} is not set"
-    )]
-    EnvVarUnset {
-        entry: usize,
-        model: String,
-        field: String,
-        var: String,
-    },
+    #[error("model_list entry {entry} (model {model:?}): {field}: environment variable {var} is not set")]
+    EnvVarUnset { entry: usize, model: String, field: String, var: String },
     /// Two deployments of one model differ in something the gateway applies
     /// before Envoy chooses between them.
     #[error(
@@ -152,12 +133,7 @@ pub enum ModelsError {
     },
     /// The same address is listed twice for one model.
     #[error("model {model:?}: model_list entries {first_entry} and {entry} both use endpoint {endpoint}")]
-    DuplicateEndpoint {
-        model: String,
-        endpoint: Endpoint,
-        first_entry: usize,
-        entry: usize,
-    },
+    DuplicateEndpoint { model: String, endpoint: Endpoint, first_entry: usize, entry: usize },
     /// An alias repeats the name of the model it belongs to.
     #[error("alias {alias:?} of model {model:?} is the model's own name")]
     AliasIsOwnName { alias: String, model: String },
@@ -166,11 +142,7 @@ pub enum ModelsError {
     AliasIsModelName { alias: String, model: String },
     /// Two models claim the same alias.
     #[error("alias {alias:?} is declared by both model {first:?} and model {second:?}")]
-    DuplicateAlias {
-        alias: String,
-        first: String,
-        second: String,
-    },
+    DuplicateAlias { alias: String, first: String, second: String },
 }
 
 fn model_suffix(model: &Option<String>) -> String {
@@ -183,10 +155,7 @@ fn model_suffix(model: &Option<String>) -> String {
 impl ModelsConfig {
     /// Parses a models file; `env` supplies `os.environ/NAME` values so that
     /// tests and callers decide where secrets come from.
-    pub fn parse(
-        yaml: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<ModelsConfig, ModelsError> {
+    pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ModelsConfig, ModelsError> {
         let mut root: Value = serde_yaml::from_str(yaml).map_err(ModelsError::Yaml)?;
         // LiteLLM (PyYAML) honours `<<: *anchor`; so must we for files to carry over.
         root.apply_merge().map_err(ModelsError::Yaml)?;
@@ -232,19 +201,13 @@ impl ModelsConfig {
         }
         let groups = merge(deployments)?;
         check_aliases(&groups)?;
-        Ok(ModelsConfig {
-            groups,
-            warnings: parser.warnings,
-        })
+        Ok(ModelsConfig { groups, warnings: parser.warnings })
     }
 
     /// Reads and parses the models file with the process environment, logging
     /// warnings so they are visible even if the caller drops them.
     pub fn load(path: &Path) -> Result<ModelsConfig, ModelsError> {
-        let yaml = std::fs::read_to_string(path).map_err(|error| ModelsError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
+        let yaml = std::fs::read_to_string(path).map_err(|error| ModelsError::Read { path: path.to_owned(), error })?;
         let config = Self::parse(&yaml, &|name| std::env::var(name).ok())?;
         for warning in &config.warnings {
             tracing::warn!(path = %path.display(), "models file: {warning}");
@@ -257,11 +220,7 @@ impl ModelsConfig {
         self.groups
             .iter()
             .find(|g| g.name == name_or_alias)
-            .or_else(|| {
-                self.groups
-                    .iter()
-                    .find(|g| g.aliases.iter().any(|a| a == name_or_alias))
-            })
+            .or_else(|| self.groups.iter().find(|g| g.aliases.iter().any(|a| a == name_or_alias)))
     }
 }
 
@@ -304,19 +263,11 @@ struct Loc<'a> {
 
 impl Loc<'_> {
     fn err(&self, problem: impl Into<String>) -> ModelsError {
-        ModelsError::Entry {
-            entry: self.entry,
-            model: self.model.map(str::to_owned),
-            problem: problem.into(),
-        }
+        ModelsError::Entry { entry: self.entry, model: self.model.map(str::to_owned), problem: problem.into() }
     }
 
     fn warning(&self, message: impl fmt::Display) -> String {
-        format!(
-            "model_list entry {}{}: {message}",
-            self.entry,
-            model_suffix(&self.model.map(str::to_owned))
-        )
+        format!("model_list entry {}{}: {message}", self.entry, model_suffix(&self.model.map(str::to_owned)))
     }
 }
 
@@ -336,23 +287,15 @@ impl EntryParser<'_> {
         if let Err(why) = validate_name(&name) {
             return Err(anon.err(format!("model_name {name:?} is invalid: {why}")));
         }
-        let loc = Loc {
-            entry,
-            model: Some(&name),
-        };
+        let loc = Loc { entry, model: Some(&name) };
         if name.contains('*') {
-            self.warnings.push(loc.warning(
-                "model_name: wildcard routing is not supported; the name is matched literally",
-            ));
+            self.warnings
+                .push(loc.warning("model_name: wildcard routing is not supported; the name is matched literally"));
         }
 
         for key in map.keys() {
-            if !matches!(
-                key.as_str(),
-                Some("model_name" | "litellm_params" | "model_info")
-            ) {
-                self.warnings
-                    .push(loc.warning(format_args!("{}: unknown key, ignored", key_name(key))));
+            if !matches!(key.as_str(), Some("model_name" | "litellm_params" | "model_info")) {
+                self.warnings.push(loc.warning(format_args!("{}: unknown key, ignored", key_name(key))));
             }
         }
 
@@ -386,22 +329,14 @@ impl EntryParser<'_> {
 
     fn params(&mut self, loc: &Loc<'_>, params: &Mapping) -> Result<Params, ModelsError> {
         for key in params.keys() {
-            if !matches!(
-                key.as_str(),
-                Some("model" | "api_base" | "api_key" | "timeout")
-            ) {
-                self.warnings.push(loc.warning(format_args!(
-                    "litellm_params.{}: unknown key, ignored",
-                    key_name(key)
-                )));
+            if !matches!(key.as_str(), Some("model" | "api_base" | "api_key" | "timeout")) {
+                self.warnings.push(loc.warning(format_args!("litellm_params.{}: unknown key, ignored", key_name(key))));
             }
         }
 
         let model = match params.get("model") {
             None | Some(Value::Null) => return Err(loc.err("litellm_params.model is missing")),
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                return Err(loc.err("litellm_params.model is empty"))
-            }
+            Some(Value::String(s)) if s.trim().is_empty() => return Err(loc.err("litellm_params.model is empty")),
             Some(Value::String(s)) => s.trim(),
             Some(_) => return Err(loc.err("litellm_params.model must be a string")),
         };
@@ -454,23 +389,14 @@ impl EntryParser<'_> {
             Some(_) => return Err(loc.err("litellm_params.timeout must be a number of seconds")),
         };
 
-        Ok(Params {
-            provider_model,
-            api_key,
-            timeout,
-            tls,
-            base_path,
-            endpoint,
-        })
+        Ok(Params { provider_model, api_key, timeout, tls, base_path, endpoint })
     }
 
     fn provider_model(&mut self, loc: &Loc<'_>, model: &str) -> Result<String, ModelsError> {
         match model.split_once('/') {
             Some((provider, rest)) if OPENAI_COMPATIBLE_PROVIDERS.contains(&provider) => {
                 if rest.is_empty() {
-                    return Err(loc.err(format!(
-                        "litellm_params.model {model:?} has no model name after the provider"
-                    )));
+                    return Err(loc.err(format!("litellm_params.model {model:?} has no model name after the provider")));
                 }
                 Ok(rest.to_owned())
             }
@@ -490,39 +416,23 @@ impl EntryParser<'_> {
     }
 
     fn timeout(&self, loc: &Loc<'_>, secs: Option<f64>) -> Result<Duration, ModelsError> {
-        let secs =
-            secs.ok_or_else(|| loc.err("litellm_params.timeout must be a number of seconds"))?;
+        let secs = secs.ok_or_else(|| loc.err("litellm_params.timeout must be a number of seconds"))?;
         if !(secs.is_finite() && secs > 0.0) {
-            return Err(loc.err(format!(
-                "litellm_params.timeout must be a positive number of seconds, got {secs}"
-            )));
+            return Err(loc.err(format!("litellm_params.timeout must be a positive number of seconds, got {secs}")));
         }
-        Duration::try_from_secs_f64(secs)
-            .map_err(|_| loc.err(format!("litellm_params.timeout {secs} is too large")))
+        Duration::try_from_secs_f64(secs).map_err(|_| loc.err(format!("litellm_params.timeout {secs} is too large")))
     }
 
-    fn model_info(
-        &mut self,
-        loc: &Loc<'_>,
-        info: &Mapping,
-    ) -> Result<(Vec<String>, Option<String>, f64), ModelsError> {
+    fn model_info(&mut self, loc: &Loc<'_>, info: &Mapping) -> Result<(Vec<String>, Option<String>, f64), ModelsError> {
         for key in info.keys() {
-            if !matches!(
-                key.as_str(),
-                Some("id" | "mode" | "aliases" | "request_limit_multiplier")
-            ) {
-                self.warnings.push(loc.warning(format_args!(
-                    "model_info.{}: unknown key, ignored",
-                    key_name(key)
-                )));
+            if !matches!(key.as_str(), Some("id" | "mode" | "aliases" | "request_limit_multiplier")) {
+                self.warnings.push(loc.warning(format_args!("model_info.{}: unknown key, ignored", key_name(key))));
             }
         }
 
         let mode = match info.get("mode") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.trim().is_empty() => {
-                return Err(loc.err("model_info.mode is empty"))
-            }
+            Some(Value::String(s)) if s.trim().is_empty() => return Err(loc.err("model_info.mode is empty")),
             Some(Value::String(s)) => Some(s.trim().to_owned()),
             Some(_) => return Err(loc.err("model_info.mode must be a string")),
         };
@@ -536,9 +446,7 @@ impl EntryParser<'_> {
                         return Err(loc.err("model_info.aliases must be a list of strings"));
                     };
                     if let Err(why) = validate_name(alias) {
-                        return Err(loc.err(format!(
-                            "model_info.aliases: alias {alias:?} is invalid: {why}"
-                        )));
+                        return Err(loc.err(format!("model_info.aliases: alias {alias:?} is invalid: {why}")));
                     }
                     if !aliases.contains(alias) {
                         aliases.push(alias.clone());
@@ -559,9 +467,7 @@ impl EntryParser<'_> {
                 }
             },
             Some(_) => {
-                return Err(loc.err(
-                    "model_info.request_limit_multiplier must be a finite number greater than 0",
-                ))
+                return Err(loc.err("model_info.request_limit_multiplier must be a finite number greater than 0"))
             }
         };
 
@@ -574,9 +480,7 @@ impl EntryParser<'_> {
             return Ok(raw.to_owned());
         };
         if var.is_empty() {
-            return Err(loc.err(format!(
-                "{field}: {ENV_PREFIX} must be followed by a variable name"
-            )));
+            return Err(loc.err(format!("{field}: {ENV_PREFIX} must be followed by a variable name")));
         }
         (self.env)(var).ok_or_else(|| ModelsError::EnvVarUnset {
             entry: loc.entry,
@@ -634,11 +538,7 @@ fn parse_api_base(url: &str) -> Result<(bool, String, Endpoint), String> {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
-    if authority.contains('?')
-        || authority.contains('#')
-        || path.contains('?')
-        || path.contains('#')
-    {
+    if authority.contains('?') || authority.contains('#') || path.contains('?') || path.contains('#') {
         return Err("a query or fragment is not supported".to_owned());
     }
     if authority.contains('@') {
@@ -700,9 +600,7 @@ fn validate_host(host: &str) -> Result<String, String> {
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
             return Err(bad());
         }
@@ -740,11 +638,7 @@ fn merge(deployments: Vec<Deployment>) -> Result<Vec<ModelGroup>, ModelsError> {
                     provider_model: d.provider_model,
                     api_key: d.api_key,
                     timeout: d.timeout,
-                    upstream: Upstream {
-                        tls: d.tls,
-                        base_path: d.base_path,
-                        endpoints: vec![d.endpoint],
-                    },
+                    upstream: Upstream { tls: d.tls, base_path: d.base_path, endpoints: vec![d.endpoint] },
                 },
             });
             continue;
@@ -768,28 +662,16 @@ fn merge(deployments: Vec<Deployment>) -> Result<Vec<ModelGroup>, ModelsError> {
             return Err(disagree("litellm_params.api_key", String::new()));
         }
         if g.upstream.tls != d.tls {
-            return Err(disagree(
-                "the api_base scheme",
-                " (http vs https)".to_owned(),
-            ));
+            return Err(disagree("the api_base scheme", " (http vs https)".to_owned()));
         }
         if g.upstream.base_path != d.base_path {
-            return Err(disagree(
-                "the api_base path",
-                format!(" ({:?} vs {:?})", g.upstream.base_path, d.base_path),
-            ));
+            return Err(disagree("the api_base path", format!(" ({:?} vs {:?})", g.upstream.base_path, d.base_path)));
         }
         if g.timeout != d.timeout {
-            return Err(disagree(
-                "litellm_params.timeout",
-                format!(" ({:?} vs {:?})", g.timeout, d.timeout),
-            ));
+            return Err(disagree("litellm_params.timeout", format!(" ({:?} vs {:?})", g.timeout, d.timeout)));
         }
         if g.mode != d.mode {
-            return Err(disagree(
-                "model_info.mode",
-                format!(" ({:?} vs {:?})", g.mode, d.mode),
-            ));
+            return Err(disagree("model_info.mode", format!(" ({:?} vs {:?})", g.mode, d.mode)));
         }
         if g.request_limit_multiplier != d.multiplier {
             return Err(disagree(
@@ -822,16 +704,10 @@ fn check_aliases(groups: &[ModelGroup]) -> Result<(), ModelsError> {
     for g in groups {
         for alias in &g.aliases {
             if *alias == g.name {
-                return Err(ModelsError::AliasIsOwnName {
-                    alias: alias.clone(),
-                    model: g.name.clone(),
-                });
+                return Err(ModelsError::AliasIsOwnName { alias: alias.clone(), model: g.name.clone() });
             }
             if groups.iter().any(|other| other.name == *alias) {
-                return Err(ModelsError::AliasIsModelName {
-                    alias: alias.clone(),
-                    model: g.name.clone(),
-                });
+                return Err(ModelsError::AliasIsModelName { alias: alias.clone(), model: g.name.clone() });
             }
             if let Some(first) = owners.insert(alias, &g.name) {
                 return Err(ModelsError::DuplicateAlias {
@@ -880,14 +756,8 @@ mod tests {
 
     fn assert_message_style(msg: &str) {
         let first = msg.chars().next().unwrap_or('x');
-        assert!(
-            !first.is_uppercase(),
-            "message should start lowercase: {msg:?}"
-        );
-        assert!(
-            !msg.ends_with('.'),
-            "message should not end with a period: {msg:?}"
-        );
+        assert!(!first.is_uppercase(), "message should start lowercase: {msg:?}");
+        assert!(!msg.ends_with('.'), "message should not end with a period: {msg:?}");
     }
 
     const FULL: &str = r#"
@@ -925,10 +795,7 @@ router_settings:
                 upstream: Upstream {
                     tls: true,
                     base_path: "/v1".into(),
-                    endpoints: vec![Endpoint {
-                        host: "api.openai.com".into(),
-                        port: 443
-                    }],
+                    endpoints: vec![Endpoint { host: "api.openai.com".into(), port: 443 }],
                 },
             }]
         );
@@ -936,16 +803,14 @@ router_settings:
             c.warnings,
             vec![
                 "router_settings: unknown top-level key, ignored".to_owned(),
-                "model_list entry 1 (model \"gpt-4.1-nano\"): litellm_params.rpm: unknown key, ignored"
-                    .to_owned(),
+                "model_list entry 1 (model \"gpt-4.1-nano\"): litellm_params.rpm: unknown key, ignored".to_owned(),
             ]
         );
     }
 
     #[test]
     fn defaults_apply_when_optional_fields_are_absent() {
-        let c =
-            ok("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o\n");
+        let c = ok("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o\n");
         let g = &c.groups[0];
         assert_eq!(g.aliases, Vec::<String>::new());
         assert_eq!(g.mode, None);
@@ -958,19 +823,14 @@ router_settings:
             Upstream {
                 tls: true,
                 base_path: "/v1".into(),
-                endpoints: vec![Endpoint {
-                    host: "api.openai.com".into(),
-                    port: 443
-                }],
+                endpoints: vec![Endpoint { host: "api.openai.com".into(), port: 443 }],
             }
         );
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     fn one(params: &str) -> Result<ModelsConfig, ModelsError> {
-        parse(&format!(
-            "model_list:\n  - model_name: m\n    litellm_params:\n{params}"
-        ))
+        parse(&format!("model_list:\n  - model_name: m\n    litellm_params:\n{params}"))
     }
 
     fn one_ok(params: &str) -> ModelsConfig {
@@ -995,10 +855,7 @@ router_settings:
             ("hosted_vllm/meta-llama/Llama-3-8B", "meta-llama/Llama-3-8B"),
             ("vllm/qwen", "qwen"),
             ("openai_like/foo", "foo"),
-            (
-                "text-completion-openai/gpt-3.5-turbo-instruct",
-                "gpt-3.5-turbo-instruct",
-            ),
+            ("text-completion-openai/gpt-3.5-turbo-instruct", "gpt-3.5-turbo-instruct"),
         ] {
             let c = one_ok(&format!("      model: {model}\n"));
             assert_eq!(c.groups[0].provider_model, expected, "{model}");
@@ -1011,93 +868,40 @@ router_settings:
         let c = one_ok("      model: anthropic/claude-3\n");
         assert_eq!(c.groups[0].provider_model, "anthropic/claude-3");
         assert_eq!(c.warnings.len(), 1);
-        assert_contains(
-            &c.warnings[0],
-            &["model_list entry 1", "\"m\"", "\"anthropic\"", "as-is"],
-        );
+        assert_contains(&c.warnings[0], &["model_list entry 1", "\"m\"", "\"anthropic\"", "as-is"]);
 
         let c = one_ok("      model: gpt-4o\n");
         assert_eq!(c.groups[0].provider_model, "gpt-4o");
         assert_eq!(c.warnings.len(), 1);
-        assert_contains(
-            &c.warnings[0],
-            &["model_list entry 1", "no provider prefix"],
-        );
+        assert_contains(&c.warnings[0], &["model_list entry 1", "no provider prefix"]);
     }
 
     #[test]
     fn provider_prefix_without_model_is_an_error() {
         let e = one_err("      model: openai/\n");
-        assert_contains(
-            &e,
-            &[
-                "model_list entry 1",
-                "\"m\"",
-                "litellm_params.model",
-                "\"openai/\"",
-            ],
-        );
+        assert_contains(&e, &["model_list entry 1", "\"m\"", "litellm_params.model", "\"openai/\""]);
     }
 
     #[test]
     fn api_base_forms() {
         let cases: &[(&str, bool, &str, &str, u16)] = &[
-            (
-                "https://api.openai.com/v1",
-                true,
-                "/v1",
-                "api.openai.com",
-                443,
-            ),
-            (
-                "https://api.openai.com/v1/",
-                true,
-                "/v1",
-                "api.openai.com",
-                443,
-            ),
-            (
-                "http://127.0.0.1:18090/v1",
-                false,
-                "/v1",
-                "127.0.0.1",
-                18090,
-            ),
+            ("https://api.openai.com/v1", true, "/v1", "api.openai.com", 443),
+            ("https://api.openai.com/v1/", true, "/v1", "api.openai.com", 443),
+            ("http://127.0.0.1:18090/v1", false, "/v1", "127.0.0.1", 18090),
             ("http://localhost", false, "", "localhost", 80),
             ("http://localhost/", false, "", "localhost", 80),
             ("http://localhost:8000", false, "", "localhost", 8000),
-            (
-                "HTTPS://Example.COM:8443/openai/v1//",
-                true,
-                "/openai/v1",
-                "example.com",
-                8443,
-            ),
+            ("HTTPS://Example.COM:8443/openai/v1//", true, "/openai/v1", "example.com", 8443),
             ("http://[::1]:8080/v1", false, "/v1", "::1", 8080),
             ("https://[2001:DB8::1]/v1", true, "/v1", "2001:db8::1", 443),
-            (
-                "http://vllm_server.internal:8000/v1",
-                false,
-                "/v1",
-                "vllm_server.internal",
-                8000,
-            ),
+            ("http://vllm_server.internal:8000/v1", false, "/v1", "vllm_server.internal", 8000),
         ];
         for &(base, tls, path, host, port) in cases {
-            let c = one_ok(&format!(
-                "      model: openai/x\n      api_base: \"{base}\"\n"
-            ));
+            let c = one_ok(&format!("      model: openai/x\n      api_base: \"{base}\"\n"));
             let u = &c.groups[0].upstream;
             assert_eq!(u.tls, tls, "{base}");
             assert_eq!(u.base_path, path, "{base}");
-            assert_eq!(
-                u.endpoints,
-                vec![Endpoint {
-                    host: host.into(),
-                    port
-                }],
-                "{base}"
-            );
+            assert_eq!(u.endpoints, vec![Endpoint { host: host.into(), port }], "{base}");
         }
     }
 
@@ -1121,17 +925,8 @@ router_settings:
             ("http://example.com/v1?x=1", "query or fragment"),
             ("http://example.com/v 1", "whitespace"),
         ] {
-            let e = one_err(&format!(
-                "      model: openai/x\n      api_base: \"{base}\"\n"
-            ));
-            assert_contains(
-                &e,
-                &[
-                    "model_list entry 1 (model \"m\")",
-                    "litellm_params.api_base",
-                    why,
-                ],
-            );
+            let e = one_err(&format!("      model: openai/x\n      api_base: \"{base}\"\n"));
+            assert_contains(&e, &["model_list entry 1 (model \"m\")", "litellm_params.api_base", why]);
             assert_message_style(&e);
             assert!(!e.contains("pw@"), "credentials must not be echoed: {e}");
         }
@@ -1170,16 +965,7 @@ router_settings:
     #[test]
     fn unset_env_var_is_an_error_naming_model_and_variable() {
         let e = one_err("      model: openai/x\n      api_key: os.environ/OPENAI_API_KEY\n");
-        assert_contains(
-            &e,
-            &[
-                "model_list entry 1",
-                "\"m\"",
-                "OPENAI_API_KEY",
-                "not set",
-                "api_key",
-            ],
-        );
+        assert_contains(&e, &["model_list entry 1", "\"m\"", "OPENAI_API_KEY", "not set", "api_key"]);
         assert_message_style(&e);
 
         let e = one_err("      model: openai/x\n      api_key: os.environ/\n");
@@ -1208,13 +994,7 @@ router_settings:
         let yaml = "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n      api_base: os.environ/BASE\n      timeout: os.environ/TMO\n";
         let c = ModelsConfig::parse(yaml, &env).unwrap();
         let g = &c.groups[0];
-        assert_eq!(
-            g.upstream.endpoints[0],
-            Endpoint {
-                host: "10.0.0.5".into(),
-                port: 8000
-            }
-        );
+        assert_eq!(g.upstream.endpoints[0], Endpoint { host: "10.0.0.5".into(), port: 8000 });
         assert_eq!(g.timeout, Some(Duration::from_millis(2500)));
     }
 
@@ -1229,10 +1009,7 @@ router_settings:
 
         for bad in ["0", "-1", ".inf", ".nan", "true", "abc", "[1]", "1e300"] {
             let e = one_err(&format!("      model: openai/x\n      timeout: {bad}\n"));
-            assert_contains(
-                &e,
-                &["model_list entry 1 (model \"m\")", "litellm_params.timeout"],
-            );
+            assert_contains(&e, &["model_list entry 1 (model \"m\")", "litellm_params.timeout"]);
             assert_message_style(&e);
         }
     }
@@ -1245,38 +1022,28 @@ router_settings:
 
     #[test]
     fn model_info_fields() {
-        let c = info("      id: abc\n      mode: embedding\n      aliases: [a, b, a]\n      request_limit_multiplier: 3\n").unwrap();
+        let c =
+            info("      id: abc\n      mode: embedding\n      aliases: [a, b, a]\n      request_limit_multiplier: 3\n")
+                .unwrap();
         let g = &c.groups[0];
         assert_eq!(g.mode.as_deref(), Some("embedding"));
         assert_eq!(g.aliases, vec!["a".to_owned(), "b".to_owned()]);
         assert_eq!(g.request_limit_multiplier, 3.0);
-        assert!(
-            c.warnings.is_empty(),
-            "id is accepted silently: {:?}",
-            c.warnings
-        );
+        assert!(c.warnings.is_empty(), "id is accepted silently: {:?}", c.warnings);
 
         let c = info("      mode: rerank\n").unwrap();
         assert_eq!(c.groups[0].mode.as_deref(), Some("rerank"));
 
-        let c = parse("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n    model_info:\n").unwrap();
+        let c = parse("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n    model_info:\n")
+            .unwrap();
         assert_eq!(c.groups[0].request_limit_multiplier, 1.0);
     }
 
     #[test]
     fn invalid_multiplier_is_an_error() {
         for bad in ["0", "-2", ".inf", ".nan", "\"2\"", "true"] {
-            let e = info(&format!("      request_limit_multiplier: {bad}\n"))
-                .unwrap_err()
-                .to_string();
-            assert_contains(
-                &e,
-                &[
-                    "model_list entry 1 (model \"m\")",
-                    "request_limit_multiplier",
-                    "greater than 0",
-                ],
-            );
+            let e = info(&format!("      request_limit_multiplier: {bad}\n")).unwrap_err().to_string();
+            assert_contains(&e, &["model_list entry 1 (model \"m\")", "request_limit_multiplier", "greater than 0"]);
             assert_message_style(&e);
         }
     }
@@ -1288,33 +1055,23 @@ router_settings:
             ("      mode: \"\"\n", "model_info.mode is empty"),
             ("      aliases: nano\n", "aliases must be a list of strings"),
             ("      aliases: [1]\n", "aliases must be a list of strings"),
-            (
-                "      aliases: [\"a b\"]\n",
-                "alias \"a b\" is invalid: it contains whitespace",
-            ),
-            (
-                "      aliases: [\"\"]\n",
-                "alias \"\" is invalid: it is empty",
-            ),
+            ("      aliases: [\"a b\"]\n", "alias \"a b\" is invalid: it contains whitespace"),
+            ("      aliases: [\"\"]\n", "alias \"\" is invalid: it is empty"),
             ("      aliases: [\"a\\tb\"]\n", "alias \"a\\tb\" is invalid"),
-            (
-                "      aliases: [\"a\\u0001b\"]\n",
-                "it contains control characters",
-            ),
+            ("      aliases: [\"a\\u0001b\"]\n", "it contains control characters"),
         ] {
             let e = info(yaml).unwrap_err().to_string();
             assert_contains(&e, &["model_list entry 1 (model \"m\")", needle]);
             assert_message_style(&e);
         }
-        let e = parse("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n    model_info: [1]\n")
-            .unwrap_err()
-            .to_string();
+        let e =
+            parse("model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/x\n    model_info: [1]\n")
+                .unwrap_err()
+                .to_string();
         assert_contains(&e, &["\"m\"", "model_info must be a mapping"]);
 
         let long = "a".repeat(MAX_NAME_LEN + 1);
-        let e = info(&format!("      aliases: [{long}]\n"))
-            .unwrap_err()
-            .to_string();
+        let e = info(&format!("      aliases: [{long}]\n")).unwrap_err().to_string();
         assert_contains(&e, &["\"m\"", "longer than 256 bytes"]);
         assert!(info(&format!("      aliases: [{}]\n", "a".repeat(MAX_NAME_LEN))).is_ok());
     }
@@ -1339,16 +1096,7 @@ model_list:
         assert_eq!(g.aliases, vec!["l3".to_owned(), "llama3".to_owned()]);
         assert_eq!(
             g.upstream.endpoints,
-            vec![
-                Endpoint {
-                    host: "10.0.0.1".into(),
-                    port: 8000
-                },
-                Endpoint {
-                    host: "10.0.0.2".into(),
-                    port: 8000
-                },
-            ]
+            vec![Endpoint { host: "10.0.0.1".into(), port: 8000 }, Endpoint { host: "10.0.0.2".into(), port: 8000 },]
         );
         assert_eq!(g.upstream.base_path, "/v1");
     }
@@ -1362,34 +1110,20 @@ model_list:
         };
         let cases = [
             (
-                base("", "")
-                    .replacen("openai/x", "openai/y", 2)
-                    .replacen("openai/y", "openai/x", 1),
+                base("", "").replacen("openai/x", "openai/y", 2).replacen("openai/y", "openai/x", 1),
                 "litellm_params.model",
             ),
-            (
-                base(", api_key: k1", ", api_key: k2"),
-                "litellm_params.api_key",
-            ),
+            (base(", api_key: k1", ", api_key: k2"), "litellm_params.api_key"),
             (base(", api_key: k1", ""), "litellm_params.api_key"),
-            (
-                base("", "").replace("http://h2", "https://h2"),
-                "api_base scheme",
-            ),
+            (base("", "").replace("http://h2", "https://h2"), "api_base scheme"),
             (base("", "").replace("h2/v1", "h2/v2"), "api_base path"),
-            (
-                base(", timeout: 5", ", timeout: 6"),
-                "litellm_params.timeout",
-            ),
+            (base(", timeout: 5", ", timeout: 6"), "litellm_params.timeout"),
             (base(", timeout: 5", ""), "litellm_params.timeout"),
         ];
         for (yaml, field) in cases {
             let e = err(&yaml);
             assert_contains(&e, &["model \"m\"", "entries 1 and 2", field]);
-            assert!(
-                !e.contains("k1") && !e.contains("k2"),
-                "keys must not be echoed: {e}"
-            );
+            assert!(!e.contains("k1") && !e.contains("k2"), "keys must not be echoed: {e}");
             assert_message_style(&e);
         }
 
@@ -1455,10 +1189,7 @@ model_list:
     #[test]
     fn missing_entry_fields_name_the_entry() {
         let cases = [
-            (
-                "  - litellm_params: {model: openai/x}\n",
-                "model_list entry 2: model_name is missing",
-            ),
+            ("  - litellm_params: {model: openai/x}\n", "model_list entry 2: model_name is missing"),
             (
                 "  - model_name: \"\"\n    litellm_params: {model: openai/x}\n",
                 "model_list entry 2: model_name is empty",
@@ -1471,10 +1202,7 @@ model_list:
                 "  - model_name: \"a b\"\n    litellm_params: {model: openai/x}\n",
                 "model_list entry 2: model_name \"a b\" is invalid: it contains whitespace",
             ),
-            (
-                "  - model_name: n\n",
-                "model_list entry 2 (model \"n\"): litellm_params is missing",
-            ),
+            ("  - model_name: n\n", "model_list entry 2 (model \"n\"): litellm_params is missing"),
             (
                 "  - model_name: n\n    litellm_params: openai/x\n",
                 "model_list entry 2 (model \"n\"): litellm_params must be a mapping",
@@ -1491,10 +1219,7 @@ model_list:
                 "  - model_name: n\n    litellm_params: {model: [x]}\n",
                 "model_list entry 2 (model \"n\"): litellm_params.model must be a string",
             ),
-            (
-                "  - just-a-string\n",
-                "model_list entry 2: entry must be a mapping",
-            ),
+            ("  - just-a-string\n", "model_list entry 2: entry must be a mapping"),
         ];
         for (second, expected) in cases {
             let yaml = format!("model_list:\n  - model_name: first\n    litellm_params: {{model: openai/x}}\n{second}");
@@ -1503,9 +1228,7 @@ model_list:
             assert_message_style(&e);
         }
         let long = "m".repeat(MAX_NAME_LEN + 1);
-        let e = err(&format!(
-            "model_list:\n  - model_name: {long}\n    litellm_params: {{model: openai/x}}\n"
-        ));
+        let e = err(&format!("model_list:\n  - model_name: {long}\n    litellm_params: {{model: openai/x}}\n"));
         assert_contains(&e, &["model_list entry 1", "longer than 256 bytes"]);
     }
 
@@ -1540,20 +1263,10 @@ model_list:
 
     #[test]
     fn empty_or_missing_model_list_is_valid_but_warned() {
-        for yaml in [
-            "",
-            "# only a comment\n",
-            "model_list: []\n",
-            "model_list:\n",
-            "router_settings: {}\n",
-        ] {
+        for yaml in ["", "# only a comment\n", "model_list: []\n", "model_list:\n", "router_settings: {}\n"] {
             let c = ok(yaml);
             assert!(c.groups.is_empty(), "{yaml:?}");
-            assert!(
-                c.warnings.iter().any(|w| w.starts_with("model_list is")),
-                "{yaml:?}: {:?}",
-                c.warnings
-            );
+            assert!(c.warnings.iter().any(|w| w.starts_with("model_list is")), "{yaml:?}: {:?}", c.warnings);
         }
     }
 
@@ -1605,11 +1318,7 @@ model_list:
     #[test]
     fn wildcard_model_names_are_warned() {
         let c = ok("model_list:\n  - model_name: \"openai/*\"\n    litellm_params: {model: \"openai/*\"}\n");
-        assert!(
-            c.warnings.iter().any(|w| w.contains("wildcard")),
-            "{:?}",
-            c.warnings
-        );
+        assert!(c.warnings.iter().any(|w| w.contains("wildcard")), "{:?}", c.warnings);
     }
 
     #[test]
@@ -1634,11 +1343,7 @@ model_list:
     fn load_reads_files_and_reports_missing_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("models.yaml");
-        std::fs::write(
-            &path,
-            "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x}\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "model_list:\n  - model_name: m\n    litellm_params: {model: openai/x}\n").unwrap();
         let c = ModelsConfig::load(&path).unwrap();
         assert_eq!(c.groups[0].name, "m");
 
@@ -1650,22 +1355,8 @@ model_list:
 
     #[test]
     fn endpoint_display_brackets_ipv6() {
-        assert_eq!(
-            Endpoint {
-                host: "::1".into(),
-                port: 80
-            }
-            .to_string(),
-            "[::1]:80"
-        );
-        assert_eq!(
-            Endpoint {
-                host: "h".into(),
-                port: 80
-            }
-            .to_string(),
-            "h:80"
-        );
+        assert_eq!(Endpoint { host: "::1".into(), port: 80 }.to_string(), "[::1]:80");
+        assert_eq!(Endpoint { host: "h".into(), port: 80 }.to_string(), "h:80");
     }
 
     #[test]
@@ -1677,10 +1368,7 @@ model_list:
         let fake = Upstream {
             tls: false,
             base_path: "/v1".into(),
-            endpoints: vec![Endpoint {
-                host: "127.0.0.1".into(),
-                port: 18090,
-            }],
+            endpoints: vec![Endpoint { host: "127.0.0.1".into(), port: 18090 }],
         };
         // (name, provider model, mode, multiplier, aliases)
         type Row<'a> = (&'a str, &'a str, Option<&'a str>, f64, Vec<&'a str>);
@@ -1702,41 +1390,14 @@ model_list:
         assert_eq!(
             summary,
             vec![
-                (
-                    "fake-chat",
-                    "fake-chat",
-                    Some("chat"),
-                    1.0,
-                    vec!["demo", "gpt-demo"]
-                ),
-                (
-                    "fake-chat-large",
-                    "fake-chat-large",
-                    Some("chat"),
-                    0.5,
-                    vec![]
-                ),
+                ("fake-chat", "fake-chat", Some("chat"), 1.0, vec!["demo", "gpt-demo"]),
+                ("fake-chat-large", "fake-chat-large", Some("chat"), 0.5, vec![]),
                 ("fake-embed", "fake-embed", Some("embedding"), 1.0, vec![]),
                 ("fake-tts", "fake-tts", Some("audio_speech"), 1.0, vec![]),
-                (
-                    "fake-whisper",
-                    "fake-whisper",
-                    Some("audio_transcription"),
-                    1.0,
-                    vec![]
-                ),
-                (
-                    "fake-image",
-                    "fake-image",
-                    Some("image_generation"),
-                    1.0,
-                    vec![]
-                ),
+                ("fake-whisper", "fake-whisper", Some("audio_transcription"), 1.0, vec![]),
+                ("fake-image", "fake-image", Some("image_generation"), 1.0, vec![]),
             ]
         );
-        assert_eq!(
-            c.resolve("demo").map(|g| g.name.as_str()),
-            Some("fake-chat")
-        );
+        assert_eq!(c.resolve("demo").map(|g| g.name.as_str()), Some("fake-chat"));
     }
 }

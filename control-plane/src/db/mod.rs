@@ -59,9 +59,7 @@ impl Db {
                 Db::Sqlite(sqlite(SqliteConnectOptions::from_str(u).map_err(DbError::Open)?).await?)
             }
             Some(u) => return Err(DbError::Scheme(u.to_string())),
-            None => Db::Sqlite(
-                sqlite(SqliteConnectOptions::new().filename(data_dir.join("aqueduct.db"))).await?,
-            ),
+            None => Db::Sqlite(sqlite(SqliteConnectOptions::new().filename(data_dir.join("aqueduct.db"))).await?),
         };
         db.migrate().await?;
         Ok(db)
@@ -90,9 +88,5 @@ async fn sqlite(opts: SqliteConnectOptions) -> Result<SqlitePool, DbError> {
         .journal_mode(SqliteJournalMode::Wal)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true);
-    SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(opts)
-        .await
-        .map_err(DbError::Open)
+    SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(DbError::Open)
 }

@@ -25,14 +25,7 @@ pub fn hash_hex(key: &str) -> String {
 
 /// What lists show instead of the key: `sk-…` and its last four characters.
 pub fn preview(key: &str) -> String {
-    let tail: String = key
-        .chars()
-        .rev()
-        .take(4)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
     format!("sk-…{tail}")
 }
 

@@ -50,12 +50,13 @@ pub struct Caller {
     pub email: String,
     /// Their role.
     pub role: Role,
+    /// Their org (none for a bootstrap admin).
+    pub org_id: Option<i64>,
     /// The key used.
     pub token_id: i64,
 }
 
-const TOKEN_COLUMNS: &str =
-    "id, user_id, name, preview, created_at, expires_at, last_used_at, revoked_at";
+const TOKEN_COLUMNS: &str = "id, user_id, name, preview, created_at, expires_at, last_used_at, revoked_at";
 
 /// Creates the user if missing (keeping an existing user's role) and returns its id.
 pub async fn ensure_user(db: &Db, email: &str, role: &str, now: i64) -> Result<i64, sqlx::Error> {
@@ -119,14 +120,17 @@ pub async fn list(db: &Db) -> Result<Vec<TokenRow>, sqlx::Error> {
 pub async fn live(db: &Db, now: i64, expired_grace: i64) -> Result<Vec<LiveToken>, sqlx::Error> {
     with_pool!(db, p => sqlx::query_as::<_, LiveToken>(
         "SELECT t.id, t.key_hash, t.expires_at, t.user_id FROM tokens t JOIN users u ON u.id = t.user_id \
-         WHERE t.revoked_at IS NULL AND u.active AND (t.expires_at IS NULL OR t.expires_at > $1)")
+         WHERE t.revoked_at IS NULL AND t.deleted_at IS NULL AND u.active AND u.deleted_at IS NULL \
+         AND (t.expires_at IS NULL OR t.expires_at > $1)")
         .bind(now - expired_grace).fetch_all(p).await)
 }
 
-/// The caller behind a key hash, if the key is live (not revoked, not expired, user active).
+/// The caller behind a key hash, if the key is live (not revoked, deleted or expired; user
+/// active and not deleted).
 pub async fn caller(db: &Db, key_hash: &str, now: i64) -> Result<Option<Caller>, sqlx::Error> {
     with_pool!(db, p => sqlx::query_as::<_, Caller>(
-        "SELECT u.id AS user_id, u.email, u.role, t.id AS token_id FROM tokens t JOIN users u ON u.id = t.user_id \
-         WHERE t.key_hash = $1 AND t.revoked_at IS NULL AND u.active AND (t.expires_at IS NULL OR t.expires_at > $2)")
+        "SELECT u.id AS user_id, u.email, u.role, u.org_id, t.id AS token_id FROM tokens t JOIN users u ON u.id = t.user_id \
+         WHERE t.key_hash = $1 AND t.revoked_at IS NULL AND t.deleted_at IS NULL AND u.active AND u.deleted_at IS NULL \
+         AND (t.expires_at IS NULL OR t.expires_at > $2)")
         .bind(key_hash).bind(now).fetch_optional(p).await)
 }

@@ -58,10 +58,7 @@ impl SnapshotCache {
     /// An empty cache: streams that connect before the first publish get nothing until it comes.
     pub fn new() -> Self {
         let (tx, _) = watch::channel(Arc::new(Snapshot::default()));
-        Self {
-            tx,
-            counter: AtomicU64::new(0),
-        }
+        Self { tx, counter: AtomicU64::new(0) }
     }
 
     /// Replaces the resources of the given types; each type whose content changed gets a new
@@ -71,19 +68,10 @@ impl SnapshotCache {
         self.tx.send_if_modified(|snap| {
             let mut next = (**snap).clone();
             for (type_url, resources) in update {
-                let same = next
-                    .types
-                    .get(type_url)
-                    .is_some_and(|t| same_resources(&t.resources, &resources));
+                let same = next.types.get(type_url).is_some_and(|t| same_resources(&t.resources, &resources));
                 if !same {
                     let version = self.counter.fetch_add(1, Ordering::Relaxed) + 1;
-                    next.types.insert(
-                        type_url,
-                        TypeSnapshot {
-                            version: version.to_string(),
-                            resources,
-                        },
-                    );
+                    next.types.insert(type_url, TypeSnapshot { version: version.to_string(), resources });
                     changed.push(type_url);
                 }
             }
@@ -109,19 +97,16 @@ impl SnapshotCache {
 
 fn same_resources(a: &[Resource], b: &[Resource]) -> bool {
     a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.name == y.name && x.any.type_url == y.any.type_url && x.any.value == y.any.value
-        })
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.name == y.name && x.any.type_url == y.any.type_url && x.any.value == y.any.value)
 }
 
 /// Packs a message as a named resource.
 pub fn resource<M: Message + prost::Name>(name: impl Into<String>, msg: &M) -> Resource {
     Resource {
         name: name.into(),
-        any: envoy_types::pb::google::protobuf::Any {
-            type_url: M::type_url(),
-            value: msg.encode_to_vec(),
-        },
+        any: envoy_types::pb::google::protobuf::Any { type_url: M::type_url(), value: msg.encode_to_vec() },
     }
 }
 
@@ -132,13 +117,7 @@ mod tests {
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 
     fn cluster(name: &str) -> Resource {
-        resource(
-            name,
-            &Cluster {
-                name: name.into(),
-                ..Default::default()
-            },
-        )
+        resource(name, &Cluster { name: name.into(), ..Default::default() })
     }
 
     #[test]
@@ -149,24 +128,11 @@ mod tests {
         assert_eq!(changed, [type_url::CLUSTER]);
         assert!(rx.has_changed().unwrap());
         rx.mark_unchanged();
-        let v1 = cache
-            .current()
-            .version(type_url::CLUSTER)
-            .unwrap()
-            .to_string();
-        assert!(cache
-            .publish(BTreeMap::from([(type_url::CLUSTER, vec![cluster("a")])]))
-            .is_empty());
+        let v1 = cache.current().version(type_url::CLUSTER).unwrap().to_string();
+        assert!(cache.publish(BTreeMap::from([(type_url::CLUSTER, vec![cluster("a")])])).is_empty());
         assert!(!rx.has_changed().unwrap());
-        cache.publish(BTreeMap::from([(
-            type_url::CLUSTER,
-            vec![cluster("a"), cluster("b")],
-        )]));
-        let v2 = cache
-            .current()
-            .version(type_url::CLUSTER)
-            .unwrap()
-            .to_string();
+        cache.publish(BTreeMap::from([(type_url::CLUSTER, vec![cluster("a"), cluster("b")])]));
+        let v2 = cache.current().version(type_url::CLUSTER).unwrap().to_string();
         assert_ne!(v1, v2);
         assert!(v2.parse::<u64>().unwrap() > v1.parse::<u64>().unwrap());
     }

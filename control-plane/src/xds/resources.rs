@@ -4,37 +4,31 @@
 use super::cache::{resource, Resource};
 use crate::config::models::{ModelGroup, ModelsConfig};
 use aqueduct_policy::filter::ROUTE_HEADER;
-use envoy_types::pb::envoy::config::accesslog::v3::{
-    access_log_filter, AccessLogFilter, ResponseFlagFilter,
-};
+use envoy_types::pb::envoy::config::accesslog::v3::{access_log_filter, AccessLogFilter, ResponseFlagFilter};
 use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
-    address, async_data_source, config_source, data_source, socket_address, transport_socket,
-    Address, AggregatedConfigSource, ApiVersion, AsyncDataSource, ConfigSource, DataSource,
-    ExtensionConfigSource, HeaderValue, HeaderValueOption, SocketAddress, SubstitutionFormatString,
-    TransportSocket, TypedExtensionConfig,
+    address, async_data_source, config_source, data_source, socket_address, transport_socket, Address,
+    AggregatedConfigSource, ApiVersion, AsyncDataSource, ConfigSource, DataSource, ExtensionConfigSource, HeaderValue,
+    HeaderValueOption, SocketAddress, SubstitutionFormatString, TransportSocket, TypedExtensionConfig,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     lb_endpoint, ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
 };
 use envoy_types::pb::envoy::config::listener::v3::{filter, Filter, FilterChain, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
-    header_matcher, retry_policy, route, route_action, route_match, DirectResponseAction,
-    HeaderMatcher, RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
+    header_matcher, retry_policy, route, route_action, route_match, DirectResponseAction, HeaderMatcher, RetryPolicy,
+    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds,
-    ResponseMapper,
+    http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
 };
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context, CertificateValidationContext, CommonTlsContext, UpstreamTlsContext,
 };
-use envoy_types::pb::envoy::extensions::wasm::v3::{
-    plugin_config, FailurePolicy, PluginConfig, VmConfig,
-};
+use envoy_types::pb::envoy::extensions::wasm::v3::{plugin_config, FailurePolicy, PluginConfig, VmConfig};
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     string_matcher, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
@@ -80,17 +74,11 @@ pub fn model_route_key(group: &ModelGroup) -> String {
 }
 
 fn pack<M: prost::Message + Name>(m: &M) -> Any {
-    Any {
-        type_url: M::type_url(),
-        value: m.encode_to_vec(),
-    }
+    Any { type_url: M::type_url(), value: m.encode_to_vec() }
 }
 
 fn secs(s: u64) -> Duration {
-    Duration {
-        seconds: i64::try_from(s).unwrap_or(i64::MAX),
-        nanos: 0,
-    }
+    Duration { seconds: i64::try_from(s).unwrap_or(i64::MAX), nanos: 0 }
 }
 
 fn socket(host: &str, port: u16) -> Address {
@@ -105,9 +93,7 @@ fn socket(host: &str, port: u16) -> Address {
 
 fn ads() -> ConfigSource {
     ConfigSource {
-        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(
-            AggregatedConfigSource {},
-        )),
+        config_source_specifier: Some(config_source::ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         resource_api_version: ApiVersion::V3 as i32,
         ..Default::default()
     }
@@ -124,11 +110,7 @@ fn static_cluster(name: &str, endpoints: &[(String, u16)], dns: bool) -> Cluster
             ..Default::default()
         })
         .collect();
-    let kind = if dns {
-        cluster::DiscoveryType::StrictDns
-    } else {
-        cluster::DiscoveryType::Static
-    };
+    let kind = if dns { cluster::DiscoveryType::StrictDns } else { cluster::DiscoveryType::Static };
     Cluster {
         name: name.to_string(),
         cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(kind as i32)),
@@ -136,10 +118,7 @@ fn static_cluster(name: &str, endpoints: &[(String, u16)], dns: bool) -> Cluster
         dns_lookup_family: cluster::DnsLookupFamily::V4Preferred as i32,
         load_assignment: Some(ClusterLoadAssignment {
             cluster_name: name.to_string(),
-            endpoints: vec![LocalityLbEndpoints {
-                lb_endpoints,
-                ..Default::default()
-            }],
+            endpoints: vec![LocalityLbEndpoints { lb_endpoints, ..Default::default() }],
             ..Default::default()
         }),
         ..Default::default()
@@ -150,19 +129,15 @@ fn tls_socket(sni: &str) -> TransportSocket {
     let ctx = UpstreamTlsContext {
         sni: sni.to_string(),
         common_tls_context: Some(CommonTlsContext {
-            validation_context_type: Some(
-                common_tls_context::ValidationContextType::ValidationContext(
-                    CertificateValidationContext {
-                        trusted_ca: Some(DataSource {
-                            specifier: Some(data_source::Specifier::Filename(
-                                CA_BUNDLE.to_string(),
-                            )),
-                            ..Default::default()
-                        }),
+            validation_context_type: Some(common_tls_context::ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(DataSource {
+                        specifier: Some(data_source::Specifier::Filename(CA_BUNDLE.to_string())),
                         ..Default::default()
-                    },
-                ),
-            ),
+                    }),
+                    ..Default::default()
+                },
+            )),
             ..Default::default()
         }),
         ..Default::default()
@@ -182,23 +157,12 @@ pub fn clusters(layout: &Layout, models: &ModelsConfig) -> Vec<Resource> {
     };
     let mut out = vec![resource(
         CONTROL_PLANE_CLUSTER,
-        &static_cluster(
-            CONTROL_PLANE_CLUSTER,
-            &[(cp_host, layout.control_plane_http.port())],
-            false,
-        ),
+        &static_cluster(CONTROL_PLANE_CLUSTER, &[(cp_host, layout.control_plane_http.port())], false),
     )];
     for g in &models.groups {
         let name = model_cluster_name(g);
-        let eps: Vec<(String, u16)> = g
-            .upstream
-            .endpoints
-            .iter()
-            .map(|e| (e.host.clone(), e.port))
-            .collect();
-        let dns = eps
-            .iter()
-            .any(|(h, _)| h.parse::<std::net::IpAddr>().is_err());
+        let eps: Vec<(String, u16)> = g.upstream.endpoints.iter().map(|e| (e.host.clone(), e.port)).collect();
+        let dns = eps.iter().any(|(h, _)| h.parse::<std::net::IpAddr>().is_err());
         let mut c = static_cluster(&name, &eps, dns);
         if g.upstream.tls {
             let sni = eps.first().map(|(h, _)| h.clone()).unwrap_or_default();
@@ -241,10 +205,7 @@ pub fn filter_config(layout: &Layout, policy_json: String) -> Resource {
     let wasm = wasm_filter(&layout.wasm_path.to_string_lossy(), policy_json);
     resource(
         FILTER_CONFIG_NAME,
-        &TypedExtensionConfig {
-            name: FILTER_CONFIG_NAME.into(),
-            typed_config: Some(pack(&wasm)),
-        },
+        &TypedExtensionConfig { name: FILTER_CONFIG_NAME.into(), typed_config: Some(pack(&wasm)) },
     )
 }
 
@@ -252,21 +213,18 @@ pub fn filter_config(layout: &Layout, policy_json: String) -> Resource {
 pub fn filter_via_ecds(source: ConfigSource) -> HttpFilter {
     HttpFilter {
         name: FILTER_CONFIG_NAME.into(),
-        config_type: Some(http_filter::ConfigType::ConfigDiscovery(
-            ExtensionConfigSource {
-                config_source: Some(source),
-                type_urls: vec![Wasm::type_url()],
-                ..Default::default()
-            },
-        )),
+        config_type: Some(http_filter::ConfigType::ConfigDiscovery(ExtensionConfigSource {
+            config_source: Some(source),
+            type_urls: vec![Wasm::type_url()],
+            ..Default::default()
+        })),
         ..Default::default()
     }
 }
 
 /// Envoy's own local replies (upstream unreachable, timeout, no route) in OpenAI's error shape.
 fn local_replies() -> LocalReplyConfig {
-    let mapper = |flags: &[&str], kind: &str, code: &str, message: &str| {
-        ResponseMapper {
+    let mapper = |flags: &[&str], kind: &str, code: &str, message: &str| ResponseMapper {
         filter: Some(AccessLogFilter {
             filter_specifier: Some(access_log_filter::FilterSpecifier::ResponseFlagFilter(ResponseFlagFilter {
                 flags: flags.iter().map(|f| f.to_string()).collect(),
@@ -287,28 +245,17 @@ fn local_replies() -> LocalReplyConfig {
             ..Default::default()
         }),
         ..Default::default()
-    }
     };
     LocalReplyConfig {
         mappers: vec![
-            mapper(
-                &["UT"],
-                "timeout_error",
-                "upstream_timeout",
-                "The upstream service did not answer in time.",
-            ),
+            mapper(&["UT"], "timeout_error", "upstream_timeout", "The upstream service did not answer in time."),
             mapper(
                 &["UF", "UH", "URX", "UO", "UC", "UR"],
                 "server_error",
                 "upstream_unavailable",
                 "The upstream service could not be reached.",
             ),
-            mapper(
-                &["NR"],
-                "not_found_error",
-                "unknown_url",
-                "No route for this request.",
-            ),
+            mapper(&["NR"], "not_found_error", "unknown_url", "No route for this request."),
         ],
         ..Default::default()
     }
@@ -318,9 +265,7 @@ fn local_replies() -> LocalReplyConfig {
 pub fn listener(layout: &Layout) -> Listener {
     let router = HttpFilter {
         name: "envoy.filters.http.router".into(),
-        config_type: Some(http_filter::ConfigType::TypedConfig(pack(
-            &Router::default(),
-        ))),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack(&Router::default()))),
         ..Default::default()
     };
     let hcm = HttpConnectionManager {
@@ -335,19 +280,11 @@ pub fn listener(layout: &Layout) -> Listener {
     };
     // Envoy's own buffer limit sits above the filter's so the filter answers 413 in OpenAI's
     // shape first; Envoy's limit only guards against a filter that stopped reading.
-    let buffer = layout
-        .max_body_bytes
-        .saturating_add(1 << 20)
-        .min(u64::from(u32::MAX));
+    let buffer = layout.max_body_bytes.saturating_add(1 << 20).min(u64::from(u32::MAX));
     Listener {
         name: LISTENER_NAME.into(),
-        address: Some(socket(
-            &layout.listen.ip().to_string(),
-            layout.listen.port(),
-        )),
-        per_connection_buffer_limit_bytes: Some(UInt32Value {
-            value: u32::try_from(buffer).unwrap_or(u32::MAX),
-        }),
+        address: Some(socket(&layout.listen.ip().to_string(), layout.listen.port())),
+        per_connection_buffer_limit_bytes: Some(UInt32Value { value: u32::try_from(buffer).unwrap_or(u32::MAX) }),
         filter_chains: vec![FilterChain {
             filters: vec![Filter {
                 name: "envoy.filters.network.http_connection_manager".into(),
@@ -367,28 +304,21 @@ pub fn listeners(layout: &Layout) -> Vec<Resource> {
 fn exact_header(name: &str, value: &str) -> HeaderMatcher {
     HeaderMatcher {
         name: name.into(),
-        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
-            StringMatcher {
-                match_pattern: Some(string_matcher::MatchPattern::Exact(value.into())),
-                ignore_case: false,
-            },
-        )),
+        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Exact(value.into())),
+            ignore_case: false,
+        })),
         ..Default::default()
     }
 }
 
 /// The route to a model group's cluster, selected by the filter's routing header.
 pub fn model_route(group: &ModelGroup) -> Route {
-    let retries = u32::try_from(group.upstream.endpoints.len())
-        .unwrap_or(1)
-        .saturating_sub(1)
-        .max(1);
-    let timeout = group
-        .timeout
-        .map_or(secs(DEFAULT_MODEL_TIMEOUT_SECS), |t| Duration {
-            seconds: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
-            nanos: i32::try_from(t.subsec_nanos()).unwrap_or(0),
-        });
+    let retries = u32::try_from(group.upstream.endpoints.len()).unwrap_or(1).saturating_sub(1).max(1);
+    let timeout = group.timeout.map_or(secs(DEFAULT_MODEL_TIMEOUT_SECS), |t| Duration {
+        seconds: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(t.subsec_nanos()).unwrap_or(0),
+    });
     Route {
         name: format!("model:{}", group.name),
         r#match: Some(RouteMatch {
@@ -397,30 +327,25 @@ pub fn model_route(group: &ModelGroup) -> Route {
             ..Default::default()
         }),
         action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(model_cluster_name(
-                group,
-            ))),
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(model_cluster_name(group))),
             timeout: Some(timeout),
             // Clients may call with or without /v1; the provider gets its own base path.
             regex_rewrite: Some(RegexMatchAndSubstitute {
-                pattern: Some(RegexMatcher {
-                    regex: "^(?:/v1)?/(.*)$".into(),
-                    ..Default::default()
-                }),
+                pattern: Some(RegexMatcher { regex: "^(?:/v1)?/(.*)$".into(), ..Default::default() }),
                 substitution: format!("{}/\\1", group.upstream.base_path),
             }),
-            host_rewrite_specifier: Some(route_action::HostRewriteSpecifier::AutoHostRewrite(
-                BoolValue { value: true },
-            )),
+            host_rewrite_specifier: Some(route_action::HostRewriteSpecifier::AutoHostRewrite(BoolValue {
+                value: true,
+            })),
             retry_policy: Some(RetryPolicy {
                 // Only failures before the provider saw the request: retrying is always safe.
                 retry_on: "connect-failure,refused-stream,reset-before-request".into(),
                 num_retries: Some(UInt32Value { value: retries }),
                 retry_host_predicate: vec![retry_policy::RetryHostPredicate {
                     name: "envoy.retry_host_predicates.previous_hosts".into(),
-                    config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
-                        pack(&PreviousHostsPredicate {}),
-                    )),
+                    config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(pack(
+                        &PreviousHostsPredicate {},
+                    ))),
                 }],
                 host_selection_retry_max_attempts: 3,
                 ..Default::default()
@@ -475,11 +400,7 @@ fn health_route(path: &str) -> Route {
             ..Default::default()
         })),
         response_headers_to_add: vec![HeaderValueOption {
-            header: Some(HeaderValue {
-                key: "content-type".into(),
-                value: "text/plain".into(),
-                ..Default::default()
-            }),
+            header: Some(HeaderValue { key: "content-type".into(), value: "text/plain".into(), ..Default::default() }),
             ..Default::default()
         }],
         ..Default::default()
@@ -488,11 +409,7 @@ fn health_route(path: &str) -> Route {
 
 /// The route table: health, one route per model, and everything else to the control plane.
 pub fn route_config(models: &ModelsConfig) -> RouteConfiguration {
-    let mut routes = vec![
-        health_route("/health"),
-        health_route("/health/"),
-        metrics_blocked(),
-    ];
+    let mut routes = vec![health_route("/health"), health_route("/health/"), metrics_blocked()];
     routes.extend(models.groups.iter().map(model_route));
     routes.push(Route {
         name: "control-plane".into(),
@@ -501,9 +418,7 @@ pub fn route_config(models: &ModelsConfig) -> RouteConfiguration {
             ..Default::default()
         }),
         action: Some(route::Action::Route(RouteAction {
-            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                CONTROL_PLANE_CLUSTER.into(),
-            )),
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(CONTROL_PLANE_CLUSTER.into())),
             timeout: Some(secs(60)),
             ..Default::default()
         })),

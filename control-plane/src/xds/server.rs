@@ -39,36 +39,12 @@ impl XdsMetrics {
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let mut metric = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
         };
-        metric(
-            "aqueduct_xds_streams",
-            "gauge",
-            "xDS streams open.",
-            &self.streams,
-        );
-        metric(
-            "aqueduct_xds_responses_total",
-            "counter",
-            "xDS responses sent.",
-            &self.responses,
-        );
-        metric(
-            "aqueduct_xds_acks_total",
-            "counter",
-            "xDS ACKs received.",
-            &self.acks,
-        );
-        metric(
-            "aqueduct_xds_nacks_total",
-            "counter",
-            "Configs Envoy rejected (NACKs).",
-            &self.nacks,
-        );
+        metric("aqueduct_xds_streams", "gauge", "xDS streams open.", &self.streams);
+        metric("aqueduct_xds_responses_total", "counter", "xDS responses sent.", &self.responses);
+        metric("aqueduct_xds_acks_total", "counter", "xDS ACKs received.", &self.acks);
+        metric("aqueduct_xds_nacks_total", "counter", "Configs Envoy rejected (NACKs).", &self.nacks);
     }
 }
 
@@ -182,20 +158,14 @@ impl AggregatedDiscoveryService for XdsServer {
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let peer = peer(&req);
-        Ok(Response::new(self.run(
-            req.into_inner(),
-            sotw::ADS_TYPES,
-            peer,
-        )))
+        Ok(Response::new(self.run(req.into_inner(), sotw::ADS_TYPES, peer)))
     }
 
     async fn delta_aggregated_resources(
         &self,
         _req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "Aqueduct serves state-of-the-world xDS; set api_type: GRPC",
-        ))
+        Err(Status::unimplemented("Aqueduct serves state-of-the-world xDS; set api_type: GRPC"))
     }
 }
 
@@ -209,20 +179,14 @@ impl ExtensionConfigDiscoveryService for XdsServer {
         req: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamExtensionConfigsStream>, Status> {
         let peer = peer(&req);
-        Ok(Response::new(self.run(
-            req.into_inner(),
-            sotw::ECDS_TYPES,
-            peer,
-        )))
+        Ok(Response::new(self.run(req.into_inner(), sotw::ECDS_TYPES, peer)))
     }
 
     async fn delta_extension_configs(
         &self,
         _req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaExtensionConfigsStream>, Status> {
-        Err(Status::unimplemented(
-            "Aqueduct serves state-of-the-world xDS; set api_type: GRPC",
-        ))
+        Err(Status::unimplemented("Aqueduct serves state-of-the-world xDS; set api_type: GRPC"))
     }
 
     async fn fetch_extension_configs(
@@ -233,10 +197,6 @@ impl ExtensionConfigDiscoveryService for XdsServer {
         let mut req = req.into_inner();
         req.response_nonce.clear();
         let out = state.on_request(req, &self.cache.current());
-        out.responses
-            .into_iter()
-            .next()
-            .map(Response::new)
-            .ok_or_else(|| Status::unavailable("no filter config yet"))
+        out.responses.into_iter().next().map(Response::new).ok_or_else(|| Status::unavailable("no filter config yet"))
     }
 }

@@ -57,12 +57,7 @@ pub struct Stream {
 }
 
 /// All types served over ADS.
-pub const ADS_TYPES: &[&str] = &[
-    type_url::CLUSTER,
-    type_url::LISTENER,
-    type_url::ROUTE,
-    type_url::EXTENSION,
-];
+pub const ADS_TYPES: &[&str] = &[type_url::CLUSTER, type_url::LISTENER, type_url::ROUTE, type_url::EXTENSION];
 /// The one type served by the standalone ECDS service.
 pub const ECDS_TYPES: &[&str] = &[type_url::EXTENSION];
 
@@ -73,11 +68,7 @@ fn is_wildcard_type(type_url: &str) -> bool {
 impl Stream {
     /// A new stream that serves `allowed` types.
     pub fn new(allowed: &'static [&'static str]) -> Self {
-        Self {
-            subs: HashMap::new(),
-            nonces: 0,
-            allowed,
-        }
+        Self { subs: HashMap::new(), nonces: 0, allowed }
     }
 
     /// Handles one request from Envoy against the current resources.
@@ -116,9 +107,7 @@ impl Stream {
         let stale: Vec<String> = self
             .subs
             .iter()
-            .filter(|(t, s)| {
-                snap.version(t).is_some() && snap.version(t) != s.sent_version.as_deref()
-            })
+            .filter(|(t, s)| snap.version(t).is_some() && snap.version(t) != s.sent_version.as_deref())
             .map(|(t, _)| t.clone())
             .collect();
         stale.iter().filter_map(|t| self.respond(t, snap)).collect()
@@ -127,16 +116,12 @@ impl Stream {
     fn respond(&mut self, type_url: &str, snap: &Snapshot) -> Option<DiscoveryResponse> {
         let TypeSnapshot { version, resources } = snap.types.get(type_url)?;
         let sub = self.subs.get_mut(type_url)?;
-        let wildcard = is_wildcard_type(type_url)
-            && (sub.names.is_empty() || sub.names.iter().any(|n| n == "*"));
+        let wildcard = is_wildcard_type(type_url) && (sub.names.is_empty() || sub.names.iter().any(|n| n == "*"));
         if !wildcard && sub.names.is_empty() {
             return None; // nothing subscribed
         }
-        let resources = resources
-            .iter()
-            .filter(|r| wildcard || sub.names.contains(&r.name))
-            .map(|r| r.any.clone())
-            .collect();
+        let resources =
+            resources.iter().filter(|r| wildcard || sub.names.contains(&r.name)).map(|r| r.any.clone()).collect();
         self.nonces += 1;
         let nonce = self.nonces.to_string();
         sub.nonce = Some(nonce.clone());
@@ -167,30 +152,14 @@ mod tests {
     }
 
     fn publish(cache: &SnapshotCache, clusters: &[&str], ext: &str) {
-        let cl = clusters
-            .iter()
-            .map(|n| {
-                resource(
-                    *n,
-                    &Cluster {
-                        name: n.to_string(),
-                        ..Default::default()
-                    },
-                )
-            })
-            .collect();
+        let cl =
+            clusters.iter().map(|n| resource(*n, &Cluster { name: n.to_string(), ..Default::default() })).collect();
         let ex = vec![resource(
             "aqueduct",
-            &TypedExtensionConfig {
-                name: "aqueduct".into(),
-                typed_config: Some(Default::default()),
-            },
+            &TypedExtensionConfig { name: "aqueduct".into(), typed_config: Some(Default::default()) },
         )];
         let _ = ext;
-        cache.publish(BTreeMap::from([
-            (type_url::CLUSTER, cl),
-            (type_url::EXTENSION, ex),
-        ]));
+        cache.publish(BTreeMap::from([(type_url::CLUSTER, cl), (type_url::EXTENSION, ex)]));
     }
 
     fn req(type_url: &str, version: &str, nonce: &str, names: &[&str]) -> DiscoveryRequest {
@@ -211,10 +180,7 @@ mod tests {
         assert_eq!(out.responses.len(), 1);
         let r = &out.responses[0];
         assert_eq!(r.resources.len(), 2, "wildcard gets all clusters");
-        let out = s.on_request(
-            req(type_url::CLUSTER, &r.version_info, &r.nonce, &[]),
-            &cache.current(),
-        );
+        let out = s.on_request(req(type_url::CLUSTER, &r.version_info, &r.nonce, &[]), &cache.current());
         assert!(out.responses.is_empty(), "ACK must not be answered");
         assert_eq!(out.acked.unwrap().1, r.version_info);
     }
@@ -223,21 +189,10 @@ mod tests {
     fn named_subscription_filters_and_name_change_is_answered() {
         let cache = cache_with(&["a"], "x");
         let mut s = Stream::new(ADS_TYPES);
-        let out = s.on_request(
-            req(type_url::EXTENSION, "", "", &["other"]),
-            &cache.current(),
-        );
+        let out = s.on_request(req(type_url::EXTENSION, "", "", &["other"]), &cache.current());
         assert_eq!(out.responses[0].resources.len(), 0);
         let r = out.responses[0].clone();
-        let out = s.on_request(
-            req(
-                type_url::EXTENSION,
-                &r.version_info,
-                &r.nonce,
-                &["aqueduct"],
-            ),
-            &cache.current(),
-        );
+        let out = s.on_request(req(type_url::EXTENSION, &r.version_info, &r.nonce, &["aqueduct"]), &cache.current());
         assert_eq!(out.responses[0].resources.len(), 1);
         assert_ne!(out.responses[0].nonce, r.nonce, "fresh nonce");
     }
@@ -246,18 +201,11 @@ mod tests {
     fn stale_nonce_ignored_and_nack_recorded() {
         let cache = cache_with(&["a"], "x");
         let mut s = Stream::new(ADS_TYPES);
-        let r = s
-            .on_request(req(type_url::CLUSTER, "", "", &[]), &cache.current())
-            .responses
-            .remove(0);
+        let r = s.on_request(req(type_url::CLUSTER, "", "", &[]), &cache.current()).responses.remove(0);
         let out = s.on_request(req(type_url::CLUSTER, "", "bogus", &[]), &cache.current());
         assert!(out.responses.is_empty() && out.nack.is_none() && out.acked.is_none());
         let mut nack = req(type_url::CLUSTER, "", &r.nonce, &[]);
-        nack.error_detail = Some(Status {
-            code: 3,
-            message: "bad cluster".into(),
-            details: vec![],
-        });
+        nack.error_detail = Some(Status { code: 3, message: "bad cluster".into(), details: vec![] });
         let out = s.on_request(nack, &cache.current());
         assert!(out.responses.is_empty());
         let n = out.nack.unwrap();
@@ -278,10 +226,7 @@ mod tests {
         s.on_request(req(type_url::CLUSTER, "", "", &[]), &cache.current());
         assert!(s.on_snapshot(&cache.current()).is_empty());
         publish(&cache, &["a"], "x");
-        assert!(
-            s.on_snapshot(&cache.current()).is_empty(),
-            "same content, same version"
-        );
+        assert!(s.on_snapshot(&cache.current()).is_empty(), "same content, same version");
         publish(&cache, &["b"], "x");
         assert_eq!(s.on_snapshot(&cache.current()).len(), 1);
     }
@@ -289,11 +234,7 @@ mod tests {
     #[test]
     fn reconnect_with_known_version_is_answered() {
         let cache = cache_with(&["a"], "x");
-        let version = cache
-            .current()
-            .version(type_url::CLUSTER)
-            .unwrap()
-            .to_string();
+        let version = cache.current().version(type_url::CLUSTER).unwrap().to_string();
         let mut s = Stream::new(ADS_TYPES);
         let out = s.on_request(req(type_url::CLUSTER, &version, "", &[]), &cache.current());
         assert_eq!(out.responses.len(), 1);
@@ -303,18 +244,7 @@ mod tests {
     fn ecds_stream_serves_only_extensions() {
         let cache = cache_with(&["a"], "x");
         let mut s = Stream::new(ECDS_TYPES);
-        assert!(s
-            .on_request(req(type_url::CLUSTER, "", "", &[]), &cache.current())
-            .responses
-            .is_empty());
-        assert_eq!(
-            s.on_request(
-                req(type_url::EXTENSION, "", "", &["aqueduct"]),
-                &cache.current()
-            )
-            .responses
-            .len(),
-            1
-        );
+        assert!(s.on_request(req(type_url::CLUSTER, "", "", &[]), &cache.current()).responses.is_empty());
+        assert_eq!(s.on_request(req(type_url::EXTENSION, "", "", &["aqueduct"]), &cache.current()).responses.len(), 1);
     }
 }

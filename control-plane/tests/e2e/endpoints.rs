@@ -2,9 +2,9 @@
 
 use crate::harness::{http, Harness, ADMIN_KEY, PROVIDER_KEY};
 use async_openai::types::{
-    AudioInput, ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs,
-    CreateCompletionRequestArgs, CreateEmbeddingRequestArgs, CreateImageRequestArgs,
-    CreateSpeechRequestArgs, CreateTranscriptionRequestArgs, EmbeddingInput, SpeechModel, Voice,
+    AudioInput, ChatCompletionRequestUserMessageArgs, CreateChatCompletionRequestArgs, CreateCompletionRequestArgs,
+    CreateEmbeddingRequestArgs, CreateImageRequestArgs, CreateSpeechRequestArgs, CreateTranscriptionRequestArgs,
+    EmbeddingInput, SpeechModel, Voice,
 };
 use fake_upstream::Controls;
 use futures::StreamExt;
@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 
 fn chat_request(model: &str, stream: bool) -> async_openai::types::CreateChatCompletionRequest {
     let mut b = CreateChatCompletionRequestArgs::default();
-    b.model(model)
-        .messages([ChatCompletionRequestUserMessageArgs::default()
-            .content("hello there gateway")
-            .build()
-            .unwrap()
-            .into()]);
+    b.model(model).messages([ChatCompletionRequestUserMessageArgs::default()
+        .content("hello there gateway")
+        .build()
+        .unwrap()
+        .into()]);
     if stream {
         b.stream(true);
     }
@@ -29,22 +28,11 @@ async fn chat_completion_is_routed_with_provider_key_and_model() {
     let h = Harness::start().await;
     let (_, key) = h.create_token("chat", None).await;
     h.eventually(Duration::from_secs(5), || async {
-        http()
-            .get(h.url("/v1/models"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
+        http().get(h.url("/v1/models")).bearer_auth(&key).send().await.map(|r| r.status() == 200).unwrap_or(false)
     })
     .await;
     h.upstream.clear_requests();
-    let resp = h
-        .openai(&key)
-        .chat()
-        .create(chat_request("chat-alias", false))
-        .await
-        .unwrap();
+    let resp = h.openai(&key).chat().create(chat_request("chat-alias", false)).await.unwrap();
     let text = resp.choices[0].message.content.clone().unwrap();
     assert!(text.contains("hello there gateway"), "{text}");
     let usage = resp.usage.unwrap();
@@ -54,41 +42,19 @@ async fn chat_completion_is_routed_with_provider_key_and_model() {
     assert_eq!(reqs.len(), 1);
     let r = &reqs[0];
     assert_eq!(r.path, "/v1/chat/completions");
-    assert_eq!(
-        r.header("authorization"),
-        Some(format!("Bearer {PROVIDER_KEY}").as_str())
-    );
-    assert_eq!(
-        r.json().unwrap()["model"],
-        "provider-chat",
-        "alias resolved to the provider's name"
-    );
+    assert_eq!(r.header("authorization"), Some(format!("Bearer {PROVIDER_KEY}").as_str()));
+    assert_eq!(r.json().unwrap()["model"], "provider-chat", "alias resolved to the provider's name");
     let all_headers = format!("{:?}", r.headers);
-    assert!(
-        !all_headers.contains(&key),
-        "the client's key never leaves the gateway"
-    );
-    assert!(
-        !all_headers.contains("x-aqueduct"),
-        "no internal headers upstream"
-    );
+    assert!(!all_headers.contains(&key), "the client's key never leaves the gateway");
+    assert!(!all_headers.contains("x-aqueduct"), "no internal headers upstream");
 }
 
 #[tokio::test]
 async fn chat_stream_flows_chunk_by_chunk() {
     let h = Harness::start().await;
-    h.upstream.set_defaults(Controls {
-        chunk_delay_ms: Some(300),
-        chunks: Some(4),
-        ..Default::default()
-    });
+    h.upstream.set_defaults(Controls { chunk_delay_ms: Some(300), chunks: Some(4), ..Default::default() });
     let start = Instant::now();
-    let mut stream = h
-        .openai(ADMIN_KEY)
-        .chat()
-        .create_stream(chat_request("chat", true))
-        .await
-        .unwrap();
+    let mut stream = h.openai(ADMIN_KEY).chat().create_stream(chat_request("chat", true)).await.unwrap();
     let mut first_at = None;
     let mut content = String::new();
     let mut n = 0;
@@ -107,10 +73,7 @@ async fn chat_stream_flows_chunk_by_chunk() {
     // Four content chunks 300 ms apart plus the finish chunk: the stream takes >1.2 s, and the
     // first chunk must arrive long before it ends (nothing buffers the stream).
     assert!(total >= Duration::from_millis(1200), "total {total:?}");
-    assert!(
-        first + Duration::from_millis(900) < total,
-        "first chunk at {first:?} of {total:?}"
-    );
+    assert!(first + Duration::from_millis(900) < total, "first chunk at {first:?} of {total:?}");
 }
 
 #[tokio::test]
@@ -119,19 +82,11 @@ async fn completions_embeddings_images_speech_transcriptions_and_models() {
     let client = h.openai(ADMIN_KEY);
 
     // Legacy completions, plain and streamed.
-    let req = CreateCompletionRequestArgs::default()
-        .model("chat")
-        .prompt("say something")
-        .build()
-        .unwrap();
+    let req = CreateCompletionRequestArgs::default().model("chat").prompt("say something").build().unwrap();
     let resp = client.completions().create(req).await.unwrap();
     assert!(!resp.choices[0].text.is_empty());
-    let req = CreateCompletionRequestArgs::default()
-        .model("chat")
-        .prompt("say something")
-        .stream(true)
-        .build()
-        .unwrap();
+    let req =
+        CreateCompletionRequestArgs::default().model("chat").prompt("say something").stream(true).build().unwrap();
     let mut s = client.completions().create_stream(req).await.unwrap();
     let mut text = String::new();
     while let Some(c) = s.next().await {
@@ -184,10 +139,7 @@ async fn completions_embeddings_images_speech_transcriptions_and_models() {
     assert_eq!(up.path, "/v1/audio/transcriptions");
     let body = String::from_utf8_lossy(&up.body);
     assert!(body.contains("provider-whisper") && !body.contains("\r\nwhisper\r\n"));
-    assert!(
-        up.body.windows(audio.len()).any(|w| w == audio.as_slice()),
-        "file bytes intact"
-    );
+    assert!(up.body.windows(audio.len()).any(|w| w == audio.as_slice()), "file bytes intact");
 
     // Models: answered by the filter from the policy.
     let list = client.models().list().await.unwrap();
@@ -200,63 +152,24 @@ async fn every_endpoint_also_works_without_v1() {
     let h = Harness::start().await;
     let c = http();
     let json_calls = [
-        (
-            "/chat/completions",
-            serde_json::json!({"model":"chat","messages":[{"role":"user","content":"hi"}]}),
-        ),
-        (
-            "/completions",
-            serde_json::json!({"model":"chat","prompt":"hi"}),
-        ),
-        (
-            "/embeddings",
-            serde_json::json!({"model":"embed","input":"hi"}),
-        ),
-        (
-            "/images/generations",
-            serde_json::json!({"model":"image","prompt":"hi"}),
-        ),
-        (
-            "/audio/speech",
-            serde_json::json!({"model":"tts","input":"hi","voice":"alloy"}),
-        ),
+        ("/chat/completions", serde_json::json!({"model":"chat","messages":[{"role":"user","content":"hi"}]})),
+        ("/completions", serde_json::json!({"model":"chat","prompt":"hi"})),
+        ("/embeddings", serde_json::json!({"model":"embed","input":"hi"})),
+        ("/images/generations", serde_json::json!({"model":"image","prompt":"hi"})),
+        ("/audio/speech", serde_json::json!({"model":"tts","input":"hi","voice":"alloy"})),
     ];
     for (path, body) in json_calls {
         h.upstream.clear_requests();
-        let r = c
-            .post(h.url(path))
-            .bearer_auth(ADMIN_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = c.post(h.url(path)).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
-        assert_eq!(
-            h.upstream.requests()[0].path,
-            format!("/v1{path}"),
-            "provider gets its base path"
-        );
+        assert_eq!(h.upstream.requests()[0].path, format!("/v1{path}"), "provider gets its base path");
     }
     let form = reqwest::multipart::Form::new()
         .text("model", "whisper")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(vec![1u8; 100]).file_name("a.wav"),
-        );
-    let r = c
-        .post(h.url("/audio/transcriptions"))
-        .bearer_auth(ADMIN_KEY)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+        .part("file", reqwest::multipart::Part::bytes(vec![1u8; 100]).file_name("a.wav"));
+    let r = c.post(h.url("/audio/transcriptions")).bearer_auth(ADMIN_KEY).multipart(form).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = c
-        .get(h.url("/models"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(h.url("/models")).bearer_auth(ADMIN_KEY).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let r = c.get(h.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200, "health needs no key");
@@ -274,8 +187,5 @@ async fn query_strings_survive_the_path_rewrite() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(
-        h.upstream.requests().last().unwrap().path,
-        "/v1/embeddings?trace=1"
-    );
+    assert_eq!(h.upstream.requests().last().unwrap().path, "/v1/embeddings?trace=1");
 }

@@ -14,20 +14,10 @@ async fn key_errors_are_401() {
     let c = http();
     let url = h.url("/v1/chat/completions");
 
-    let e = expect_error(
-        c.post(&url).json(&chat_body()).send().await.unwrap(),
-        401,
-        "invalid_request_error",
-    )
-    .await;
+    let e = expect_error(c.post(&url).json(&chat_body()).send().await.unwrap(), 401, "invalid_request_error").await;
     assert_eq!(e["code"], "missing_api_key");
     let e = expect_error(
-        c.post(&url)
-            .bearer_auth("sk-aq-nope")
-            .json(&chat_body())
-            .send()
-            .await
-            .unwrap(),
+        c.post(&url).bearer_auth("sk-aq-nope").json(&chat_body()).send().await.unwrap(),
         401,
         "invalid_request_error",
     )
@@ -37,67 +27,35 @@ async fn key_errors_are_401() {
     // Revoked.
     let (id, key) = h.create_token("to revoke", None).await;
     h.eventually(Duration::from_secs(5), || async {
-        c.post(&url)
-            .bearer_auth(&key)
-            .json(&chat_body())
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
+        c.post(&url).bearer_auth(&key).json(&chat_body()).send().await.map(|r| r.status() == 200).unwrap_or(false)
     })
     .await;
     h.revoke_token(id).await;
     h.eventually(Duration::from_secs(5), || async {
-        c.post(&url)
-            .bearer_auth(&key)
-            .json(&chat_body())
-            .send()
-            .await
-            .map(|r| r.status() == 401)
-            .unwrap_or(false)
+        c.post(&url).bearer_auth(&key).json(&chat_body()).send().await.map(|r| r.status() == 401).unwrap_or(false)
     })
     .await;
     let e = expect_error(
-        c.post(&url)
-            .bearer_auth(&key)
-            .json(&chat_body())
-            .send()
-            .await
-            .unwrap(),
+        c.post(&url).bearer_auth(&key).json(&chat_body()).send().await.unwrap(),
         401,
         "invalid_request_error",
     )
     .await;
     assert_eq!(e["code"], "invalid_api_key");
     // The management API refuses it too.
-    let r = c
-        .get(h.url("/api/v1/tokens"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(h.url("/api/v1/tokens")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(r.status(), 401);
 
     // Expired: valid for two seconds, then refused with its own code.
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let (_, key) = h.create_token("short-lived", Some(&soon)).await;
     h.eventually(Duration::from_secs(5), || async {
-        c.get(h.url("/v1/models"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
+        c.get(h.url("/v1/models")).bearer_auth(&key).send().await.map(|r| r.status() == 200).unwrap_or(false)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let e = expect_error(
-        c.post(&url)
-            .bearer_auth(&key)
-            .json(&chat_body())
-            .send()
-            .await
-            .unwrap(),
+        c.post(&url).bearer_auth(&key).json(&chat_body()).send().await.unwrap(),
         401,
         "invalid_request_error",
     )
@@ -111,55 +69,38 @@ async fn request_errors_have_the_right_status() {
     let c = http();
     let url = h.url("/v1/chat/completions");
     let post = |body: Vec<u8>, ct: &'static str| {
-        c.post(&url)
-            .bearer_auth(ADMIN_KEY)
-            .header("content-type", ct)
-            .body(body)
-            .send()
+        c.post(&url).bearer_auth(ADMIN_KEY).header("content-type", ct).body(body).send()
     };
 
     let e = expect_error(
-        post(
-            br#"{"model":"gpt-nonexistent","messages":[]}"#.to_vec(),
-            "application/json",
-        )
-        .await
-        .unwrap(),
+        post(br#"{"model":"gpt-nonexistent","messages":[]}"#.to_vec(), "application/json").await.unwrap(),
         404,
         "not_found_error",
     )
     .await;
     assert_eq!(e["param"], "model");
     expect_error(
-        post(b"{\"model\": \"chat\", ".to_vec(), "application/json")
-            .await
-            .unwrap(),
+        post(b"{\"model\": \"chat\", ".to_vec(), "application/json").await.unwrap(),
         400,
         "invalid_request_error",
     )
     .await;
     let e = expect_error(
-        post(b"{\"model\":\"ch\xffat\"}".to_vec(), "application/json")
-            .await
-            .unwrap(),
+        post(b"{\"model\":\"ch\xffat\"}".to_vec(), "application/json").await.unwrap(),
         400,
         "invalid_request_error",
     )
     .await;
     assert!(e["message"].as_str().unwrap().contains("UTF-8"));
     let e = expect_error(
-        post(br#"{"messages":[]}"#.to_vec(), "application/json")
-            .await
-            .unwrap(),
+        post(br#"{"messages":[]}"#.to_vec(), "application/json").await.unwrap(),
         400,
         "invalid_request_error",
     )
     .await;
     assert_eq!(e["param"], "model");
     expect_error(
-        post(b"model=chat".to_vec(), "application/x-www-form-urlencoded")
-            .await
-            .unwrap(),
+        post(b"model=chat".to_vec(), "application/x-www-form-urlencoded").await.unwrap(),
         415,
         "invalid_request_error",
     )
@@ -177,23 +118,10 @@ async fn request_errors_have_the_right_status() {
     .await;
 
     // Over the 1 MiB limit the harness sets: with a content-length, and streamed without one.
-    let big = format!(
-        r#"{{"model":"chat","messages":[{{"role":"user","content":"{}"}}]}}"#,
-        "x".repeat(1_100_000)
-    );
-    expect_error(
-        post(big.clone().into_bytes(), "application/json")
-            .await
-            .unwrap(),
-        413,
-        "invalid_request_error",
-    )
-    .await;
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
-        .into_bytes()
-        .chunks(64 * 1024)
-        .map(|c| Ok(c.to_vec()))
-        .collect();
+    let big = format!(r#"{{"model":"chat","messages":[{{"role":"user","content":"{}"}}]}}"#, "x".repeat(1_100_000));
+    expect_error(post(big.clone().into_bytes(), "application/json").await.unwrap(), 413, "invalid_request_error").await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.into_bytes().chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let r = c
         .post(&url)
         .bearer_auth(ADMIN_KEY)
@@ -208,29 +136,18 @@ async fn request_errors_have_the_right_status() {
     assert_eq!(r.headers().get("allow").unwrap(), "POST");
     expect_error(r, 405, "invalid_request_error").await;
     expect_error(
-        c.post(h.url("/v1/models"))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .unwrap(),
+        c.post(h.url("/v1/models")).bearer_auth(ADMIN_KEY).send().await.unwrap(),
         405,
         "invalid_request_error",
     )
     .await;
     expect_error(
-        c.post(h.url("/v1/no-such-endpoint"))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .unwrap(),
+        c.post(h.url("/v1/no-such-endpoint")).bearer_auth(ADMIN_KEY).send().await.unwrap(),
         404,
         "not_found_error",
     )
     .await;
-    assert!(
-        h.upstream.requests().is_empty(),
-        "no bad request reached the provider"
-    );
+    assert!(h.upstream.requests().is_empty(), "no bad request reached the provider");
 }
 
 #[tokio::test]
@@ -248,11 +165,7 @@ async fn forged_identity_headers_are_stripped() {
         .unwrap();
     assert_eq!(r.status(), 200);
     let up = &h.upstream.requests()[0];
-    assert_eq!(
-        up.json().unwrap()["model"],
-        "provider-chat",
-        "forged route header ignored"
-    );
+    assert_eq!(up.json().unwrap()["model"], "provider-chat", "forged route header ignored");
     assert!(up.headers.iter().all(|(k, _)| !k.starts_with("x-aqueduct")));
 }
 
@@ -266,19 +179,10 @@ async fn upstream_failures_reach_the_client_in_openai_shape() {
         error_message: Some("slow down".into()),
         ..Default::default()
     });
-    let r = c
-        .post(h.url("/v1/chat/completions"))
-        .bearer_auth(ADMIN_KEY)
-        .json(&chat_body())
-        .send()
-        .await
-        .unwrap();
+    let r = c.post(h.url("/v1/chat/completions")).bearer_auth(ADMIN_KEY).json(&chat_body()).send().await.unwrap();
     let e = expect_error(r, 429, "rate_limit_error").await;
     assert_eq!(e["message"], "slow down");
-    h.upstream.set_defaults(Controls {
-        status: Some(500),
-        ..Default::default()
-    });
+    h.upstream.set_defaults(Controls { status: Some(500), ..Default::default() });
     let r = c
         .post(h.url("/v1/embeddings"))
         .bearer_auth(ADMIN_KEY)
@@ -313,41 +217,34 @@ async fn management_api_requires_an_admin() {
     let c = http();
     let r = c.get(h.url("/api/v1/tokens")).send().await.unwrap();
     expect_error(r, 401, "invalid_request_error").await;
-    // A plain user's valid key is refused with 403 (users are made through the store until the
-    // tenancy API exists).
-    let db = aqueduct::db::Db::open(
-        Some(&format!(
-            "sqlite://{}",
-            h.dir.path().join("aqueduct.db").display()
-        )),
-        h.dir.path(),
-    )
-    .await
-    .unwrap();
-    let user = aqueduct::tokens::store::ensure_user(&db, "user@example.com", "user", 0)
+    // A plain user manages only their own keys: the admin's key is invisible (404), and
+    // admin-only routes are refused (403).
+    let db =
+        aqueduct::db::Db::open(Some(&format!("sqlite://{}", h.dir.path().join("aqueduct.db").display())), h.dir.path())
+            .await
+            .unwrap();
+    let user = aqueduct::tokens::store::ensure_user(&db, "user@example.com", "user", 0).await.unwrap();
+    let key = aqueduct::tokens::generate_key();
+    aqueduct::tokens::store::insert(&db, user, "u", &aqueduct::tokens::hash_hex(&key), "p", 0, None).await.unwrap();
+    let r = c.get(h.url("/api/v1/tokens")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let own: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        own["data"].as_array().unwrap().iter().all(|t| t["user_id"].as_str() == Some(user.to_string().as_str())),
+        "{own}"
+    );
+    let r = c
+        .post(h.url("/api/v1/tokens"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"name":"mine"}))
+        .send()
         .await
         .unwrap();
-    let key = aqueduct::tokens::generate_key();
-    aqueduct::tokens::store::insert(
-        &db,
-        user,
-        "u",
-        &aqueduct::tokens::hash_hex(&key),
-        "p",
-        0,
-        None,
-    )
-    .await
-    .unwrap();
-    for req in [
-        c.get(h.url("/api/v1/tokens")),
-        c.post(h.url("/api/v1/tokens"))
-            .json(&serde_json::json!({"name":"x"})),
-        c.delete(h.url("/api/v1/tokens/1")),
-    ] {
-        let r = req.bearer_auth(&key).send().await.unwrap();
-        expect_error(r, 403, "permission_denied_error").await;
-    }
+    assert_eq!(r.status(), 201);
+    let r = c.delete(h.url("/api/v1/tokens/1")).bearer_auth(&key).send().await.unwrap();
+    expect_error(r, 404, "not_found_error").await;
+    let r = c.get(h.url("/api/v1/status")).bearer_auth(&key).send().await.unwrap();
+    expect_error(r, 403, "permission_denied_error").await;
     let r = c
         .post(h.url("/api/v1/tokens"))
         .bearer_auth(ADMIN_KEY)
@@ -373,11 +270,6 @@ async fn management_api_requires_an_admin() {
         .await
         .unwrap();
     expect_error(r, 400, "invalid_request_error").await;
-    let r = c
-        .delete(h.url("/api/v1/tokens/424242"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap();
+    let r = c.delete(h.url("/api/v1/tokens/424242")).bearer_auth(ADMIN_KEY).send().await.unwrap();
     expect_error(r, 404, "not_found_error").await;
 }

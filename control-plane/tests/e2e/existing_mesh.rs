@@ -7,8 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn envoy() -> String {
-    std::env::var("ENVOY")
-        .unwrap_or_else(|_| format!("{}/../.venv/bin/envoy", env!("CARGO_MANIFEST_DIR")))
+    std::env::var("ENVOY").unwrap_or_else(|_| format!("{}/../.venv/bin/envoy", env!("CARGO_MANIFEST_DIR")))
 }
 
 fn example(name: &str) -> String {
@@ -17,21 +16,11 @@ fn example(name: &str) -> String {
 
 fn validate(config: &Path, base_id: u16) {
     let out = Command::new(envoy())
-        .args([
-            "--mode",
-            "validate",
-            "--base-id",
-            &base_id.to_string(),
-            "-c",
-        ])
+        .args(["--mode", "validate", "--base-id", &base_id.to_string(), "-c"])
         .arg(config)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "validate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "validate failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 struct Killed(std::process::Child);
@@ -45,13 +34,7 @@ impl Drop for Killed {
 fn run_envoy(config: &Path, base_id: u16, log: &Path) -> Killed {
     Killed(
         Command::new(envoy())
-            .args([
-                "--base-id",
-                &base_id.to_string(),
-                "--concurrency",
-                "1",
-                "-c",
-            ])
+            .args(["--base-id", &base_id.to_string(), "--concurrency", "1", "-c"])
             .arg(config)
             .arg("--log-path")
             .arg(log)
@@ -70,45 +53,24 @@ async fn platform_envoy_gets_the_filter_by_ecds() {
     let config = example("existing-mesh.yaml")
         .replace("port_value: 10000", &format!("port_value: {listen}"))
         .replace("port_value: 9902", &format!("port_value: {admin}"))
-        .replace(
-            "port_value: 18000",
-            &format!("port_value: {}", h.xds.port()),
-        )
-        .replace(
-            "port_value: 18090",
-            &format!("port_value: {}", h.upstream.addr().port()),
-        );
+        .replace("port_value: 18000", &format!("port_value: {}", h.xds.port()))
+        .replace("port_value: 18090", &format!("port_value: {}", h.upstream.addr().port()));
     let path = h.dir.path().join("platform.yaml");
     std::fs::write(&path, config).unwrap();
     validate(&path, admin);
 
     let _envoy = run_envoy(&path, admin, &h.dir.path().join("platform-envoy.log"));
     let url = format!("http://127.0.0.1:{listen}/v1/chat/completions");
-    let body =
-        serde_json::json!({"model":"chat-alias","messages":[{"role":"user","content":"hi"}]});
+    let body = serde_json::json!({"model":"chat-alias","messages":[{"role":"user","content":"hi"}]});
     h.eventually(Duration::from_secs(20), || async {
-        http()
-            .post(&url)
-            .bearer_auth(ADMIN_KEY)
-            .json(&body)
-            .send()
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
+        http().post(&url).bearer_auth(ADMIN_KEY).json(&body).send().await.map(|r| r.status() == 200).unwrap_or(false)
     })
     .await;
     let up = h.upstream.requests().into_iter().last().unwrap();
     assert_eq!(up.json().unwrap()["model"], "provider-chat");
-    assert_eq!(
-        up.header("authorization"),
-        Some(format!("Bearer {PROVIDER_KEY}").as_str())
-    );
+    assert_eq!(up.header("authorization"), Some(format!("Bearer {PROVIDER_KEY}").as_str()));
     // The platform's own routes still work, and the filter guards the API.
-    let r = http()
-        .get(format!("http://127.0.0.1:{listen}/elsewhere"))
-        .send()
-        .await
-        .unwrap();
+    let r = http().get(format!("http://127.0.0.1:{listen}/elsewhere")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let r = http().post(&url).json(&body).send().await.unwrap();
     expect_error(r, 401, "invalid_request_error").await;
@@ -129,12 +91,7 @@ async fn filter_without_policy_fails_closed() {
     let url = format!("http://127.0.0.1:{listen}/v1/chat/completions");
     let mut last = None;
     for _ in 0..200 {
-        if let Ok(r) = http()
-            .post(&url)
-            .bearer_auth("sk-anything")
-            .json(&serde_json::json!({"model":"x"}))
-            .send()
-            .await
+        if let Ok(r) = http().post(&url).bearer_auth("sk-anything").json(&serde_json::json!({"model":"x"})).send().await
         {
             last = Some(r);
             break;

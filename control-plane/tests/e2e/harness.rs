@@ -16,10 +16,7 @@ pub const ADMIN_KEY: &str = "sk-test-admin-0123456789abcdef";
 
 /// A free loopback port (bound, then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -54,26 +51,16 @@ fn envoy_bin() -> PathBuf {
         return PathBuf::from(e);
     }
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy");
-    assert!(
-        venv.exists(),
-        "no Envoy: run `make test` (it installs one) or set ENVOY"
-    );
+    assert!(venv.exists(), "no Envoy: run `make test` (it installs one) or set ENVOY");
     venv
 }
 
 /// The filter module built by `make wasm`.
 pub fn wasm_path() -> PathBuf {
-    let p = std::env::var("AQUEDUCT_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/wasm32-wasip1/release/aqueduct_filter.wasm")
-        });
-    assert!(
-        p.exists(),
-        "no filter module at {}: run `make wasm`",
-        p.display()
-    );
+    let p = std::env::var("AQUEDUCT_WASM").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip1/release/aqueduct_filter.wasm")
+    });
+    assert!(p.exists(), "no filter module at {}: run `make wasm`", p.display());
     p
 }
 
@@ -89,6 +76,63 @@ pub struct Harness {
     cp: Option<Child>,
     envoy: Option<Child>,
     cp_runs: u32,
+    /// `DATABASE_URL` given to the control plane (None: SQLite in `dir`).
+    pub database_url: Option<String>,
+    /// Extra environment for the control plane.
+    pub extra_env: Vec<(String, String)>,
+    /// A PostgreSQL database this harness created and drops when dropped: (server URL, name).
+    pg_created: Option<(String, String)>,
+}
+
+/// The PostgreSQL server tests use: `AQUEDUCT_TEST_PG`, else a `postgres://` `DATABASE_URL`, else
+/// the local server with trust auth.
+pub fn pg_server_url() -> String {
+    std::env::var("AQUEDUCT_TEST_PG")
+        .ok()
+        .or_else(|| std::env::var("DATABASE_URL").ok().filter(|u| u.starts_with("postgres")))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+async fn pg_admin(server: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(server).await.expect("connect to PostgreSQL")
+}
+
+/// Creates a fresh database `aq_<random>` on the test server; returns (server URL, name, URL).
+pub async fn create_pg_database() -> (String, String, String) {
+    let server = pg_server_url();
+    let name = format!("aq_{}", &aqueduct::tokens::generate_key()[6..22]);
+    let pool = pg_admin(&server).await;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
+    pool.close().await;
+    let url = with_database(&server, &name);
+    (server, name, url)
+}
+
+/// Drops a database made by [`create_pg_database`] (from any context: uses its own runtime).
+pub fn drop_pg_database(server: String, name: String) {
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async {
+            let pool = pg_admin(&server).await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&pool).await;
+            pool.close().await;
+        });
+    })
+    .join();
 }
 
 impl Harness {
@@ -99,11 +143,50 @@ impl Harness {
 
     /// Everything up with models rendered from the fake upstream's base URL.
     pub async fn start_with(models: impl Fn(&str) -> String) -> Self {
+        Self::start_full(models, None, Vec::new()).await
+    }
+
+    /// Everything up on a fresh PostgreSQL database (dropped with the harness), with `env` added
+    /// to the control plane's environment.
+    pub async fn start_pg(env: &[(&str, &str)]) -> Self {
+        let (server, name, url) = create_pg_database().await;
+        let mut h = Self::start_full_lazy(default_models, Some(url), env).await;
+        h.pg_created = Some((server, name));
+        h.start_cp();
+        h.start_envoy();
+        h.wait_ready().await;
+        h
+    }
+
+    /// Everything up on SQLite with `env` added to the control plane's environment.
+    pub async fn start_env(env: &[(&str, &str)]) -> Self {
+        let e = env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
+        Self::start_full(default_models, None, e).await
+    }
+
+    pub async fn start_full(
+        models: impl Fn(&str) -> String,
+        database_url: Option<String>,
+        extra_env: Vec<(String, String)>,
+    ) -> Self {
+        let e: Vec<(&str, &str)> = extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut h = Self::start_full_lazy(models, database_url, &e).await;
+        h.start_cp();
+        h.start_envoy();
+        h.wait_ready().await;
+        h
+    }
+
+    async fn start_full_lazy(
+        models: impl Fn(&str) -> String,
+        database_url: Option<String>,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let upstream = FakeUpstream::start(addr(0)).await.expect("fake upstream");
         let dir = tempfile::tempdir().expect("tempdir");
         let models_path = dir.path().join("models.yaml");
         std::fs::write(&models_path, models(&upstream.base_url())).expect("models file");
-        let mut h = Harness {
+        Harness {
             dir,
             upstream,
             listen: addr(free_port()),
@@ -114,21 +197,19 @@ impl Harness {
             cp: None,
             envoy: None,
             cp_runs: 0,
-        };
-        h.start_cp();
-        h.start_envoy();
-        h.wait_ready().await;
-        h
+            database_url,
+            extra_env: extra_env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect(),
+            pg_created: None,
+        }
     }
 
     /// Starts the control plane process.
     pub fn start_cp(&mut self) {
         self.cp_runs += 1;
-        let log = std::fs::File::create(self.dir.path().join(format!("cp-{}.log", self.cp_runs)))
-            .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_aqueduct"))
-            .arg("serve")
-            .env("AQUEDUCT_LISTEN", self.listen.to_string())
+        let log = std::fs::File::create(self.dir.path().join(format!("cp-{}.log", self.cp_runs))).expect("log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_aqueduct"));
+        cmd.arg("serve");
+        cmd.env("AQUEDUCT_LISTEN", self.listen.to_string())
             .env("AQUEDUCT_XDS_LISTEN", self.xds.to_string())
             .env("AQUEDUCT_HTTP_LISTEN", self.http.to_string())
             .env("AQUEDUCT_MODELS", &self.models_path)
@@ -140,7 +221,13 @@ impl Harness {
             .env("AQUEDUCT_RESYNC_SECS", "1")
             .env_remove("AQUEDUCT_ENVOY")
             .env_remove("DATABASE_URL")
-            .env("AQUEDUCT_LOG", "info,aqueduct=debug")
+            .envs(self.database_url.iter().map(|u| ("DATABASE_URL", u.as_str())))
+            .env("AQUEDUCT_LOG", "info,aqueduct=debug");
+        // Extra settings come last so a test can override any default above.
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -167,12 +254,7 @@ impl Harness {
             .arg("-c")
             .arg(&config)
             // The admin port is unique while this harness lives, so it makes a unique base id.
-            .args([
-                "--base-id",
-                &self.envoy_admin.port().to_string(),
-                "--concurrency",
-                "2",
-            ])
+            .args(["--base-id", &self.envoy_admin.port().to_string(), "--concurrency", "2"])
             .arg("--log-path")
             .arg(&log)
             .stdin(Stdio::null())
@@ -222,16 +304,8 @@ impl Harness {
 
     /// An OpenAI client (async-openai) using `key` against the gateway.
     pub fn openai(&self, key: &str) -> async_openai::Client<OpenAIConfig> {
-        async_openai::Client::with_config(
-            OpenAIConfig::new()
-                .with_api_base(self.url("/v1"))
-                .with_api_key(key),
-        )
-        .with_backoff(
-            backoff::ExponentialBackoffBuilder::new()
-                .with_max_elapsed_time(Some(Duration::ZERO))
-                .build(),
-        )
+        async_openai::Client::with_config(OpenAIConfig::new().with_api_base(self.url("/v1")).with_api_key(key))
+            .with_backoff(backoff::ExponentialBackoffBuilder::new().with_max_elapsed_time(Some(Duration::ZERO)).build())
     }
 
     /// Creates a key through the management API (through the gateway); returns (id, key).
@@ -250,7 +324,7 @@ impl Harness {
         assert_eq!(resp.status(), 201, "create token");
         let v: serde_json::Value = resp.json().await.expect("json");
         (
-            v["id"].as_i64().expect("id"),
+            v["id"].as_str().and_then(|s| s.parse().ok()).expect("id is a string of digits"),
             v["key"].as_str().expect("key").to_string(),
         )
     }
@@ -309,26 +383,21 @@ impl Drop for Harness {
         }
         self.stop_envoy();
         self.stop_cp();
+        if let Some((server, name)) = self.pg_created.take() {
+            drop_pg_database(server, name);
+        }
     }
 }
 
 /// A plain HTTP client for raw requests.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client")
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client")
 }
 
 /// Asserts an OpenAI-shaped error with `status` and `type`; returns the error object.
 pub async fn expect_error(resp: reqwest::Response, status: u16, kind: &str) -> serde_json::Value {
     assert_eq!(resp.status().as_u16(), status, "status");
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     assert!(ct.starts_with("application/json"), "content-type {ct}");
     let v: serde_json::Value = resp.json().await.expect("json error body");
     let e = &v["error"];

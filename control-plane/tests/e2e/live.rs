@@ -20,18 +20,11 @@ async fn created_key_works_and_revoked_key_fails_within_a_second() {
     let start = Instant::now();
     let (id, key) = h.create_token("live", None).await;
     let created = start.elapsed();
-    let accepted = h
-        .eventually(Duration::from_secs(1), || async {
-            status(&h, &key).await == 200
-        })
-        .await;
+    let accepted = h.eventually(Duration::from_secs(1), || async { status(&h, &key).await == 200 }).await;
     let start = Instant::now();
     h.revoke_token(id).await;
-    let revoked = start.elapsed()
-        + h.eventually(Duration::from_secs(1), || async {
-            status(&h, &key).await == 401
-        })
-        .await;
+    let revoked =
+        start.elapsed() + h.eventually(Duration::from_secs(1), || async { status(&h, &key).await == 401 }).await;
     eprintln!("token API call {created:?}; accepted {accepted:?} after creation; refused {revoked:?} after revocation");
 }
 
@@ -55,42 +48,20 @@ async fn models_file_edits_apply_live_and_bad_edits_are_ignored() {
         r.map(|r| r.status() == 200).unwrap_or(false)
     })
     .await;
-    assert_eq!(
-        h.upstream.requests().last().unwrap().json().unwrap()["model"],
-        "fresh-provider"
-    );
-    assert!(
-        h.upstream
-            .requests()
-            .last()
-            .unwrap()
-            .header("authorization")
-            .is_none(),
-        "no key configured, none sent"
-    );
+    assert_eq!(h.upstream.requests().last().unwrap().json().unwrap()["model"], "fresh-provider");
+    assert!(h.upstream.requests().last().unwrap().header("authorization").is_none(), "no key configured, none sent");
 
     // An invalid edit (duplicate alias) keeps the previous models in force.
-    std::fs::write(&h.models_path, format!("{added}  - model_name: chat-alias\n    litellm_params: {{ model: openai/x, api_base: \"{base}\" }}\n")).unwrap();
+    std::fs::write(
+        &h.models_path,
+        format!("{added}  - model_name: chat-alias\n    litellm_params: {{ model: openai/x, api_base: \"{base}\" }}\n"),
+    )
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let models: serde_json::Value = c
-        .get(h.url("/v1/models"))
-        .bearer_auth(ADMIN_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert!(
-        ids.contains(&"fresh") && !ids.contains(&"chat-alias"),
-        "{ids:?}"
-    );
+    let models: serde_json::Value =
+        c.get(h.url("/v1/models")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"fresh") && !ids.contains(&"chat-alias"), "{ids:?}");
 
     // Removing the model removes its route.
     std::fs::write(&h.models_path, &original).unwrap();
@@ -110,10 +81,7 @@ async fn models_file_edits_apply_live_and_bad_edits_are_ignored() {
 async fn envoy_restart_gets_its_config_back() {
     let mut h = Harness::start().await;
     let (_, key) = h.create_token("before restart", None).await;
-    h.eventually(Duration::from_secs(5), || async {
-        status(&h, &key).await == 200
-    })
-    .await;
+    h.eventually(Duration::from_secs(5), || async { status(&h, &key).await == 200 }).await;
     h.stop_envoy();
     h.start_envoy();
     let start = Instant::now();
@@ -126,10 +94,7 @@ async fn envoy_restart_gets_its_config_back() {
 async fn control_plane_restart_keeps_traffic_flowing() {
     let mut h = Harness::start().await;
     let (_, key) = h.create_token("survivor", None).await;
-    h.eventually(Duration::from_secs(5), || async {
-        status(&h, &key).await == 200
-    })
-    .await;
+    h.eventually(Duration::from_secs(5), || async { status(&h, &key).await == 200 }).await;
     h.stop_cp();
     // Envoy keeps enforcing the last policy with the control plane gone.
     for _ in 0..5 {
@@ -139,10 +104,7 @@ async fn control_plane_restart_keeps_traffic_flowing() {
     h.start_cp();
     // It reconnects and takes new changes again.
     let (_, fresh) = h.create_token_when_up().await;
-    h.eventually(Duration::from_secs(10), || async {
-        status(&h, &fresh).await == 200
-    })
-    .await;
+    h.eventually(Duration::from_secs(10), || async { status(&h, &fresh).await == 200 }).await;
     assert_eq!(status(&h, &key).await, 200);
 }
 
@@ -165,21 +127,16 @@ impl Harness {
 
 #[tokio::test]
 async fn several_deployments_are_balanced_and_a_dead_one_is_retried_around() {
-    let second = fake_upstream::FakeUpstream::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let second = fake_upstream::FakeUpstream::start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let second_base = second.base_url();
     let dead = crate::harness::free_port();
     let h = Harness::start_with(|base| {
         let entry = |api_base: &str| {
-            format!("  - model_name: lb\n    litellm_params: {{ model: openai/lb-provider, api_base: \"{api_base}\" }}\n")
+            format!(
+                "  - model_name: lb\n    litellm_params: {{ model: openai/lb-provider, api_base: \"{api_base}\" }}\n"
+            )
         };
-        format!(
-            "model_list:\n{}{}{}",
-            entry(base),
-            entry(&second_base),
-            entry(&format!("http://127.0.0.1:{dead}/v1"))
-        )
+        format!("model_list:\n{}{}{}", entry(base), entry(&second_base), entry(&format!("http://127.0.0.1:{dead}/v1")))
     })
     .await;
     for i in 0..30 {
@@ -190,39 +147,20 @@ async fn several_deployments_are_balanced_and_a_dead_one_is_retried_around() {
             .send()
             .await
             .unwrap();
-        assert_eq!(
-            r.status(),
-            200,
-            "request {i}: the dead endpoint must be retried around"
-        );
+        assert_eq!(r.status(), 200, "request {i}: the dead endpoint must be retried around");
     }
     let (a, b) = (h.upstream.requests().len(), second.requests().len());
     assert_eq!(a + b, 30);
-    assert!(
-        a >= 5 && b >= 5,
-        "both live deployments take traffic: {a} / {b}"
-    );
+    assert!(a >= 5 && b >= 5, "both live deployments take traffic: {a} / {b}");
 }
 
 #[tokio::test]
 async fn metrics_count_xds_traffic_and_stay_off_the_public_listener() {
     let h = Harness::start().await;
-    let text = http()
-        .get(format!("http://{}/metrics", h.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = http().get(format!("http://{}/metrics", h.http)).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("aqueduct_xds_streams 1"), "{text}");
     assert!(text.contains("aqueduct_xds_nacks_total 0"), "{text}");
-    let acks: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("aqueduct_xds_acks_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let acks: u64 = text.lines().find_map(|l| l.strip_prefix("aqueduct_xds_acks_total ")).unwrap().parse().unwrap();
     assert!(acks >= 4, "Envoy acknowledged every type: {text}");
     let r = http().get(h.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 404);
@@ -232,49 +170,20 @@ async fn metrics_count_xds_traffic_and_stay_off_the_public_listener() {
 async fn resync_picks_up_out_of_band_keys_and_does_not_repush_an_unchanged_policy() {
     let h = Harness::start().await;
     let ext_version = || async {
-        let v: serde_json::Value = http()
-            .get(h.url("/api/v1/status"))
-            .bearer_auth(ADMIN_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["xds_versions"]["type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        let v: serde_json::Value =
+            http().get(h.url("/api/v1/status")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+        v["xds_versions"]["type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"].as_str().unwrap().to_string()
     };
     let before = ext_version().await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        ext_version().await,
-        before,
-        "periodic resyncs of an unchanged store push nothing"
-    );
+    assert_eq!(ext_version().await, before, "periodic resyncs of an unchanged store push nothing");
 
     // A key written straight to the store (as `aqueduct admin create-key` does) reaches the
     // filter at the next resync.
     let db_url = format!("sqlite://{}", h.dir.path().join("aqueduct.db").display());
-    let db = aqueduct::db::Db::open(Some(&db_url), h.dir.path())
-        .await
-        .unwrap();
+    let db = aqueduct::db::Db::open(Some(&db_url), h.dir.path()).await.unwrap();
     let key = aqueduct::tokens::generate_key();
-    aqueduct::tokens::store::insert(
-        &db,
-        1,
-        "cli",
-        &aqueduct::tokens::hash_hex(&key),
-        "p",
-        0,
-        None,
-    )
-    .await
-    .unwrap();
-    h.eventually(Duration::from_secs(3), || async {
-        status(&h, &key).await == 200
-    })
-    .await;
+    aqueduct::tokens::store::insert(&db, 1, "cli", &aqueduct::tokens::hash_hex(&key), "p", 0, None).await.unwrap();
+    h.eventually(Duration::from_secs(3), || async { status(&h, &key).await == 200 }).await;
     assert_ne!(ext_version().await, before);
 }

@@ -6,6 +6,9 @@ mod harness;
 
 mod endpoints;
 mod errors;
+mod exclusions;
 mod existing_mesh;
 mod live;
 mod nack;
+mod replicas;
+mod tenancy;

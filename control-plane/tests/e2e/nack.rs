@@ -3,8 +3,8 @@
 
 use crate::harness::{default_models, free_port, http, wasm_path};
 use aqueduct::config::models::ModelsConfig;
-use aqueduct::gateway::build_snapshot;
-use aqueduct::tokens::store::LiveToken;
+use aqueduct::gateway::{build_snapshot, PolicyInputs};
+use aqueduct::tenancy::policy::{Hierarchy, KeyRow};
 use aqueduct::xds::cache::SnapshotCache;
 use aqueduct::xds::resources::{self, Layout};
 use aqueduct::xds::server::{XdsMetrics, XdsServer};
@@ -20,9 +20,7 @@ const KEY: &str = "sk-aq-nack-test";
 
 #[tokio::test]
 async fn refused_policy_is_nacked_and_the_last_good_one_stays() {
-    let upstream = fake_upstream::FakeUpstream::start(([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap();
+    let upstream = fake_upstream::FakeUpstream::start(([127, 0, 0, 1], 0).into()).await.unwrap();
     let models = ModelsConfig::parse(&default_models(&upstream.base_url()), &|_| None).unwrap();
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let layout = Layout {
@@ -31,23 +29,25 @@ async fn refused_policy_is_nacked_and_the_last_good_one_stays() {
         wasm_path: wasm_path(),
         max_body_bytes: 1 << 20,
     };
-    let token = LiveToken {
+    let key = KeyRow {
         id: 1,
         key_hash: aqueduct::tokens::hash_hex(KEY),
         expires_at: None,
         user_id: 1,
+        service_account_id: None,
+        fields: Default::default(),
     };
-    let policy = build_snapshot(1, 0, &models, &[token], Settings::default());
+    let mut hierarchy = Hierarchy::default();
+    hierarchy.users.insert(1, (None, Default::default()));
+    let inputs = PolicyInputs { keys: &[key], hierarchy: &hierarchy, default_excluded_models: &[] };
+    let policy = build_snapshot(1, 0, &models, inputs, Settings::default());
     let cache = Arc::new(SnapshotCache::new());
     let publish = |policy_json: String| {
         cache.publish(BTreeMap::from([
             (type_url::CLUSTER, resources::clusters(&layout, &models)),
             (type_url::LISTENER, resources::listeners(&layout)),
             (type_url::ROUTE, resources::routes(&models)),
-            (
-                type_url::EXTENSION,
-                vec![resources::filter_config(&layout, policy_json)],
-            ),
+            (type_url::EXTENSION, vec![resources::filter_config(&layout, policy_json)]),
         ]))
     };
     publish(serde_json::to_string(&policy).unwrap());
@@ -65,21 +65,10 @@ async fn refused_policy_is_nacked_and_the_last_good_one_stays() {
     let dir = tempfile::tempdir().unwrap();
     let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let config = dir.path().join("envoy.yaml");
-    std::fs::write(
-        &config,
-        aqueduct::envoy::bootstrap_yaml("nack-test", xds_addr, admin),
-    )
-    .unwrap();
-    let envoy = std::env::var("ENVOY")
-        .unwrap_or_else(|_| format!("{}/../.venv/bin/envoy", env!("CARGO_MANIFEST_DIR")));
+    std::fs::write(&config, aqueduct::envoy::bootstrap_yaml("nack-test", xds_addr, admin)).unwrap();
+    let envoy = std::env::var("ENVOY").unwrap_or_else(|_| format!("{}/../.venv/bin/envoy", env!("CARGO_MANIFEST_DIR")));
     let mut child = std::process::Command::new(envoy)
-        .args([
-            "--base-id",
-            &admin.port().to_string(),
-            "--concurrency",
-            "1",
-            "-c",
-        ])
+        .args(["--base-id", &admin.port().to_string(), "--concurrency", "1", "-c"])
         .arg(&config)
         .arg("--log-path")
         .arg(dir.path().join("envoy.log"))
@@ -111,11 +100,7 @@ async fn refused_policy_is_nacked_and_the_last_good_one_stays() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(
-        up,
-        "gateway up: {}",
-        std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default()
-    );
+    assert!(up, "gateway up: {}", std::fs::read_to_string(dir.path().join("envoy.log")).unwrap_or_default());
     assert_eq!(metrics.nacks.load(Ordering::Relaxed), 0);
 
     // A policy the filter's on_configure refuses (unknown field): Envoy must NACK it.

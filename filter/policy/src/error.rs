@@ -38,13 +38,7 @@ struct Inner<'a> {
 impl ApiError {
     /// An error with the given status and message and no param or code.
     pub fn new(status: u16, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            param: None,
-            code: None,
-            headers: Vec::new(),
-        }
+        Self { status, message: message.into(), param: None, code: None, headers: Vec::new() }
     }
 
     /// Sets the offending parameter.
@@ -72,18 +66,11 @@ impl ApiError {
 
     /// The JSON body.
     pub fn body(&self) -> Vec<u8> {
-        let body = Body {
-            error: Inner {
-                message: &self.message,
-                kind: self.kind(),
-                param: self.param,
-                code: self.code,
-            },
-        };
+        let body =
+            Body { error: Inner { message: &self.message, kind: self.kind(), param: self.param, code: self.code } };
         // Serializing a struct of strings cannot fail; fall back to a fixed body rather than panic.
         serde_json::to_vec(&body).unwrap_or_else(|_| {
-            br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#
-                .to_vec()
+            br#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#.to_vec()
         })
     }
 
@@ -91,17 +78,13 @@ impl ApiError {
 
     /// No policy has arrived yet: fail closed.
     pub fn no_policy() -> Self {
-        Self::new(503, "The gateway has no policy yet; try again shortly.")
-            .code("policy_unavailable")
+        Self::new(503, "The gateway has no policy yet; try again shortly.").code("policy_unavailable")
     }
 
     /// No key in the request.
     pub fn missing_key() -> Self {
-        Self::new(
-            401,
-            "Missing API key. Send it as 'Authorization: Bearer <key>' (or the 'x-api-key' header).",
-        )
-        .code("missing_api_key")
+        Self::new(401, "Missing API key. Send it as 'Authorization: Bearer <key>' (or the 'x-api-key' header).")
+            .code("missing_api_key")
     }
 
     /// A key that is unknown or revoked. The two are indistinguishable on purpose.
@@ -116,12 +99,9 @@ impl ApiError {
 
     /// An unknown model, or one the caller may not use: the two look the same.
     pub fn model_not_found(model: &str) -> Self {
-        Self::new(
-            404,
-            format!("The model '{model}' does not exist or you do not have access to it."),
-        )
-        .param("model")
-        .code("model_not_found")
+        Self::new(404, format!("The model '{model}' does not exist or you do not have access to it."))
+            .param("model")
+            .code("model_not_found")
     }
 
     /// A path the gateway does not serve.
@@ -131,31 +111,20 @@ impl ApiError {
 
     /// Wrong method for a known path.
     pub fn method_not_allowed(method: &str, allowed: &'static str) -> Self {
-        Self::new(
-            405,
-            format!("Method {method} is not allowed here; use {allowed}."),
-        )
-        .code("method_not_allowed")
-        .header("allow", allowed)
+        Self::new(405, format!("Method {method} is not allowed here; use {allowed}."))
+            .code("method_not_allowed")
+            .header("allow", allowed)
     }
 
     /// Body larger than the configured limit.
     pub fn too_large(limit: u64) -> Self {
-        Self::new(
-            413,
-            format!("Request body exceeds the limit of {limit} bytes."),
-        )
-        .code("request_too_large")
+        Self::new(413, format!("Request body exceeds the limit of {limit} bytes.")).code("request_too_large")
     }
 
     /// Content type the endpoint does not accept.
     pub fn unsupported_media_type(got: &str, expected: &'static str) -> Self {
         let got = if got.is_empty() { "none" } else { got };
-        Self::new(
-            415,
-            format!("Unsupported Content-Type: {got}; expected {expected}."),
-        )
-        .code("unsupported_media_type")
+        Self::new(415, format!("Unsupported Content-Type: {got}; expected {expected}.")).code("unsupported_media_type")
     }
 
     /// A body the endpoint cannot use.

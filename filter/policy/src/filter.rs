@@ -30,8 +30,8 @@ pub enum Flow {
 enum State {
     /// Nothing more to do for this request.
     Done,
-    /// Authenticated; the body decides the model.
-    AwaitBody(Endpoint),
+    /// Authenticated as the principal; the body decides the model.
+    AwaitBody(Endpoint, u32),
 }
 
 /// One request's filter.
@@ -44,27 +44,17 @@ pub struct RequestFilter {
 impl RequestFilter {
     /// A filter for one request under `policy` (`None` until the first snapshot arrives).
     pub fn new(policy: Option<Rc<Policy>>) -> Self {
-        Self {
-            policy,
-            state: State::Done,
-        }
+        Self { policy, state: State::Done }
     }
 
     /// Decides on the request headers. `now` is unix seconds.
-    pub fn on_request_headers(
-        &mut self,
-        host: &mut impl Host,
-        end_of_stream: bool,
-        now: i64,
-    ) -> Flow {
+    pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool, now: i64) -> Flow {
         strip_own_headers(host);
         let path = host.request_header(":path").unwrap_or_default();
         let endpoint = match request::classify(&path) {
             RouteClass::Api(e) => e,
             RouteClass::UnknownApi => return reply_error(host, &ApiError::unknown_path(&path)),
-            RouteClass::Management | RouteClass::Health | RouteClass::Other => {
-                return Flow::Continue
-            }
+            RouteClass::Management | RouteClass::Health | RouteClass::Other => return Flow::Continue,
         };
         match self.admit_headers(host, endpoint, end_of_stream, now) {
             Ok(flow) => flow,
@@ -84,46 +74,33 @@ impl RequestFilter {
             return Err(ApiError::method_not_allowed(&method, endpoint.method()));
         }
         let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
-        authenticate(&policy, host, now)?;
+        let principal = authenticate(&policy, host, now)?;
         // The client's key never leaves the gateway, whatever happens next.
         host.remove_request_header("authorization");
         host.remove_request_header("x-api-key");
         if endpoint == Endpoint::Models {
-            host.send_response(
-                200,
-                &[("content-type", "application/json")],
-                policy.models_list_body(),
-            );
+            let body = policy.models_list_body(principal);
+            host.send_response(200, &[("content-type", "application/json")], &body);
             return Ok(Flow::Pause);
         }
         let kind = endpoint.body_kind();
         request::check_content_type(kind, host.request_header("content-type").as_deref())?;
         let max = policy.settings.max_body_bytes;
-        if let Some(len) = host
-            .request_header("content-length")
-            .and_then(|l| l.trim().parse::<u64>().ok())
-        {
+        if let Some(len) = host.request_header("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
             if len > max {
                 return Err(ApiError::too_large(max));
             }
         }
         if end_of_stream {
-            return Err(ApiError::bad_request(
-                "Request body is empty; expected a JSON object.",
-            ));
+            return Err(ApiError::bad_request("Request body is empty; expected a JSON object."));
         }
-        self.state = State::AwaitBody(endpoint);
+        self.state = State::AwaitBody(endpoint, principal);
         Ok(Flow::Pause)
     }
 
     /// Decides on the request body; `body_size` is the total buffered so far.
-    pub fn on_request_body(
-        &mut self,
-        host: &mut impl Host,
-        body_size: usize,
-        end_of_stream: bool,
-    ) -> Flow {
-        let State::AwaitBody(endpoint) = self.state else {
+    pub fn on_request_body(&mut self, host: &mut impl Host, body_size: usize, end_of_stream: bool) -> Flow {
+        let State::AwaitBody(endpoint, principal) = self.state else {
             return Flow::Continue;
         };
         let Some(policy) = self.policy.clone() else {
@@ -138,7 +115,7 @@ impl RequestFilter {
             return Flow::Pause;
         }
         self.state = State::Done;
-        match route_body(&policy, host, endpoint, body_size) {
+        match route_body(&policy, host, endpoint, principal, body_size) {
             Ok(()) => Flow::Continue,
             Err(e) => reply_error(host, &e),
         }
@@ -148,9 +125,7 @@ impl RequestFilter {
 /// Removes every inbound `x-aqueduct-*` header: only the gateway may set them.
 fn strip_own_headers(host: &mut impl Host) {
     for name in host.request_header_names() {
-        if name.len() >= HEADER_PREFIX.len()
-            && name[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX)
-        {
+        if name.len() >= HEADER_PREFIX.len() && name[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX) {
             host.remove_request_header(&name);
         }
     }
@@ -165,41 +140,38 @@ fn presented_key(host: &impl Host) -> Option<String> {
             return Some(rest.trim().to_string());
         }
     }
-    host.request_header("x-api-key")
-        .map(|k| k.trim().to_string())
-        .filter(|k| !k.is_empty())
+    host.request_header("x-api-key").map(|k| k.trim().to_string()).filter(|k| !k.is_empty())
 }
 
-fn authenticate(policy: &Policy, host: &impl Host, now: i64) -> Result<(), ApiError> {
+/// The principal behind the presented key.
+fn authenticate(policy: &Policy, host: &impl Host, now: i64) -> Result<u32, ApiError> {
     let key = presented_key(host).ok_or_else(ApiError::missing_key)?;
-    let entry = policy
-        .tokens
-        .find_key(&key)
-        .ok_or_else(ApiError::invalid_key)?;
+    let entry = policy.tokens.find_key(&key).ok_or_else(ApiError::invalid_key)?;
     if entry.expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::expired_key());
     }
-    Ok(())
+    Ok(entry.principal)
 }
 
 fn route_body(
     policy: &Policy,
     host: &mut impl Host,
     endpoint: Endpoint,
+    principal: u32,
     size: usize,
 ) -> Result<(), ApiError> {
     let body = host.request_body(size).unwrap_or_default();
     let multipart = endpoint.body_kind() == BodyKind::Multipart;
     let facts: BodyFacts = if multipart {
-        request::inspect_multipart(
-            &body,
-            &host.request_header("content-type").unwrap_or_default(),
-        )?
+        request::inspect_multipart(&body, &host.request_header("content-type").unwrap_or_default())?
     } else {
         request::inspect_json(&body)?
     };
+    // Unknown and excluded models look the same to the caller: both are "not found".
     let model = policy
-        .model(&facts.model)
+        .model_index(&facts.model)
+        .filter(|i| policy.allows(principal, *i))
+        .and_then(|i| policy.models.get(i))
         .ok_or_else(|| ApiError::model_not_found(&facts.model))?;
     let rewritten = if multipart {
         request::rewrite_multipart_model(&body, facts.model_span, &model.provider_model)

@@ -5,17 +5,16 @@
 //! classification and body inspection ([`request`]), OpenAI-shaped errors ([`error`]) and the
 //! per-request state machine ([`filter`]) that drives a [`Host`] — the thin boundary the Wasm
 //! adapter implements over Envoy's hostcalls.
-#![cfg_attr(
-    not(test),
-    deny(clippy::panic, clippy::unwrap_used, clippy::expect_used)
-)]
+#![cfg_attr(not(test), deny(clippy::panic, clippy::unwrap_used, clippy::expect_used))]
 
 pub mod error;
 pub mod filter;
 pub mod host;
+pub mod limits;
 pub mod request;
 pub mod snapshot;
 pub mod tokens;
+pub mod usage;
 
 pub use error::ApiError;
 pub use filter::{Flow, RequestFilter};

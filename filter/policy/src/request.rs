@@ -100,12 +100,7 @@ pub fn classify(path: &str) -> RouteClass {
 
 /// The media type of a `content-type` value, lowercased, without parameters.
 pub fn media_type(content_type: &str) -> String {
-    content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase()
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
 }
 
 /// Checks the content type against what the endpoint accepts.
@@ -114,10 +109,7 @@ pub fn check_content_type(kind: BodyKind, content_type: Option<&str>) -> Result<
     let mt = media_type(got);
     match kind {
         BodyKind::None => Ok(()),
-        BodyKind::Json
-            if mt == "application/json"
-                || (mt.starts_with("application/") && mt.ends_with("+json")) =>
-        {
+        BodyKind::Json if mt == "application/json" || (mt.starts_with("application/") && mt.ends_with("+json")) => {
             Ok(())
         }
         BodyKind::Json => Err(ApiError::unsupported_media_type(got, "application/json")),
@@ -148,10 +140,7 @@ struct JsonTop<'a> {
 /// Validates a JSON body and locates its `model`.
 pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, ApiError> {
     let text = std::str::from_utf8(body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "Request body is not valid UTF-8 (at byte {}).",
-            e.valid_up_to()
-        ))
+        ApiError::bad_request(format!("Request body is not valid UTF-8 (at byte {}).", e.valid_up_to()))
     })?;
     if !text.trim_start().starts_with('{') {
         return Err(if text.trim().is_empty() {
@@ -160,8 +149,8 @@ pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, ApiError> {
             ApiError::bad_request("Invalid JSON: the body must be a JSON object.")
         });
     }
-    let top: JsonTop<'_> = serde_json::from_str(text)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}.")))?;
+    let top: JsonTop<'_> =
+        serde_json::from_str(text).map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}.")))?;
     let raw = top.model.ok_or_else(missing_model)?;
     let model: String = serde_json::from_str(raw.get())
         .map_err(|_| ApiError::bad_request("'model' must be a string.").param("model"))?;
@@ -169,17 +158,11 @@ pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, ApiError> {
         return Err(missing_model());
     }
     let stream = top.stream.is_some_and(|s| s.get() == "true");
-    Ok(BodyFacts {
-        model,
-        model_span: span_of(text, raw.get()),
-        stream,
-    })
+    Ok(BodyFacts { model, model_span: span_of(text, raw.get()), stream })
 }
 
 fn missing_model() -> ApiError {
-    ApiError::bad_request("Missing required parameter: 'model'.")
-        .param("model")
-        .code("missing_required_parameter")
+    ApiError::bad_request("Missing required parameter: 'model'.").param("model").code("missing_required_parameter")
 }
 
 /// Byte range of `inner`, a sub-slice of `outer`.
@@ -210,34 +193,26 @@ fn splice(body: &[u8], (start, end): (usize, usize), with: &[u8]) -> Vec<u8> {
 
 /// Validates a `multipart/form-data` body and locates its `model` and `stream` fields.
 pub fn inspect_multipart(body: &[u8], content_type: &str) -> Result<BodyFacts, ApiError> {
-    let boundary = boundary(content_type).ok_or_else(|| {
-        ApiError::bad_request("multipart/form-data without a boundary parameter.")
-    })?;
+    let boundary = boundary(content_type)
+        .ok_or_else(|| ApiError::bad_request("multipart/form-data without a boundary parameter."))?;
     let mut model = None;
     let mut stream = false;
     for part in parts(body, boundary.as_bytes())? {
         match part.name.as_deref() {
             Some("model") => {
                 let value = body.get(part.value.0..part.value.1).unwrap_or_default();
-                let text = std::str::from_utf8(value).map_err(|_| {
-                    ApiError::bad_request("'model' must be UTF-8 text.").param("model")
-                })?;
+                let text = std::str::from_utf8(value)
+                    .map_err(|_| ApiError::bad_request("'model' must be UTF-8 text.").param("model"))?;
                 model = Some((text.trim().to_string(), part.value));
             }
             Some("stream") => {
-                stream = body
-                    .get(part.value.0..part.value.1)
-                    .is_some_and(|v| v.eq_ignore_ascii_case(b"true"));
+                stream = body.get(part.value.0..part.value.1).is_some_and(|v| v.eq_ignore_ascii_case(b"true"));
             }
             _ => {}
         }
     }
     match model {
-        Some((m, span)) if !m.is_empty() => Ok(BodyFacts {
-            model: m,
-            model_span: span,
-            stream,
-        }),
+        Some((m, span)) if !m.is_empty() => Ok(BodyFacts { model: m, model_span: span, stream }),
         _ => Err(missing_model()),
     }
 }
@@ -249,8 +224,7 @@ fn boundary(content_type: &str) -> Option<String> {
         .skip(1)
         .find_map(|p| {
             let (k, v) = p.split_once('=')?;
-            (k.trim().eq_ignore_ascii_case("boundary"))
-                .then(|| v.trim().trim_matches('"').to_string())
+            (k.trim().eq_ignore_ascii_case("boundary")).then(|| v.trim().trim_matches('"').to_string())
         })
         .filter(|b| !b.is_empty() && b.len() <= 200)
 }
@@ -285,19 +259,14 @@ fn parts(body: &[u8], boundary: &[u8]) -> Result<Vec<Part>, ApiError> {
         let headers = std::str::from_utf8(&body[head_start..head_end]).map_err(|_| malformed())?;
         let value_start = head_end + 4;
         let value_end = find(body, &next_delim, value_start).ok_or_else(malformed)?;
-        out.push(Part {
-            name: field_name(headers),
-            value: (value_start, value_end),
-        });
+        out.push(Part { name: field_name(headers), value: (value_start, value_end) });
         pos = value_end + next_delim.len();
     }
 }
 
 fn field_name(headers: &str) -> Option<String> {
-    let disposition = headers.split("\r\n").find(|h| {
-        h.get(..20)
-            .is_some_and(|p| p.eq_ignore_ascii_case("content-disposition:"))
-    })?;
+    let disposition =
+        headers.split("\r\n").find(|h| h.get(..20).is_some_and(|p| p.eq_ignore_ascii_case("content-disposition:")))?;
     disposition.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=')?;
         (k.trim() == "name").then(|| v.trim().trim_matches('"').to_string())
@@ -325,22 +294,10 @@ mod tests {
 
     #[test]
     fn classifies_paths_with_and_without_v1() {
-        assert_eq!(
-            classify("/v1/chat/completions"),
-            RouteClass::Api(Endpoint::ChatCompletions)
-        );
-        assert_eq!(
-            classify("/chat/completions"),
-            RouteClass::Api(Endpoint::ChatCompletions)
-        );
-        assert_eq!(
-            classify("/v1/models?x=1"),
-            RouteClass::Api(Endpoint::Models)
-        );
-        assert_eq!(
-            classify("/audio/transcriptions"),
-            RouteClass::Api(Endpoint::AudioTranscriptions)
-        );
+        assert_eq!(classify("/v1/chat/completions"), RouteClass::Api(Endpoint::ChatCompletions));
+        assert_eq!(classify("/chat/completions"), RouteClass::Api(Endpoint::ChatCompletions));
+        assert_eq!(classify("/v1/models?x=1"), RouteClass::Api(Endpoint::Models));
+        assert_eq!(classify("/audio/transcriptions"), RouteClass::Api(Endpoint::AudioTranscriptions));
         assert_eq!(classify("/v1/responses"), RouteClass::UnknownApi);
         assert_eq!(classify("/v1"), RouteClass::UnknownApi);
         assert_eq!(classify("/api/v1/tokens"), RouteClass::Management);
@@ -351,30 +308,12 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert!(
-            check_content_type(BodyKind::Json, Some("application/json; charset=utf-8")).is_ok()
-        );
+        assert!(check_content_type(BodyKind::Json, Some("application/json; charset=utf-8")).is_ok());
         assert!(check_content_type(BodyKind::Json, Some("Application/JSON")).is_ok());
-        assert_eq!(
-            check_content_type(BodyKind::Json, Some("text/plain"))
-                .unwrap_err()
-                .status,
-            415
-        );
-        assert_eq!(
-            check_content_type(BodyKind::Json, None).unwrap_err().status,
-            415
-        );
-        assert!(
-            check_content_type(BodyKind::Multipart, Some("multipart/form-data; boundary=x"))
-                .is_ok()
-        );
-        assert_eq!(
-            check_content_type(BodyKind::Multipart, Some("application/json"))
-                .unwrap_err()
-                .status,
-            415
-        );
+        assert_eq!(check_content_type(BodyKind::Json, Some("text/plain")).unwrap_err().status, 415);
+        assert_eq!(check_content_type(BodyKind::Json, None).unwrap_err().status, 415);
+        assert!(check_content_type(BodyKind::Multipart, Some("multipart/form-data; boundary=x")).is_ok());
+        assert_eq!(check_content_type(BodyKind::Multipart, Some("application/json")).unwrap_err().status, 415);
     }
 
     #[test]
@@ -425,9 +364,7 @@ mod tests {
             if *name == "file" {
                 b.extend_from_slice(b"Content-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n");
             } else {
-                b.extend_from_slice(
-                    format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
-                );
+                b.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes());
             }
             b.extend_from_slice(value);
             b.extend_from_slice(b"\r\n");
@@ -453,19 +390,9 @@ mod tests {
     #[test]
     fn multipart_errors() {
         let ct = "multipart/form-data; boundary=XyZ";
-        assert_eq!(
-            inspect_multipart(&multipart(&[("file", b"x")]), ct)
-                .unwrap_err()
-                .param,
-            Some("model")
-        );
+        assert_eq!(inspect_multipart(&multipart(&[("file", b"x")]), ct).unwrap_err().param, Some("model"));
         assert_eq!(inspect_multipart(b"garbage", ct).unwrap_err().status, 400);
-        assert_eq!(
-            inspect_multipart(&multipart(&[("model", b"m")]), "multipart/form-data")
-                .unwrap_err()
-                .status,
-            400
-        );
+        assert_eq!(inspect_multipart(&multipart(&[("model", b"m")]), "multipart/form-data").unwrap_err().status, 400);
         let truncated = &multipart(&[("model", b"m")])[..20];
         assert_eq!(inspect_multipart(truncated, ct).unwrap_err().status, 400);
     }

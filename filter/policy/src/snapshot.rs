@@ -49,9 +49,7 @@ fn default_max_body() -> u64 {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self {
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        }
+        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES }
     }
 }
 
@@ -84,12 +82,26 @@ fn one() -> f64 {
     1.0
 }
 
-/// The owner of a set of tokens.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// Who a set of tokens acts for, and what they may not use. Tokens with the same chain and the
+/// same effective exclusions share one principal.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct PrincipalSpec {
-    /// The user the tokens belong to.
+    /// The user the tokens belong to (for a service account's key, its owner).
     pub user_id: u64,
+    /// The service account, for its key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_id: Option<u64>,
+    /// The service account's team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<u64>,
+    /// The org of the user or team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<u64>,
+    /// Indices into the snapshot's `models` this principal may not use (exclusions already
+    /// merged down the chain and aliases resolved by the control plane), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_models: Vec<u32>,
 }
 
 /// Why a snapshot was refused. A refused snapshot is NACKed and Envoy keeps the last good one.
@@ -105,6 +117,8 @@ pub enum SnapshotError {
     Multiplier(String, f64),
     #[error("max_body_bytes must be positive")]
     MaxBody,
+    #[error("principal {0} excludes model index {1}, which does not exist")]
+    ExcludedModel(usize, u32),
 }
 
 /// A checked snapshot, indexed for lookups on the request path.
@@ -140,15 +154,17 @@ impl Policy {
         let mut by_name = HashMap::with_capacity(s.models.len() * 2);
         for (i, m) in s.models.iter().enumerate() {
             if !(m.request_limit_multiplier.is_finite() && m.request_limit_multiplier > 0.0) {
-                return Err(SnapshotError::Multiplier(
-                    m.name.clone(),
-                    m.request_limit_multiplier,
-                ));
+                return Err(SnapshotError::Multiplier(m.name.clone(), m.request_limit_multiplier));
             }
             for name in std::iter::once(&m.name).chain(m.aliases.iter()) {
                 if by_name.insert(name.clone(), i).is_some() {
                     return Err(SnapshotError::DuplicateName(name.clone()));
                 }
+            }
+        }
+        for (i, p) in s.principals.iter().enumerate() {
+            if let Some(m) = p.excluded_models.iter().find(|m| **m as usize >= s.models.len()) {
+                return Err(SnapshotError::ExcludedModel(i, *m));
             }
         }
         let tokens = TokenTable::from_spec(s.tokens, s.principals.len())?;
@@ -167,14 +183,35 @@ impl Policy {
 
     /// Resolves a model name or alias.
     pub fn model(&self, name_or_alias: &str) -> Option<&ModelSpec> {
-        self.by_name
-            .get(name_or_alias)
-            .and_then(|i| self.models.get(*i))
+        self.model_index(name_or_alias).and_then(|i| self.models.get(i))
     }
 
-    /// The `GET /v1/models` body, rendered once per snapshot.
-    pub fn models_list_body(&self) -> &[u8] {
-        &self.models_list_body
+    /// Index of a model by name or alias.
+    pub fn model_index(&self, name_or_alias: &str) -> Option<usize> {
+        self.by_name.get(name_or_alias).copied()
+    }
+
+    /// Whether `principal` may use the model at `index`.
+    pub fn allows(&self, principal: u32, index: usize) -> bool {
+        self.principals
+            .get(principal as usize)
+            .is_some_and(|p| u32::try_from(index).is_ok_and(|i| p.excluded_models.binary_search(&i).is_err()))
+    }
+
+    /// The `GET /v1/models` body for `principal`: only the models it may use. Principals
+    /// without exclusions share one body rendered with the snapshot.
+    pub fn models_list_body(&self, principal: u32) -> std::borrow::Cow<'_, [u8]> {
+        match self.principals.get(principal as usize) {
+            Some(p) if p.excluded_models.is_empty() => std::borrow::Cow::Borrowed(&self.models_list_body),
+            Some(_) => {
+                let allowed: Vec<ModelSpec> = (0..self.models.len())
+                    .filter(|i| self.allows(principal, *i))
+                    .filter_map(|i| self.models.get(i).cloned())
+                    .collect();
+                std::borrow::Cow::Owned(models_list(&allowed, self.created))
+            }
+            None => std::borrow::Cow::Owned(models_list(&[], self.created)),
+        }
     }
 }
 
@@ -197,12 +234,7 @@ fn models_list(models: &[ModelSpec], created: i64) -> Vec<u8> {
         object: "list",
         data: models
             .iter()
-            .map(|m| ModelObject {
-                id: &m.name,
-                object: "model",
-                created,
-                owned_by: "aqueduct",
-            })
+            .map(|m| ModelObject { id: &m.name, object: "model", created, owned_by: "aqueduct" })
             .collect(),
     };
     serde_json::to_vec(&list).unwrap_or_default()
@@ -231,7 +263,7 @@ mod tests {
             created: 1_700_000_000,
             settings: Settings::default(),
             models,
-            principals: vec![PrincipalSpec { user_id: 1 }],
+            principals: vec![PrincipalSpec { user_id: 1, ..Default::default() }],
             tokens: TokenTableSpec::build(vec![(hash_key("sk-a"), 1, None, 0)]),
         }
     }
@@ -245,7 +277,7 @@ mod tests {
         assert_eq!(p.model("m").unwrap().provider_model, "p-m");
         assert!(p.model("p-m").is_none());
         assert_eq!(p.tokens.find_key("sk-a").unwrap().id, 1);
-        let list: serde_json::Value = serde_json::from_slice(p.models_list_body()).unwrap();
+        let list: serde_json::Value = serde_json::from_slice(&p.models_list_body(0)).unwrap();
         assert_eq!(list["data"][0]["id"], "m");
         assert_eq!(list["data"].as_array().unwrap().len(), 1);
     }
@@ -253,15 +285,10 @@ mod tests {
     #[test]
     fn refuses_duplicate_names_and_bad_multipliers() {
         let s = snapshot(vec![model("m", &[]), model("n", &["m"])]);
-        assert!(
-            matches!(Policy::from_snapshot(s), Err(SnapshotError::DuplicateName(n)) if n == "m")
-        );
+        assert!(matches!(Policy::from_snapshot(s), Err(SnapshotError::DuplicateName(n)) if n == "m"));
         let mut bad = model("m", &[]);
         bad.request_limit_multiplier = 0.0;
-        assert!(matches!(
-            Policy::from_snapshot(snapshot(vec![bad])),
-            Err(SnapshotError::Multiplier(..))
-        ));
+        assert!(matches!(Policy::from_snapshot(snapshot(vec![bad])), Err(SnapshotError::Multiplier(..))));
     }
 
     #[test]
@@ -269,5 +296,23 @@ mod tests {
         assert!(Policy::from_json(br#"{"version":1,"surprise":true}"#).is_err());
         assert!(Policy::from_json(b"not json").is_err());
         assert!(Policy::from_json(br#"{"version":1}"#).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod exclusion_tests {
+    use super::*;
+
+    #[test]
+    fn refuses_exclusions_of_missing_models() {
+        let s = PolicySnapshot {
+            version: 1,
+            created: 0,
+            settings: Settings::default(),
+            models: vec![],
+            principals: vec![PrincipalSpec { user_id: 1, excluded_models: vec![3], ..Default::default() }],
+            tokens: TokenTableSpec::default(),
+        };
+        assert!(matches!(Policy::from_snapshot(s), Err(SnapshotError::ExcludedModel(0, 3))));
     }
 }

@@ -31,13 +31,10 @@ pub enum TokenTableError {
     Hex,
     #[error("token hashes length {0} is not a multiple of 64 hex digits")]
     Length(usize),
-    #[error("token arrays disagree in length: {hashes} hashes, {ids} ids, {expires} expiries, {principals} principals")]
-    Arity {
-        hashes: usize,
-        ids: usize,
-        expires: usize,
-        principals: usize,
-    },
+    #[error(
+        "token arrays disagree in length: {hashes} hashes, {ids} ids, {expires} expiries, {principals} principals"
+    )]
+    Arity { hashes: usize, ids: usize, expires: usize, principals: usize },
     #[error("token hashes are not sorted and unique at position {0}")]
     Unsorted(usize),
     #[error("token {0} names principal {1}, which does not exist")]
@@ -66,10 +63,7 @@ pub struct TokenTable {
 
 impl TokenTable {
     /// Decodes and checks a table; `principal_count` bounds the principal indices.
-    pub fn from_spec(
-        spec: TokenTableSpec,
-        principal_count: usize,
-    ) -> Result<Self, TokenTableError> {
+    pub fn from_spec(spec: TokenTableSpec, principal_count: usize) -> Result<Self, TokenTableError> {
         if !spec.hashes.len().is_multiple_of(HASH_LEN * 2) {
             return Err(TokenTableError::Length(spec.hashes.len()));
         }
@@ -84,25 +78,14 @@ impl TokenTable {
             });
         }
         for i in 1..n {
-            if hashes[(i - 1) * HASH_LEN..i * HASH_LEN] >= hashes[i * HASH_LEN..(i + 1) * HASH_LEN]
-            {
+            if hashes[(i - 1) * HASH_LEN..i * HASH_LEN] >= hashes[i * HASH_LEN..(i + 1) * HASH_LEN] {
                 return Err(TokenTableError::Unsorted(i));
             }
         }
-        if let Some((i, p)) = spec
-            .principals
-            .iter()
-            .enumerate()
-            .find(|(_, p)| **p as usize >= principal_count)
-        {
+        if let Some((i, p)) = spec.principals.iter().enumerate().find(|(_, p)| **p as usize >= principal_count) {
             return Err(TokenTableError::Principal(i, *p));
         }
-        Ok(Self {
-            hashes,
-            ids: spec.ids,
-            expires: spec.expires,
-            principals: spec.principals,
-        })
+        Ok(Self { hashes, ids: spec.ids, expires: spec.expires, principals: spec.principals })
     }
 
     /// Number of tokens.
@@ -174,11 +157,7 @@ mod tests {
     use super::*;
 
     fn table(keys: &[&str]) -> TokenTable {
-        let entries = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (hash_key(k), i as u64 + 1, None, 0))
-            .collect();
+        let entries = keys.iter().enumerate().map(|(i, k)| (hash_key(k), i as u64 + 1, None, 0)).collect();
         TokenTable::from_spec(TokenTableSpec::build(entries), 1).unwrap()
     }
 
@@ -204,10 +183,7 @@ mod tests {
 
     #[test]
     fn expiry_zero_means_never() {
-        let spec = TokenTableSpec::build(vec![
-            (hash_key("a"), 1, Some(100), 0),
-            (hash_key("b"), 2, None, 0),
-        ]);
+        let spec = TokenTableSpec::build(vec![(hash_key("a"), 1, Some(100), 0), (hash_key("b"), 2, None, 0)]);
         let t = TokenTable::from_spec(spec, 1).unwrap();
         assert_eq!(t.find_key("a").unwrap().expires_at, Some(100));
         assert_eq!(t.find_key("b").unwrap().expires_at, None);
@@ -215,40 +191,22 @@ mod tests {
 
     #[test]
     fn rejects_malformed_tables() {
-        let good = TokenTableSpec::build(vec![
-            (hash_key("a"), 1, None, 0),
-            (hash_key("b"), 2, None, 0),
-        ]);
+        let good = TokenTableSpec::build(vec![(hash_key("a"), 1, None, 0), (hash_key("b"), 2, None, 0)]);
         let mut s = good.clone();
         s.hashes.push('0');
-        assert!(matches!(
-            TokenTable::from_spec(s, 1),
-            Err(TokenTableError::Length(_))
-        ));
+        assert!(matches!(TokenTable::from_spec(s, 1), Err(TokenTableError::Length(_))));
         let mut s = good.clone();
         s.hashes.replace_range(0..2, "zz");
-        assert_eq!(
-            TokenTable::from_spec(s, 1).unwrap_err(),
-            TokenTableError::Hex
-        );
+        assert_eq!(TokenTable::from_spec(s, 1).unwrap_err(), TokenTableError::Hex);
         let mut s = good.clone();
         s.ids.pop();
-        assert!(matches!(
-            TokenTable::from_spec(s, 1),
-            Err(TokenTableError::Arity { .. })
-        ));
+        assert!(matches!(TokenTable::from_spec(s, 1), Err(TokenTableError::Arity { .. })));
         let mut s = good.clone();
         let (a, b) = s.hashes.split_at(64);
         s.hashes = format!("{b}{a}");
-        assert_eq!(
-            TokenTable::from_spec(s, 1).unwrap_err(),
-            TokenTableError::Unsorted(1)
-        );
+        assert_eq!(TokenTable::from_spec(s, 1).unwrap_err(), TokenTableError::Unsorted(1));
         let mut s = good;
         s.principals[1] = 7;
-        assert_eq!(
-            TokenTable::from_spec(s, 1).unwrap_err(),
-            TokenTableError::Principal(1, 7)
-        );
+        assert_eq!(TokenTable::from_spec(s, 1).unwrap_err(), TokenTableError::Principal(1, 7));
     }
 }

@@ -21,9 +21,7 @@ pub fn now_unix_secs() -> i64 {
 
 impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
     }
 
     fn request_header_names(&self) -> Vec<String> {
@@ -45,9 +43,7 @@ impl Host for WasmHost {
     }
 
     fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
-            .ok()
-            .flatten()
+        hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size).ok().flatten()
     }
 
     fn set_request_body(&mut self, body: &[u8]) {

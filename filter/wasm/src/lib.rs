@@ -58,9 +58,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request {
-            filter: RequestFilter::new(self.policy.clone()),
-        }))
+        Some(Box::new(Request { filter: RequestFilter::new(self.policy.clone()) }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -77,17 +75,11 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let now = host::now_unix_secs();
-        action(
-            self.filter
-                .on_request_headers(&mut WasmHost, end_of_stream, now),
-        )
+        action(self.filter.on_request_headers(&mut WasmHost, end_of_stream, now))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(
-            self.filter
-                .on_request_body(&mut WasmHost, body_size, end_of_stream),
-        )
+        action(self.filter.on_request_body(&mut WasmHost, body_size, end_of_stream))
     }
 }
 

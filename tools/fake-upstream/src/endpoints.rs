@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::util::{
-    fake_embedding, first_chars, floats_to_base64, split_ranges, truncate_words, word_count,
-    TINY_PNG_B64,
+    fake_embedding, first_chars, floats_to_base64, split_ranges, truncate_words, word_count, TINY_PNG_B64,
 };
 use crate::{json_response, ApiError, Ctx};
 
@@ -52,9 +51,7 @@ const MAX_IMAGES: u32 = 10;
 /// Parses a JSON body; syntax errors and shape errors both become OpenAI-style 400s.
 fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::bad_request(format!("Invalid request body: {e}"))
-        }
+        serde_json::error::Category::Data => ApiError::bad_request(format!("Invalid request body: {e}")),
         _ => ApiError::bad_request(format!(
             "We could not parse the JSON body of your request. (HINT: This likely means you \
              aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, \
@@ -100,11 +97,7 @@ struct Usage {
 
 impl Usage {
     fn new(prompt_tokens: u64, completion_tokens: u64) -> Self {
-        Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens: prompt_tokens + completion_tokens,
-        }
+        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
     }
 }
 
@@ -153,10 +146,7 @@ struct SseFrames {
 
 impl SseFrames {
     fn with_capacity(bytes: usize, frames: usize) -> Self {
-        SseFrames {
-            buf: BytesMut::with_capacity(bytes),
-            ends: Vec::with_capacity(frames),
-        }
+        SseFrames { buf: BytesMut::with_capacity(bytes), ends: Vec::with_capacity(frames) }
     }
 
     /// Appends `data: <json>\n\n`.
@@ -249,11 +239,7 @@ impl ChatMessage {
         match &self.content {
             None => 0,
             Some(MessageContent::Text(s)) => word_count(s),
-            Some(MessageContent::Parts(parts)) => parts
-                .iter()
-                .filter_map(|p| p.text.as_deref())
-                .map(word_count)
-                .sum(),
+            Some(MessageContent::Parts(parts)) => parts.iter().filter_map(|p| p.text.as_deref()).map(word_count).sum(),
         }
     }
 
@@ -261,13 +247,9 @@ impl ChatMessage {
         match &self.content {
             None => Cow::Borrowed(""),
             Some(MessageContent::Text(s)) => Cow::Borrowed(s),
-            Some(MessageContent::Parts(parts)) => Cow::Owned(
-                parts
-                    .iter()
-                    .filter_map(|p| p.text.as_deref())
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ),
+            Some(MessageContent::Parts(parts)) => {
+                Cow::Owned(parts.iter().filter_map(|p| p.text.as_deref()).collect::<Vec<_>>().join(" "))
+            }
         }
     }
 }
@@ -329,12 +311,7 @@ struct Delta<'a> {
 
 impl<'a> ChunkChoice<'a> {
     fn new(delta: Delta<'a>, finish_reason: Option<&'a str>) -> Self {
-        ChunkChoice {
-            index: 0,
-            delta,
-            logprobs: None,
-            finish_reason,
-        }
+        ChunkChoice { index: 0, delta, logprobs: None, finish_reason }
     }
 }
 
@@ -351,12 +328,8 @@ pub(crate) fn chat_completions(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiEr
         .code("empty_array"));
     }
     let prompt_tokens = messages.iter().map(ChatMessage::words).sum::<u64>().max(1);
-    let said = messages
-        .iter()
-        .rev()
-        .find(|m| m.role.as_deref() == Some("user"))
-        .map(ChatMessage::text)
-        .unwrap_or_default();
+    let said =
+        messages.iter().rev().find(|m| m.role.as_deref() == Some("user")).map(ChatMessage::text).unwrap_or_default();
     let full = reply_text(&model, &said);
     let (content, cut) = match req.max_completion_tokens.or(req.max_tokens) {
         Some(limit) => truncate_words(&full, limit),
@@ -364,10 +337,7 @@ pub(crate) fn chat_completions(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiEr
     };
     // Like OpenAI: "length" when the token limit cut the answer short.
     let finish_reason = if cut { "length" } else { "stop" };
-    let usage = ctx
-        .controls
-        .usage_enabled()
-        .then(|| ChatUsage::new(prompt_tokens, word_count(content)));
+    let usage = ctx.controls.usage_enabled().then(|| ChatUsage::new(prompt_tokens, word_count(content)));
     let id = format!("chatcmpl-fake{:012}", ctx.request_id);
 
     if !req.stream.unwrap_or(false) {
@@ -381,11 +351,7 @@ pub(crate) fn chat_completions(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiEr
                 system_fingerprint: SYSTEM_FINGERPRINT,
                 choices: [ChatChoice {
                     index: 0,
-                    message: AssistantMessage {
-                        role: "assistant",
-                        content,
-                        refusal: None,
-                    },
+                    message: AssistantMessage { role: "assistant", content, refusal: None },
                     logprobs: None,
                     finish_reason,
                 }],
@@ -395,16 +361,11 @@ pub(crate) fn chat_completions(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiEr
     }
 
     // Streams carry usage only when asked for, exactly like OpenAI.
-    let include_usage = req
-        .stream_options
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     let usage = usage.filter(|_| include_usage);
     let ranges = split_ranges(content, ctx.controls.chunk_count());
-    let mut frames = SseFrames::with_capacity(
-        content.len() + (ranges.len() + 4) * (220 + id.len() + model.len()),
-        ranges.len() + 4,
-    );
+    let mut frames =
+        SseFrames::with_capacity(content.len() + (ranges.len() + 4) * (220 + id.len() + model.len()), ranges.len() + 4);
     let chunk = |choices: &[ChunkChoice<'_>], usage: Option<&ChatUsage>, out: &mut SseFrames| {
         out.push_json(&ChatChunk {
             id: &id,
@@ -416,16 +377,10 @@ pub(crate) fn chat_completions(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiEr
             usage,
         });
     };
-    let role = Delta {
-        role: Some("assistant"),
-        content: Some(""),
-    };
+    let role = Delta { role: Some("assistant"), content: Some("") };
     chunk(&[ChunkChoice::new(role, None)], None, &mut frames);
     for range in ranges {
-        let delta = Delta {
-            role: None,
-            content: Some(&content[range]),
-        };
+        let delta = Delta { role: None, content: Some(&content[range]) };
         chunk(&[ChunkChoice::new(delta, None)], None, &mut frames);
     }
     let stop = ChunkChoice::new(Delta::default(), Some(finish_reason));
@@ -472,12 +427,7 @@ struct TextChoice<'a> {
 
 impl<'a> TextChoice<'a> {
     fn new(text: &'a str, finish_reason: Option<&'a str>) -> Self {
-        TextChoice {
-            text,
-            index: 0,
-            logprobs: None,
-            finish_reason,
-        }
+        TextChoice { text, index: 0, logprobs: None, finish_reason }
     }
 }
 
@@ -536,10 +486,7 @@ pub(crate) fn completions(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> 
         None => (full.as_str(), false),
     };
     let finish_reason = if cut { "length" } else { "stop" };
-    let usage = ctx
-        .controls
-        .usage_enabled()
-        .then(|| Usage::new(prompt_tokens.max(1), word_count(text)));
+    let usage = ctx.controls.usage_enabled().then(|| Usage::new(prompt_tokens.max(1), word_count(text)));
     let id = format!("cmpl-fake{:012}", ctx.request_id);
     if !req.stream.unwrap_or(false) {
         return Ok(json_response(
@@ -556,16 +503,11 @@ pub(crate) fn completions(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> 
         ));
     }
 
-    let include_usage = req
-        .stream_options
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let include_usage = req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     let usage = usage.filter(|_| include_usage);
     let ranges = split_ranges(text, ctx.controls.chunk_count());
-    let mut frames = SseFrames::with_capacity(
-        text.len() + (ranges.len() + 3) * (160 + id.len() + model.len()),
-        ranges.len() + 3,
-    );
+    let mut frames =
+        SseFrames::with_capacity(text.len() + (ranges.len() + 3) * (160 + id.len() + model.len()), ranges.len() + 3);
     let mut chunk = |choices: &[TextChoice<'_>], usage: Option<&Usage>| {
         frames.push_json(&TextCompletion {
             id: &id,
@@ -647,10 +589,7 @@ impl EmbeddingInput<'_> {
         match self {
             EmbeddingInput::Text(s) => fake_embedding(s.as_bytes(), dims),
             EmbeddingInput::Tokens(t) => {
-                let seed: Vec<u8> = t
-                    .iter()
-                    .flat_map(|v| v.as_u64().unwrap_or(0).to_le_bytes())
-                    .collect();
+                let seed: Vec<u8> = t.iter().flat_map(|v| v.as_u64().unwrap_or(0).to_le_bytes()).collect();
                 fake_embedding(&seed, dims)
             }
         }
@@ -669,9 +608,7 @@ fn embedding_inputs(input: &Value) -> Result<Vec<EmbeddingInput<'_>>, ApiError> 
     match input {
         Value::String(s) => Ok(vec![EmbeddingInput::Text(s)]),
         Value::Array(items) if items.is_empty() => Err(invalid()),
-        Value::Array(items) if items.iter().all(Value::is_u64) => {
-            Ok(vec![EmbeddingInput::Tokens(items)])
-        }
+        Value::Array(items) if items.iter().all(Value::is_u64) => Ok(vec![EmbeddingInput::Tokens(items)]),
         Value::Array(items) => items
             .iter()
             .map(|item| match item {
@@ -709,11 +646,7 @@ pub(crate) fn embeddings(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
             .param("dimensions"))
         }
     };
-    let prompt_tokens = inputs
-        .iter()
-        .map(EmbeddingInput::tokens)
-        .sum::<u64>()
-        .max(1);
+    let prompt_tokens = inputs.iter().map(EmbeddingInput::tokens).sum::<u64>().max(1);
     let data = inputs
         .iter()
         .enumerate()
@@ -736,10 +669,10 @@ pub(crate) fn embeddings(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
             object: "list",
             data,
             model: &model,
-            usage: ctx.controls.usage_enabled().then_some(EmbeddingUsage {
-                prompt_tokens,
-                total_tokens: prompt_tokens,
-            }),
+            usage: ctx
+                .controls
+                .usage_enabled()
+                .then_some(EmbeddingUsage { prompt_tokens, total_tokens: prompt_tokens }),
         },
     ))
 }
@@ -782,11 +715,7 @@ pub(crate) fn speech(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
         }
     };
     let audio = fake_audio(format, &model, input.as_bytes());
-    Ok(streamed(
-        content_type,
-        split_bytes(audio, ctx.controls.chunk_count()),
-        ctx.controls.chunk_delay(),
-    ))
+    Ok(streamed(content_type, split_bytes(audio, ctx.controls.chunk_count()), ctx.controls.chunk_delay()))
 }
 
 /// Deterministic "audio": a header (a real RIFF/WAVE header for `wav`, a marker line for the
@@ -907,30 +836,19 @@ struct TranscriptionForm {
 }
 
 async fn read_transcription_form(req: Request) -> Result<TranscriptionForm, ApiError> {
-    let content_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
-    let is_multipart = content_type
-        .trim_start()
-        .get(..19)
-        .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"));
+    let content_type =
+        req.headers().get(CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).unwrap_or_default();
+    let is_multipart =
+        content_type.trim_start().get(..19).is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"));
     if !is_multipart {
         return Err(ApiError::bad_request(format!(
             "Invalid Content-Type header ({content_type}), expected multipart/form-data."
         )));
     }
     let invalid = |e: String| ApiError::bad_request(format!("Invalid multipart body: {e}"));
-    let mut multipart = Multipart::from_request(req, &())
-        .await
-        .map_err(|e| invalid(e.body_text()))?;
+    let mut multipart = Multipart::from_request(req, &()).await.map_err(|e| invalid(e.body_text()))?;
     let mut form = TranscriptionForm::default();
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| invalid(e.body_text()))?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(|e| invalid(e.body_text()))? {
         // Match the name before consuming the field (the name borrows from it).
         enum Kind {
             File,
@@ -979,45 +897,27 @@ pub(crate) async fn transcriptions(ctx: &Ctx, req: Request) -> Result<Response, 
     let usage = ctx.controls.usage_enabled().then(|| {
         let input_tokens = (file_len as u64).div_ceil(100).max(1);
         let output_tokens = word_count(&text);
-        TranscriptionUsage {
-            kind: "tokens",
-            input_tokens,
-            output_tokens,
-            total_tokens: input_tokens + output_tokens,
-        }
+        TranscriptionUsage { kind: "tokens", input_tokens, output_tokens, total_tokens: input_tokens + output_tokens }
     });
 
     if form.stream {
         let ranges = split_ranges(&text, ctx.controls.chunk_count());
-        let mut frames =
-            SseFrames::with_capacity(text.len() * 2 + (ranges.len() + 1) * 96, ranges.len() + 1);
+        let mut frames = SseFrames::with_capacity(text.len() * 2 + (ranges.len() + 1) * 96, ranges.len() + 1);
         for range in ranges {
-            frames.push_json(&TranscriptEvent::Delta {
-                delta: &text[range],
-            });
+            frames.push_json(&TranscriptEvent::Delta { delta: &text[range] });
         }
-        frames.push_json(&TranscriptEvent::Done {
-            text: &text,
-            usage: usage.as_ref(),
-        });
+        frames.push_json(&TranscriptEvent::Done { text: &text, usage: usage.as_ref() });
         return Ok(sse(frames, ctx.controls.chunk_delay()));
     }
 
     let duration = file_len as f64 / FAKE_AUDIO_BYTES_PER_SECOND;
     let plain = |content_type: &'static str, body: String| {
         let mut resp = Response::new(Body::from(body));
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         resp
     };
     match form.response_format.as_deref().unwrap_or("json") {
-        "json" => Ok(json_response(
-            StatusCode::OK,
-            &TranscriptionJson {
-                text: &text,
-                usage: usage.as_ref(),
-            },
-        )),
+        "json" => Ok(json_response(StatusCode::OK, &TranscriptionJson { text: &text, usage: usage.as_ref() })),
         "text" => Ok(plain("text/plain; charset=utf-8", text)),
         "verbose_json" => Ok(json_response(
             StatusCode::OK,
@@ -1027,20 +927,16 @@ pub(crate) async fn transcriptions(ctx: &Ctx, req: Request) -> Result<Response, 
                 duration,
                 text: &text,
                 segments: [],
-                usage: ctx.controls.usage_enabled().then(|| DurationUsage {
-                    kind: "duration",
-                    seconds: duration.ceil() as u64,
-                }),
+                usage: ctx
+                    .controls
+                    .usage_enabled()
+                    .then(|| DurationUsage { kind: "duration", seconds: duration.ceil() as u64 }),
             },
         )),
-        "srt" => Ok(plain(
-            "application/x-subrip; charset=utf-8",
-            format!("1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n"),
-        )),
-        "vtt" => Ok(plain(
-            "text/vtt; charset=utf-8",
-            format!("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n"),
-        )),
+        "srt" => {
+            Ok(plain("application/x-subrip; charset=utf-8", format!("1\n00:00:00,000 --> 00:00:01,000\n{text}\n\n")))
+        }
+        "vtt" => Ok(plain("text/vtt; charset=utf-8", format!("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n{text}\n\n"))),
         other => Err(ApiError::bad_request(format!(
             "Invalid 'response_format': '{other}'. Expected one of json, text, srt, \
              verbose_json, vtt."
@@ -1094,10 +990,9 @@ pub(crate) fn image_generations(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiE
     let prompt = req.prompt.ok_or_else(|| missing("prompt"))?;
     let n = req.n.unwrap_or(1);
     if !(1..=MAX_IMAGES).contains(&n) {
-        return Err(ApiError::bad_request(format!(
-            "Invalid 'n': {n}. Expected a value between 1 and {MAX_IMAGES}."
-        ))
-        .param("n"));
+        return Err(
+            ApiError::bad_request(format!("Invalid 'n': {n}. Expected a value between 1 and {MAX_IMAGES}.")).param("n")
+        );
     }
     let as_url = match req.response_format.as_deref() {
         None | Some("b64_json") => false,
@@ -1113,13 +1008,9 @@ pub(crate) fn image_generations(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiE
         .map(|_| {
             if as_url {
                 // A data: URL keeps the answer self-contained (nothing to host or fetch).
-                ImageItem::Url {
-                    url: format!("data:image/png;base64,{TINY_PNG_B64}"),
-                }
+                ImageItem::Url { url: format!("data:image/png;base64,{TINY_PNG_B64}") }
             } else {
-                ImageItem::B64 {
-                    b64_json: TINY_PNG_B64,
-                }
+                ImageItem::B64 { b64_json: TINY_PNG_B64 }
             }
         })
         .collect();
@@ -1135,10 +1026,7 @@ pub(crate) fn image_generations(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiE
                 total_tokens: text_tokens + output_tokens,
                 input_tokens: text_tokens,
                 output_tokens,
-                input_tokens_details: ImageInputDetails {
-                    text_tokens,
-                    image_tokens: 0,
-                },
+                input_tokens_details: ImageInputDetails { text_tokens, image_tokens: 0 },
             }),
         },
     ))
@@ -1158,12 +1046,7 @@ struct ModelObject<'a> {
 
 impl<'a> ModelObject<'a> {
     fn new(id: &'a str) -> Self {
-        ModelObject {
-            id,
-            object: "model",
-            created: MODELS_CREATED,
-            owned_by: "fake-upstream",
-        }
+        ModelObject { id, object: "model", created: MODELS_CREATED, owned_by: "fake-upstream" }
     }
 }
 
@@ -1175,10 +1058,7 @@ pub(crate) fn models() -> Response {
     }
     json_response(
         StatusCode::OK,
-        &ModelList {
-            object: "list",
-            data: MODEL_IDS.iter().map(|id| ModelObject::new(id)).collect(),
-        },
+        &ModelList { object: "list", data: MODEL_IDS.iter().map(|id| ModelObject::new(id)).collect() },
     )
 }
 
@@ -1193,14 +1073,8 @@ mod tests {
 
     #[test]
     fn reply_is_deterministic_and_trimmed() {
-        assert_eq!(
-            reply_text("m", "  hi there "),
-            "Hello from the fake upstream (model m). You said: hi there"
-        );
-        assert_eq!(
-            reply_text("m", ""),
-            "Hello from the fake upstream (model m). You said:"
-        );
+        assert_eq!(reply_text("m", "  hi there "), "Hello from the fake upstream (model m). You said: hi there");
+        assert_eq!(reply_text("m", ""), "Hello from the fake upstream (model m). You said:");
         let long = "x".repeat(500);
         assert!(reply_text("m", &long).ends_with(&"x".repeat(200)));
         assert!(!reply_text("m", &long).ends_with(&"x".repeat(201)));
@@ -1209,15 +1083,10 @@ mod tests {
     #[test]
     fn legacy_prompt_forms() -> Result<(), String> {
         let check = |v: Value| {
-            legacy_prompt(Some(&v))
-                .map(|(said, tokens)| (said.into_owned(), tokens))
-                .map_err(|e| format!("{e:?}"))
+            legacy_prompt(Some(&v)).map(|(said, tokens)| (said.into_owned(), tokens)).map_err(|e| format!("{e:?}"))
         };
         assert_eq!(check(Value::from("a b"))?, ("a b".to_owned(), 2));
-        assert_eq!(
-            check(serde_json::json!(["a b", "c"]))?,
-            ("a b".to_owned(), 3)
-        );
+        assert_eq!(check(serde_json::json!(["a b", "c"]))?, ("a b".to_owned(), 3));
         assert_eq!(check(serde_json::json!([1, 2, 3]))?.1, 3);
         assert_eq!(check(serde_json::json!([[1, 2], [3]]))?.1, 3);
         assert!(check(serde_json::json!([{"a": 1}])).is_err());

@@ -122,9 +122,7 @@ impl Controls {
         }
         if let Some(c) = self.chunks {
             if !(1..=MAX_CHUNKS).contains(&c) {
-                return Err(format!(
-                    "chunks must be between 1 and {MAX_CHUNKS}, got {c}"
-                ));
+                return Err(format!("chunks must be between 1 and {MAX_CHUNKS}, got {c}"));
             }
         }
         Ok(())
@@ -165,16 +163,12 @@ impl Controls {
                 }),
             },
         };
-        c.validate()
-            .map_err(|m| ApiError::bad_request(format!("x-fake-* header: {m}")))?;
+        c.validate().map_err(|m| ApiError::bad_request(format!("x-fake-* header: {m}")))?;
         Ok(c)
     }
 }
 
-fn parse_header<T: std::str::FromStr>(
-    headers: &HeaderMap,
-    name: &'static str,
-) -> Result<Option<T>, ApiError> {
+fn parse_header<T: std::str::FromStr>(headers: &HeaderMap, name: &'static str) -> Result<Option<T>, ApiError> {
     let Some(value) = headers.get(name) else {
         return Ok(None);
     };
@@ -202,10 +196,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The first value of header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body as text (invalid UTF-8 replaced).
@@ -233,19 +224,11 @@ impl Record {
     fn to_public(&self) -> RecordedRequest {
         RecordedRequest {
             method: self.method.as_str().to_owned(),
-            path: self
-                .uri
-                .path_and_query()
-                .map_or_else(|| self.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+            path: self.uri.path_and_query().map_or_else(|| self.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
             headers: self
                 .headers
                 .iter()
-                .map(|(n, v)| {
-                    (
-                        n.as_str().to_owned(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
+                .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                 .collect(),
             body: self.body.to_vec(),
         }
@@ -285,9 +268,7 @@ impl Default for Inner {
 
 impl std::fmt::Debug for FakeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FakeState")
-            .field("defaults", &self.defaults())
-            .finish_non_exhaustive()
+        f.debug_struct("FakeState").field("defaults", &self.defaults()).finish_non_exhaustive()
     }
 }
 
@@ -299,49 +280,29 @@ impl FakeState {
 
     /// The last [`MAX_RECORDED_REQUESTS`] requests, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        let records = self
-            .inner
-            .records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let records = self.inner.records.lock().unwrap_or_else(PoisonError::into_inner);
         records.iter().map(Record::to_public).collect()
     }
 
     /// Forgets all recorded requests.
     pub fn clear_requests(&self) {
-        self.inner
-            .records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.inner.records.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     /// Replaces the server-wide default controls.
     pub fn set_defaults(&self, c: Controls) {
-        *self
-            .inner
-            .defaults
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = c;
+        *self.inner.defaults.write().unwrap_or_else(PoisonError::into_inner) = c;
     }
 
     /// The current server-wide default controls.
     pub fn defaults(&self) -> Controls {
-        self.inner
-            .defaults
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.defaults.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// With `Some(key)`, API requests must carry `Authorization: Bearer <key>` or get a 401.
     /// The `/_fake/*` control API never requires it.
     pub fn set_required_key(&self, key: Option<String>) {
-        *self
-            .inner
-            .required_key
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = key;
+        *self.inner.required_key.write().unwrap_or_else(PoisonError::into_inner) = key;
     }
 
     /// Turns request recording on (the default) or off. Benchmarks may turn it off to save the
@@ -356,11 +317,7 @@ impl FakeState {
     }
 
     fn record(&self, record: Record) {
-        let mut records = self
-            .inner
-            .records
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut records = self.inner.records.lock().unwrap_or_else(PoisonError::into_inner);
         if records.len() >= MAX_RECORDED_REQUESTS {
             records.pop_front();
         }
@@ -375,11 +332,7 @@ impl FakeState {
     }
 
     fn check_auth(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let required = self
-            .inner
-            .required_key
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
+        let required = self.inner.required_key.read().unwrap_or_else(PoisonError::into_inner);
         let Some(key) = required.as_deref() else {
             return Ok(());
         };
@@ -392,16 +345,12 @@ impl FakeState {
             .code("invalid_api_key"));
         };
         let bytes = value.as_bytes();
-        let given = (bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer "))
-            .then(|| bytes[7..].trim_ascii());
+        let given = (bytes.len() > 7 && bytes[..7].eq_ignore_ascii_case(b"bearer ")).then(|| bytes[7..].trim_ascii());
         if given == Some(key.as_bytes()) {
             Ok(())
         } else {
             // The key is not echoed back: this server may run in shared demo environments.
-            Err(
-                ApiError::new(StatusCode::UNAUTHORIZED, "Incorrect API key provided.")
-                    .code("invalid_api_key"),
-            )
+            Err(ApiError::new(StatusCode::UNAUTHORIZED, "Incorrect API key provided.").code("invalid_api_key"))
         }
     }
 }
@@ -436,10 +385,7 @@ impl FakeUpstream {
     }
 
     /// Like [`FakeUpstream::start`], serving an existing (possibly shared) state.
-    pub async fn start_with_state(
-        addr: SocketAddr,
-        state: FakeState,
-    ) -> std::io::Result<FakeUpstream> {
+    pub async fn start_with_state(addr: SocketAddr, state: FakeState) -> std::io::Result<FakeUpstream> {
         use axum::serve::ListenerExt;
 
         let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -462,14 +408,7 @@ impl FakeUpstream {
                 })
                 .await
         });
-        Ok(FakeUpstream {
-            state,
-            addr,
-            shutdown: Arc::new(ShutdownHandle {
-                tx,
-                task: Mutex::new(Some(task)),
-            }),
-        })
+        Ok(FakeUpstream { state, addr, shutdown: Arc::new(ShutdownHandle { tx, task: Mutex::new(Some(task)) }) })
     }
 
     /// The bound socket address (with the real port when started on port 0).
@@ -524,12 +463,7 @@ impl FakeUpstream {
     /// task. Other clones of this handle then point at a stopped server.
     pub async fn shutdown(self) {
         let _ = self.shutdown.tx.send(true);
-        let task = self
-            .shutdown
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let task = self.shutdown.task.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -540,14 +474,8 @@ impl FakeUpstream {
 /// with your own `axum::serve`.
 pub fn router(state: FakeState) -> Router {
     Router::new()
-        .route(
-            "/_fake/controls",
-            get(get_controls_handler).post(post_controls_handler),
-        )
-        .route(
-            "/_fake/requests",
-            get(get_requests_handler).delete(delete_requests_handler),
-        )
+        .route("/_fake/controls", get(get_controls_handler).post(post_controls_handler))
+        .route("/_fake/requests", get(get_requests_handler).delete(delete_requests_handler))
         .route("/_fake/health", get(|| async { "ok" }))
         // Everything else goes through one dispatcher so that recording, controls, latency and
         // auth apply uniformly, including to unknown paths.
@@ -583,12 +511,7 @@ async fn get_requests_handler(State(state): State<FakeState>) -> Response {
     let requests = state.requests();
     let wire: Vec<Wire<'_>> = requests
         .iter()
-        .map(|r| Wire {
-            method: &r.method,
-            path: &r.path,
-            headers: &r.headers,
-            body: r.body_text(),
-        })
+        .map(|r| Wire { method: &r.method, path: &r.path, headers: &r.headers, body: r.body_text() })
         .collect();
     json_response(StatusCode::OK, &wire)
 }
@@ -613,10 +536,7 @@ enum Endpoint {
 
 fn resolve(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
     // Accept `/v1/x` and `/x`, nothing else.
-    let rest = path
-        .strip_prefix("/v1")
-        .filter(|r| r.starts_with('/'))
-        .unwrap_or(path);
+    let rest = path.strip_prefix("/v1").filter(|r| r.starts_with('/')).unwrap_or(path);
     let (endpoint, allowed) = match rest {
         "/chat/completions" => (Endpoint::ChatCompletions, Method::POST),
         "/completions" => (Endpoint::Completions, Method::POST),
@@ -625,15 +545,11 @@ fn resolve(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
         "/audio/transcriptions" => (Endpoint::Transcriptions, Method::POST),
         "/images/generations" => (Endpoint::ImageGenerations, Method::POST),
         "/models" => (Endpoint::Models, Method::GET),
-        r if r.len() > "/models/".len() && r.starts_with("/models/") => {
-            (Endpoint::Model, Method::GET)
-        }
+        r if r.len() > "/models/".len() && r.starts_with("/models/") => (Endpoint::Model, Method::GET),
         _ => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("Invalid URL ({method} {path})"),
+            return Err(
+                ApiError::new(StatusCode::NOT_FOUND, format!("Invalid URL ({method} {path})")).code("unknown_url")
             )
-            .code("unknown_url"))
         }
     };
     if *method != allowed {
@@ -654,9 +570,7 @@ pub(crate) struct Ctx {
 
 async fn dispatch(State(state): State<FakeState>, req: Request) -> Response {
     let request_id = state.inner.next_id.fetch_add(1, Ordering::Relaxed);
-    let mut resp = handle(&state, request_id, req)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
+    let mut resp = handle(&state, request_id, req).await.unwrap_or_else(IntoResponse::into_response);
     if let Ok(v) = HeaderValue::try_from(format!("req_fake_{request_id}")) {
         resp.headers_mut().insert("x-request-id", v);
     }
@@ -694,27 +608,18 @@ async fn handle(state: &FakeState, request_id: u64, req: Request) -> Result<Resp
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let message = match &controls.error_message {
             Some(m) => Cow::Owned(m.clone()),
-            None => Cow::Owned(format!(
-                "The fake upstream was told to answer {status} (x-fake-status or controls)."
-            )),
+            None => Cow::Owned(format!("The fake upstream was told to answer {status} (x-fake-status or controls).")),
         };
         return Err(ApiError::new(status, message).default_code());
     }
-    let ctx = Ctx {
-        controls,
-        request_id,
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    };
+    let ctx =
+        Ctx { controls, request_id, created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) };
     match endpoint {
         Endpoint::ChatCompletions => endpoints::chat_completions(&ctx, &body),
         Endpoint::Completions => endpoints::completions(&ctx, &body),
         Endpoint::Embeddings => endpoints::embeddings(&ctx, &body),
         Endpoint::Speech => endpoints::speech(&ctx, &body),
-        Endpoint::Transcriptions => {
-            endpoints::transcriptions(&ctx, Request::from_parts(parts, Body::from(body))).await
-        }
+        Endpoint::Transcriptions => endpoints::transcriptions(&ctx, Request::from_parts(parts, Body::from(body))).await,
         Endpoint::ImageGenerations => endpoints::image_generations(&ctx, &body),
         Endpoint::Models => Ok(endpoints::models()),
         Endpoint::Model => {
@@ -736,12 +641,7 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<Cow<'static, str>>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-            param: None,
-            code: None,
-        }
+        ApiError { status, message: message.into(), param: None, code: None }
     }
 
     pub(crate) fn bad_request(message: impl Into<Cow<'static, str>>) -> Self {
@@ -816,16 +716,12 @@ pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T
         Ok(bytes) => {
             let mut resp = Response::new(Body::from(bytes));
             *resp.status_mut() = status;
-            resp.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
         }
         // Our response types are plain structs of strings and numbers; this cannot happen, but
         // it must not take the server down if it ever does.
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("fake-upstream: failed to serialize response: {e}"),
-        )
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("fake-upstream: failed to serialize response: {e}"))
             .into_response(),
     }
 }
@@ -837,21 +733,12 @@ mod tests {
     #[test]
     fn resolves_both_path_forms() {
         let post = Method::POST;
-        assert_eq!(
-            resolve(&post, "/v1/chat/completions").ok(),
-            Some(Endpoint::ChatCompletions)
-        );
-        assert_eq!(
-            resolve(&post, "/chat/completions").ok(),
-            Some(Endpoint::ChatCompletions)
-        );
+        assert_eq!(resolve(&post, "/v1/chat/completions").ok(), Some(Endpoint::ChatCompletions));
+        assert_eq!(resolve(&post, "/chat/completions").ok(), Some(Endpoint::ChatCompletions));
         assert!(resolve(&post, "/v2/chat/completions").is_err());
         assert!(resolve(&post, "/v1/v1/chat/completions").is_err());
         assert!(resolve(&post, "/v1chat/completions").is_err());
-        assert_eq!(
-            resolve(&Method::GET, "/v1/models/a/b").ok(),
-            Some(Endpoint::Model)
-        );
+        assert_eq!(resolve(&Method::GET, "/v1/models/a/b").ok(), Some(Endpoint::Model));
         assert!(resolve(&Method::GET, "/v1/models/").is_err());
         let err = resolve(&Method::GET, "/v1/embeddings").err();
         assert_eq!(err.map(|e| e.status), Some(StatusCode::METHOD_NOT_ALLOWED));
@@ -871,16 +758,8 @@ mod tests {
 
     #[test]
     fn controls_overlay_and_validate() {
-        let mut c = Controls {
-            latency_ms: Some(5),
-            chunks: Some(3),
-            ..Controls::default()
-        };
-        c.overlay(Controls {
-            chunks: Some(7),
-            no_usage: Some(true),
-            ..Controls::default()
-        });
+        let mut c = Controls { latency_ms: Some(5), chunks: Some(3), ..Controls::default() };
+        c.overlay(Controls { chunks: Some(7), no_usage: Some(true), ..Controls::default() });
         assert_eq!(c.latency_ms, Some(5));
         assert_eq!(c.chunks, Some(7));
         assert_eq!(c.no_usage, Some(true));

@@ -81,18 +81,14 @@ async fn run(args: Args) -> Result<(), String> {
     state.set_log_requests(args.log_requests);
 
     let signal = shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let upstream = FakeUpstream::start_with_state(addr, state)
-        .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let upstream =
+        FakeUpstream::start_with_state(addr, state).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     // Scripts wait for (and may parse the port from) this exact line.
     println!("fake-upstream listening on {}", upstream.url());
 
     signal.await;
     eprintln!("fake-upstream: shutting down");
-    if tokio::time::timeout(GRACE, upstream.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(GRACE, upstream.shutdown()).await.is_err() {
         eprintln!("fake-upstream: in-flight requests still running after {GRACE:?}; exiting");
     }
     Ok(())

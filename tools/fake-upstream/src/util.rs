@@ -74,9 +74,7 @@ pub(crate) fn split_ranges(s: &str, n: usize) -> Vec<std::ops::Range<usize>> {
     } else {
         let chars: Vec<usize> = s.char_indices().map(|(i, _)| i).collect();
         let c = chars.len();
-        (1..n)
-            .map(|i| chars.get(i * c / n).copied().unwrap_or(s.len()))
-            .collect()
+        (1..n).map(|i| chars.get(i * c / n).copied().unwrap_or(s.len())).collect()
     };
     let mut ranges = Vec::with_capacity(n);
     let mut start = 0;
@@ -135,9 +133,7 @@ pub(crate) fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
-            .flatten();
+        let escaped = (bytes[i] == b'%').then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?))).flatten();
         match escaped {
             Some((hi, lo)) => {
                 out.push(hi << 4 | lo);
@@ -164,16 +160,8 @@ pub(crate) fn base64_encode(bytes: &[u8]) -> String {
         let n = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
         out.push(B64[(n >> 18) as usize & 63] as char);
         out.push(B64[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            B64[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            B64[n as usize & 63] as char
-        } else {
-            '='
-        });
+        out.push(if chunk.len() > 1 { B64[(n >> 6) as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 2 { B64[n as usize & 63] as char } else { '=' });
     }
     out
 }
@@ -188,11 +176,10 @@ pub(crate) fn floats_to_base64(v: &[f32]) -> String {
 /// generated images.
 #[cfg(test)]
 pub(crate) const TINY_PNG: &[u8] = &[
-    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
-    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4,
-    0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0xf8, 0x5f,
-    0x0f, 0x00, 0x02, 0x87, 0x01, 0x80, 0xeb, 0x47, 0xba, 0x92, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45,
-    0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49,
+    0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0xf8, 0x5f, 0x0f, 0x00, 0x02, 0x87, 0x01, 0x80, 0xeb, 0x47, 0xba,
+    0x92, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
 
 /// `TINY_PNG` in base64, precomputed so image answers cost no encoding work.
@@ -221,13 +208,7 @@ mod tests {
 
     #[test]
     fn split_reassembles_exactly() {
-        for text in [
-            "one two three four five six seven",
-            "ab",
-            "",
-            "  lead and trail  ",
-            "日本語",
-        ] {
+        for text in ["one two three four five six seven", "ab", "", "  lead and trail  ", "日本語"] {
             for n in 1..9 {
                 let ranges = split_ranges(text, n);
                 assert_eq!(ranges.len(), n, "{text:?} {n}");
@@ -236,10 +217,7 @@ mod tests {
             }
         }
         let text = "one two three four";
-        let pieces: Vec<&str> = split_ranges(text, 2)
-            .into_iter()
-            .map(|r| &text[r])
-            .collect();
+        let pieces: Vec<&str> = split_ranges(text, 2).into_iter().map(|r| &text[r]).collect();
         assert_eq!(pieces, ["one two", " three four"]);
     }
 

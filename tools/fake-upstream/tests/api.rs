@@ -19,10 +19,7 @@ fn greeting(model: &str, said: &str) -> String {
 /// Splits an SSE body into the payloads of its `data:` events, checking the framing strictly
 /// (every event is exactly one `data: ` line terminated by a blank line).
 fn sse_payloads(body: &str) -> Vec<String> {
-    assert!(
-        body.ends_with("\n\n"),
-        "stream must end with a blank line: {body:?}"
-    );
+    assert!(body.ends_with("\n\n"), "stream must end with a blank line: {body:?}");
     body[..body.len() - 2]
         .split("\n\n")
         .map(|event| {
@@ -97,9 +94,7 @@ async fn chat_completion_json_with_usage() -> TestResult {
     assert!(resp.headers().contains_key("x-request-id"));
     let body: Value = resp.json().await?;
     let expected = greeting("gpt-4o-mini", "hello there friend");
-    assert!(body["id"]
-        .as_str()
-        .is_some_and(|id| id.starts_with("chatcmpl-")));
+    assert!(body["id"].as_str().is_some_and(|id| id.starts_with("chatcmpl-")));
     assert_eq!(body["object"], "chat.completion");
     assert!(body["created"].as_u64().is_some_and(|c| c > 1_600_000_000));
     assert_eq!(body["model"], "gpt-4o-mini");
@@ -161,10 +156,8 @@ async fn chat_stream_framing_with_usage_and_done() -> TestResult {
         assert_eq!(e["created"], events[0]["created"]);
     }
     assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
-    let text: String = events[1..4]
-        .iter()
-        .map(|e| e["choices"][0]["delta"]["content"].as_str().unwrap_or(""))
-        .collect();
+    let text: String =
+        events[1..4].iter().map(|e| e["choices"][0]["delta"]["content"].as_str().unwrap_or("")).collect();
     let expected = greeting("fake-model", "one two three four");
     assert_eq!(text, expected);
     assert_eq!(events[4]["choices"][0]["finish_reason"], "stop");
@@ -193,9 +186,7 @@ async fn chat_stream_framing_with_usage_and_done() -> TestResult {
             .await?;
         let payloads = sse_payloads(&body);
         assert_eq!(payloads.len(), 1 + 5 + 1 + 1, "default is 5 content chunks");
-        assert!(json_events(&payloads)
-            .iter()
-            .all(|e| e.get("usage").is_none()));
+        assert!(json_events(&payloads).iter().all(|e| e.get("usage").is_none()));
     }
     Ok(())
 }
@@ -227,14 +218,8 @@ async fn stream_chunks_arrive_over_time() -> TestResult {
     }
     let total = started.elapsed();
     // 7 events (role, 4 content, finish, [DONE]) → 6 gaps of 150 ms.
-    assert!(
-        first_at < Duration::from_millis(450),
-        "first chunk at {first_at:?}"
-    );
-    assert!(
-        total >= Duration::from_millis(880),
-        "whole stream took {total:?}"
-    );
+    assert!(first_at < Duration::from_millis(450), "first chunk at {first_at:?}");
+    assert!(total >= Duration::from_millis(880), "whole stream took {total:?}");
     let all = first + std::str::from_utf8(&rest)?;
     assert_eq!(sse_payloads(&all).len(), 7);
     Ok(())
@@ -252,9 +237,7 @@ async fn legacy_completions_json_and_stream() -> TestResult {
         .await?;
     let expected = greeting("gpt-3.5-turbo-instruct", "say this");
     assert_eq!(body["object"], "text_completion");
-    assert!(body["id"]
-        .as_str()
-        .is_some_and(|id| id.starts_with("cmpl-")));
+    assert!(body["id"].as_str().is_some_and(|id| id.starts_with("cmpl-")));
     assert_eq!(body["choices"][0]["text"], expected.as_str());
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["usage"]["prompt_tokens"], 2);
@@ -275,10 +258,7 @@ async fn legacy_completions_json_and_stream() -> TestResult {
     assert_eq!(payloads.last().map(String::as_str), Some("[DONE]"));
     let events = json_events(&payloads);
     assert_eq!(events.len(), 5 + 1 + 1);
-    let streamed: String = events[..5]
-        .iter()
-        .map(|e| e["choices"][0]["text"].as_str().unwrap_or(""))
-        .collect();
+    let streamed: String = events[..5].iter().map(|e| e["choices"][0]["text"].as_str().unwrap_or("")).collect();
     assert_eq!(streamed, greeting("m", "a b c"));
     assert_eq!(events[5]["choices"][0]["finish_reason"], "stop");
     assert_eq!(events[6]["choices"], json!([]));
@@ -299,10 +279,7 @@ async fn embeddings_float_and_base64() -> TestResult {
         .await?;
     assert_eq!(float["object"], "list");
     assert_eq!(float["model"], "text-embedding-3-small");
-    assert_eq!(
-        float["usage"],
-        json!({"prompt_tokens": 3, "total_tokens": 3})
-    );
+    assert_eq!(float["usage"], json!({"prompt_tokens": 3, "total_tokens": 3}));
     let data = float["data"].as_array().ok_or("data")?;
     assert_eq!(data.len(), 2);
     let vectors: Vec<Vec<f32>> = data
@@ -318,13 +295,7 @@ async fn embeddings_float_and_base64() -> TestResult {
     assert_ne!(vectors[0], vectors[1]);
 
     // Deterministic: same text, same vector (also as a single string input).
-    let single: Value = http
-        .post(&url)
-        .json(&json!({"model": "e", "input": "a b"}))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let single: Value = http.post(&url).json(&json!({"model": "e", "input": "a b"})).send().await?.json().await?;
     let v: Vec<f32> = serde_json::from_value(single["data"][0]["embedding"].clone())?;
     assert_eq!(v, vectors[0]);
 
@@ -336,15 +307,10 @@ async fn embeddings_float_and_base64() -> TestResult {
         .json()
         .await?;
     for (i, expected) in vectors.iter().enumerate() {
-        let encoded = b64["data"][i]["embedding"]
-            .as_str()
-            .ok_or("base64 string")?;
+        let encoded = b64["data"][i]["embedding"].as_str().ok_or("base64 string")?;
         let bytes = b64decode(encoded);
         assert_eq!(bytes.len(), 32);
-        let decoded: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let decoded: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         assert_eq!(&decoded, expected);
     }
 
@@ -355,19 +321,12 @@ async fn embeddings_float_and_base64() -> TestResult {
         .await?
         .json()
         .await?;
-    assert_eq!(
-        dims["data"][0]["embedding"].as_array().map(Vec::len),
-        Some(16)
-    );
+    assert_eq!(dims["data"][0]["embedding"].as_array().map(Vec::len), Some(16));
     assert_eq!(dims["usage"]["prompt_tokens"], 3);
 
-    let (status, err) = error_of(
-        http.post(&url)
-            .json(&json!({"model": "e", "input": "x", "encoding_format": "hex"}))
-            .send()
-            .await?,
-    )
-    .await?;
+    let (status, err) =
+        error_of(http.post(&url).json(&json!({"model": "e", "input": "x", "encoding_format": "hex"})).send().await?)
+            .await?;
     assert_eq!(status, 400);
     assert_eq!(err["param"], "encoding_format");
     Ok(())
@@ -379,10 +338,7 @@ async fn multipart_transcription() -> TestResult {
     let url = format!("{}/audio/transcriptions", up.base_url());
     let form = |format: Option<&str>| {
         let mut f = reqwest::multipart::Form::new()
-            .part(
-                "file",
-                reqwest::multipart::Part::bytes(vec![7u8; 1234]).file_name("speech.mp3"),
-            )
+            .part("file", reqwest::multipart::Part::bytes(vec![7u8; 1234]).file_name("speech.mp3"))
             .text("model", "whisper-1");
         if let Some(format) = format {
             f = f.text("response_format", format.to_owned());
@@ -391,13 +347,7 @@ async fn multipart_transcription() -> TestResult {
     };
     let expected = "fake transcription of 1234 bytes with model whisper-1";
 
-    let json: Value = http
-        .post(&url)
-        .multipart(form(None))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let json: Value = http.post(&url).multipart(form(None)).send().await?.json().await?;
     assert_eq!(json["text"], expected);
     assert_eq!(json["usage"]["type"], "tokens");
     assert_eq!(json["usage"]["input_tokens"], 13);
@@ -405,38 +355,20 @@ async fn multipart_transcription() -> TestResult {
     assert_eq!(json["usage"]["total_tokens"], 21);
 
     let resp = http.post(&url).multipart(form(Some("text"))).send().await?;
-    assert!(resp.headers()["content-type"]
-        .to_str()?
-        .starts_with("text/plain"));
+    assert!(resp.headers()["content-type"].to_str()?.starts_with("text/plain"));
     assert_eq!(resp.text().await?, expected);
 
-    let verbose: Value = http
-        .post(&url)
-        .multipart(form(Some("verbose_json")))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let verbose: Value = http.post(&url).multipart(form(Some("verbose_json"))).send().await?.json().await?;
     assert_eq!(verbose["text"], expected);
     assert_eq!(verbose["language"], "english");
     assert!(verbose["duration"].as_f64().is_some_and(|d| d > 0.0));
     assert_eq!(verbose["segments"], json!([]));
 
-    let no_usage: Value = http
-        .post(&url)
-        .header("x-fake-no-usage", "1")
-        .multipart(form(None))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let no_usage: Value =
+        http.post(&url).header("x-fake-no-usage", "1").multipart(form(None)).send().await?.json().await?;
     assert_eq!(no_usage, json!({"text": expected}));
 
-    let streamed = http
-        .post(&url)
-        .multipart(form(None).text("stream", "true"))
-        .send()
-        .await?;
+    let streamed = http.post(&url).multipart(form(None).text("stream", "true")).send().await?;
     assert_eq!(streamed.headers()["content-type"], "text/event-stream");
     let events = json_events(&sse_payloads(&streamed.text().await?));
     let (done, deltas) = events.split_last().ok_or("no events")?;
@@ -454,24 +386,14 @@ async fn multipart_transcription() -> TestResult {
     assert_eq!(done["usage"]["total_tokens"], 21);
 
     // Not multipart → 400 OpenAI error.
-    let (status, err) = error_of(
-        http.post(&url)
-            .json(&json!({"model": "whisper-1"}))
-            .send()
-            .await?,
-    )
-    .await?;
+    let (status, err) = error_of(http.post(&url).json(&json!({"model": "whisper-1"})).send().await?).await?;
     assert_eq!(status, 400);
     assert_eq!(err["type"], "invalid_request_error");
 
     // Multipart without a file.
-    let (status, err) = error_of(
-        http.post(&url)
-            .multipart(reqwest::multipart::Form::new().text("model", "whisper-1"))
-            .send()
-            .await?,
-    )
-    .await?;
+    let (status, err) =
+        error_of(http.post(&url).multipart(reqwest::multipart::Form::new().text("model", "whisper-1")).send().await?)
+            .await?;
     assert_eq!(status, 400);
     assert_eq!(err["param"], "file");
     Ok(())
@@ -481,11 +403,8 @@ async fn multipart_transcription() -> TestResult {
 async fn speech_returns_streamed_audio_bytes() -> TestResult {
     let (up, http) = start().await?;
     let url = format!("{}/audio/speech", up.base_url());
-    let resp = http
-        .post(&url)
-        .json(&json!({"model": "tts-1", "input": "Hello audio", "voice": "alloy"}))
-        .send()
-        .await?;
+    let resp =
+        http.post(&url).json(&json!({"model": "tts-1", "input": "Hello audio", "voice": "alloy"})).send().await?;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "audio/mpeg");
     let bytes = resp.bytes().await?;
@@ -525,13 +444,8 @@ async fn speech_returns_streamed_audio_bytes() -> TestResult {
     assert!(pieces >= 2, "audio should arrive in several pieces");
     assert_eq!(total, expected);
 
-    let (status, err) = error_of(
-        http.post(&url)
-            .json(&json!({"model": "tts-1", "voice": "alloy"}))
-            .send()
-            .await?,
-    )
-    .await?;
+    let (status, err) =
+        error_of(http.post(&url).json(&json!({"model": "tts-1", "voice": "alloy"})).send().await?).await?;
     assert_eq!(status, 400);
     assert_eq!(err["param"], "input");
     Ok(())
@@ -566,21 +480,14 @@ async fn image_generation() -> TestResult {
         .await?
         .json()
         .await?;
-    assert!(url_form["data"][0]["url"]
-        .as_str()
-        .is_some_and(|u| u.starts_with("data:image/png;base64,")));
+    assert!(url_form["data"][0]["url"].as_str().is_some_and(|u| u.starts_with("data:image/png;base64,")));
     Ok(())
 }
 
 #[tokio::test]
 async fn models_list_and_retrieve() -> TestResult {
     let (up, http) = start().await?;
-    let body: Value = http
-        .get(format!("{}/models", up.base_url()))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let body: Value = http.get(format!("{}/models", up.base_url())).send().await?.json().await?;
     assert_eq!(body["object"], "list");
     let data = body["data"].as_array().ok_or("data")?;
     assert!(data.iter().any(|m| m["id"] == "fake-model"));
@@ -589,19 +496,9 @@ async fn models_list_and_retrieve() -> TestResult {
         assert_eq!(m["owned_by"], "fake-upstream");
         assert!(m["created"].is_u64());
     }
-    let one: Value = http
-        .get(format!("{}/models/some-model", up.url()))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let one: Value = http.get(format!("{}/models/some-model", up.url())).send().await?.json().await?;
     assert_eq!(one["id"], "some-model");
-    let encoded: Value = http
-        .get(format!("{}/models/org%2Fmodel", up.base_url()))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let encoded: Value = http.get(format!("{}/models/org%2Fmodel", up.base_url())).send().await?.json().await?;
     assert_eq!(encoded["id"], "org/model");
     Ok(())
 }
@@ -623,14 +520,8 @@ async fn header_controls() -> TestResult {
         (503, "server_error"),
         (504, "timeout_error"),
     ] {
-        let (got, err) = error_of(
-            http.post(&url)
-                .header("x-fake-status", status.to_string())
-                .json(&chat)
-                .send()
-                .await?,
-        )
-        .await?;
+        let (got, err) =
+            error_of(http.post(&url).header("x-fake-status", status.to_string()).json(&chat).send().await?).await?;
         assert_eq!(got, status);
         assert_eq!(err["type"], kind, "status {status}");
         assert!(err["message"].as_str().is_some_and(|m| !m.is_empty()));
@@ -660,74 +551,35 @@ async fn header_controls() -> TestResult {
     assert_eq!(got, 503);
 
     let started = Instant::now();
-    let resp = http
-        .post(&url)
-        .header("x-fake-latency-ms", "300")
-        .json(&chat)
-        .send()
-        .await?;
+    let resp = http.post(&url).header("x-fake-latency-ms", "300").json(&chat).send().await?;
     assert_eq!(resp.status(), 200);
     assert!(started.elapsed() >= Duration::from_millis(300));
 
-    let body: Value = http
-        .post(&url)
-        .header("x-fake-no-usage", "1")
-        .json(&chat)
-        .send()
-        .await?
-        .json()
-        .await?;
+    let body: Value = http.post(&url).header("x-fake-no-usage", "1").json(&chat).send().await?.json().await?;
     assert!(body.get("usage").is_none());
     assert!(body["choices"][0]["message"]["content"].is_string());
 
-    let (got, _) = error_of(
-        http.post(&url)
-            .header("x-fake-latency-ms", "soon")
-            .json(&chat)
-            .send()
-            .await?,
-    )
-    .await?;
+    let (got, _) = error_of(http.post(&url).header("x-fake-latency-ms", "soon").json(&chat).send().await?).await?;
     assert_eq!(got, 400);
 
     // Server-wide defaults, overridden per request by headers.
-    up.set_defaults(Controls {
-        status: Some(500),
-        ..Controls::default()
-    });
+    up.set_defaults(Controls { status: Some(500), ..Controls::default() });
     let resp = http.post(&url).json(&chat).send().await?;
     assert_eq!(resp.status(), 500);
-    let resp = http
-        .post(&url)
-        .header("x-fake-status", "418")
-        .json(&chat)
-        .send()
-        .await?;
+    let resp = http.post(&url).header("x-fake-status", "418").json(&chat).send().await?;
     assert_eq!(resp.status(), 418);
     up.set_defaults(Controls::default());
     assert_eq!(http.post(&url).json(&chat).send().await?.status(), 200);
 
     // Defaults through the control API.
-    let resp = http
-        .post(format!("{}/_fake/controls", up.url()))
-        .json(&json!({"no_usage": true, "chunks": 2}))
-        .send()
-        .await?;
+    let resp =
+        http.post(format!("{}/_fake/controls", up.url())).json(&json!({"no_usage": true, "chunks": 2})).send().await?;
     assert_eq!(resp.status(), 200);
     let body: Value = http.post(&url).json(&chat).send().await?.json().await?;
     assert!(body.get("usage").is_none());
-    let current: Value = http
-        .get(format!("{}/_fake/controls", up.url()))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let current: Value = http.get(format!("{}/_fake/controls", up.url())).send().await?.json().await?;
     assert_eq!(current, json!({"no_usage": true, "chunks": 2}));
-    let typo = http
-        .post(format!("{}/_fake/controls", up.url()))
-        .json(&json!({"latency": 5}))
-        .send()
-        .await?;
+    let typo = http.post(format!("{}/_fake/controls", up.url())).json(&json!({"latency": 5})).send().await?;
     assert_eq!(typo.status(), 400);
     Ok(())
 }
@@ -746,23 +598,13 @@ async fn malformed_json_and_unknown_paths() -> TestResult {
     assert_eq!(status, 400);
     assert_eq!(err["type"], "invalid_request_error");
 
-    let (status, err) = error_of(
-        http.post(format!("{}/chat/completions", up.base_url()))
-            .json(&json!({"model": "m"}))
-            .send()
-            .await?,
-    )
-    .await?;
+    let (status, err) =
+        error_of(http.post(format!("{}/chat/completions", up.base_url())).json(&json!({"model": "m"})).send().await?)
+            .await?;
     assert_eq!(status, 400);
     assert_eq!(err["param"], "messages");
 
-    let (status, err) = error_of(
-        http.post(format!("{}/nope", up.base_url()))
-            .json(&json!({}))
-            .send()
-            .await?,
-    )
-    .await?;
+    let (status, err) = error_of(http.post(format!("{}/nope", up.base_url())).json(&json!({})).send().await?).await?;
     assert_eq!(status, 404);
     assert_eq!(err["type"], "not_found_error");
     Ok(())
@@ -786,10 +628,7 @@ async fn required_api_key() -> TestResult {
     assert_eq!(resp.status(), 200);
 
     // The control API is never behind the key.
-    let resp = http
-        .get(format!("{}/_fake/requests", up.url()))
-        .send()
-        .await?;
+    let resp = http.get(format!("{}/_fake/requests", up.url())).send().await?;
     assert_eq!(resp.status(), 200);
 
     up.set_required_key(None);
@@ -806,15 +645,8 @@ async fn requests_are_recorded() -> TestResult {
         .json(&body)
         .send()
         .await?;
-    http.post(format!("{}/unknown", up.base_url()))
-        .body("raw body")
-        .send()
-        .await?;
-    http.post(format!("{}/chat/completions", up.base_url()))
-        .header("x-fake-status", "500")
-        .json(&body)
-        .send()
-        .await?;
+    http.post(format!("{}/unknown", up.base_url())).body("raw body").send().await?;
+    http.post(format!("{}/chat/completions", up.base_url())).header("x-fake-status", "500").json(&body).send().await?;
 
     let recorded = up.requests();
     assert_eq!(recorded.len(), 3);
@@ -822,10 +654,7 @@ async fn requests_are_recorded() -> TestResult {
     assert_eq!(first.method, "POST");
     assert_eq!(first.path, "/v1/chat/completions?trace=1");
     assert_eq!(first.header("x-custom-header"), Some("Value-1"));
-    assert!(first
-        .headers
-        .iter()
-        .any(|(n, v)| n == "x-custom-header" && v == "Value-1"));
+    assert!(first.headers.iter().any(|(n, v)| n == "x-custom-header" && v == "Value-1"));
     assert!(first.headers.iter().all(|(n, _)| *n == n.to_lowercase()));
     assert_eq!(first.json(), Some(body.clone()));
     assert_eq!(recorded[1].path, "/v1/unknown");
@@ -833,32 +662,20 @@ async fn requests_are_recorded() -> TestResult {
     assert_eq!(recorded[2].header("x-fake-status"), Some("500"));
 
     // Over HTTP: body as a string, control-API calls are not recorded themselves.
-    let wire: Value = http
-        .get(format!("{}/_fake/requests", up.url()))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let wire: Value = http.get(format!("{}/_fake/requests", up.url())).send().await?.json().await?;
     let wire = wire.as_array().ok_or("array")?;
     assert_eq!(wire.len(), 3);
     assert_eq!(wire[1]["body"], "raw body");
     assert_eq!(wire[0]["path"], "/v1/chat/completions?trace=1");
-    assert!(wire[0]["headers"]
-        .as_array()
-        .is_some_and(|h| h.contains(&json!(["x-custom-header", "Value-1"]))));
+    assert!(wire[0]["headers"].as_array().is_some_and(|h| h.contains(&json!(["x-custom-header", "Value-1"]))));
 
-    let resp = http
-        .delete(format!("{}/_fake/requests", up.url()))
-        .send()
-        .await?;
+    let resp = http.delete(format!("{}/_fake/requests", up.url())).send().await?;
     assert_eq!(resp.status(), 204);
     assert!(up.requests().is_empty());
 
     // Only the most recent 1000 are kept, oldest first.
     for i in 0..1005 {
-        http.get(format!("{}/models?i={i}", up.base_url()))
-            .send()
-            .await?;
+        http.get(format!("{}/models?i={i}", up.base_url())).send().await?;
     }
     let recorded = up.requests();
     assert_eq!(recorded.len(), 1000);

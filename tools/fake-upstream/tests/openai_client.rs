@@ -3,10 +3,9 @@
 
 use async_openai::config::OpenAIConfig;
 use async_openai::types::{
-    AudioInput, AudioResponseFormat, ChatCompletionRequestUserMessageArgs,
-    ChatCompletionStreamOptions, CreateChatCompletionRequestArgs, CreateCompletionRequestArgs,
-    CreateEmbeddingRequestArgs, CreateImageRequestArgs, CreateSpeechRequestArgs,
-    CreateTranscriptionRequestArgs, EncodingFormat, FinishReason, Image, ImageResponseFormat,
+    AudioInput, AudioResponseFormat, ChatCompletionRequestUserMessageArgs, ChatCompletionStreamOptions,
+    CreateChatCompletionRequestArgs, CreateCompletionRequestArgs, CreateEmbeddingRequestArgs, CreateImageRequestArgs,
+    CreateSpeechRequestArgs, CreateTranscriptionRequestArgs, EncodingFormat, FinishReason, Image, ImageResponseFormat,
     SpeechModel, Voice,
 };
 use async_openai::Client;
@@ -18,25 +17,18 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 async fn client() -> Result<(FakeUpstream, Client<OpenAIConfig>), Box<dyn std::error::Error>> {
     let up = FakeUpstream::start_local().await?;
     up.set_required_key(Some("sk-fake".into()));
-    let config = OpenAIConfig::new()
-        .with_api_base(up.base_url())
-        .with_api_key("sk-fake");
+    let config = OpenAIConfig::new().with_api_base(up.base_url()).with_api_key("sk-fake");
     Ok((up, Client::with_config(config)))
 }
 
 #[tokio::test]
 async fn chat_plain_and_streamed() -> TestResult {
     let (_up, client) = client().await?;
-    let message = ChatCompletionRequestUserMessageArgs::default()
-        .content("hello from async-openai")
-        .build()?;
-    let request = CreateChatCompletionRequestArgs::default()
-        .model("fake-model")
-        .messages([message.clone().into()])
-        .build()?;
+    let message = ChatCompletionRequestUserMessageArgs::default().content("hello from async-openai").build()?;
+    let request =
+        CreateChatCompletionRequestArgs::default().model("fake-model").messages([message.clone().into()]).build()?;
     let resp = client.chat().create(request).await?;
-    let expected =
-        "Hello from the fake upstream (model fake-model). You said: hello from async-openai";
+    let expected = "Hello from the fake upstream (model fake-model). You said: hello from async-openai";
     assert_eq!(resp.model, "fake-model");
     assert_eq!(resp.choices[0].message.content.as_deref(), Some(expected));
     assert_eq!(resp.choices[0].finish_reason, Some(FinishReason::Stop));
@@ -47,9 +39,7 @@ async fn chat_plain_and_streamed() -> TestResult {
         .model("fake-model")
         .messages([message.into()])
         .stream(true)
-        .stream_options(ChatCompletionStreamOptions {
-            include_usage: true,
-        })
+        .stream_options(ChatCompletionStreamOptions { include_usage: true })
         .build()?;
     let mut stream = client.chat().create_stream(request).await?;
     let mut text = String::new();
@@ -91,10 +81,8 @@ async fn legacy_completion_stream() -> TestResult {
 #[tokio::test]
 async fn embeddings_float_and_base64() -> TestResult {
     let (_up, client) = client().await?;
-    let request = CreateEmbeddingRequestArgs::default()
-        .model("text-embedding-3-small")
-        .input(["alpha", "beta"])
-        .build()?;
+    let request =
+        CreateEmbeddingRequestArgs::default().model("text-embedding-3-small").input(["alpha", "beta"]).build()?;
     let floats = client.embeddings().create(request).await?;
     assert_eq!(floats.data.len(), 2);
     assert_eq!(floats.usage.prompt_tokens, 2);
@@ -118,11 +106,7 @@ async fn audio_and_images_and_models() -> TestResult {
     let speech = client
         .audio()
         .speech(
-            CreateSpeechRequestArgs::default()
-                .model(SpeechModel::Tts1)
-                .voice(Voice::Alloy)
-                .input("say it")
-                .build()?,
+            CreateSpeechRequestArgs::default().model(SpeechModel::Tts1).voice(Voice::Alloy).input("say it").build()?,
         )
         .await?;
     assert!(speech.bytes.ends_with(b"say itsay itsay itsay it"));
@@ -136,10 +120,7 @@ async fn audio_and_images_and_models() -> TestResult {
                 .build()?,
         )
         .await?;
-    assert_eq!(
-        transcription.text,
-        "fake transcription of 500 bytes with model whisper-1"
-    );
+    assert_eq!(transcription.text, "fake transcription of 500 bytes with model whisper-1");
 
     let verbose = client
         .audio()
@@ -180,12 +161,7 @@ async fn api_errors_are_parsed() -> TestResult {
         error_message: Some("nope".into()),
         ..Default::default()
     });
-    let err = client
-        .models()
-        .list()
-        .await
-        .err()
-        .ok_or("expected an error")?;
+    let err = client.models().list().await.err().ok_or("expected an error")?;
     match err {
         async_openai::error::OpenAIError::ApiError(e) => {
             assert_eq!(e.message, "nope");

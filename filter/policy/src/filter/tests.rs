@@ -16,22 +16,12 @@ struct TestHost {
 
 impl TestHost {
     fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Self {
-        let mut h = vec![
-            (":method".to_string(), method.to_string()),
-            (":path".to_string(), path.to_string()),
-        ];
+        let mut h = vec![(":method".to_string(), method.to_string()), (":path".to_string(), path.to_string())];
         h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Self {
-            headers: h,
-            body: body.to_vec(),
-            ..Default::default()
-        }
+        Self { headers: h, body: body.to_vec(), ..Default::default() }
     }
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
     fn reply_json(&self) -> (u16, serde_json::Value) {
         let (status, _, body) = self.reply.as_ref().expect("a local reply");
@@ -61,14 +51,8 @@ impl Host for TestHost {
     }
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
         assert!(self.reply.is_none(), "one reply per request");
-        self.reply = Some((
-            status,
-            headers
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            body.to_vec(),
-        ));
+        self.reply =
+            Some((status, headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), body.to_vec()));
     }
     fn clear_route_cache(&mut self) {
         self.route_cleared = true;
@@ -90,15 +74,14 @@ fn policy() -> Rc<Policy> {
     let snap = PolicySnapshot {
         version: 3,
         created: 1_700_000_000,
-        settings: Settings {
-            max_body_bytes: 4096,
-        },
-        models: vec![
-            model("chat", &["demo"], Some("Bearer sk-provider")),
-            model("whisper", &[], None),
+        settings: Settings { max_body_bytes: 4096 },
+        models: vec![model("chat", &["demo"], Some("Bearer sk-provider")), model("whisper", &[], None)],
+        principals: vec![
+            PrincipalSpec { user_id: 1, ..Default::default() },
+            PrincipalSpec { user_id: 2, excluded_models: vec![0], ..Default::default() },
         ],
-        principals: vec![PrincipalSpec { user_id: 1 }],
         tokens: TokenTableSpec::build(vec![
+            (hash_key("sk-limited"), 4, None, 1),
             (hash_key("sk-good"), 1, None, 0),
             (hash_key("sk-expired"), 2, Some(NOW - 1), 0),
             (hash_key("sk-later"), 3, Some(NOW + 60), 0),
@@ -126,10 +109,7 @@ fn chat(key: &str) -> TestHost {
     TestHost::request(
         "POST",
         "/v1/chat/completions",
-        &[
-            ("authorization", &format!("Bearer {key}")),
-            ("content-type", "application/json"),
-        ],
+        &[("authorization", &format!("Bearer {key}")), ("content-type", "application/json")],
         CHAT,
     )
 }
@@ -137,24 +117,17 @@ fn chat(key: &str) -> TestHost {
 #[test]
 fn routes_an_authenticated_request() {
     let mut h = chat("sk-good");
-    h.headers
-        .push(("x-aqueduct-route".into(), "route-forged".into()));
+    h.headers.push(("x-aqueduct-route".into(), "route-forged".into()));
     h.headers.push(("X-Aqueduct-User".into(), "admin".into()));
     assert_eq!(run(&mut h, Some(policy())), Flow::Continue);
     assert!(h.reply.is_none());
     assert_eq!(h.header(ROUTE_HEADER), Some("route-chat"));
     assert_eq!(h.header("authorization"), Some("Bearer sk-provider"));
-    assert!(
-        h.header("X-Aqueduct-User").is_none(),
-        "inbound identity headers stripped"
-    );
+    assert!(h.header("X-Aqueduct-User").is_none(), "inbound identity headers stripped");
     assert!(h.route_cleared);
     let v: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
     assert_eq!(v["model"], "provider-chat");
-    assert_eq!(
-        h.header("content-length"),
-        Some(h.body.len().to_string().as_str())
-    );
+    assert_eq!(h.header("content-length"), Some(h.body.len().to_string().as_str()));
 }
 
 #[test]
@@ -162,10 +135,7 @@ fn x_api_key_works_and_is_not_forwarded() {
     let mut h = TestHost::request(
         "POST",
         "/embeddings",
-        &[
-            ("x-api-key", "sk-good"),
-            ("content-type", "application/json"),
-        ],
+        &[("x-api-key", "sk-good"), ("content-type", "application/json")],
         br#"{"model":"chat","input":"x"}"#,
     );
     assert_eq!(run(&mut h, Some(policy())), Flow::Continue);
@@ -182,10 +152,7 @@ fn model_without_provider_key_sends_no_authorization() {
 
 #[test]
 fn key_errors_are_401() {
-    for (key, code) in [
-        ("sk-bad", "invalid_api_key"),
-        ("sk-expired", "expired_api_key"),
-    ] {
+    for (key, code) in [("sk-bad", "invalid_api_key"), ("sk-expired", "expired_api_key")] {
         let mut h = chat(key);
         run(&mut h, Some(policy()));
         let (status, v) = h.reply_json();
@@ -193,11 +160,7 @@ fn key_errors_are_401() {
         assert_eq!(v["error"]["code"], code);
     }
     let mut h = chat("sk-later");
-    assert_eq!(
-        run(&mut h, Some(policy())),
-        Flow::Continue,
-        "not yet expired"
-    );
+    assert_eq!(run(&mut h, Some(policy())), Flow::Continue, "not yet expired");
     let mut h = chat("x");
     h.headers.retain(|(k, _)| k != "authorization");
     run(&mut h, Some(policy()));
@@ -244,13 +207,7 @@ fn request_shape_errors() {
     run(&mut h, p.clone());
     let (status, _) = h.reply_json();
     assert_eq!(status, 405);
-    assert!(h
-        .reply
-        .as_ref()
-        .unwrap()
-        .1
-        .iter()
-        .any(|(k, v)| k == "allow" && v == "POST"));
+    assert!(h.reply.as_ref().unwrap().1.iter().any(|(k, v)| k == "allow" && v == "POST"));
 
     let mut h = chat("sk-good");
     h.set_request_header("content-length", "999999");
@@ -274,21 +231,11 @@ fn streamed_body_over_limit_is_413_without_content_length() {
 
 #[test]
 fn models_list_is_answered_locally() {
-    let mut h = TestHost::request(
-        "GET",
-        "/v1/models",
-        &[("authorization", "Bearer sk-good")],
-        b"",
-    );
+    let mut h = TestHost::request("GET", "/v1/models", &[("authorization", "Bearer sk-good")], b"");
     run(&mut h, Some(policy()));
     let (status, v) = h.reply_json();
     assert_eq!(status, 200);
-    let ids: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["chat", "whisper"]);
     assert_eq!(v["object"], "list");
 }
@@ -309,13 +256,31 @@ fn multipart_transcription_is_routed() {
     let mut h = TestHost::request(
         "POST",
         "/v1/audio/transcriptions",
-        &[
-            ("authorization", "Bearer sk-good"),
-            ("content-type", "multipart/form-data; boundary=b"),
-        ],
+        &[("authorization", "Bearer sk-good"), ("content-type", "multipart/form-data; boundary=b")],
         body,
     );
     assert_eq!(run(&mut h, Some(policy())), Flow::Continue);
     assert_eq!(h.header(ROUTE_HEADER), Some("route-whisper"));
     assert!(String::from_utf8_lossy(&h.body).contains("\r\n\r\nprovider-whisper\r\n--b--"));
+}
+
+#[test]
+fn excluded_models_are_not_found_even_by_alias_and_not_listed() {
+    for model in ["chat", "demo"] {
+        let mut h = chat("sk-limited");
+        h.body = format!(r#"{{"model":"{model}"}}"#).into_bytes();
+        run(&mut h, Some(policy()));
+        let (status, v) = h.reply_json();
+        assert_eq!(status, 404, "{model}");
+        assert_eq!(v["error"]["code"], "model_not_found");
+    }
+    let mut h = chat("sk-limited");
+    h.body = br#"{"model":"whisper"}"#.to_vec();
+    assert_eq!(run(&mut h, Some(policy())), Flow::Continue, "other models still allowed");
+
+    let mut h = TestHost::request("GET", "/v1/models", &[("authorization", "Bearer sk-limited")], b"");
+    run(&mut h, Some(policy()));
+    let ids: Vec<String> =
+        h.reply_json().1["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, ["whisper"]);
 }

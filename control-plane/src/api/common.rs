@@ -1,0 +1,363 @@
+//! Shared pieces of the management API: strict JSON bodies (unknown fields, wrong types and bad
+//! values are 400s naming the field), ids as strings, pagination, policy fields, and the
+//! tenancy settings.
+
+use super::error::{json_rejection, Error};
+use crate::tenancy::model::{NameList, PolicyFields};
+use crate::tenancy::store::{Sql, Val};
+use aqueduct_policy::ApiError;
+use axum::extract::rejection::JsonRejection;
+use axum::Json;
+use serde_json::{Map, Value};
+
+/// Tenancy settings the API enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct TenancySettings {
+    /// Live service accounts per team.
+    pub max_service_accounts_per_team: i64,
+    /// Live (not revoked) personal keys per user.
+    pub max_keys_per_user: i64,
+}
+
+impl Default for TenancySettings {
+    fn default() -> Self {
+        Self { max_service_accounts_per_team: 10, max_keys_per_user: 10 }
+    }
+}
+
+/// Longest name (org, team, service account, key).
+pub const MAX_NAME: usize = 255;
+/// Longest email.
+pub const MAX_EMAIL: usize = 320;
+/// Longest excluded model / MCP server name.
+pub const MAX_EXCLUDED_NAME: usize = 256;
+/// Longest description or OIDC group.
+pub const MAX_TEXT: usize = 4096;
+
+/// Limit columns of the policy fields.
+pub const LIMIT_FIELDS: &[&str] = &[
+    "requests_per_minute",
+    "input_tokens_per_minute",
+    "output_tokens_per_minute",
+    "key_requests_per_minute",
+    "key_input_tokens_per_minute",
+    "key_output_tokens_per_minute",
+];
+/// Exclusion fields of the policy fields.
+pub const EXCLUSION_FIELDS: &[&str] =
+    &["excluded_models", "merge_excluded_models", "excluded_mcp_servers", "merge_excluded_mcp_servers"];
+
+/// A 400 naming `param`.
+pub fn bad(param: &str, msg: impl Into<String>) -> Error {
+    Error::from(ApiError::bad_request(msg.into())).with_param(param)
+}
+
+/// A 403.
+pub fn forbidden(msg: impl Into<String>) -> Error {
+    ApiError::new(403, msg.into()).code("forbidden").into()
+}
+
+/// A 404 for `what` `id` (also used for entities the caller may not see).
+pub fn not_found(what: &str, id: &str) -> Error {
+    ApiError::new(404, format!("{what} {id} not found.")).code("not_found").into()
+}
+
+/// A 409 naming `param`.
+pub fn conflict(param: &str, msg: impl Into<String>) -> Error {
+    Error::from(ApiError::new(409, msg.into()).code("conflict")).with_param(param)
+}
+
+/// Maps a unique-constraint violation to 409 on `param`; anything else stays a database error.
+pub fn unique_or(e: sqlx::Error, param: &str, msg: &str) -> Error {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => conflict(param, msg),
+        _ => e.into(),
+    }
+}
+
+/// Parses a path or body id (`"17"`); anything else is `None`.
+pub fn parse_id(s: &str) -> Option<i64> {
+    s.parse::<i64>().ok().filter(|i| *i > 0)
+}
+
+/// An id as the API shows it.
+pub fn id_str(id: i64) -> String {
+    id.to_string()
+}
+
+/// Unix seconds as RFC 3339.
+pub fn rfc3339(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0).map(|t| t.to_rfc3339()).unwrap_or_default()
+}
+
+/// A JSON object body, checked field by field.
+pub struct Fields(Map<String, Value>);
+
+impl Fields {
+    /// Accepts only an object whose keys are all in `allowed`.
+    pub fn parse(body: Result<Json<Value>, JsonRejection>, allowed: &[&str]) -> Result<Self, Error> {
+        let Json(v) = body.map_err(json_rejection)?;
+        let Value::Object(map) = v else {
+            return Err(ApiError::bad_request("The request body must be a JSON object.").into());
+        };
+        if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(bad(k, format!("Unknown field '{k}'.")));
+        }
+        Ok(Self(map))
+    }
+
+    /// Like [`Fields::parse`] but an empty body is an empty object.
+    pub fn parse_optional(body: Result<Json<Value>, JsonRejection>, allowed: &[&str]) -> Result<Self, Error> {
+        match body {
+            Err(JsonRejection::MissingJsonContentType(_)) => Ok(Self(Map::new())),
+            other => Self::parse(other, allowed),
+        }
+    }
+
+    /// Whether `k` was given.
+    pub fn has(&self, k: &str) -> bool {
+        self.0.contains_key(k)
+    }
+
+    /// Keys given.
+    pub fn keys(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+
+    fn take(&mut self, k: &str) -> Option<Value> {
+        self.0.remove(k)
+    }
+
+    /// A required string of 1..=`max` characters (trimmed).
+    pub fn req_str(&mut self, k: &str, max: usize) -> Result<String, Error> {
+        self.opt_str(k, max)?.ok_or_else(|| bad(k, format!("'{k}' is required.")))
+    }
+
+    /// An optional string of 1..=`max` characters (trimmed); null counts as absent.
+    pub fn opt_str(&mut self, k: &str, max: usize) -> Result<Option<String>, Error> {
+        match self.take(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => {
+                let s = s.trim().to_string();
+                if s.is_empty() || s.chars().count() > max {
+                    Err(bad(k, format!("'{k}' must be 1 to {max} characters.")))
+                } else {
+                    Ok(Some(s))
+                }
+            }
+            Some(_) => Err(bad(k, format!("'{k}' must be a string."))),
+        }
+    }
+
+    /// An optional name (1..=255 characters).
+    pub fn req_str_opt(&mut self, k: &str) -> Result<Option<String>, Error> {
+        self.opt_str(k, MAX_NAME)
+    }
+
+    /// An optional string of 1..=`max` characters.
+    pub fn req_str_opt_max(&mut self, k: &str, max: usize) -> Result<Option<String>, Error> {
+        self.opt_str(k, max)
+    }
+
+    /// An optional free-text string of at most `max` characters (may be empty).
+    pub fn opt_text(&mut self, k: &str, max: usize) -> Result<Option<String>, Error> {
+        match self.take(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s)),
+            Some(Value::String(_)) => Err(bad(k, format!("'{k}' must be at most {max} characters."))),
+            Some(_) => Err(bad(k, format!("'{k}' must be a string."))),
+        }
+    }
+
+    /// An optional boolean.
+    pub fn opt_bool(&mut self, k: &str) -> Result<Option<bool>, Error> {
+        match self.take(k) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(bad(k, format!("'{k}' must be true or false."))),
+        }
+    }
+
+    /// An optional id: a string of digits (a JSON integer is accepted too).
+    pub fn opt_id(&mut self, k: &str) -> Result<Option<i64>, Error> {
+        match self.take(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => {
+                parse_id(&s).map(Some).ok_or_else(|| bad(k, format!("'{k}' must be an id like \"17\".")))
+            }
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .filter(|i| *i > 0)
+                .map(Some)
+                .ok_or_else(|| bad(k, format!("'{k}' must be an id like \"17\"."))),
+            Some(_) => Err(bad(k, format!("'{k}' must be an id like \"17\"."))),
+        }
+    }
+
+    /// A required id.
+    pub fn req_id(&mut self, k: &str) -> Result<i64, Error> {
+        self.opt_id(k)?.ok_or_else(|| bad(k, format!("'{k}' is required.")))
+    }
+
+    /// An optional RFC 3339 time as unix seconds; null counts as absent.
+    pub fn opt_time(&mut self, k: &str) -> Result<Option<Option<i64>>, Error> {
+        match self.take(k) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::String(s)) => chrono::DateTime::parse_from_rfc3339(&s)
+                .map(|t| Some(Some(t.timestamp())))
+                .map_err(|_| bad(k, format!("'{k}' must be an RFC 3339 time."))),
+            Some(_) => Err(bad(k, format!("'{k}' must be an RFC 3339 time."))),
+        }
+    }
+
+    /// The policy fields given, validated.
+    pub fn policy(&mut self) -> Result<PolicyPatch, Error> {
+        let mut sets = Vec::new();
+        for k in ["excluded_models", "excluded_mcp_servers"] {
+            match self.take(k) {
+                None => {}
+                Some(Value::Array(items)) => {
+                    let mut names = Vec::with_capacity(items.len());
+                    for it in items {
+                        match it {
+                            Value::String(s) if !s.trim().is_empty() && s.chars().count() <= MAX_EXCLUDED_NAME => {
+                                names.push(s.trim().to_string());
+                            }
+                            _ => {
+                                return Err(bad(
+                                    k,
+                                    format!("Each of '{k}' must be a string of 1 to {MAX_EXCLUDED_NAME} characters."),
+                                ))
+                            }
+                        }
+                    }
+                    names.sort();
+                    names.dedup();
+                    sets.push((k, Val::Text(NameList(names).to_json())));
+                }
+                Some(_) => return Err(bad(k, format!("'{k}' must be an array of names."))),
+            }
+        }
+        for k in ["merge_excluded_models", "merge_excluded_mcp_servers"] {
+            if let Some(b) = self.opt_bool(k)? {
+                sets.push((k, Val::Bool(b)));
+            }
+        }
+        for k in LIMIT_FIELDS {
+            match self.take(k) {
+                None => {}
+                Some(Value::Null) => sets.push((k, Val::Int(None))),
+                Some(Value::Number(n)) => match n.as_i64() {
+                    Some(i) if i >= 0 => sets.push((k, Val::Int(Some(i)))),
+                    _ => {
+                        return Err(bad(
+                            k,
+                            format!("'{k}' must be a whole number ≥ 0 (0 allows nothing), or null to unset."),
+                        ))
+                    }
+                },
+                Some(_) => return Err(bad(k, format!("'{k}' must be a whole number ≥ 0, or null to unset."))),
+            }
+        }
+        Ok(PolicyPatch(sets))
+    }
+}
+
+/// Policy columns to set.
+#[derive(Debug, Default)]
+pub struct PolicyPatch(pub Vec<(&'static str, Val)>);
+
+impl PolicyPatch {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The first field set, for errors.
+    pub fn first(&self) -> Option<&'static str> {
+        self.0.first().map(|(k, _)| *k)
+    }
+}
+
+/// `UPDATE table SET … WHERE id = $n AND extra`; `None` if there is nothing to set.
+pub fn update_sql(table: &str, sets: &[(&str, Val)], id: i64, extra: &str) -> Option<Sql> {
+    if sets.is_empty() {
+        return None;
+    }
+    let mut sql = Sql::new(format!("UPDATE {table} SET "));
+    for (i, (col, v)) in sets.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push(col).push(" = ").arg(v.clone());
+    }
+    sql.push(" WHERE id = ").id(id).push(extra);
+    Some(sql)
+}
+
+/// The policy fields as JSON members of `v`.
+pub fn with_policy(mut v: Value, p: &PolicyFields) -> Value {
+    if let (Value::Object(m), Ok(Value::Object(pm))) = (&mut v, serde_json::to_value(p)) {
+        m.extend(pm);
+    }
+    v
+}
+
+/// `limit` and `after` of a list.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// Rows per page.
+    pub limit: i64,
+    /// Only ids above this.
+    pub after: i64,
+}
+
+/// Query string of a list.
+#[derive(Debug, serde::Deserialize)]
+pub struct PageQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+impl PageQuery {
+    /// Validated.
+    pub fn page(&self) -> Result<Page, Error> {
+        let limit = match &self.limit {
+            None => 100,
+            Some(s) => s
+                .parse::<i64>()
+                .ok()
+                .filter(|l| (1..=1000).contains(l))
+                .ok_or_else(|| bad("limit", "'limit' must be 1 to 1000."))?,
+        };
+        let after = match &self.after {
+            None => 0,
+            Some(s) => s
+                .parse::<i64>()
+                .ok()
+                .filter(|a| *a >= 0)
+                .ok_or_else(|| bad("after", "'after' must be an id like \"17\"."))?,
+        };
+        Ok(Page { limit, after })
+    }
+}
+
+/// Appends ` AND id > after ORDER BY id LIMIT limit + 1` for `alias`.
+pub fn paginate(sql: &mut Sql, alias: &str, page: Page) {
+    sql.push(&format!(" AND {alias}.id > "))
+        .id(page.after)
+        .push(&format!(" ORDER BY {alias}.id LIMIT "))
+        .arg(Val::Int(Some(page.limit + 1)));
+}
+
+/// `{"object":"list","data":[…],"has_more":…}` from rows fetched with [`paginate`].
+pub fn list_json<T>(mut rows: Vec<T>, page: Page, view: impl Fn(&T) -> Value) -> Json<Value> {
+    let has_more = rows.len() as i64 > page.limit;
+    rows.truncate(usize::try_from(page.limit).unwrap_or(100));
+    Json(serde_json::json!({
+        "object": "list",
+        "data": rows.iter().map(view).collect::<Vec<_>>(),
+        "has_more": has_more,
+    }))
+}

@@ -1,0 +1,6 @@
+//! Tenancy: orgs, teams, users, service accounts and their keys, with the policy fields
+//! (exclusions, limits) every level carries.
+
+pub mod model;
+pub mod policy;
+pub mod store;

@@ -1,0 +1,234 @@
+//! From the store to the filter's principals: who each live key acts for, and the models it may
+//! not use after exclusions are merged down its chain.
+//!
+//! A personal key's chain is token → user → org → global; a service-account key's is
+//! token → service account → team → org → global. Each level adds its exclusions; a level whose
+//! merge flag is false stops inheritance from the levels above it.
+
+use super::model::PolicyFields;
+use crate::db::Db;
+use crate::with_pool;
+use std::collections::{BTreeSet, HashMap};
+
+/// A live key with the entities its chain runs through.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyRow {
+    /// Token id.
+    pub id: i64,
+    /// SHA-256 hex.
+    pub key_hash: String,
+    /// Unix seconds, if the key expires.
+    pub expires_at: Option<i64>,
+    /// Owner (for a service-account key, the accountable user).
+    pub user_id: i64,
+    /// Set for a service-account key.
+    pub service_account_id: Option<i64>,
+    /// The token's own policy fields.
+    #[sqlx(flatten)]
+    pub fields: PolicyFields,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Entity {
+    id: i64,
+    parent: Option<i64>,
+    #[sqlx(flatten)]
+    fields: PolicyFields,
+}
+
+/// Every entity a key's chain can pass through, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Hierarchy {
+    /// Live users: (org id, fields).
+    pub users: HashMap<i64, (Option<i64>, PolicyFields)>,
+    /// Live service accounts: (team id, fields).
+    pub service_accounts: HashMap<i64, (Option<i64>, PolicyFields)>,
+    /// Teams: (org id, fields).
+    pub teams: HashMap<i64, (Option<i64>, PolicyFields)>,
+    /// Orgs: fields.
+    pub orgs: HashMap<i64, PolicyFields>,
+}
+
+/// The levels of one key's chain, nearest first, and the ids along it.
+#[derive(Debug, Clone, Default)]
+pub struct Chain<'a> {
+    /// Policy fields from the token up to the org.
+    pub levels: Vec<&'a PolicyFields>,
+    /// The user (owner).
+    pub user_id: i64,
+    /// The service account, for a service-account key.
+    pub service_account_id: Option<i64>,
+    /// The team, for a service-account key.
+    pub team_id: Option<i64>,
+    /// The org, when the key's user or team has one.
+    pub org_id: Option<i64>,
+}
+
+impl Hierarchy {
+    /// The chain of a key, or `None` when the key's owner (user, or service account) is gone.
+    pub fn chain<'a>(&'a self, key: &'a KeyRow) -> Option<Chain<'a>> {
+        let mut chain = Chain { levels: vec![&key.fields], user_id: key.user_id, ..Default::default() };
+        let org = match key.service_account_id {
+            Some(sa) => {
+                let (team, fields) = self.service_accounts.get(&sa)?;
+                chain.service_account_id = Some(sa);
+                chain.levels.push(fields);
+                let team = (*team)?;
+                let (org, team_fields) = self.teams.get(&team)?;
+                chain.team_id = Some(team);
+                chain.levels.push(team_fields);
+                *org
+            }
+            None => {
+                let (org, fields) = self.users.get(&key.user_id)?;
+                chain.levels.push(fields);
+                *org
+            }
+        };
+        if let Some(fields) = org.and_then(|o| self.orgs.get(&o)) {
+            chain.org_id = org;
+            chain.levels.push(fields);
+        }
+        Some(chain)
+    }
+}
+
+/// Merges exclusions down a chain (nearest level first) and the global list.
+pub fn merged<'a>(
+    levels: &[&'a PolicyFields],
+    global: &'a [String],
+    pick: impl Fn(&'a PolicyFields) -> (&'a [String], bool),
+) -> BTreeSet<&'a str> {
+    let mut out = BTreeSet::new();
+    for level in levels {
+        let (names, merge) = pick(level);
+        out.extend(names.iter().map(String::as_str));
+        if !merge {
+            return out;
+        }
+    }
+    out.extend(global.iter().map(String::as_str));
+    out
+}
+
+/// Effective model exclusions of a chain.
+pub fn excluded_models<'a>(levels: &[&'a PolicyFields], global: &'a [String]) -> BTreeSet<&'a str> {
+    merged(levels, global, |f| (&f.excluded_models.0, f.merge_excluded_models))
+}
+
+/// Effective MCP server exclusions of a chain.
+pub fn excluded_mcp_servers<'a>(levels: &[&'a PolicyFields], global: &'a [String]) -> BTreeSet<&'a str> {
+    merged(levels, global, |f| (&f.excluded_mcp_servers.0, f.merge_excluded_mcp_servers))
+}
+
+fn cols(alias: &str) -> String {
+    super::model::POLICY_COLUMNS.iter().map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Live keys: not revoked or deleted, and not expired for more than `expired_grace` seconds.
+/// Owner checks happen in [`Hierarchy::chain`].
+pub async fn live_keys(db: &Db, now: i64, expired_grace: i64) -> Result<Vec<KeyRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT t.id, t.key_hash, t.expires_at, t.user_id, t.service_account_id, {} FROM tokens t \
+         WHERE t.revoked_at IS NULL AND t.deleted_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > $1)",
+        cols("t")
+    );
+    with_pool!(db, p => sqlx::query_as::<_, KeyRow>(&sql).bind(now - expired_grace).fetch_all(p).await)
+}
+
+/// Loads every user, service account, team and org a chain can pass through.
+pub async fn hierarchy(db: &Db) -> Result<Hierarchy, sqlx::Error> {
+    let q = |table: &str, parent: &str, live: &str| {
+        format!("SELECT x.id, {parent} AS parent, {} FROM {table} x {live}", cols("x"))
+    };
+    let users_sql = q("users", "x.org_id", "WHERE x.active AND x.deleted_at IS NULL");
+    let sas_sql = q("service_accounts", "x.team_id", "WHERE x.deleted_at IS NULL");
+    let teams_sql = q("teams", "x.org_id", "WHERE x.deleted_at IS NULL");
+    let orgs_sql = q("orgs", "NULL", "WHERE x.deleted_at IS NULL");
+    let (users, sas, teams, orgs) = with_pool!(db, p => {
+        let users = sqlx::query_as::<_, Entity>(&users_sql).fetch_all(p).await?;
+        let sas = sqlx::query_as::<_, Entity>(&sas_sql).fetch_all(p).await?;
+        let teams = sqlx::query_as::<_, Entity>(&teams_sql).fetch_all(p).await?;
+        let orgs = sqlx::query_as::<_, Entity>(&orgs_sql).fetch_all(p).await?;
+        (users, sas, teams, orgs)
+    });
+    let by_id = |v: Vec<Entity>| v.into_iter().map(|e| (e.id, (e.parent, e.fields))).collect();
+    Ok(Hierarchy {
+        users: by_id(users),
+        service_accounts: by_id(sas),
+        teams: by_id(teams),
+        orgs: orgs.into_iter().map(|e| (e.id, e.fields)).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenancy::model::NameList;
+
+    fn fields(excluded: &[&str], merge: bool) -> PolicyFields {
+        PolicyFields {
+            excluded_models: NameList(excluded.iter().map(|s| s.to_string()).collect()),
+            merge_excluded_models: merge,
+            ..Default::default()
+        }
+    }
+
+    fn names<'a>(s: &BTreeSet<&'a str>) -> Vec<&'a str> {
+        s.iter().copied().collect()
+    }
+
+    #[test]
+    fn exclusions_merge_upward_until_a_level_stops_it() {
+        let global = vec!["g".to_string()];
+        let (token, user, org) = (fields(&["t"], true), fields(&["u"], true), fields(&["o"], true));
+        assert_eq!(names(&excluded_models(&[&token, &user, &org], &global)), ["g", "o", "t", "u"]);
+        let user_stops = fields(&["u"], false);
+        assert_eq!(names(&excluded_models(&[&token, &user_stops, &org], &global)), ["t", "u"]);
+        let token_stops = fields(&["t"], false);
+        assert_eq!(names(&excluded_models(&[&token_stops, &user, &org], &global)), ["t"]);
+        let org_stops = fields(&["o"], false);
+        assert_eq!(names(&excluded_models(&[&token, &user, &org_stops], &global)), ["o", "t", "u"]);
+    }
+
+    fn key(user: i64, sa: Option<i64>) -> KeyRow {
+        KeyRow {
+            id: 1,
+            key_hash: String::new(),
+            expires_at: None,
+            user_id: user,
+            service_account_id: sa,
+            fields: fields(&["t"], true),
+        }
+    }
+
+    #[test]
+    fn chains_follow_the_owner_kind() {
+        let mut h = Hierarchy::default();
+        h.users.insert(1, (Some(10), fields(&["u"], true)));
+        h.users.insert(2, (None, fields(&[], true)));
+        h.service_accounts.insert(5, (Some(7), fields(&["s"], true)));
+        h.teams.insert(7, (Some(10), fields(&["team"], true)));
+        h.orgs.insert(10, fields(&["o"], true));
+        let global = vec!["g".to_string()];
+
+        let k = key(1, None);
+        let c = h.chain(&k).unwrap();
+        assert_eq!((c.org_id, c.team_id), (Some(10), None));
+        assert_eq!(names(&excluded_models(&c.levels, &global)), ["g", "o", "t", "u"]);
+
+        // A service-account key passes through the account and its team, never the owner.
+        let k = key(1, Some(5));
+        let c = h.chain(&k).unwrap();
+        assert_eq!((c.service_account_id, c.team_id, c.org_id), (Some(5), Some(7), Some(10)));
+        assert_eq!(names(&excluded_models(&c.levels, &global)), ["g", "o", "s", "t", "team"]);
+
+        // A user without an org goes straight to the global list.
+        let k = key(2, None);
+        assert_eq!(names(&excluded_models(&h.chain(&k).unwrap().levels, &global)), ["g", "t"]);
+
+        // Gone owners: no chain, so the key is left out of the policy.
+        assert!(h.chain(&key(3, None)).is_none());
+        assert!(h.chain(&key(1, Some(6))).is_none());
+    }
+}

@@ -1,0 +1,314 @@
+//! Tenancy rows (orgs, teams, memberships, users, service accounts) and a small SQL builder
+//! that numbers `$N` placeholders, so one query text serves SQLite and PostgreSQL.
+//!
+//! Every operation that touches more than one row runs in one transaction: nothing is left
+//! half-written.
+
+use super::model::{PolicyFields, POLICY_COLUMNS};
+use crate::db::Db;
+use crate::with_pool;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+
+/// A bound value.
+#[derive(Debug, Clone)]
+pub enum Val {
+    /// TEXT.
+    Text(String),
+    /// BOOLEAN.
+    Bool(bool),
+    /// BIGINT, possibly NULL.
+    Int(Option<i64>),
+}
+
+/// SQL text with its arguments; [`Sql::arg`] appends the next `$N`.
+#[derive(Debug, Clone, Default)]
+pub struct Sql {
+    /// The text so far.
+    pub text: String,
+    /// Arguments, in placeholder order.
+    pub args: Vec<Val>,
+}
+
+impl Sql {
+    /// Starts with `text`.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self { text: text.into(), args: Vec::new() }
+    }
+
+    /// Appends raw SQL.
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    /// Appends a placeholder bound to `v`.
+    pub fn arg(&mut self, v: Val) -> &mut Self {
+        self.args.push(v);
+        let n = self.args.len();
+        self.text.push_str(&format!("${n}"));
+        self
+    }
+
+    /// Appends a placeholder bound to an id.
+    pub fn id(&mut self, id: i64) -> &mut Self {
+        self.arg(Val::Int(Some(id)))
+    }
+}
+
+macro_rules! bind_all {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                Val::Text(s) => q.bind(s.clone()),
+                Val::Bool(b) => q.bind(*b),
+                Val::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }};
+}
+
+/// A row type both backends can decode.
+pub trait Row: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin {}
+impl<T> Row for T where T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin {}
+
+/// All rows of a query.
+pub async fn fetch_all<T: Row>(db: &Db, sql: &Sql) -> Result<Vec<T>, sqlx::Error> {
+    with_pool!(db, p => bind_all!(sqlx::query_as::<_, T>(&sql.text), &sql.args).fetch_all(p).await)
+}
+
+/// At most one row.
+pub async fn fetch_opt<T: Row>(db: &Db, sql: &Sql) -> Result<Option<T>, sqlx::Error> {
+    with_pool!(db, p => bind_all!(sqlx::query_as::<_, T>(&sql.text), &sql.args).fetch_optional(p).await)
+}
+
+/// One integer (COUNT, EXISTS as 0/1, an id).
+pub async fn scalar(db: &Db, sql: &Sql) -> Result<Option<i64>, sqlx::Error> {
+    with_pool!(db, p => bind_all!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.args).fetch_optional(p).await)
+}
+
+/// Runs statements in order in one transaction; returns each one's affected rows.
+pub async fn execute_tx(db: &Db, stmts: &[Sql]) -> Result<Vec<u64>, sqlx::Error> {
+    with_pool!(db, p => {
+        let mut tx = p.begin().await?;
+        let mut out = Vec::with_capacity(stmts.len());
+        for s in stmts {
+            let r = bind_all!(sqlx::query(&s.text), &s.args).execute(&mut *tx).await?;
+            out.push(r.rows_affected());
+        }
+        tx.commit().await?;
+        Ok(out)
+    })
+}
+
+/// Runs `first` (an INSERT … RETURNING id) and then `rest`, where `rest` may refer to the new id
+/// through [`NEW_ID`] in its text; all in one transaction. Returns the new id.
+pub async fn insert_tx(db: &Db, first: &Sql, rest: &[Sql]) -> Result<i64, sqlx::Error> {
+    with_pool!(db, p => {
+        let mut tx = p.begin().await?;
+        let id: i64 = bind_all!(sqlx::query_scalar::<_, i64>(&first.text), &first.args)
+            .fetch_one(&mut *tx).await?;
+        for s in rest {
+            let text = s.text.replace(NEW_ID, &id.to_string());
+            bind_all!(sqlx::query(&text), &s.args).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    })
+}
+
+/// Stands for the id returned by the first statement of [`insert_tx`].
+pub const NEW_ID: &str = "{new_id}";
+
+/// `col, col, …` of the policy fields, optionally prefixed by a table alias.
+pub fn policy_cols(alias: &str) -> String {
+    POLICY_COLUMNS
+        .iter()
+        .map(|c| if alias.is_empty() { (*c).to_string() } else { format!("{alias}.{c}") })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An org.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrgRow {
+    /// Id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Policy.
+    #[sqlx(flatten)]
+    pub policy: PolicyFields,
+}
+
+/// Columns of [`OrgRow`] (alias `o`).
+pub fn org_cols() -> String {
+    format!("o.id, o.name, o.created_at, {}", policy_cols("o"))
+}
+
+/// A team.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TeamRow {
+    /// Id.
+    pub id: i64,
+    /// Its org.
+    pub org_id: i64,
+    /// Name, unique in the org.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// OIDC group mapped to this team.
+    pub oidc_group: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Policy.
+    #[sqlx(flatten)]
+    pub policy: PolicyFields,
+}
+
+/// Columns of [`TeamRow`] (alias `t`).
+pub fn team_cols() -> String {
+    format!("t.id, t.org_id, t.name, t.description, t.oidc_group, t.created_at, {}", policy_cols("t"))
+}
+
+/// A user.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    /// Id.
+    pub id: i64,
+    /// Unique email.
+    pub email: String,
+    /// Their org (none only for a bootstrap admin).
+    pub org_id: Option<i64>,
+    /// `user`, `org-admin` or `admin`.
+    pub role: String,
+    /// Inactive users' keys are refused.
+    pub active: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Policy.
+    #[sqlx(flatten)]
+    pub policy: PolicyFields,
+}
+
+/// Columns of [`UserRow`] (alias `u`).
+pub fn user_cols() -> String {
+    format!("u.id, u.email, u.org_id, u.role, u.active, u.created_at, {}", policy_cols("u"))
+}
+
+/// A team membership.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRow {
+    /// Team.
+    pub team_id: i64,
+    /// User.
+    pub user_id: i64,
+    /// Whether the user administers the team.
+    pub team_admin: bool,
+    /// Unix seconds.
+    pub added_at: i64,
+}
+
+/// A service account.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SaRow {
+    /// Id.
+    pub id: i64,
+    /// Its team.
+    pub team_id: i64,
+    /// The accountable user (owner of its key).
+    pub owner_user_id: i64,
+    /// Name, unique among the team's live service accounts.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Its live key, if any.
+    pub token_id: Option<i64>,
+    /// Policy.
+    #[sqlx(flatten)]
+    pub policy: PolicyFields,
+}
+
+/// Columns of [`SaRow`] (alias `s`).
+pub fn sa_cols() -> String {
+    format!(
+        "s.id, s.team_id, s.owner_user_id, s.name, s.description, s.created_at, \
+         (SELECT MAX(x.id) FROM tokens x WHERE x.service_account_id = s.id AND x.revoked_at IS NULL AND x.deleted_at IS NULL) AS token_id, {}",
+        policy_cols("s")
+    )
+}
+
+/// A token as the API shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenFull {
+    /// Id.
+    pub id: i64,
+    /// Owner.
+    pub user_id: i64,
+    /// Set for a service account's key.
+    pub service_account_id: Option<i64>,
+    /// Name.
+    pub name: String,
+    /// `sk-…abcd`.
+    pub preview: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+    /// Unix seconds.
+    pub last_used_at: Option<i64>,
+    /// Unix seconds.
+    pub revoked_at: Option<i64>,
+    /// The owner's org.
+    pub owner_org_id: Option<i64>,
+    /// The service account's team.
+    pub sa_team_id: Option<i64>,
+    /// Policy.
+    #[sqlx(flatten)]
+    pub policy: PolicyFields,
+}
+
+/// Columns of [`TokenFull`]: from `tokens k JOIN users u … LEFT JOIN service_accounts s …`
+/// (see [`TOKEN_FROM`]).
+pub fn token_cols() -> String {
+    format!(
+        "k.id, k.user_id, k.service_account_id, k.name, k.preview, k.created_at, k.expires_at, k.last_used_at, \
+         k.revoked_at, u.org_id AS owner_org_id, s.team_id AS sa_team_id, {}",
+        policy_cols("k")
+    )
+}
+
+/// The FROM clause [`token_cols`] needs.
+pub const TOKEN_FROM: &str =
+    "tokens k JOIN users u ON u.id = k.user_id LEFT JOIN service_accounts s ON s.id = k.service_account_id";
+
+/// The caller's team memberships: (team id, team admin).
+pub async fn memberships(db: &Db, user_id: i64) -> Result<Vec<(i64, bool)>, sqlx::Error> {
+    with_pool!(db, p => sqlx::query_as::<_, (i64, bool)>(
+        "SELECT m.team_id, m.team_admin FROM team_members m JOIN teams t ON t.id = m.team_id \
+         WHERE m.user_id = $1 AND t.deleted_at IS NULL ORDER BY m.team_id")
+        .bind(user_id).fetch_all(p).await)
+}
+
+/// Creates an org unless one of that name exists; returns its id (for the CLI bootstrap).
+pub async fn ensure_org(db: &Db, name: &str, now: i64) -> Result<i64, sqlx::Error> {
+    with_pool!(db, p => {
+        sqlx::query("INSERT INTO orgs (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name).bind(now).execute(p).await?;
+        sqlx::query_scalar::<_, i64>("SELECT id FROM orgs WHERE name = $1 AND deleted_at IS NULL")
+            .bind(name).fetch_one(p).await
+    })
+}
+
+/// Creates a user; fails on a taken email.
+pub async fn insert_user(db: &Db, email: &str, org_id: Option<i64>, role: &str, now: i64) -> Result<i64, sqlx::Error> {
+    with_pool!(db, p => sqlx::query_scalar::<_, i64>(
+        "INSERT INTO users (email, org_id, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
+        .bind(email).bind(org_id).bind(role).bind(now).fetch_one(p).await)
+}

@@ -1,0 +1,317 @@
+//! Rate-limit windows: requests, input tokens and output tokens per minute for one entity (a
+//! key, user, service account, team or org), as a sliding window of one-second slots.
+//!
+//! Admission follows Aqueduct: a request is admitted while what the window holds is below the
+//! limit (so a first request always passes), then its whole cost is added, which may take the
+//! window past the limit — that excess is debt that keeps later requests out until it slides
+//! away. Token costs are reservations at admission, reconciled with real usage later
+//! ([`Window::adjust`]).
+//!
+//! A slot is counted until its *end* is a minute old, so everything within the last 60 s is
+//! always counted (never more than the limit is admitted in any 60-second span) and a request
+//! stops counting between 60 and 61 s after it was made. Time is a parameter (ms):
+//! - limit 3 at cost ½ (multiplier 2.0): six pass, the seventh is refused;
+//! - limit 3 at cost 2 (multiplier 0.5): two pass, the third is refused;
+//! - limit 1: the second request within the minute is refused; one a minute (and the current
+//!   second) later passes.
+//!
+//! The state is 740 bytes, one Proxy-Wasm shared-data value updated with compare-and-swap.
+
+/// Slot width.
+pub const SLOT_MS: i64 = 1_000;
+/// The window.
+pub const WINDOW_MS: i64 = 60_000;
+/// Slots held: the 60 whole seconds plus the partly expired one.
+pub const SLOTS: usize = 61;
+/// Requests are counted in thousandths so fractional costs (`1 / multiplier`) add up exactly.
+pub const REQUEST_SCALE: u64 = 1_000;
+/// Bytes of [`Window::to_bytes`].
+pub const ENCODED_LEN: usize = 8 + SLOTS * 3 * 4;
+
+/// What is limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    /// Requests, in thousandths.
+    Requests = 0,
+    /// Input tokens.
+    InputTokens = 1,
+    /// Output tokens.
+    OutputTokens = 2,
+}
+
+impl Dim {
+    /// All dimensions.
+    pub const ALL: [Dim; 3] = [Dim::Requests, Dim::InputTokens, Dim::OutputTokens];
+}
+
+/// A refusal: the dimension whose window is full, and when a retry can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied {
+    /// The full dimension.
+    pub dim: Dim,
+    /// Milliseconds until enough slides out of the window for a request to be admitted.
+    pub retry_after_ms: i64,
+}
+
+/// One entity's window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    /// Absolute index (ms / SLOT_MS) of the newest slot written.
+    latest: i64,
+    /// Per slot (absolute index modulo SLOTS), per dimension.
+    slots: [[u32; 3]; SLOTS],
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self { latest: i64::MIN, slots: [[0; 3]; SLOTS] }
+    }
+}
+
+fn slot_of(ms: i64) -> i64 {
+    ms.div_euclid(SLOT_MS)
+}
+
+fn pos(abs: i64) -> usize {
+    abs.rem_euclid(SLOTS as i64) as usize
+}
+
+impl Window {
+    /// Moves the window to `now_ms`, clearing slots that slid out. A clock that goes back is
+    /// treated as standing still.
+    fn advance(&mut self, now_ms: i64) -> i64 {
+        let now = slot_of(now_ms);
+        if self.latest == i64::MIN || now - self.latest >= SLOTS as i64 {
+            self.slots = [[0; 3]; SLOTS];
+        } else {
+            for abs in (self.latest + 1)..=now {
+                self.slots[pos(abs)] = [0; 3];
+            }
+        }
+        self.latest = self.latest.max(now);
+        self.latest
+    }
+
+    /// What the window holds in `dim` at `now_ms`.
+    pub fn used(&mut self, dim: Dim, now_ms: i64) -> u64 {
+        self.advance(now_ms);
+        self.slots.iter().map(|s| u64::from(s[dim as usize])).sum()
+    }
+
+    /// Admits a request if every `(dim, limit)` has room, adding `cost` (per dimension) to the
+    /// current slot; refuses without charging anything otherwise.
+    pub fn admit(&mut self, limits: &[(Dim, u64)], cost: [u64; 3], now_ms: i64) -> Result<(), Denied> {
+        self.advance(now_ms);
+        for &(dim, limit) in limits {
+            if self.used(dim, now_ms) >= limit {
+                return Err(Denied { dim, retry_after_ms: self.retry_after(dim, limit, now_ms) });
+            }
+        }
+        let slot = &mut self.slots[pos(self.latest)];
+        for d in Dim::ALL {
+            let c = u32::try_from(cost[d as usize]).unwrap_or(u32::MAX);
+            slot[d as usize] = slot[d as usize].saturating_add(c);
+        }
+        Ok(())
+    }
+
+    /// Reconciles a reservation made at `charged_at_ms` by `delta` units (negative refunds).
+    /// While the charged slot is still in the window the change lands there, so a refund or a
+    /// debt counts exactly as long as the request does; after that, debt lands now and a refund
+    /// has nothing left to return.
+    pub fn adjust(&mut self, dim: Dim, delta: i64, charged_at_ms: i64, now_ms: i64) {
+        let now = self.advance(now_ms);
+        let charged = slot_of(charged_at_ms);
+        let in_window = charged <= now && now - charged < SLOTS as i64;
+        let target = if in_window { charged } else { now };
+        if !in_window && delta < 0 {
+            return;
+        }
+        let v = &mut self.slots[pos(target)][dim as usize];
+        let d = u32::try_from(delta.unsigned_abs()).unwrap_or(u32::MAX);
+        *v = if delta < 0 { v.saturating_sub(d) } else { v.saturating_add(d) };
+    }
+
+    /// Milliseconds until the window in `dim` holds less than `limit` (0 if it already does).
+    pub fn retry_after(&mut self, dim: Dim, limit: u64, now_ms: i64) -> i64 {
+        let now = self.advance(now_ms);
+        let mut used = self.used(dim, now_ms);
+        // Oldest slot first: each leaves when its end is WINDOW_MS old.
+        for abs in (now - SLOTS as i64 + 1)..=now {
+            if used < limit {
+                return ((abs * SLOT_MS) + WINDOW_MS - now_ms).max(1);
+            }
+            used -= u64::from(self.slots[pos(abs)][dim as usize]);
+        }
+        if used < limit {
+            ((now + 1) * SLOT_MS + WINDOW_MS - now_ms).max(1)
+        } else {
+            i64::MAX // a limit of 0
+        }
+    }
+
+    /// Milliseconds until the window is empty in `dim` (the full budget is back).
+    pub fn reset_ms(&mut self, dim: Dim, now_ms: i64) -> i64 {
+        self.retry_after(dim, 1, now_ms).min(WINDOW_MS + SLOT_MS)
+    }
+
+    /// The state as bytes, for shared data.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(ENCODED_LEN);
+        b.extend_from_slice(&self.latest.to_le_bytes());
+        for s in &self.slots {
+            for v in s {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// Parses [`Window::to_bytes`]; anything else reads as an empty window.
+    pub fn from_bytes(b: &[u8]) -> Self {
+        if b.len() != ENCODED_LEN {
+            return Self::default();
+        }
+        let mut w = Self::default();
+        let word = |i: usize| -> [u8; 4] { [b[i], b[i + 1], b[i + 2], b[i + 3]] };
+        w.latest = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        for (i, s) in w.slots.iter_mut().enumerate() {
+            for (d, v) in s.iter_mut().enumerate() {
+                *v = u32::from_le_bytes(word(8 + (i * 3 + d) * 4));
+            }
+        }
+        w
+    }
+}
+
+/// The cost of one request, in thousandths, under a model's `request_limit_multiplier`.
+pub fn request_cost(multiplier: f64) -> u64 {
+    if multiplier.is_finite() && multiplier > 0.0 {
+        // Rounded up so that n requests at multiplier n never exceed one request's budget.
+        ((REQUEST_SCALE as f64) / multiplier).ceil().max(1.0) as u64
+    } else {
+        REQUEST_SCALE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(limit: u64) -> [(Dim, u64); 1] {
+        [(Dim::Requests, limit * REQUEST_SCALE)]
+    }
+
+    fn passes(limit: u64, multiplier: f64, at: i64) -> usize {
+        let mut w = Window::default();
+        (0..100).take_while(|_| w.admit(&req(limit), [request_cost(multiplier), 0, 0], at).is_ok()).count()
+    }
+
+    #[test]
+    fn aqueduct_multiplier_semantics() {
+        assert_eq!(passes(3, 2.0, 5_000), 6);
+        assert_eq!(passes(3, 0.5, 5_000), 2);
+        assert_eq!(passes(3, 1.0, 5_000), 3);
+        assert_eq!(passes(3, 3.0, 5_000), 9, "thirds add up exactly in thousandths");
+    }
+
+    #[test]
+    fn limit_one_per_minute() {
+        let mut w = Window::default();
+        let one = [REQUEST_SCALE, 0, 0];
+        assert!(w.admit(&req(1), one, 10_000).is_ok());
+        for t in [10_001, 40_000, 69_999] {
+            let d = w.admit(&req(1), one, t).unwrap_err();
+            assert_eq!(d.dim, Dim::Requests);
+            assert_eq!(d.retry_after_ms, 71_000 - t, "at {t}");
+        }
+        assert!(w.admit(&req(1), one, 71_000).is_ok(), "a minute later it passes");
+    }
+
+    #[test]
+    fn never_more_than_the_limit_in_any_minute() {
+        // One request per 100 ms against 10/min for five minutes: count admissions in every
+        // 60-second span.
+        let mut w = Window::default();
+        let mut admitted = Vec::new();
+        for t in (0..300_000).step_by(100) {
+            if w.admit(&req(10), [REQUEST_SCALE, 0, 0], t).is_ok() {
+                admitted.push(t);
+            }
+        }
+        for (i, t) in admitted.iter().enumerate() {
+            let in_span = admitted[i..].iter().take_while(|u| **u < t + WINDOW_MS).count();
+            assert!(in_span <= 10, "{in_span} admitted within a minute from {t}");
+        }
+        assert!(admitted.len() >= 45, "the limit is used, not starved: {}", admitted.len());
+    }
+
+    #[test]
+    fn first_token_request_passes_and_overshoot_is_debt() {
+        let mut w = Window::default();
+        let lim = [(Dim::InputTokens, 1_000)];
+        assert!(w.admit(&lim, [0, 5_000, 0], 0).is_ok(), "budget above zero: admitted");
+        assert!(w.admit(&lim, [0, 1, 0], 30_000).is_err(), "debt keeps others out");
+        assert!(w.admit(&lim, [0, 1, 0], 61_000).is_ok(), "until it slides away");
+    }
+
+    #[test]
+    fn reservations_reconcile() {
+        let mut w = Window::default();
+        let lim = [(Dim::OutputTokens, 100)];
+        assert!(w.admit(&lim, [0, 0, 90], 1_000).is_ok());
+        assert!(w.admit(&lim, [0, 0, 1], 2_000).is_ok());
+        assert!(w.admit(&lim, [0, 0, 50], 2_000).is_ok(), "91 of 100 leaves room, whatever the new estimate");
+        assert!(w.admit(&lim, [0, 0, 1], 2_000).is_err(), "141 of 100: full");
+        // Actually used 10 of the 90 reserved: refund 80 to the slot it was charged in.
+        w.adjust(Dim::OutputTokens, -80, 1_000, 3_000);
+        assert_eq!(w.used(Dim::OutputTokens, 3_000), 61);
+        w.adjust(Dim::OutputTokens, -50, 2_000, 3_000);
+        // A long stream finished after its slot slid away: its debt lands now.
+        w.adjust(Dim::OutputTokens, 500, 1_000, 70_000);
+        assert_eq!(w.used(Dim::OutputTokens, 70_000), 500);
+        // A refund for a slot gone: nothing to return.
+        w.adjust(Dim::OutputTokens, -10, 1_000, 70_000);
+        assert_eq!(w.used(Dim::OutputTokens, 70_000), 500);
+    }
+
+    #[test]
+    fn every_dimension_must_have_room() {
+        let mut w = Window::default();
+        let limits = [(Dim::Requests, 10 * REQUEST_SCALE), (Dim::InputTokens, 100), (Dim::OutputTokens, 100)];
+        assert!(w.admit(&limits, [REQUEST_SCALE, 150, 10], 0).is_ok());
+        let d = w.admit(&limits, [REQUEST_SCALE, 1, 1], 0).unwrap_err();
+        assert_eq!(d.dim, Dim::InputTokens);
+        assert_eq!(w.used(Dim::Requests, 0), REQUEST_SCALE, "a refusal charges nothing");
+    }
+
+    #[test]
+    fn zero_limit_clock_jumps_and_long_idle() {
+        let mut w = Window::default();
+        let d = w.admit(&req(0), [REQUEST_SCALE, 0, 0], 0).unwrap_err();
+        assert_eq!(d.retry_after_ms, i64::MAX);
+        assert!(w.admit(&req(2), [REQUEST_SCALE, 0, 0], 100_000).is_ok());
+        assert!(w.admit(&req(2), [REQUEST_SCALE, 0, 0], 50_000).is_ok(), "an earlier clock counts as now");
+        assert!(w.admit(&req(2), [REQUEST_SCALE, 0, 0], 50_000).is_err());
+        assert_eq!(w.used(Dim::Requests, 10_000_000), 0, "a long idle empties the window");
+    }
+
+    #[test]
+    fn bytes_round_trip_and_garbage_is_empty() {
+        let mut w = Window::default();
+        w.admit(&req(5), [REQUEST_SCALE, 7, 9], 1_234_567).unwrap();
+        let back = Window::from_bytes(&w.to_bytes());
+        assert_eq!(back, w);
+        assert_eq!(w.to_bytes().len(), ENCODED_LEN);
+        assert_eq!(Window::from_bytes(b"short"), Window::default());
+    }
+
+    #[test]
+    fn costs() {
+        assert_eq!(request_cost(1.0), 1_000);
+        assert_eq!(request_cost(2.0), 500);
+        assert_eq!(request_cost(0.5), 2_000);
+        assert_eq!(request_cost(f64::NAN), 1_000);
+        assert_eq!(request_cost(1e9), 1, "never free");
+    }
+}
