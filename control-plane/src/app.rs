@@ -71,6 +71,19 @@ pub struct Settings {
     /// (comma-separated model names or aliases).
     #[arg(long, env = "AQUEDUCT_DEFAULT_EXCLUDED_MODELS", value_delimiter = ',', default_value = "")]
     pub default_excluded_models: Vec<String>,
+    /// Per-key requests per minute for keys whose chain sets no `key_requests_per_minute`.
+    #[arg(long, env = "AQUEDUCT_DEFAULT_KEY_REQUESTS_PER_MINUTE")]
+    pub default_key_requests_per_minute: Option<u64>,
+    /// Per-key input tokens per minute for keys whose chain sets none.
+    #[arg(long, env = "AQUEDUCT_DEFAULT_KEY_INPUT_TOKENS_PER_MINUTE")]
+    pub default_key_input_tokens_per_minute: Option<u64>,
+    /// Per-key output tokens per minute for keys whose chain sets none.
+    #[arg(long, env = "AQUEDUCT_DEFAULT_KEY_OUTPUT_TOKENS_PER_MINUTE")]
+    pub default_key_output_tokens_per_minute: Option<u64>,
+    /// Most output tokens reserved for one request at admission (`max_tokens` above it, or
+    /// none given, reserves this); the reservation is settled with the real usage.
+    #[arg(long, env = "AQUEDUCT_OUTPUT_RESERVATION", default_value_t = aqueduct_policy::snapshot::DEFAULT_OUTPUT_RESERVATION)]
+    pub output_reservation: u64,
     /// How often the models file is checked for edits, in milliseconds.
     #[arg(long, env = "AQUEDUCT_MODELS_POLL_MS", default_value_t = 500)]
     pub models_poll_ms: u64,
@@ -193,7 +206,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(key) = bootstrap_admin(&db, settings.admin_key.as_deref()).await? {
         println!("Admin key (shown once; keep it): {key}");
     }
-    let gw = Arc::new(Gateway::new(db, layout, settings.models.clone(), models));
+    let defaults = [
+        settings.default_key_requests_per_minute,
+        settings.default_key_input_tokens_per_minute,
+        settings.default_key_output_tokens_per_minute,
+    ];
+    let gw = Arc::new(
+        Gateway::new(db, layout, settings.models.clone(), models).with_limits(defaults, settings.output_reservation),
+    );
     gw.set_default_excluded_models(settings.default_excluded_models.clone());
     gw.rebuild().await?;
     tokio::spawn(gw.clone().run_rebuilder());

@@ -6,12 +6,12 @@
 
 use crate::config::models::ModelsConfig;
 use crate::db::Db;
-use crate::tenancy::policy::{excluded_models, hierarchy, live_keys, Hierarchy, KeyRow};
+use crate::tenancy::policy::{entity_caps, excluded_models, hierarchy, key_limits, live_keys, Hierarchy, KeyRow};
 use crate::xds::cache::SnapshotCache;
 use crate::xds::resources::{self, Layout};
 use crate::xds::server::XdsMetrics;
 use crate::xds::type_url;
-use aqueduct_policy::snapshot::{ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
+use aqueduct_policy::snapshot::{CapSpec, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use aqueduct_policy::tokens::{TokenTableSpec, HASH_LEN};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -58,6 +58,10 @@ pub struct Gateway {
     /// The last published policy with its version zeroed: an unchanged policy keeps its version
     /// and is not pushed again (each push costs every Envoy VM a re-parse).
     last_policy: tokio::sync::Mutex<Option<(PolicySnapshot, String)>>,
+    /// Per-key caps for keys whose chain sets none.
+    pub default_key_limits: [Option<u64>; 3],
+    /// Most output tokens reserved per request at admission.
+    pub output_reservation: u64,
     /// Models every key is denied unless a level below sets its merge flag to false.
     default_excluded_models: RwLock<Vec<String>>,
 }
@@ -89,12 +93,21 @@ impl Gateway {
             xds_metrics: Arc::new(XdsMetrics::default()),
             last_policy: tokio::sync::Mutex::new(None),
             default_excluded_models: RwLock::new(Vec::new()),
+            default_key_limits: [None; 3],
+            output_reservation: aqueduct_policy::snapshot::DEFAULT_OUTPUT_RESERVATION,
         }
     }
 
     /// The current models.
     pub fn models(&self) -> Arc<ModelsConfig> {
         self.models.read().map(|m| m.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Sets the global rate-limit defaults (before the gateway is shared).
+    pub fn with_limits(mut self, default_key_limits: [Option<u64>; 3], output_reservation: u64) -> Self {
+        self.default_key_limits = default_key_limits;
+        self.output_reservation = output_reservation;
+        self
     }
 
     /// Sets the global default model exclusions (from configuration) and rebuilds.
@@ -135,10 +148,16 @@ impl Gateway {
         let tokens = live_keys(&self.db, now(), EXPIRED_GRACE_SECS).await?;
         let hierarchy = hierarchy(&self.db).await?;
         let defaults = self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_default();
-        let inputs = PolicyInputs { keys: &tokens, hierarchy: &hierarchy, default_excluded_models: &defaults };
+        let inputs = PolicyInputs {
+            keys: &tokens,
+            hierarchy: &hierarchy,
+            default_excluded_models: &defaults,
+            default_key_limits: self.default_key_limits,
+        };
         let models = self.models();
         let created = i64::try_from(self.models_loaded_at.load(Ordering::Relaxed)).unwrap_or(0);
-        let settings = Settings { max_body_bytes: self.layout.max_body_bytes };
+        let settings =
+            Settings { max_body_bytes: self.layout.max_body_bytes, output_reservation: self.output_reservation };
         let mut snapshot = build_snapshot(0, created, &models, inputs, settings);
         // Held until published, so concurrent rebuilds cannot publish out of order.
         let mut last = self.last_policy.lock().await;
@@ -277,6 +296,8 @@ pub struct PolicyInputs<'a> {
     pub hierarchy: &'a Hierarchy,
     /// The global default model exclusions.
     pub default_excluded_models: &'a [String],
+    /// Per-key caps for keys whose chain sets none: requests, input, output tokens per minute.
+    pub default_key_limits: [Option<u64>; 3],
 }
 
 fn id(v: i64) -> u64 {
@@ -337,6 +358,11 @@ pub fn build_snapshot(
             team_id: chain.team_id.map(id),
             org_id: chain.org_id.map(id),
             excluded_models: excluded,
+            caps: entity_caps(&chain)
+                .into_iter()
+                .map(|(window, label, limits)| CapSpec { window, label, limits })
+                .collect(),
+            key_limits: key_limits(&chain, inputs.default_key_limits),
         };
         let p = *index.entry(spec.clone()).or_insert_with(|| {
             principals.push(spec);

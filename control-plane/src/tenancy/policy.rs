@@ -62,6 +62,9 @@ pub struct Chain<'a> {
     pub team_id: Option<i64>,
     /// The org, when the key's user or team has one.
     pub org_id: Option<i64>,
+    /// The entities above the token, nearest first: (kind, id, fields), kind one of `user`,
+    /// `service account`, `team`, `org`.
+    pub entities: Vec<(&'static str, i64, &'a PolicyFields)>,
 }
 
 impl Hierarchy {
@@ -73,21 +76,25 @@ impl Hierarchy {
                 let (team, fields) = self.service_accounts.get(&sa)?;
                 chain.service_account_id = Some(sa);
                 chain.levels.push(fields);
+                chain.entities.push(("service account", sa, fields));
                 let team = (*team)?;
                 let (org, team_fields) = self.teams.get(&team)?;
                 chain.team_id = Some(team);
                 chain.levels.push(team_fields);
+                chain.entities.push(("team", team, team_fields));
                 *org
             }
             None => {
                 let (org, fields) = self.users.get(&key.user_id)?;
                 chain.levels.push(fields);
+                chain.entities.push(("user", key.user_id, fields));
                 *org
             }
         };
-        if let Some(fields) = org.and_then(|o| self.orgs.get(&o)) {
+        if let (Some(o), Some(fields)) = (org, org.and_then(|o| self.orgs.get(&o))) {
             chain.org_id = org;
             chain.levels.push(fields);
+            chain.entities.push(("org", o, fields));
         }
         Some(chain)
     }
@@ -119,6 +126,58 @@ pub fn excluded_models<'a>(levels: &[&'a PolicyFields], global: &'a [String]) ->
 /// Effective MCP server exclusions of a chain.
 pub fn excluded_mcp_servers<'a>(levels: &[&'a PolicyFields], global: &'a [String]) -> BTreeSet<&'a str> {
     merged(levels, global, |f| (&f.excluded_mcp_servers.0, f.merge_excluded_mcp_servers))
+}
+
+fn limit(v: Option<i64>) -> Option<u64> {
+    v.map(|n| u64::try_from(n).unwrap_or(0))
+}
+
+fn aggregate(f: &PolicyFields) -> [Option<u64>; 3] {
+    [limit(f.requests_per_minute), limit(f.input_tokens_per_minute), limit(f.output_tokens_per_minute)]
+}
+
+/// Per-key caps of a chain: each dimension's nearest `key_*` setting (token first, then up the
+/// chain, then `defaults`), tightened by the token's own aggregate caps.
+pub fn key_limits(chain: &Chain<'_>, defaults: [Option<u64>; 3]) -> [Option<u64>; 3] {
+    let per_key = |f: &PolicyFields| {
+        [limit(f.key_requests_per_minute), limit(f.key_input_tokens_per_minute), limit(f.key_output_tokens_per_minute)]
+    };
+    let mut out = defaults;
+    for (d, slot) in out.iter_mut().enumerate() {
+        if let Some(v) = chain.levels.iter().find_map(|f| per_key(f)[d]) {
+            *slot = Some(v);
+        }
+    }
+    if let Some(token) = chain.levels.first() {
+        for (d, own) in aggregate(token).into_iter().enumerate() {
+            out[d] = match (out[d], own) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    out
+}
+
+/// Aggregate caps of the entities above the token: (window, label, limits), only where set.
+pub fn entity_caps(chain: &Chain<'_>) -> Vec<(String, String, [Option<u64>; 3])> {
+    chain
+        .entities
+        .iter()
+        .filter_map(|(kind, id, f)| {
+            let limits = aggregate(f);
+            if limits.iter().all(Option::is_none) {
+                return None;
+            }
+            let short = match *kind {
+                "user" => "u",
+                "service account" => "s",
+                "team" => "t",
+                _ => "o",
+            };
+            Some((format!("{short}.{id}"), format!("{kind} {id}"), limits))
+        })
+        .collect()
 }
 
 fn cols(alias: &str) -> String {
@@ -200,6 +259,28 @@ mod tests {
             service_account_id: sa,
             fields: fields(&["t"], true),
         }
+    }
+
+    #[test]
+    fn per_key_limits_inherit_and_token_caps_tighten() {
+        let mut h = Hierarchy::default();
+        let user =
+            PolicyFields { key_requests_per_minute: Some(10), requests_per_minute: Some(100), ..fields(&[], true) };
+        let org = PolicyFields {
+            key_requests_per_minute: Some(50),
+            key_output_tokens_per_minute: Some(7),
+            ..fields(&[], true)
+        };
+        h.users.insert(1, (Some(10), user));
+        h.orgs.insert(10, org);
+        let mut k = key(1, None);
+        let c = h.chain(&k).unwrap();
+        assert_eq!(key_limits(&c, [None, Some(1000), None]), [Some(10), Some(1000), Some(7)]);
+        assert_eq!(entity_caps(&c), vec![("u.1".to_string(), "user 1".to_string(), [Some(100), None, None])]);
+        k.fields.requests_per_minute = Some(3);
+        k.fields.key_output_tokens_per_minute = Some(9);
+        let c = h.chain(&k).unwrap();
+        assert_eq!(key_limits(&c, [None; 3]), [Some(3), None, Some(9)]);
     }
 
     #[test]

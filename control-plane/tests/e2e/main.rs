@@ -8,6 +8,7 @@ mod endpoints;
 mod errors;
 mod exclusions;
 mod existing_mesh;
+mod limits;
 mod live;
 mod nack;
 mod replicas;

@@ -39,7 +39,12 @@ async fn refused_policy_is_nacked_and_the_last_good_one_stays() {
     };
     let mut hierarchy = Hierarchy::default();
     hierarchy.users.insert(1, (None, Default::default()));
-    let inputs = PolicyInputs { keys: &[key], hierarchy: &hierarchy, default_excluded_models: &[] };
+    let inputs = PolicyInputs {
+        keys: &[key],
+        hierarchy: &hierarchy,
+        default_excluded_models: &[],
+        default_key_limits: [None; 3],
+    };
     let policy = build_snapshot(1, 0, &models, inputs, Settings::default());
     let cache = Arc::new(SnapshotCache::new());
     let publish = |policy_json: String| {

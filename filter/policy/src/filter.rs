@@ -4,11 +4,17 @@
 //! [`RequestFilter::on_request_body`] from the matching Proxy-Wasm callbacks and maps [`Flow`]
 //! to the SDK's `Action`. Time is a parameter so tests control expiry.
 
+use crate::admission::{self, Admitted, Cap, Refusal, KEY_PREFIX};
 use crate::error::ApiError;
-use crate::host::Host;
+use crate::host::{Host, ResponseHost, Shared};
+use crate::limits::{request_cost, Dim};
 use crate::request::{self, BodyFacts, BodyKind, Endpoint, RouteClass};
 use crate::snapshot::Policy;
+use crate::usage::{self, SseUsage};
 use std::rc::Rc;
+
+/// Largest JSON response kept to read its `usage` (bigger ones are estimated).
+const MAX_METERED_JSON: usize = 4 << 20;
 
 /// Request header the filter sets to pick a model's route; clients can never set it, because
 /// every inbound `x-aqueduct-*` header is removed first.
@@ -30,8 +36,19 @@ pub enum Flow {
 enum State {
     /// Nothing more to do for this request.
     Done,
-    /// Authenticated as the principal; the body decides the model.
-    AwaitBody(Endpoint, u32),
+    /// Authenticated as the principal with the token; the body decides the model.
+    AwaitBody(Endpoint, u32, u64),
+}
+
+/// What is tracked of an admitted request's response, to count its real usage.
+#[derive(Debug)]
+struct Metering {
+    admitted: Admitted,
+    status: u16,
+    sse: Option<SseUsage>,
+    json: Vec<u8>,
+    json_overflow: bool,
+    done: bool,
 }
 
 /// One request's filter.
@@ -39,12 +56,13 @@ enum State {
 pub struct RequestFilter {
     policy: Option<Rc<Policy>>,
     state: State,
+    metering: Option<Metering>,
 }
 
 impl RequestFilter {
     /// A filter for one request under `policy` (`None` until the first snapshot arrives).
     pub fn new(policy: Option<Rc<Policy>>) -> Self {
-        Self { policy, state: State::Done }
+        Self { policy, state: State::Done, metering: None }
     }
 
     /// Decides on the request headers. `now` is unix seconds.
@@ -74,7 +92,7 @@ impl RequestFilter {
             return Err(ApiError::method_not_allowed(&method, endpoint.method()));
         }
         let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
-        let principal = authenticate(&policy, host, now)?;
+        let (principal, token) = authenticate(&policy, host, now)?;
         // The client's key never leaves the gateway, whatever happens next.
         host.remove_request_header("authorization");
         host.remove_request_header("x-api-key");
@@ -94,13 +112,20 @@ impl RequestFilter {
         if end_of_stream {
             return Err(ApiError::bad_request("Request body is empty; expected a JSON object."));
         }
-        self.state = State::AwaitBody(endpoint, principal);
+        self.state = State::AwaitBody(endpoint, principal, token);
         Ok(Flow::Pause)
     }
 
-    /// Decides on the request body; `body_size` is the total buffered so far.
-    pub fn on_request_body(&mut self, host: &mut impl Host, body_size: usize, end_of_stream: bool) -> Flow {
-        let State::AwaitBody(endpoint, principal) = self.state else {
+    /// Decides on the request body; `body_size` is the total buffered so far, `now_ms` unix
+    /// milliseconds (rate-limit windows).
+    pub fn on_request_body(
+        &mut self,
+        host: &mut (impl Host + Shared),
+        body_size: usize,
+        end_of_stream: bool,
+        now_ms: i64,
+    ) -> Flow {
+        let State::AwaitBody(endpoint, principal, token) = self.state else {
             return Flow::Continue;
         };
         let Some(policy) = self.policy.clone() else {
@@ -115,10 +140,76 @@ impl RequestFilter {
             return Flow::Pause;
         }
         self.state = State::Done;
-        match route_body(&policy, host, endpoint, principal, body_size) {
-            Ok(()) => Flow::Continue,
+        let who = Who { principal, token, now_ms };
+        match route_body(&policy, host, endpoint, who, body_size) {
+            Ok(admitted) => {
+                self.metering = admitted.map(|admitted| Metering {
+                    admitted,
+                    status: 0,
+                    sse: None,
+                    json: Vec::new(),
+                    json_overflow: false,
+                    done: false,
+                });
+                Flow::Continue
+            }
             Err(e) => reply_error(host, &e),
         }
+    }
+
+    /// Adds rate-limit headers to an admitted request's response and prepares metering.
+    pub fn on_response_headers(&mut self, host: &mut impl ResponseHost) {
+        let Some(m) = self.metering.as_mut() else { return };
+        m.status = host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        if host.response_header("content-type").is_some_and(|ct| ct.trim_start().starts_with("text/event-stream")) {
+            m.sse = Some(SseUsage::new());
+        }
+        for (name, value) in ratelimit_headers(&m.admitted) {
+            host.set_response_header(&name, &value);
+        }
+    }
+
+    /// Reads usage from the response as it streams past (nothing is held back).
+    pub fn on_response_body(&mut self, host: &impl ResponseHost, size: usize) {
+        let Some(m) = self.metering.as_mut() else { return };
+        if size == 0 || m.status >= 400 {
+            return;
+        }
+        let Some(chunk) = host.response_body(size) else { return };
+        match m.sse.as_mut() {
+            Some(sse) => sse.feed(&chunk),
+            None if m.json.len() + chunk.len() <= MAX_METERED_JSON => m.json.extend_from_slice(&chunk),
+            None => m.json_overflow = true,
+        }
+    }
+
+    /// At the end of the exchange (complete, failed or abandoned by the client): settles the
+    /// token reservations with what was really used. Returns the usage counted.
+    pub fn on_done(&mut self, store: &mut impl Shared, now_ms: i64) -> Option<usage::Usage> {
+        let m = self.metering.as_mut()?;
+        if m.done {
+            return None;
+        }
+        m.done = true;
+        let reserved_in = m.admitted.cost[Dim::InputTokens as usize];
+        let counted = if m.status >= 400 || m.status == 0 {
+            // The provider refused (or never answered): nothing to pay for.
+            usage::Usage::default()
+        } else {
+            let mut u = match (&m.sse, m.json_overflow) {
+                (Some(sse), _) => sse.usage(),
+                (None, false) => {
+                    usage::from_json(&m.json).unwrap_or(usage::Usage { estimated: true, ..usage::Usage::default() })
+                }
+                (None, true) => usage::Usage { estimated: true, ..usage::Usage::default() },
+            };
+            if u.estimated {
+                u.input_tokens = reserved_in;
+            }
+            u
+        };
+        admission::reconcile(store, &m.admitted, counted.input_tokens, counted.output_tokens, now_ms);
+        Some(counted)
     }
 }
 
@@ -143,23 +234,99 @@ fn presented_key(host: &impl Host) -> Option<String> {
     host.request_header("x-api-key").map(|k| k.trim().to_string()).filter(|k| !k.is_empty())
 }
 
-/// The principal behind the presented key.
-fn authenticate(policy: &Policy, host: &impl Host, now: i64) -> Result<u32, ApiError> {
+/// The principal and token id behind the presented key.
+fn authenticate(policy: &Policy, host: &impl Host, now: i64) -> Result<(u32, u64), ApiError> {
     let key = presented_key(host).ok_or_else(ApiError::missing_key)?;
     let entry = policy.tokens.find_key(&key).ok_or_else(ApiError::invalid_key)?;
     if entry.expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::expired_key());
     }
-    Ok(entry.principal)
+    Ok((entry.principal, entry.id))
+}
+
+/// Who is asking, and when.
+#[derive(Debug, Clone, Copy)]
+struct Who {
+    principal: u32,
+    token: u64,
+    now_ms: i64,
+}
+
+/// The caps on a request of this principal and token: the key's own, then its entities'.
+fn caps(policy: &Policy, who: Who) -> Vec<Cap> {
+    let Some(p) = policy.principals.get(who.principal as usize) else { return Vec::new() };
+    let mut caps = Vec::with_capacity(p.caps.len() + 1);
+    if p.key_limits.iter().any(Option::is_some) {
+        caps.push(Cap {
+            key: format!("{KEY_PREFIX}k.{}", who.token),
+            label: format!("key {}", who.token),
+            limits: p.key_limits,
+        });
+    }
+    caps.extend(p.caps.iter().map(|c| Cap {
+        key: format!("{KEY_PREFIX}{}", c.window),
+        label: c.label.clone(),
+        limits: c.limits,
+    }));
+    caps
+}
+
+const DIM_NAMES: [&str; 3] = ["requests", "input-tokens", "output-tokens"];
+
+fn reset_value(ms: i64) -> String {
+    format!("{}s", (ms.max(0) as u64).div_ceil(1000))
+}
+
+/// `x-ratelimit-*` headers for the tightest cap of each limited dimension.
+fn ratelimit_headers(a: &Admitted) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, s) in a.status.iter().enumerate() {
+        if let Some(s) = s {
+            out.push((format!("x-ratelimit-limit-{}", DIM_NAMES[i]), s.limit.to_string()));
+            out.push((format!("x-ratelimit-remaining-{}", DIM_NAMES[i]), s.remaining.to_string()));
+            out.push((format!("x-ratelimit-reset-{}", DIM_NAMES[i]), reset_value(s.reset_ms)));
+        }
+    }
+    out
+}
+
+fn rate_limited(r: &Refusal) -> ApiError {
+    let dim = DIM_NAMES[r.dim as usize];
+    let what = dim.replace('-', " ");
+    let secs = (r.retry_after_ms.max(1) as u64).div_ceil(1000);
+    ApiError::new(
+        429,
+        format!("Rate limit exceeded: {} allows {} {what} per minute. Retry in {secs} s.", r.label, r.limit),
+    )
+    .code("rate_limit_exceeded")
+    .header("retry-after", secs.to_string())
+    .header(header_name("limit", dim), r.limit.to_string())
+    .header(header_name("remaining", dim), "0")
+    .header(header_name("reset", dim), reset_value(r.retry_after_ms))
+}
+
+fn header_name(kind: &str, dim: &str) -> &'static str {
+    match (kind, dim) {
+        ("limit", "requests") => "x-ratelimit-limit-requests",
+        ("limit", "input-tokens") => "x-ratelimit-limit-input-tokens",
+        ("limit", _) => "x-ratelimit-limit-output-tokens",
+        ("remaining", "requests") => "x-ratelimit-remaining-requests",
+        ("remaining", "input-tokens") => "x-ratelimit-remaining-input-tokens",
+        ("remaining", _) => "x-ratelimit-remaining-output-tokens",
+        (_, "requests") => "x-ratelimit-reset-requests",
+        (_, "input-tokens") => "x-ratelimit-reset-input-tokens",
+        _ => "x-ratelimit-reset-output-tokens",
+    }
 }
 
 fn route_body(
     policy: &Policy,
-    host: &mut impl Host,
+    host: &mut (impl Host + Shared),
     endpoint: Endpoint,
-    principal: u32,
+    who: Who,
     size: usize,
-) -> Result<(), ApiError> {
+) -> Result<Option<Admitted>, ApiError> {
+    let principal = who.principal;
     let body = host.request_body(size).unwrap_or_default();
     let multipart = endpoint.body_kind() == BodyKind::Multipart;
     let facts: BodyFacts = if multipart {
@@ -173,11 +340,30 @@ fn route_body(
         .filter(|i| policy.allows(principal, *i))
         .and_then(|i| policy.models.get(i))
         .ok_or_else(|| ApiError::model_not_found(&facts.model))?;
-    let rewritten = if multipart {
+    let caps = caps(policy, who);
+    let admitted = if caps.is_empty() {
+        None
+    } else {
+        let reservation = policy.settings.output_reservation;
+        let output = match endpoint {
+            Endpoint::ChatCompletions | Endpoint::Completions => {
+                facts.max_tokens.unwrap_or(reservation).min(reservation)
+            }
+            _ => 0,
+        };
+        let input = if multipart { 0 } else { usage::estimate_tokens(body.len() as u64) };
+        let cost = [request_cost(model.request_limit_multiplier), input, output];
+        Some(admission::admit(host, &caps, cost, who.now_ms).map_err(|r| rate_limited(&r))?)
+    };
+    let mut rewritten = if multipart {
         request::rewrite_multipart_model(&body, facts.model_span, &model.provider_model)
     } else {
         request::rewrite_json_model(&body, facts.model_span, &model.provider_model)
     };
+    if facts.stream && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+        // Streams are metered from the provider's final usage chunk.
+        rewritten = request::request_stream_usage(&rewritten, &facts);
+    }
     host.set_request_body(&rewritten);
     // Headers are still held (we paused on them), so they can change with the body.
     host.set_request_header("content-length", &rewritten.len().to_string());
@@ -187,7 +373,7 @@ fn route_body(
     }
     host.set_request_header(ROUTE_HEADER, &model.route);
     host.clear_route_cache();
-    Ok(())
+    Ok(admitted)
 }
 
 fn reply_error(host: &mut impl Host, e: &ApiError) -> Flow {

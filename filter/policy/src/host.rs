@@ -23,3 +23,25 @@ pub trait Host {
     /// Makes the proxy pick the route again after headers changed.
     fn clear_route_cache(&mut self);
 }
+
+/// Response-side and shared-state access, used by rate limiting and metering.
+pub trait ResponseHost {
+    /// A response header by lowercase name.
+    fn response_header(&self, name: &str) -> Option<String>;
+    /// Sets a response header (only while response headers are being processed).
+    fn set_response_header(&mut self, name: &str, value: &str);
+    /// The current response body chunk (`size` bytes), as it streams past.
+    fn response_body(&self, size: usize) -> Option<Vec<u8>>;
+}
+
+/// Process-wide shared state (Proxy-Wasm shared data): every worker sees the same values, and
+/// updates are compare-and-swap.
+pub trait Shared {
+    /// A value and its CAS token, or `None` if the key does not exist.
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)>;
+    /// Writes a value if the CAS token still matches; false when another worker got there first.
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool;
+    /// Creates the key with `initial` unless it exists, atomically with respect to other
+    /// workers (creating a key is not atomic in Proxy-Wasm itself).
+    fn shared_create(&mut self, key: &str, initial: &[u8]);
+}

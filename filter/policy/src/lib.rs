@@ -7,6 +7,7 @@
 //! adapter implements over Envoy's hostcalls.
 #![cfg_attr(not(test), deny(clippy::panic, clippy::unwrap_used, clippy::expect_used))]
 
+pub mod admission;
 pub mod error;
 pub mod filter;
 pub mod host;

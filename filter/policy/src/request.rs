@@ -127,6 +127,12 @@ pub struct BodyFacts {
     pub model_span: (usize, usize),
     /// Whether the client asked for a stream.
     pub stream: bool,
+    /// `max_completion_tokens`, else `max_tokens`, when given.
+    pub max_tokens: Option<u64>,
+    /// Whether `stream_options` already asks for a usage chunk.
+    pub includes_usage: bool,
+    /// Whether the body has a `stream_options` member at all.
+    pub has_stream_options: bool,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +141,18 @@ struct JsonTop<'a> {
     model: Option<&'a RawValue>,
     #[serde(borrow, default)]
     stream: Option<&'a RawValue>,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<serde_json::Value>,
 }
 
 /// Validates a JSON body and locates its `model`.
@@ -158,7 +176,17 @@ pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, ApiError> {
         return Err(missing_model());
     }
     let stream = top.stream.is_some_and(|s| s.get() == "true");
-    Ok(BodyFacts { model, model_span: span_of(text, raw.get()), stream })
+    let max_tokens = top.max_completion_tokens.or(top.max_tokens).and_then(|v| v.as_u64());
+    let includes_usage =
+        top.stream_options.as_ref().is_some_and(|o| o.include_usage == Some(serde_json::Value::Bool(true)));
+    Ok(BodyFacts {
+        model,
+        model_span: span_of(text, raw.get()),
+        stream,
+        max_tokens,
+        includes_usage,
+        has_stream_options: top.stream_options.is_some(),
+    })
 }
 
 fn missing_model() -> ApiError {
@@ -175,6 +203,42 @@ fn span_of(outer: &str, inner: &str) -> (usize, usize) {
 pub fn rewrite_json_model(body: &[u8], span: (usize, usize), provider_model: &str) -> Vec<u8> {
     let quoted = serde_json::to_string(provider_model).unwrap_or_default();
     splice(body, span, quoted.as_bytes())
+}
+
+/// Makes a streaming JSON request ask for the final usage chunk (`stream_options.include_usage`),
+/// so streamed tokens are counted from the provider's own report.
+pub fn request_stream_usage(body: &[u8], facts: &BodyFacts) -> Vec<u8> {
+    if facts.includes_usage {
+        return body.to_vec();
+    }
+    if !facts.has_stream_options {
+        // Insert the member right after the opening brace: no re-serialization.
+        if let Some(open) = body.iter().position(|b| *b == b'{') {
+            let member: &[u8] = br#""stream_options":{"include_usage":true}"#;
+            let empty = body[open + 1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+            let mut out = Vec::with_capacity(body.len() + member.len() + 1);
+            out.extend_from_slice(&body[..=open]);
+            out.extend_from_slice(member);
+            if !empty {
+                out.push(b',');
+            }
+            out.extend_from_slice(&body[open + 1..]);
+            return out;
+        }
+        return body.to_vec();
+    }
+    // stream_options is there without include_usage: rare enough to re-serialize.
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut v) => {
+            if let Some(o) = v.get_mut("stream_options").and_then(|o| o.as_object_mut()) {
+                o.insert("include_usage".into(), serde_json::Value::Bool(true));
+            } else if let Some(top) = v.as_object_mut() {
+                top.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+            }
+            serde_json::to_vec(&v).unwrap_or_else(|_| body.to_vec())
+        }
+        Err(_) => body.to_vec(),
+    }
 }
 
 /// Replaces the model in a multipart body with `provider_model` (raw bytes).
@@ -212,7 +276,14 @@ pub fn inspect_multipart(body: &[u8], content_type: &str) -> Result<BodyFacts, A
         }
     }
     match model {
-        Some((m, span)) if !m.is_empty() => Ok(BodyFacts { model: m, model_span: span, stream }),
+        Some((m, span)) if !m.is_empty() => Ok(BodyFacts {
+            model: m,
+            model_span: span,
+            stream,
+            max_tokens: None,
+            includes_usage: false,
+            has_stream_options: false,
+        }),
         _ => Err(missing_model()),
     }
 }
@@ -395,5 +466,35 @@ mod tests {
         assert_eq!(inspect_multipart(&multipart(&[("model", b"m")]), "multipart/form-data").unwrap_err().status, 400);
         let truncated = &multipart(&[("model", b"m")])[..20];
         assert_eq!(inspect_multipart(truncated, ct).unwrap_err().status, 400);
+    }
+}
+
+#[cfg(test)]
+mod stream_usage_tests {
+    use super::*;
+
+    fn injected(body: &str) -> serde_json::Value {
+        let facts = inspect_json(body.as_bytes()).unwrap();
+        serde_json::from_slice(&request_stream_usage(body.as_bytes(), &facts)).unwrap()
+    }
+
+    #[test]
+    fn include_usage_is_added_once() {
+        let v = injected(r#"{"model":"m","stream":true,"max_tokens":7}"#);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["max_tokens"], 7);
+        let v = injected(r#"{"model":"m","stream":true,"stream_options":{"include_obfuscation":false}}"#);
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["include_obfuscation"], false);
+        let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        let facts = inspect_json(body.as_bytes()).unwrap();
+        assert_eq!(request_stream_usage(body.as_bytes(), &facts), body.as_bytes());
+    }
+
+    #[test]
+    fn max_tokens_prefers_max_completion_tokens() {
+        let f = inspect_json(br#"{"model":"m","max_tokens":5,"max_completion_tokens":9}"#).unwrap();
+        assert_eq!(f.max_tokens, Some(9));
+        assert_eq!(inspect_json(br#"{"model":"m","max_tokens":-1}"#).unwrap().max_tokens, None);
     }
 }

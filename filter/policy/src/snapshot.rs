@@ -41,6 +41,17 @@ pub struct Settings {
     /// Largest request body accepted, in bytes; larger ones get 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// Most output tokens reserved for one request at admission (`max_tokens` above this is
+    /// reserved as this; a request without `max_tokens` reserves this).
+    #[serde(default = "default_output_reservation")]
+    pub output_reservation: u64,
+}
+
+/// Default [`Settings::output_reservation`].
+pub const DEFAULT_OUTPUT_RESERVATION: u64 = 4096;
+
+fn default_output_reservation() -> u64 {
+    DEFAULT_OUTPUT_RESERVATION
 }
 
 fn default_max_body() -> u64 {
@@ -49,7 +60,7 @@ fn default_max_body() -> u64 {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES }
+        Self { max_body_bytes: DEFAULT_MAX_BODY_BYTES, output_reservation: DEFAULT_OUTPUT_RESERVATION }
     }
 }
 
@@ -102,6 +113,29 @@ pub struct PrincipalSpec {
     /// merged down the chain and aliases resolved by the control plane), sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_models: Vec<u32>,
+    /// Aggregate caps of the entities above the key (user or service account, team, org).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<CapSpec>,
+    /// Caps on each key of this principal: requests, input tokens, output tokens per minute
+    /// (inherited along the chain and combined with the token's own caps).
+    #[serde(default, skip_serializing_if = "no_limits")]
+    pub key_limits: [Option<u64>; 3],
+}
+
+fn no_limits(l: &[Option<u64>; 3]) -> bool {
+    l.iter().all(Option::is_none)
+}
+
+/// An aggregate cap: all traffic of one entity, counted in one shared window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct CapSpec {
+    /// Window name, unique per entity (`o.3`, `t.7`, `u.12`, `s.4`).
+    pub window: String,
+    /// What the cap belongs to, for 429 messages (`org 3`).
+    pub label: String,
+    /// Requests, input tokens, output tokens per minute.
+    pub limits: [Option<u64>; 3],
 }
 
 /// Why a snapshot was refused. A refused snapshot is NACKed and Envoy keeps the last good one.

@@ -3,12 +3,85 @@
 //! The SDK's convenience getters unwrap the host status and would trap the VM on an unexpected
 //! one; the raw hostcalls return it, and we log and carry on.
 
+use aqueduct_policy::host::{ResponseHost, Shared};
 use aqueduct_policy::Host;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 
 /// The current request's view of Envoy.
 pub struct WasmHost;
+
+/// Envoy's clock as unix milliseconds (0 if the host cannot tell).
+pub fn now_unix_ms() -> i64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Shared-data key serializing key creation across workers (creating a key is not atomic).
+const LOCK: &str = "aqueduct.rl.lock";
+/// Bounded spin on the creation lock; after it, creation goes ahead unlocked (a rare double
+/// creation only loses one request's count, a hung worker would lose everything).
+const LOCK_SPINS: usize = 10_000;
+
+/// Creates the creation lock if it does not exist yet.
+pub fn ensure_lock() {
+    if let Ok((None, _)) = hostcalls::get_shared_data(LOCK) {
+        let _ = hostcalls::set_shared_data(LOCK, Some(&[0]), None);
+    }
+}
+
+impl Shared for WasmHost {
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((Some(v), Some(cas))) => Some((v, cas)),
+            _ => None,
+        }
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        hostcalls::set_shared_data(key, Some(value), Some(cas)).is_ok()
+    }
+
+    fn shared_create(&mut self, key: &str, initial: &[u8]) {
+        let mut locked = false;
+        for _ in 0..LOCK_SPINS {
+            match hostcalls::get_shared_data(LOCK) {
+                Ok((Some(v), Some(cas)))
+                    if v.as_slice() == [0] && hostcalls::set_shared_data(LOCK, Some(&[1]), Some(cas)).is_ok() =>
+                {
+                    locked = true;
+                    break;
+                }
+                Ok((None, _)) => ensure_lock(),
+                _ => {}
+            }
+        }
+        if let Ok((None, _)) = hostcalls::get_shared_data(key) {
+            let _ = hostcalls::set_shared_data(key, Some(initial), None);
+        }
+        if locked {
+            let _ = hostcalls::set_shared_data(LOCK, Some(&[0]), None);
+        }
+    }
+}
+
+impl ResponseHost for WasmHost {
+    fn response_header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
+    }
+
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        if let Err(s) = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value)) {
+            log::debug!("aqueduct: setting response header {name} failed: {s:?}");
+        }
+    }
+
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size).ok().flatten()
+    }
+}
 
 /// Envoy's clock as unix seconds (0 if the host cannot tell, which makes every expiry pass
 /// as "in the future" — acceptable only because the hostcall does not fail in practice).

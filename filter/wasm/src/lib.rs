@@ -31,6 +31,12 @@ struct Root {
 impl Context for Root {}
 
 impl RootContext for Root {
+    fn on_vm_start(&mut self, _size: usize) -> bool {
+        // Runs again for every config push: only creates what is missing.
+        host::ensure_lock();
+        true
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
         let Some(bytes) = self.get_plugin_configuration().filter(|b| !b.is_empty()) else {
             // No policy yet (e.g. a static config awaiting pull mode): fail closed, 503 on API routes.
@@ -79,7 +85,23 @@ impl HttpContext for Request {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(self.filter.on_request_body(&mut WasmHost, body_size, end_of_stream))
+        action(self.filter.on_request_body(&mut WasmHost, body_size, end_of_stream, host::now_unix_ms()))
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        self.filter.on_response_headers(&mut WasmHost);
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        // Continue: each chunk goes to the client as it arrives; we only read it.
+        self.filter.on_response_body(&WasmHost, body_size);
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        // Called once per request, also when the client went away mid-stream.
+        self.filter.on_done(&mut WasmHost, host::now_unix_ms());
     }
 }
 

@@ -1,4 +1,6 @@
 use super::*;
+use crate::admission::tests::MemShared;
+use crate::snapshot::CapSpec;
 use crate::snapshot::{ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use crate::tokens::{hash_key, TokenTableSpec};
 
@@ -12,6 +14,34 @@ struct TestHost {
     body: Vec<u8>,
     reply: Option<Reply>,
     route_cleared: bool,
+    shared: MemShared,
+    response_headers: Vec<(String, String)>,
+    response_chunk: Vec<u8>,
+}
+
+impl Shared for TestHost {
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.shared_get(key)
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        self.shared.shared_set(key, value, cas)
+    }
+    fn shared_create(&mut self, key: &str, initial: &[u8]) {
+        self.shared.shared_create(key, initial)
+    }
+}
+
+impl ResponseHost for TestHost {
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.response_headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+    fn set_response_header(&mut self, name: &str, value: &str) {
+        self.response_headers.retain(|(k, _)| k != name);
+        self.response_headers.push((name.into(), value.into()));
+    }
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.response_chunk.get(..size).map(<[u8]>::to_vec)
+    }
 }
 
 impl TestHost {
@@ -74,14 +104,22 @@ fn policy() -> Rc<Policy> {
     let snap = PolicySnapshot {
         version: 3,
         created: 1_700_000_000,
-        settings: Settings { max_body_bytes: 4096 },
+        settings: Settings { max_body_bytes: 4096, ..Default::default() },
         models: vec![model("chat", &["demo"], Some("Bearer sk-provider")), model("whisper", &[], None)],
         principals: vec![
             PrincipalSpec { user_id: 1, ..Default::default() },
             PrincipalSpec { user_id: 2, excluded_models: vec![0], ..Default::default() },
+            PrincipalSpec {
+                user_id: 3,
+                key_limits: [Some(2), None, Some(100)],
+                caps: vec![CapSpec { window: "o.9".into(), label: "org 9".into(), limits: [Some(3), None, None] }],
+                ..Default::default()
+            },
         ],
         tokens: TokenTableSpec::build(vec![
             (hash_key("sk-limited"), 4, None, 1),
+            (hash_key("sk-capped-a"), 5, None, 2),
+            (hash_key("sk-capped-b"), 6, None, 2),
             (hash_key("sk-good"), 1, None, 0),
             (hash_key("sk-expired"), 2, Some(NOW - 1), 0),
             (hash_key("sk-later"), 3, Some(NOW + 60), 0),
@@ -100,7 +138,7 @@ fn run(host: &mut TestHost, policy: Option<Rc<Policy>>) -> Flow {
     }
     assert_eq!(flow, Flow::Pause, "the body decides the route");
     let size = host.body.len();
-    f.on_request_body(host, size, true)
+    f.on_request_body(host, size, true, NOW * 1000)
 }
 
 const CHAT: &[u8] = br#"{"model":"demo","messages":[{"role":"user","content":"hi"}]}"#;
@@ -224,8 +262,8 @@ fn streamed_body_over_limit_is_413_without_content_length() {
     let mut h = chat("sk-good");
     let mut f = RequestFilter::new(Some(policy()));
     assert_eq!(f.on_request_headers(&mut h, false, NOW), Flow::Pause);
-    assert_eq!(f.on_request_body(&mut h, 4000, false), Flow::Pause);
-    assert_eq!(f.on_request_body(&mut h, 5000, false), Flow::Pause);
+    assert_eq!(f.on_request_body(&mut h, 4000, false, 0), Flow::Pause);
+    assert_eq!(f.on_request_body(&mut h, 5000, false, 0), Flow::Pause);
     assert_eq!(h.reply_json().0, 413);
 }
 
@@ -283,4 +321,102 @@ fn excluded_models_are_not_found_even_by_alias_and_not_listed() {
     let ids: Vec<String> =
         h.reply_json().1["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids, ["whisper"]);
+}
+
+/// Runs a request through headers and body with a shared store carried across requests.
+fn run_shared(shared: &mut MemShared, key: &str, body: &[u8], now_ms: i64) -> (TestHost, RequestFilter) {
+    let mut h = chat(key);
+    h.body = body.to_vec();
+    std::mem::swap(&mut h.shared, shared);
+    let mut f = RequestFilter::new(Some(policy()));
+    if f.on_request_headers(&mut h, false, now_ms / 1000) == Flow::Pause && h.reply.is_none() {
+        let size = h.body.len();
+        f.on_request_body(&mut h, size, true, now_ms);
+    }
+    std::mem::swap(&mut h.shared, shared);
+    (h, f)
+}
+
+/// A chat request reserving 10 output tokens.
+const SMALL: &[u8] = br#"{"model":"chat","max_tokens":10,"messages":[]}"#;
+
+#[test]
+fn per_key_and_aggregate_caps_limit_requests() {
+    let mut shared = MemShared::default();
+    let t0 = NOW * 1000;
+    // Key cap 2/min: the third request of key a is refused, naming the key.
+    for _ in 0..2 {
+        let (h, _) = run_shared(&mut shared, "sk-capped-a", SMALL, t0);
+        assert!(h.reply.is_none());
+    }
+    let (h, _) = run_shared(&mut shared, "sk-capped-a", SMALL, t0);
+    let (status, v) = h.reply_json();
+    assert_eq!(status, 429);
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert!(v["error"]["message"].as_str().unwrap().contains("key 5"), "{v}");
+    let headers = &h.reply.as_ref().unwrap().1;
+    assert!(headers.iter().any(|(k, v)| k == "retry-after" && v == "61"), "{headers:?}");
+    assert!(headers.iter().any(|(k, v)| k == "x-ratelimit-remaining-requests" && v == "0"));
+    // The org's cap (3/min) is shared by key b: one more request, then the org is full.
+    let (h, _) = run_shared(&mut shared, "sk-capped-b", SMALL, t0);
+    assert!(h.reply.is_none());
+    let (h, _) = run_shared(&mut shared, "sk-capped-b", SMALL, t0);
+    assert!(h.reply_json().1["error"]["message"].as_str().unwrap().contains("org 9"));
+    // A minute (and a second) later both pass again.
+    let (h, _) = run_shared(&mut shared, "sk-capped-b", SMALL, t0 + 61_000);
+    assert!(h.reply.is_none());
+    // Keys without caps are never counted.
+    let (h, _) = run_shared(&mut shared, "sk-good", SMALL, t0);
+    assert!(h.reply.is_none());
+}
+
+#[test]
+fn streams_ask_for_usage_and_reservations_settle_with_it() {
+    let mut shared = MemShared::default();
+    let t0 = NOW * 1000;
+    let body = br#"{"model":"chat","stream":true,"max_tokens":80,"messages":[]}"#;
+    let (mut h, mut f) = run_shared(&mut shared, "sk-capped-a", body, t0);
+    assert!(h.reply.is_none());
+    let sent: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+
+    // The response: headers carry the tightest caps; the final chunk reports 30 output tokens.
+    h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    f.on_response_headers(&mut h);
+    assert_eq!(h.response_header("x-ratelimit-limit-output-tokens").as_deref(), Some("100"));
+    assert_eq!(h.response_header("x-ratelimit-remaining-output-tokens").as_deref(), Some("20"));
+    assert_eq!(h.response_header("x-ratelimit-remaining-requests").as_deref(), Some("1"));
+    h.response_chunk =
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":30}}\n\ndata: [DONE]\n\n".to_vec();
+    let n = h.response_chunk.len();
+    f.on_response_body(&h, n);
+    let used = f.on_done(&mut shared, t0 + 500).unwrap();
+    assert_eq!((used.input_tokens, used.output_tokens, used.estimated), (3, 30, false));
+    let w = crate::limits::Window::from_bytes(&shared.data["aqueduct.rl.k.5"].0).used(Dim::OutputTokens, t0 + 500);
+    assert_eq!(w, 30, "80 reserved, 30 used: 50 refunded");
+    assert!(f.on_done(&mut shared, t0 + 600).is_none(), "settled once");
+}
+
+#[test]
+fn failed_or_abandoned_responses_refund() {
+    let mut shared = MemShared::default();
+    let t0 = NOW * 1000;
+    let body = br#"{"model":"chat","max_tokens":60,"messages":[]}"#;
+    let (mut h, mut f) = run_shared(&mut shared, "sk-capped-a", body, t0);
+    h.response_headers = vec![(":status".into(), "503".into())];
+    f.on_response_headers(&mut h);
+    f.on_done(&mut shared, t0 + 10);
+    let w = crate::limits::Window::from_bytes(&shared.data["aqueduct.rl.k.5"].0).used(Dim::OutputTokens, t0 + 10);
+    assert_eq!(w, 0);
+    // A client that leaves mid-stream pays for what was streamed (estimated), not the reservation.
+    let (mut h, mut f) =
+        run_shared(&mut shared, "sk-capped-a", br#"{"model":"chat","stream":true,"max_tokens":90}"#, t0);
+    h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    f.on_response_headers(&mut h);
+    h.response_chunk = b"data: {\"choices\":[{\"delta\":{\"content\":\"12345678\"}}]}\n\n".to_vec();
+    let n = h.response_chunk.len();
+    f.on_response_body(&h, n);
+    let u = f.on_done(&mut shared, t0 + 20).unwrap();
+    assert!(u.estimated);
+    assert_eq!(u.output_tokens, 2);
 }

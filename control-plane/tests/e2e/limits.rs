@@ -1,0 +1,122 @@
+//! Rate limits enforced by the filter through a real Envoy (two workers sharing the counts),
+//! configured through the management API.
+
+use crate::harness::{http, Harness, ADMIN_KEY};
+use std::time::Duration;
+
+fn models(base: &str) -> String {
+    let entry = |name: &str, mult: f64| {
+        format!(
+            "  - model_name: {name}\n    litellm_params: {{ model: openai/{name}, api_base: \"{base}\" }}\n    model_info: {{ request_limit_multiplier: {mult} }}\n"
+        )
+    };
+    format!("model_list:\n{}{}{}", entry("single", 1.0), entry("double", 2.0), entry("half", 0.5))
+}
+
+/// A key with `limits` set on the token itself (its aggregate caps), ready at the gateway.
+async fn limited_key(h: &Harness, limits: serde_json::Value) -> String {
+    let (id, key) = h.create_token("limited", None).await;
+    let r =
+        http().patch(h.url(&format!("/api/v1/tokens/{id}"))).bearer_auth(ADMIN_KEY).json(&limits).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    // Ready once the limit is in force: a request then carries x-ratelimit headers.
+    h.eventually(Duration::from_secs(5), || async {
+        let r = chat(h, &key, "single", None).await;
+        r.status() == 200 && r.headers().keys().any(|k| k.as_str().starts_with("x-ratelimit-limit-"))
+    })
+    .await;
+    key
+}
+
+async fn chat(h: &Harness, key: &str, model: &str, max_tokens: Option<u64>) -> reqwest::Response {
+    let mut body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
+    if let Some(m) = max_tokens {
+        body["max_tokens"] = m.into();
+    }
+    http().post(h.url("/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap()
+}
+
+async fn count_passes(h: &Harness, key: &str, model: &str) -> usize {
+    let mut n = 0;
+    for _ in 0..20 {
+        let r = chat(h, key, model, Some(5)).await;
+        if r.status() != 200 {
+            assert_eq!(r.status(), 429);
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test]
+async fn multipliers_hold_exactly() {
+    let h = Harness::start_with(models).await;
+    // Each key spends one request on "single" while waiting for its limit to arrive.
+    let key = limited_key(&h, serde_json::json!({"requests_per_minute": 4})).await;
+    assert_eq!(count_passes(&h, &key, "double").await, 6, "3 left of 4, at half a request each");
+    let key = limited_key(&h, serde_json::json!({"requests_per_minute": 4})).await;
+    assert_eq!(count_passes(&h, &key, "half").await, 2, "3 left of 4, at two requests each");
+    let key = limited_key(&h, serde_json::json!({"requests_per_minute": 2})).await;
+    let r = chat(&h, &key, "single", Some(5)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "0");
+    let r = chat(&h, &key, "single", Some(5)).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((55..=61).contains(&retry), "retry-after {retry}");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert!(v["error"]["message"].as_str().unwrap().contains("requests per minute"), "{v}");
+}
+
+#[tokio::test]
+async fn a_burst_across_workers_admits_exactly_the_limit() {
+    let h = Harness::start_with(models).await;
+    let key = limited_key(&h, serde_json::json!({"requests_per_minute": 101})).await;
+    let client = http();
+    let url = h.url("/v1/chat/completions");
+    let body = serde_json::json!({"model": "single", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let tasks: Vec<_> = (0..300)
+        .map(|_| {
+            let (c, u, b, k) = (client.clone(), url.clone(), body.clone(), key.clone());
+            tokio::spawn(async move { c.post(u).bearer_auth(k).json(&b).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            200 => ok += 1,
+            429 => limited += 1,
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert_eq!((ok, limited), (100, 200), "one of 101 was spent while waiting for the limit");
+}
+
+#[tokio::test]
+async fn output_tokens_are_reserved_then_settled_with_real_usage() {
+    let h = Harness::start_with(models).await;
+    let key = limited_key(&h, serde_json::json!({"output_tokens_per_minute": 1000})).await;
+    // A huge max_tokens reserves the configured cap (4096), which exceeds the budget: the
+    // request is admitted (budget above zero)...
+    let r = chat(&h, &key, "single", Some(1_000_000)).await;
+    assert_eq!(r.status(), 200);
+    // ...and once its real (small) usage settles, the reservation is refunded.
+    h.eventually(Duration::from_secs(2), || async { chat(&h, &key, "single", Some(5)).await.status() == 200 }).await;
+    // Streams are counted from the usage chunk the gateway asks for.
+    let r = http()
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"model":"single","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-ratelimit-remaining-output-tokens"), "headers on streams too");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"usage\""), "usage chunk requested upstream: {text}");
+    let sent = h.upstream.requests().last().unwrap().json().unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true);
+}

@@ -1,0 +1,260 @@
+//! Rate-limit admission across every cap that applies to a request, over shared state.
+//!
+//! Each cap is one [`Window`] in shared data, updated with compare-and-swap so all Envoy
+//! workers count together. A request is admitted only if every cap has room; when a later cap
+//! refuses, the charges already made on earlier caps are taken back.
+
+use crate::host::Shared;
+use crate::limits::{Denied, Dim, Window, REQUEST_SCALE};
+
+/// Attempts of one compare-and-swap update before giving up (contention is brief: a worker
+/// holds no lock between its read and its write).
+const CAS_ATTEMPTS: usize = 64;
+
+/// Prefix of the filter's shared-data keys.
+pub const KEY_PREFIX: &str = "aqueduct.rl.";
+
+/// One cap on a request: a window and its per-minute limits (requests in whole requests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cap {
+    /// Shared-data key of the window.
+    pub key: String,
+    /// What the cap belongs to, for messages (`org 3`, `key 17`).
+    pub label: String,
+    /// Limits per dimension: requests, input tokens, output tokens.
+    pub limits: [Option<u64>; 3],
+}
+
+impl Cap {
+    fn window_limits(&self) -> Vec<(Dim, u64)> {
+        Dim::ALL
+            .iter()
+            .filter_map(|d| {
+                self.limits[*d as usize]
+                    .map(|l| (*d, if *d == Dim::Requests { l.saturating_mul(REQUEST_SCALE) } else { l }))
+            })
+            .collect()
+    }
+}
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The cap that was full.
+    pub label: String,
+    /// Its full dimension.
+    pub dim: Dim,
+    /// Its limit in that dimension (whole requests or tokens).
+    pub limit: u64,
+    /// Milliseconds until a retry can pass.
+    pub retry_after_ms: i64,
+}
+
+/// Rate-limit state of one dimension for response headers (the tightest cap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DimStatus {
+    /// The limit (whole requests or tokens).
+    pub limit: u64,
+    /// What is left after this request.
+    pub remaining: u64,
+    /// Milliseconds until the full budget is back.
+    pub reset_ms: i64,
+}
+
+/// An admitted request's charges, to reconcile when its usage is known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admitted {
+    /// Keys charged.
+    pub keys: Vec<String>,
+    /// When.
+    pub at_ms: i64,
+    /// What was charged per dimension (requests in thousandths).
+    pub cost: [u64; 3],
+    /// Per dimension, the tightest cap after the charge (None where nothing is limited).
+    pub status: [Option<DimStatus>; 3],
+}
+
+fn update<S: Shared, T>(store: &mut S, key: &str, mut f: impl FnMut(&mut Window) -> T) -> Option<T> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (bytes, cas) = match store.shared_get(key) {
+            Some(v) => v,
+            None => {
+                store.shared_create(key, &Window::default().to_bytes());
+                continue;
+            }
+        };
+        let mut w = Window::from_bytes(&bytes);
+        let out = f(&mut w);
+        if store.shared_set(key, &w.to_bytes(), cas) {
+            return Some(out);
+        }
+    }
+    None
+}
+
+/// Admits a request costing `cost` against every cap, or refuses it charging nothing.
+pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64) -> Result<Admitted, Refusal> {
+    let mut admitted = Admitted { keys: Vec::new(), at_ms: now_ms, cost, status: [None; 3] };
+    for cap in caps {
+        let limits = cap.window_limits();
+        if limits.is_empty() {
+            continue;
+        }
+        let outcome = update(store, &cap.key, |w| {
+            w.admit(&limits, cost, now_ms).map(|()| {
+                limits
+                    .iter()
+                    .map(|(d, l)| {
+                        let used = w.used(*d, now_ms);
+                        (*d, l.saturating_sub(used), w.reset_ms(*d, now_ms))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        });
+        match outcome {
+            Some(Ok(statuses)) => {
+                admitted.keys.push(cap.key.clone());
+                for (d, remaining, reset_ms) in statuses {
+                    let scale = if d == Dim::Requests { REQUEST_SCALE } else { 1 };
+                    let limit = cap.limits[d as usize].unwrap_or(0);
+                    let s = DimStatus { limit, remaining: remaining / scale, reset_ms };
+                    let slot = &mut admitted.status[d as usize];
+                    if slot.is_none_or(|cur| s.remaining < cur.remaining) {
+                        *slot = Some(s);
+                    }
+                }
+            }
+            Some(Err(Denied { dim, retry_after_ms })) => {
+                rollback(store, &admitted);
+                return Err(Refusal {
+                    label: cap.label.clone(),
+                    dim,
+                    limit: cap.limits[dim as usize].unwrap_or(0),
+                    retry_after_ms,
+                });
+            }
+            // Shared data would not settle: count the request as admitted rather than fail
+            // closed on contention; the other caps still hold.
+            None => {}
+        }
+    }
+    Ok(admitted)
+}
+
+fn rollback<S: Shared>(store: &mut S, admitted: &Admitted) {
+    for key in &admitted.keys {
+        update(store, key, |w| {
+            for d in Dim::ALL {
+                w.adjust(
+                    d,
+                    -i64::try_from(admitted.cost[d as usize]).unwrap_or(i64::MAX),
+                    admitted.at_ms,
+                    admitted.at_ms,
+                );
+            }
+        });
+    }
+}
+
+/// Reconciles an admitted request's token reservations with its real usage.
+pub fn reconcile<S: Shared>(store: &mut S, admitted: &Admitted, input: u64, output: u64, now_ms: i64) {
+    let delta = |actual: u64, reserved: u64| {
+        i64::try_from(actual).unwrap_or(i64::MAX) - i64::try_from(reserved).unwrap_or(i64::MAX)
+    };
+    let din = delta(input, admitted.cost[Dim::InputTokens as usize]);
+    let dout = delta(output, admitted.cost[Dim::OutputTokens as usize]);
+    if din == 0 && dout == 0 {
+        return;
+    }
+    for key in &admitted.keys {
+        update(store, key, |w| {
+            w.adjust(Dim::InputTokens, din, admitted.at_ms, now_ms);
+            w.adjust(Dim::OutputTokens, dout, admitted.at_ms, now_ms);
+        });
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Shared data in a map, with CAS tokens like Envoy's.
+    #[derive(Default)]
+    pub struct MemShared {
+        pub data: HashMap<String, (Vec<u8>, u32)>,
+        /// Makes the next N sets fail as if another worker wrote first.
+        pub conflicts: usize,
+    }
+
+    impl Shared for MemShared {
+        fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+            self.data.get(key).cloned()
+        }
+        fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+            if self.conflicts > 0 {
+                self.conflicts -= 1;
+                if let Some(e) = self.data.get_mut(key) {
+                    e.1 += 1;
+                }
+                return false;
+            }
+            match self.data.get_mut(key) {
+                Some(e) if e.1 == cas => {
+                    *e = (value.to_vec(), cas + 1);
+                    true
+                }
+                _ => false,
+            }
+        }
+        fn shared_create(&mut self, key: &str, initial: &[u8]) {
+            self.data.entry(key.to_string()).or_insert_with(|| (initial.to_vec(), 1));
+        }
+    }
+
+    fn cap(key: &str, rpm: Option<u64>, itpm: Option<u64>) -> Cap {
+        Cap { key: key.into(), label: key.into(), limits: [rpm, itpm, None] }
+    }
+
+    #[test]
+    fn every_cap_must_have_room_and_refusals_roll_back() {
+        let mut s = MemShared::default();
+        let caps = [cap("key", Some(10), None), cap("org", Some(2), None)];
+        let one = [REQUEST_SCALE, 0, 0];
+        assert!(admit(&mut s, &caps, one, 0).is_ok());
+        assert!(admit(&mut s, &caps, one, 0).is_ok());
+        let r = admit(&mut s, &caps, one, 0).unwrap_err();
+        assert_eq!((r.label.as_str(), r.dim, r.limit), ("org", Dim::Requests, 2));
+        let key = Window::from_bytes(&s.data["key"].0).used(Dim::Requests, 0);
+        assert_eq!(key, 2 * REQUEST_SCALE, "the key's charge for the refused request was taken back");
+    }
+
+    #[test]
+    fn headers_report_the_tightest_cap() {
+        let mut s = MemShared::default();
+        let caps = [cap("key", Some(10), Some(1000)), cap("org", Some(5), Some(100_000))];
+        let a = admit(&mut s, &caps, [REQUEST_SCALE, 100, 0], 0).unwrap();
+        assert_eq!(a.status[0], Some(DimStatus { limit: 5, remaining: 4, reset_ms: 61_000 }));
+        assert_eq!(a.status[1].unwrap().limit, 1000);
+        assert_eq!(a.status[1].unwrap().remaining, 900);
+        assert!(a.status[2].is_none());
+    }
+
+    #[test]
+    fn survives_contention_and_reconciles() {
+        let mut s = MemShared { conflicts: 10, ..Default::default() };
+        let caps = [cap("key", None, Some(1000))];
+        let a = admit(&mut s, &caps, [0, 800, 0], 0).unwrap();
+        assert_eq!(Window::from_bytes(&s.data["key"].0).used(Dim::InputTokens, 0), 800);
+        reconcile(&mut s, &a, 50, 0, 1_000);
+        assert_eq!(Window::from_bytes(&s.data["key"].0).used(Dim::InputTokens, 1_000), 50);
+        assert!(admit(&mut s, &caps, [0, 10, 0], 1_000).is_ok());
+    }
+
+    #[test]
+    fn caps_without_limits_are_skipped() {
+        let mut s = MemShared::default();
+        let a = admit(&mut s, &[cap("none", None, None)], [REQUEST_SCALE, 1, 1], 0).unwrap();
+        assert!(a.keys.is_empty() && s.data.is_empty());
+    }
+}
