@@ -57,8 +57,9 @@ lint: deps ## rustfmt check and clippy (native and wasm) with -D warnings
 	cargo clippy -p aqueduct-filter --target $(WASM_TARGET) -- -D warnings
 
 .PHONY: test
-test: wasm lint ## Run every test: unit, end to end (real Envoy, real .wasm)
-	cargo test --workspace
+test: wasm lint ## Run every test: unit, end to end (real Envoy, real .wasm, SQLite and PostgreSQL)
+	@pg=$$(tools/test-pg.sh) && trap 'tools/test-pg.sh stop' EXIT && \
+	  echo "PostgreSQL for tests: $$pg" && AQUEDUCT_TEST_PG=$$pg cargo test --workspace
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the venv)

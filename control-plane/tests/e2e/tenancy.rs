@@ -435,3 +435,41 @@ async fn admin_bootstrap_cli_creates_org_admin_and_key() {
         .unwrap();
     assert!(!again.status.success());
 }
+
+/// Every kind of change made through the API reaches Envoy within a second, as a real OpenAI
+/// client sees it: exclusions at org level, a user opting out of inheritance, a limit.
+#[tokio::test]
+async fn tenancy_changes_reach_envoy_within_a_second_for_an_openai_client() {
+    use async_openai::types::CreateEmbeddingRequestArgs;
+    let h = Harness::start().await;
+    let admin = Api::new(&h, ADMIN_KEY);
+    let org = admin.expect("POST", "/orgs", Some(json!({"name": "acme"})), 201).await;
+    let (user, key) = user_with_key(&admin, "dev@acme.example", &id(&org), "user").await;
+    let client = h.openai(&key);
+    let listed = || async {
+        client.models().list().await.map(|l| l.data.into_iter().map(|m| m.id).collect::<Vec<_>>()).unwrap_or_default()
+    };
+    h.eventually(Duration::from_secs(1), || async { listed().await.len() == 5 }).await;
+
+    admin
+        .expect("PATCH", &format!("/orgs/{}", id(&org)), Some(json!({"excluded_models": ["embed", "tts"]})), 200)
+        .await;
+    let took = h.eventually(Duration::from_secs(1), || async { listed().await == ["chat", "whisper", "image"] }).await;
+    eprintln!("org exclusion visible to the client after {took:?}");
+    let req = CreateEmbeddingRequestArgs::default().model("embed").input("x").build().unwrap();
+    match client.embeddings().create(req.clone()).await {
+        Err(async_openai::error::OpenAIError::ApiError(e)) => assert_eq!(e.r#type.as_deref(), Some("not_found_error")),
+        other => panic!("expected a not-found error, got {other:?}"),
+    }
+
+    admin.expect("PATCH", &format!("/users/{user}"), Some(json!({"merge_excluded_models": false})), 200).await;
+    h.eventually(Duration::from_secs(1), || async { listed().await.len() == 5 }).await;
+    assert!(client.embeddings().create(req).await.is_ok());
+
+    admin.expect("PATCH", &format!("/users/{user}"), Some(json!({"key_requests_per_minute": 0})), 200).await;
+    h.eventually(Duration::from_secs(1), || async {
+        let req = CreateEmbeddingRequestArgs::default().model("embed").input("x").build().unwrap();
+        matches!(client.embeddings().create(req).await, Err(async_openai::error::OpenAIError::ApiError(e)) if e.r#type.as_deref() == Some("rate_limit_error"))
+    })
+    .await;
+}
