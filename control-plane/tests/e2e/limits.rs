@@ -19,8 +19,9 @@ async fn limited_key(h: &Harness, limits: serde_json::Value) -> String {
     let r =
         http().patch(h.url(&format!("/api/v1/tokens/{id}"))).bearer_auth(ADMIN_KEY).json(&limits).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
-    // Ready once the limit is in force: a request then carries x-ratelimit headers.
-    h.eventually(Duration::from_secs(5), || async {
+    // Ready once the limit is in force: a request then carries x-ratelimit headers. (Generous:
+    // a busy CI machine runs many gateways at once; the 1 s propagation is tested elsewhere.)
+    h.eventually(Duration::from_secs(15), || async {
         let r = chat(h, &key, "single", None).await;
         r.status() == 200 && r.headers().keys().any(|k| k.as_str().starts_with("x-ratelimit-limit-"))
     })
@@ -119,4 +120,77 @@ async fn output_tokens_are_reserved_then_settled_with_real_usage() {
     assert!(text.contains("\"usage\""), "usage chunk requested upstream: {text}");
     let sent = h.upstream.requests().last().unwrap().json().unwrap();
     assert_eq!(sent["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn counts_survive_policy_pushes_and_changed_limits_apply_at_once() {
+    let h = Harness::start_with(models).await;
+    let (id, key) = h.create_token("limited", None).await;
+    let patch = |limits: serde_json::Value| {
+        let url = h.url(&format!("/api/v1/tokens/{id}"));
+        async move {
+            let r = http().patch(url).bearer_auth(ADMIN_KEY).json(&limits).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    patch(serde_json::json!({"requests_per_minute": 3})).await;
+    h.eventually(Duration::from_secs(5), || async {
+        chat(&h, &key, "single", Some(5)).await.headers().contains_key("x-ratelimit-limit-requests")
+    })
+    .await;
+    // One request was spent seeing the limit arrive; spend one more.
+    assert_eq!(chat(&h, &key, "single", Some(5)).await.status(), 200);
+    // A policy push (another key created) rebuilds every VM's root context: counts stay.
+    let (_, other) = h.create_token("other", None).await;
+    h.eventually(Duration::from_secs(5), || async { chat(&h, &other, "single", Some(5)).await.status() == 200 }).await;
+    assert_eq!(chat(&h, &key, "single", Some(5)).await.status(), 200, "third of three");
+    assert_eq!(chat(&h, &key, "single", Some(5)).await.status(), 429, "the count survived the push");
+    // Raising the limit applies from the next request, with the window's count kept.
+    patch(serde_json::json!({"requests_per_minute": 5})).await;
+    h.eventually(Duration::from_secs(2), || async { chat(&h, &key, "single", Some(5)).await.status() == 200 }).await;
+    // Lowering it below what was used refuses at once.
+    patch(serde_json::json!({"requests_per_minute": 1})).await;
+    h.eventually(Duration::from_secs(2), || async { chat(&h, &key, "single", Some(5)).await.status() == 429 }).await;
+}
+
+/// Streams the response, reading only `chunks` SSE events before dropping the connection.
+async fn stream_and_leave(h: &Harness, key: &str, max_tokens: u64, chunks: usize) {
+    use futures::StreamExt;
+    let r = http()
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"model":"single","stream":true,"max_tokens":max_tokens,
+            "messages":[{"role":"user","content":"one two three four five six seven eight"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    for _ in 0..chunks {
+        if body.next().await.is_none() {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn streams_without_usage_and_abandoned_streams_settle_their_reservation() {
+    let h = Harness::start_with(models).await;
+    let key = limited_key(&h, serde_json::json!({"output_tokens_per_minute": 500})).await;
+    // The provider sends no usage: output is estimated from the streamed text, and the rest of
+    // the 900-token reservation comes back. Unsettled, 900 of 500 would refuse the next request.
+    h.upstream.set_defaults(fake_upstream::Controls { no_usage: Some(true), ..Default::default() });
+    stream_and_leave(&h, &key, 900, usize::MAX).await;
+    h.eventually(Duration::from_secs(2), || async { chat(&h, &key, "single", Some(900)).await.status() == 200 }).await;
+
+    // A client that leaves mid-stream: the reservation is settled when Envoy ends the stream.
+    let key = limited_key(&h, serde_json::json!({"output_tokens_per_minute": 500})).await;
+    h.upstream.set_defaults(fake_upstream::Controls {
+        chunk_delay_ms: Some(200),
+        chunks: Some(10),
+        ..Default::default()
+    });
+    stream_and_leave(&h, &key, 900, 2).await;
+    h.upstream.set_defaults(fake_upstream::Controls::default());
+    h.eventually(Duration::from_secs(3), || async { chat(&h, &key, "single", Some(900)).await.status() == 200 }).await;
 }
