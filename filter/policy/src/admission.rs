@@ -14,6 +14,16 @@ const CAS_ATTEMPTS: usize = 64;
 /// Prefix of the filter's shared-data keys.
 pub const KEY_PREFIX: &str = "aqueduct.rl.";
 
+/// Shared-data key listing every window created, for the sweeper (shared data cannot be
+/// enumerated).
+pub const INDEX_KEY: &str = "aqueduct.rl.index";
+
+/// Shared-data key holding when the last sweep started (unix ms), so one VM sweeps at a time.
+pub const SWEEP_KEY: &str = "aqueduct.rl.swept";
+
+/// How often idle windows are swept.
+pub const SWEEP_EVERY_MS: i64 = 30_000;
+
 /// One cap on a request: a window and its per-minute limits (requests in whole requests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cap {
@@ -80,9 +90,14 @@ fn update<S: Shared, T>(store: &mut S, key: &str, mut f: impl FnMut(&mut Window)
             Some(v) => v,
             None => {
                 store.shared_create(key, &Window::default().to_bytes());
+                register(store, key);
                 continue;
             }
         };
+        if bytes.is_empty() {
+            // Swept earlier and in use again: back in the index.
+            register(store, key);
+        }
         let mut w = Window::from_bytes(&bytes);
         let out = f(&mut w);
         if store.shared_set(key, &w.to_bytes(), cas) {
@@ -90,6 +105,71 @@ fn update<S: Shared, T>(store: &mut S, key: &str, mut f: impl FnMut(&mut Window)
         }
     }
     None
+}
+
+/// Adds a window to the index (duplicates are harmless: the sweeper drops them).
+fn register<S: Shared>(store: &mut S, key: &str) {
+    for _ in 0..CAS_ATTEMPTS {
+        let Some((mut index, cas)) = store.shared_get(INDEX_KEY) else {
+            store.shared_create(INDEX_KEY, b"");
+            continue;
+        };
+        index.extend_from_slice(key.as_bytes());
+        index.push(b'\n');
+        if store.shared_set(INDEX_KEY, &index, cas) {
+            return;
+        }
+    }
+}
+
+/// Empties windows that count nothing any more, and forgets them. Shared data cannot delete a
+/// key, but an empty value costs only its name; a window in use again is recreated from empty.
+/// Runs at most once per [`SWEEP_EVERY_MS`] across all VMs; returns how many were emptied.
+pub fn sweep<S: Shared>(store: &mut S, now_ms: i64) -> usize {
+    let Some((last, cas)) = store.shared_get(SWEEP_KEY) else {
+        store.shared_create(SWEEP_KEY, &now_ms.to_le_bytes());
+        return 0;
+    };
+    let last = last.get(..8).and_then(|b| b.try_into().ok()).map_or(0, i64::from_le_bytes);
+    if now_ms - last < SWEEP_EVERY_MS || !store.shared_set(SWEEP_KEY, &now_ms.to_le_bytes(), cas) {
+        return 0;
+    }
+    let Some((index, _)) = store.shared_get(INDEX_KEY) else { return 0 };
+    let mut keys: Vec<&[u8]> = index.split(|b| *b == b'\n').filter(|k| !k.is_empty()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut emptied = Vec::new();
+    let mut keep = Vec::new();
+    for key in keys {
+        let Ok(name) = std::str::from_utf8(key) else { continue };
+        match store.shared_get(name) {
+            Some((v, cas)) if !v.is_empty() && Window::from_bytes(&v).is_idle(now_ms) => {
+                if store.shared_set(name, b"", cas) {
+                    emptied.push(name.to_string());
+                } else {
+                    keep.push(name.to_string());
+                }
+            }
+            Some((v, _)) if v.is_empty() => {}
+            Some(_) => keep.push(name.to_string()),
+            None => {}
+        }
+    }
+    // Drop the emptied names from the index, keeping any added meanwhile.
+    for _ in 0..CAS_ATTEMPTS {
+        let Some((current, cas)) = store.shared_get(INDEX_KEY) else { break };
+        let mut next = Vec::with_capacity(current.len());
+        for k in current.split(|b| *b == b'\n').filter(|k| !k.is_empty()) {
+            if !emptied.iter().any(|e| e.as_bytes() == k) {
+                next.extend_from_slice(k);
+                next.push(b'\n');
+            }
+        }
+        if store.shared_set(INDEX_KEY, &next, cas) {
+            break;
+        }
+    }
+    emptied.len()
 }
 
 /// Admits a request costing `cost` against every cap, or refuses it charging nothing.
@@ -249,6 +329,25 @@ pub(crate) mod tests {
         reconcile(&mut s, &a, 50, 0, 1_000);
         assert_eq!(Window::from_bytes(&s.data["key"].0).used(Dim::InputTokens, 1_000), 50);
         assert!(admit(&mut s, &caps, [0, 10, 0], 1_000).is_ok());
+    }
+
+    #[test]
+    fn idle_windows_are_swept_and_come_back_empty() {
+        let mut s = MemShared::default();
+        let caps = [cap("aqueduct.rl.k.1", Some(1), None), cap("aqueduct.rl.k.2", Some(1), None)];
+        admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 0).unwrap();
+        admit(&mut s, &caps[1..], [REQUEST_SCALE, 0, 0], 50_000).unwrap();
+        assert_eq!(sweep(&mut s, 0), 0, "the first call only starts the clock");
+        assert_eq!(sweep(&mut s, 10_000), 0, "not yet time");
+        // At 70 s the first window is idle, the second still counts.
+        assert_eq!(sweep(&mut s, 70_000), 1);
+        assert!(s.data["aqueduct.rl.k.1"].0.is_empty());
+        assert_eq!(s.data[INDEX_KEY].0, b"aqueduct.rl.k.2\n");
+        assert!(admit(&mut s, &caps[1..], [REQUEST_SCALE, 0, 0], 70_000).is_err(), "live counts untouched");
+        // An emptied window works again from zero.
+        assert!(admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_ok());
+        assert!(admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_err());
+        assert!(String::from_utf8_lossy(&s.data[INDEX_KEY].0).contains("aqueduct.rl.k.1"), "re-registered");
     }
 
     #[test]

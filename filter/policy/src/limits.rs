@@ -155,6 +155,12 @@ impl Window {
         self.retry_after(dim, 1, now_ms).min(WINDOW_MS + SLOT_MS)
     }
 
+    /// Whether nothing is counted any more at `now_ms` (the window can be dropped).
+    pub fn is_idle(&mut self, now_ms: i64) -> bool {
+        self.advance(now_ms);
+        self.slots.iter().all(|s| s.iter().all(|v| *v == 0))
+    }
+
     /// The state as bytes, for shared data.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(ENCODED_LEN);

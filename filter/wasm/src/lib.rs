@@ -37,7 +37,16 @@ impl RootContext for Root {
         true
     }
 
+    fn on_tick(&mut self) {
+        let swept = aqueduct_policy::admission::sweep(&mut WasmHost, host::now_unix_ms());
+        if swept > 0 {
+            log::debug!("aqueduct: emptied {swept} idle rate-limit windows");
+        }
+    }
+
     fn on_configure(&mut self, _size: usize) -> bool {
+        // Idle rate-limit windows are swept from every VM's tick; only one sweeps per period.
+        self.set_tick_period(std::time::Duration::from_secs(5));
         let Some(bytes) = self.get_plugin_configuration().filter(|b| !b.is_empty()) else {
             // No policy yet (e.g. a static config awaiting pull mode): fail closed, 503 on API routes.
             log::warn!("aqueduct: no policy in the plugin configuration; API requests get 503");
