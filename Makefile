@@ -46,6 +46,12 @@ build: wasm ## Build the control plane and the fake upstream (release)
 run: build ## Start the gateway (control plane + Envoy + demo upstream) on SQLite; Ctrl-C stops all
 	@tools/run.sh
 
+.PHONY: bench
+bench: build ## Measure the data plane against plain Envoy (writes bench/results.json; ~3 min)
+	@command -v wrk >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null)
+	@command -v taskset >/dev/null || echo "bench: taskset not found; processes are not pinned"
+	python3 bench/run.py
+
 .PHONY: fmt
 fmt: ## Format the code
 	cargo fmt --all

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""make bench: the data plane measured against plain Envoy in the same run.
+
+Variants (each an Envoy with one worker pinned to CPU 0; load from wrk and the fake upstream on
+CPU 1; a 1 KB chat request; alternating rounds, medians reported):
+  baseline  plain Envoy (buffer filter + router) to the fake upstream, no Aqueduct filter;
+  filter    the gateway: control plane + Envoy + the .wasm filter (auth, exclusions, routing,
+            usage metering), no rate limits;
+  limits    the same with caps at key, user and org level (set far above the load, so every
+            request takes the limiter's full path and none is refused).
+Writes bench/results.json and prints a table. Bounded: about 3 minutes.
+"""
+import json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request, statistics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENVOY = os.environ.get("ENVOY") or os.path.join(ROOT, ".venv/bin/envoy")
+REL = os.path.join(ROOT, "target/release")
+WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/aqueduct_filter.wasm")
+DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+ADMIN_KEY = "sk-bench-admin-0000000000000000"
+CPUS = os.cpu_count() or 1
+ENVOY_CPU, LOAD_CPU = "0", ("1" if CPUS > 1 else "0")
+
+
+def free_port():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+
+
+def pinned(cpu, argv):
+    return (["taskset", "-c", cpu] if shutil.which("taskset") else []) + argv
+
+
+def wait_http(url, headers=None, timeout=30, want=200):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == want:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+BODY = json.dumps({"model": "bench", "max_tokens": 16, "messages": [
+    {"role": "system", "content": "You are a benchmark. " * 20},
+    {"role": "user", "content": "Measure the gateway, please. " * 20}]})
+
+
+def wrk(url, key, tmp):
+    script = os.path.join(tmp, "post.lua")
+    with open(script, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n'
+                'wrk.headers["Authorization"] = "Bearer %s"\n' % (json.dumps(BODY), key))
+        f.write('done = function(summary, latency, requests)\n'
+                '  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests, summary.errors.status,'
+                ' summary.duration, latency:percentile(50), latency:percentile(99)))\nend\n')
+    out = subprocess.run(pinned(LOAD_CPU, ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "-s", script, url]),
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
+    reqs, errors, dur_us, p50, p99 = int(m[1]), int(m[2]), int(m[3]), float(m[4]), float(m[5])
+    return reqs, errors, dur_us / 1e6, p50, p99
+
+
+class Variant:
+    def __init__(self, name, tmp, upstream_port):
+        self.name, self.tmp, self.upstream_port = name, os.path.join(tmp, name), upstream_port
+        os.makedirs(self.tmp)
+        self.procs = []
+        self.listen, self.admin = free_port(), free_port()
+
+    def start(self):
+        if self.name == "baseline":
+            cfg = open(os.path.join(ROOT, "bench/baseline-envoy.yaml")).read()
+            for k, v in [("ADMIN_PORT", self.admin), ("LISTEN_PORT", self.listen), ("UPSTREAM_PORT", self.upstream_port)]:
+                cfg = cfg.replace(k, str(v))
+            path = os.path.join(self.tmp, "envoy.yaml"); open(path, "w").write(cfg)
+            self.envoy = self.spawn(pinned(ENVOY_CPU, [ENVOY, "-c", path, "--concurrency", "1", "--base-id", str(self.admin),
+                                                      "--log-level", "warn"]))
+            self.key = "unused"
+            wait_http(f"http://127.0.0.1:{self.admin}/ready")
+            return
+        models = os.path.join(self.tmp, "models.yaml")
+        open(models, "w").write("model_list:\n  - model_name: bench\n    litellm_params: { model: openai/bench, "
+                                f"api_base: \"http://127.0.0.1:{self.upstream_port}/v1\", api_key: sk-upstream }}\n")
+        env = dict(os.environ, AQUEDUCT_LISTEN=f"127.0.0.1:{self.listen}", AQUEDUCT_XDS_LISTEN=f"127.0.0.1:{free_port()}",
+                   AQUEDUCT_HTTP_LISTEN=f"127.0.0.1:{free_port()}", AQUEDUCT_MODELS=models, AQUEDUCT_DATA_DIR=self.tmp,
+                   AQUEDUCT_ADMIN_KEY=ADMIN_KEY, AQUEDUCT_WASM=WASM, AQUEDUCT_LOG="warn")
+        env.pop("DATABASE_URL", None)
+        self.cp = self.spawn([os.path.join(REL, "aqueduct"), "serve"], env=env)
+        boot = subprocess.run([os.path.join(REL, "aqueduct"), "bootstrap"], env=dict(env, AQUEDUCT_ENVOY_ADMIN=f"127.0.0.1:{self.admin}"),
+                              capture_output=True, text=True, check=True).stdout
+        path = os.path.join(self.tmp, "envoy.yaml"); open(path, "w").write(boot)
+        self.envoy = self.spawn(pinned(ENVOY_CPU, [ENVOY, "-c", path, "--concurrency", "1", "--base-id", str(self.admin),
+                                                  "--log-level", "warn"]))
+        base = f"http://127.0.0.1:{self.listen}"
+        wait_http(base + "/v1/models", {"Authorization": "Bearer " + ADMIN_KEY})
+        self.key = self.api("POST", "/api/v1/tokens", {"name": "bench"})["key"]
+        if self.name == "limits":
+            org = self.api("POST", "/api/v1/orgs", {"name": "bench"})
+            high = {"requests_per_minute": 10**9, "input_tokens_per_minute": 10**12, "output_tokens_per_minute": 10**12}
+            user = self.api("POST", "/api/v1/users", {"email": "bench@example.com", "org_id": org["id"], "role": "user"})
+            self.api("PATCH", f"/api/v1/orgs/{org['id']}", dict(high, key_requests_per_minute=10**9))
+            self.api("PATCH", f"/api/v1/users/{user['id']}", high)
+            self.key = self.api("POST", "/api/v1/tokens", {"name": "bench", "user_id": user["id"]})["key"]
+        # Ready when the key is accepted (and, with limits, rate-limit headers show).
+        end = time.time() + 30
+        while time.time() < end:
+            try:
+                req = urllib.request.Request(base + "/v1/chat/completions", data=BODY.encode(), method="POST",
+                                             headers={"Authorization": "Bearer " + self.key, "Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=2) as r:
+                    if r.status == 200 and (self.name != "limits" or r.headers.get("x-ratelimit-limit-requests")):
+                        return
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready")
+
+    def api(self, method, path, body):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.listen}{path}", data=json.dumps(body).encode(), method=method,
+                                     headers={"Authorization": "Bearer " + ADMIN_KEY, "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return json.loads(r.read() or b"{}")
+
+    def spawn(self, argv, env=None):
+        p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.tmp, "stderr.log"), "a"))
+        self.procs.append(p)
+        return p
+
+    def measure(self):
+        before = cpu_seconds(self.envoy.pid)
+        reqs, errors, secs, p50, p99 = wrk(f"http://127.0.0.1:{self.listen}/v1/chat/completions", self.key, self.tmp)
+        cpu = cpu_seconds(self.envoy.pid) - before
+        return {"rps": reqs / secs, "p50_us": p50, "p99_us": p99, "cpu_us_per_req": cpu * 1e6 / max(reqs, 1),
+                "requests": reqs, "non_2xx": errors}
+
+    def stop(self):
+        for p in reversed(self.procs):
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main():
+    for tool in ("wrk",):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} not found (make bench installs it)")
+    tmp = tempfile.mkdtemp(prefix="aqueduct-bench-")
+    upstream_port = free_port()
+    upstream = subprocess.Popen(pinned(LOAD_CPU, [os.path.join(REL, "fake-upstream"), "--listen", f"127.0.0.1:{upstream_port}", "--no-record"]),
+                                stdout=subprocess.DEVNULL)
+    variants = [Variant(n, tmp, upstream_port) for n in ("baseline", "filter", "limits")]
+    results = {v.name: [] for v in variants}
+    try:
+        wait_http(f"http://127.0.0.1:{upstream_port}/_fake/health")
+        for v in variants:
+            v.start()
+        for v in variants:  # warm-up
+            wrk(f"http://127.0.0.1:{v.listen}/v1/chat/completions", v.key, v.tmp)
+        for r in range(ROUNDS):
+            for v in (variants if r % 2 == 0 else list(reversed(variants))):
+                results[v.name].append(v.measure())
+    finally:
+        for v in variants:
+            v.stop()
+        upstream.send_signal(signal.SIGTERM); upstream.wait(timeout=5)
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {n: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for n, runs in results.items()}
+    base = med["baseline"]
+    for n, m in med.items():
+        m["rps_ratio"] = m["rps"] / base["rps"]
+        m["p99_ratio"] = m["p99_us"] / base["p99_us"]
+        m["cpu_us_added"] = m["cpu_us_per_req"] - base["cpu_us_per_req"]
+    out = {"machine": f"{CPUS} CPUs; Envoy pinned to CPU {ENVOY_CPU}, wrk and fake upstream to CPU {LOAD_CPU}",
+           "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.strip(),
+           "load": f"wrk -t1 -c{CONNECTIONS} -d{DURATION}s, 1 KB chat request, {ROUNDS} alternating rounds, medians",
+           "medians": med, "runs": results}
+    path = os.path.join(ROOT, "bench/results.json")
+    json.dump(out, open(path, "w"), indent=2)
+    print(f"{'variant':10} {'req/s':>9} {'x base':>7} {'p50 µs':>8} {'p99 µs':>8} {'x base':>7} {'CPU µs/req':>11} {'added':>7}")
+    for n, m in med.items():
+        print(f"{n:10} {m['rps']:9.0f} {m['rps_ratio']:7.2f} {m['p50_us']:8.0f} {m['p99_us']:8.0f} {m['p99_ratio']:7.2f} "
+              f"{m['cpu_us_per_req']:11.1f} {m['cpu_us_added']:7.1f}")
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
