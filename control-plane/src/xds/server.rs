@@ -100,9 +100,11 @@ impl XdsServer {
                                     tracing::info!(node = %node, %peer, "xDS stream opened");
                                 }
                             }
-                            let type_url = req.type_url.clone();
+                            // Marking the snapshot seen here means its change notice will not
+                            // fire, so every type it changed is sent below, not only this one.
                             let snap = snapshots.borrow_and_update().clone();
-                            let out = state.on_request(req, &snap);
+                            let mut out = state.on_request(req, &snap);
+                            out.responses.extend(state.on_snapshot(&snap));
                             if let Some(n) = out.nack {
                                 metrics.nacks.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(node = %node, type_url = %n.type_url, version = %n.rejected_version,
@@ -112,7 +114,6 @@ impl XdsServer {
                                 metrics.acks.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(node = %node, type_url = %t, version = %v, "ACK");
                             }
-                            let _ = type_url;
                             out.responses
                         }
                         Some(Err(e)) => {

@@ -91,7 +91,10 @@ impl Stream {
                 return out;
             }
             out.acked = Some((req.type_url.clone(), req.version_info.clone()));
-            if sub.names == req.resource_names {
+            // An ACK is answered only when something newer is waiting: a snapshot published
+            // while the acknowledged one was in flight must not be lost.
+            let newer = snap.version(&req.type_url).is_some_and(|v| sub.sent_version.as_deref() != Some(v));
+            if sub.names == req.resource_names && !newer {
                 return out;
             }
         }
@@ -183,6 +186,19 @@ mod tests {
         let out = s.on_request(req(type_url::CLUSTER, &r.version_info, &r.nonce, &[]), &cache.current());
         assert!(out.responses.is_empty(), "ACK must not be answered");
         assert_eq!(out.acked.unwrap().1, r.version_info);
+    }
+
+    #[test]
+    fn a_version_published_while_the_previous_was_in_flight_is_sent_on_its_ack() {
+        let cache = cache_with(&["a"], "x");
+        let mut s = Stream::new(ADS_TYPES);
+        let r = s.on_request(req(type_url::CLUSTER, "", "", &[]), &cache.current()).responses.remove(0);
+        publish(&cache, &["a", "b"], "x");
+        // The stream saw the new snapshot before Envoy's ACK of the old one arrived.
+        let out = s.on_request(req(type_url::CLUSTER, &r.version_info, &r.nonce, &[]), &cache.current());
+        assert_eq!(out.responses.len(), 1, "the newer version goes out with the ACK handled");
+        assert_eq!(out.responses[0].resources.len(), 2);
+        assert!(s.on_snapshot(&cache.current()).is_empty(), "and only once");
     }
 
     #[test]

@@ -15,8 +15,28 @@ pub const PROVIDER_KEY: &str = "sk-provider-secret";
 pub const ADMIN_KEY: &str = "sk-test-admin-0123456789abcdef";
 
 /// A free loopback port (bound, then released).
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up): a port the OS hands out
+/// with `bind(:0)` can be taken again by any outgoing connection (tests make thousands) before
+/// Envoy binds it. Below that range only explicit binds compete, and this process never hands
+/// out the same port twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7919);
+    for _ in 0..20_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(104_729)) % 12_000) as u16;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        given.push(port);
+        return port;
+    }
+    panic!("no free port below the ephemeral range")
 }
 
 fn addr(port: u16) -> SocketAddr {
