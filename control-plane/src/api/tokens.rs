@@ -19,18 +19,8 @@ use std::sync::Arc;
 
 type Body = Result<Json<Value>, JsonRejection>;
 
-const POLICY_KEYS: &[&str] = &[
-    "excluded_models",
-    "merge_excluded_models",
-    "excluded_mcp_servers",
-    "merge_excluded_mcp_servers",
-    "requests_per_minute",
-    "input_tokens_per_minute",
-    "output_tokens_per_minute",
-    "key_requests_per_minute",
-    "key_input_tokens_per_minute",
-    "key_output_tokens_per_minute",
-];
+/// Policy fields accepted by PATCH (the columns every level carries).
+const POLICY_KEYS: &[&str] = crate::tenancy::model::POLICY_COLUMNS;
 
 /// A key as the API shows it (never the key itself).
 pub fn token_view(k: &TokenFull) -> Value {
