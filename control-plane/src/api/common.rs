@@ -34,18 +34,10 @@ pub const MAX_EXCLUDED_NAME: usize = 256;
 /// Longest description or OIDC group.
 pub const MAX_TEXT: usize = 4096;
 
-/// Limit columns of the policy fields.
-pub const LIMIT_FIELDS: &[&str] = &[
-    "requests_per_minute",
-    "input_tokens_per_minute",
-    "output_tokens_per_minute",
-    "key_requests_per_minute",
-    "key_input_tokens_per_minute",
-    "key_output_tokens_per_minute",
-];
-/// Exclusion fields of the policy fields.
-pub const EXCLUSION_FIELDS: &[&str] =
-    &["excluded_models", "merge_excluded_models", "excluded_mcp_servers", "merge_excluded_mcp_servers"];
+/// Limit columns of the policy fields (the last six of the shared column list).
+pub const LIMIT_FIELDS: &[&str] = crate::tenancy::model::POLICY_COLUMNS.split_at(4).1;
+/// Exclusion fields of the policy fields (the first four).
+pub const EXCLUSION_FIELDS: &[&str] = crate::tenancy::model::POLICY_COLUMNS.split_at(4).0;
 
 /// A 400 naming `param`.
 pub fn bad(param: &str, msg: impl Into<String>) -> Error {
@@ -360,4 +352,17 @@ pub fn list_json<T>(mut rows: Vec<T>, page: Page, view: impl Fn(&T) -> Value) ->
         "data": rows.iter().map(view).collect::<Vec<_>>(),
         "has_more": has_more,
     }))
+}
+
+#[cfg(test)]
+mod field_list_tests {
+    use super::*;
+
+    #[test]
+    fn policy_columns_split_into_exclusions_and_limits() {
+        assert_eq!(EXCLUSION_FIELDS.len(), 4);
+        assert!(EXCLUSION_FIELDS.iter().all(|f| f.contains("excluded")));
+        assert_eq!(LIMIT_FIELDS.len(), 6);
+        assert!(LIMIT_FIELDS.iter().all(|f| f.ends_with("_per_minute")));
+    }
 }
