@@ -186,7 +186,8 @@ def main():
         m["p99_ratio"] = m["p99_us"] / base["p99_us"]
         m["cpu_us_added"] = m["cpu_us_per_req"] - base["cpu_us_per_req"]
     out = {"machine": f"{CPUS} CPUs; Envoy pinned to CPU {ENVOY_CPU}, wrk and fake upstream to CPU {LOAD_CPU}",
-           "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.strip(),
+           # Only the version: the binary's path is machine-specific.
+           "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.split("version:")[-1].strip(),
            "load": f"wrk -t1 -c{CONNECTIONS} -d{DURATION}s, 1 KB chat request, {ROUNDS} alternating rounds, medians",
            "medians": med, "runs": results}
     path = os.path.join(ROOT, "bench/results.json")
