@@ -67,12 +67,6 @@ pub async fn ensure_user(db: &Db, email: &str, role: &str, now: i64) -> Result<i
     })
 }
 
-/// Whether a user exists.
-pub async fn user_exists(db: &Db, id: i64) -> Result<bool, sqlx::Error> {
-    with_pool!(db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE id = $1").bind(id).fetch_one(p).await)
-        .map(|n| n > 0)
-}
-
 /// Stores a new key (by hash) and returns its row.
 pub async fn insert(
     db: &Db,
@@ -95,24 +89,6 @@ pub async fn insert(
 pub async fn hash_exists(db: &Db, key_hash: &str) -> Result<bool, sqlx::Error> {
     with_pool!(db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM tokens WHERE key_hash = $1").bind(key_hash).fetch_one(p).await)
         .map(|n| n > 0)
-}
-
-/// Revokes a key; false if there is no such key or it was already revoked.
-pub async fn revoke(db: &Db, id: i64, now: i64) -> Result<bool, sqlx::Error> {
-    with_pool!(db, p => sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-        .bind(now).bind(id).execute(p).await.map(|r| r.rows_affected() > 0))
-}
-
-/// One key's row.
-pub async fn get(db: &Db, id: i64) -> Result<Option<TokenRow>, sqlx::Error> {
-    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1");
-    with_pool!(db, p => sqlx::query_as::<_, TokenRow>(&sql).bind(id).fetch_optional(p).await)
-}
-
-/// All keys, newest first.
-pub async fn list(db: &Db) -> Result<Vec<TokenRow>, sqlx::Error> {
-    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id DESC");
-    with_pool!(db, p => sqlx::query_as::<_, TokenRow>(&sql).fetch_all(p).await)
 }
 
 /// Keys the filter should know: not revoked, owner active, and not expired for more than
