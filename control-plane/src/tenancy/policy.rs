@@ -284,6 +284,42 @@ mod tests {
     }
 
     #[test]
+    fn every_dimension_caps_at_every_level() {
+        let set = |d: usize, v: i64| {
+            let mut f = fields(&[], true);
+            *[&mut f.requests_per_minute, &mut f.input_tokens_per_minute, &mut f.output_tokens_per_minute][d] = Some(v);
+            f
+        };
+        for d in 0..3 {
+            let mut h = Hierarchy::default();
+            h.users.insert(1, (Some(10), set(d, 1)));
+            h.service_accounts.insert(5, (Some(7), set(d, 2)));
+            h.teams.insert(7, (Some(10), set(d, 3)));
+            h.orgs.insert(10, set(d, 4));
+            let want = |v: u64| {
+                let mut l = [None; 3];
+                l[d] = Some(v);
+                l
+            };
+            let mut personal = key(1, None);
+            personal.fields = set(d, 5);
+            let c = h.chain(&personal).unwrap();
+            assert_eq!(key_limits(&c, [None; 3]), want(5), "the token's own cap, dimension {d}");
+            let caps: Vec<_> = entity_caps(&c).into_iter().map(|(w, _, l)| (w, l)).collect();
+            assert_eq!(caps, vec![("u.1".to_string(), want(1)), ("o.10".to_string(), want(4))]);
+            let mut sa_key = key(1, Some(5));
+            sa_key.fields = set(d, 6);
+            let c = h.chain(&sa_key).unwrap();
+            assert_eq!(key_limits(&c, [None; 3]), want(6));
+            let caps: Vec<_> = entity_caps(&c).into_iter().map(|(w, _, l)| (w, l)).collect();
+            assert_eq!(
+                caps,
+                vec![("s.5".to_string(), want(2)), ("t.7".to_string(), want(3)), ("o.10".to_string(), want(4))]
+            );
+        }
+    }
+
+    #[test]
     fn chains_follow_the_owner_kind() {
         let mut h = Hierarchy::default();
         h.users.insert(1, (Some(10), fields(&["u"], true)));

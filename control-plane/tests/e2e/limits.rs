@@ -194,3 +194,139 @@ async fn streams_without_usage_and_abandoned_streams_settle_their_reservation() 
     h.upstream.set_defaults(fake_upstream::Controls::default());
     h.eventually(Duration::from_secs(3), || async { chat(&h, &key, "single", Some(900)).await.status() == 200 }).await;
 }
+
+/// Creates `path` as the admin and returns its id.
+async fn create(h: &Harness, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = http().post(h.url(&format!("/api/v1{path}"))).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 201, "POST {path} {body}");
+    r.json().await.unwrap()
+}
+
+fn sid(v: &serde_json::Value) -> String {
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Asserts `r` is a 429 naming `who` and the dimension.
+async fn refused_by(r: reqwest::Response, who: &str, what: &str) {
+    assert_eq!(r.status(), 429);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(who) && msg.contains(what), "expected {who} / {what}: {msg}");
+}
+
+#[tokio::test]
+async fn caps_at_every_level_inherit_override_and_aggregate() {
+    let h = Harness::start_with(models).await;
+    // Org: 2 requests/min per key by default, 3000 input tokens/min for all its traffic.
+    let org = create(&h, "/orgs", serde_json::json!({"name": "acme"})).await;
+    let org_id = sid(&org);
+    let r = http()
+        .patch(h.url(&format!("/api/v1/orgs/{org_id}")))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"key_requests_per_minute": 2, "input_tokens_per_minute": 3000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A user overriding the per-key default with 3; another inheriting the org's 2.
+    let u = create(&h, "/users", serde_json::json!({"email": "u@acme.example", "org_id": org_id})).await;
+    let u2 = create(&h, "/users", serde_json::json!({"email": "v@acme.example", "org_id": org_id})).await;
+    let r = http()
+        .patch(h.url(&format!("/api/v1/users/{}", sid(&u))))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"key_requests_per_minute": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A team capped at 3 requests/min in all, with two service accounts.
+    let team = create(&h, "/teams", serde_json::json!({"org_id": org_id, "name": "t", "description": ""})).await;
+    let team_id = sid(&team);
+    let r = http()
+        .patch(h.url(&format!("/api/v1/teams/{team_id}")))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"requests_per_minute": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http()
+        .put(h.url(&format!("/api/v1/teams/{team_id}/members/{}", sid(&u))))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"team_admin": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let sa_path = format!("/teams/{team_id}/service-accounts");
+    let sa1 = create(&h, &sa_path, serde_json::json!({"name": "a", "description": "", "user_id": sid(&u)})).await;
+    let sa2 = create(&h, &sa_path, serde_json::json!({"name": "b", "description": "", "user_id": sid(&u)})).await;
+    let key = |v: &serde_json::Value| v["key"].as_str().unwrap().to_string();
+    let (s1, s2) = (key(&sa1), key(&sa2));
+    // Keys made last: once they work, the limits above are in the same snapshot.
+    let k1 = key(&create(&h, "/tokens", serde_json::json!({"name": "k1", "user_id": sid(&u)})).await);
+    let k2 = key(&create(&h, "/tokens", serde_json::json!({"name": "k2", "user_id": sid(&u)})).await);
+    let v1 = key(&create(&h, "/tokens", serde_json::json!({"name": "v1", "user_id": sid(&u2)})).await);
+    h.eventually(Duration::from_secs(15), || async {
+        let r = http().get(h.url("/v1/models")).bearer_auth(&v1).send().await.unwrap();
+        r.status() == 200
+    })
+    .await;
+
+    // Per-key caps: the user's override (3) for each of their keys, not shared between them.
+    for k in [&k1, &k2] {
+        for _ in 0..3 {
+            assert_eq!(chat(&h, k, "single", Some(5)).await.status(), 200);
+        }
+        refused_by(chat(&h, k, "single", Some(5)).await, "key ", "requests per minute").await;
+    }
+    // Service-account keys inherit the org's 2 per key, and share the team's 3.
+    for _ in 0..2 {
+        assert_eq!(chat(&h, &s1, "single", Some(5)).await.status(), 200);
+    }
+    refused_by(chat(&h, &s1, "single", Some(5)).await, "key ", "requests per minute").await;
+    // Through a real OpenAI client: the team's last request, then its refusal.
+    let req = async_openai::types::CreateChatCompletionRequestArgs::default()
+        .model("single")
+        .max_tokens(5u32)
+        .messages([async_openai::types::ChatCompletionRequestUserMessageArgs::default()
+            .content("hi")
+            .build()
+            .unwrap()
+            .into()])
+        .build()
+        .unwrap();
+    let client = h.openai(&s2);
+    assert!(client.chat().create(req.clone()).await.is_ok());
+    match client.chat().create(req).await {
+        Err(async_openai::error::OpenAIError::ApiError(e)) => {
+            assert_eq!(e.r#type.as_deref(), Some("rate_limit_error"));
+            assert!(e.message.contains(&format!("team {team_id}")), "{}", e.message);
+        }
+        other => panic!("expected a rate-limit error, got {other:?}"),
+    }
+
+    // Input tokens, aggregated over the org: 3,200 words (the fake upstream's tokens) in one
+    // request is admitted while the budget is above zero, then the org is in debt for every key.
+    let big = "word ".repeat(3_200);
+    let r = http()
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth(&v1)
+        .json(&serde_json::json!({"model": "single", "max_tokens": 5, "messages": [{"role": "user", "content": big}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-input-tokens"], "3000");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], 3_200);
+    let r = chat(&h, &v1, "single", Some(5)).await;
+    refused_by(r, &format!("org {org_id}"), "input tokens per minute").await;
+    // Also for the other user's fresh key, whose own per-key cap has room.
+    let k3 = key(&create(&h, "/tokens", serde_json::json!({"name": "k3", "user_id": sid(&u)})).await);
+    h.eventually(Duration::from_secs(15), || async {
+        http().get(h.url("/v1/models")).bearer_auth(&k3).send().await.unwrap().status() == 200
+    })
+    .await;
+    refused_by(chat(&h, &k3, "single", Some(5)).await, &format!("org {org_id}"), "input tokens per minute").await;
+}

@@ -314,7 +314,7 @@ pub(crate) mod tests {
         let mut s = MemShared::default();
         let caps = [cap("key", Some(10), Some(1000)), cap("org", Some(5), Some(100_000))];
         let a = admit(&mut s, &caps, [REQUEST_SCALE, 100, 0], 0).unwrap();
-        assert_eq!(a.status[0], Some(DimStatus { limit: 5, remaining: 4, reset_ms: 61_000 }));
+        assert_eq!(a.status[0], Some(DimStatus { limit: 5, remaining: 4, reset_ms: 60_000 }));
         assert_eq!(a.status[1].unwrap().limit, 1000);
         assert_eq!(a.status[1].unwrap().remaining, 900);
         assert!(a.status[2].is_none());

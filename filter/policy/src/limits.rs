@@ -7,26 +7,29 @@
 //! away. Token costs are reservations at admission, reconciled with real usage later
 //! ([`Window::adjust`]).
 //!
-//! A slot is counted until its *end* is a minute old, so everything within the last 60 s is
-//! always counted (never more than the limit is admitted in any 60-second span) and a request
-//! stops counting between 60 and 61 s after it was made. Time is a parameter (ms):
+//! Each slot also remembers when within its second it was last charged, and counts until that
+//! moment is a minute old. So everything charged within the last 60 s is always counted (never
+//! more than the limit is admitted in any 60-second span), a request alone in its slot stops
+//! counting exactly 60 s after it was made, and one sharing a slot with later requests at most a
+//! second after that. Time is a parameter (ms):
 //! - limit 3 at cost ½ (multiplier 2.0): six pass, the seventh is refused;
 //! - limit 3 at cost 2 (multiplier 0.5): two pass, the third is refused;
-//! - limit 1: the second request within the minute is refused; one a minute (and the current
-//!   second) later passes.
+//! - limit 1: the second request within the minute is refused; one a minute later passes.
 //!
-//! The state is 740 bytes, one Proxy-Wasm shared-data value updated with compare-and-swap.
+//! The state is 862 bytes, one Proxy-Wasm shared-data value updated with compare-and-swap.
 
 /// Slot width.
 pub const SLOT_MS: i64 = 1_000;
 /// The window.
 pub const WINDOW_MS: i64 = 60_000;
-/// Slots held: the 60 whole seconds plus the partly expired one.
+/// Slots held: the 60 whole seconds plus the one whose last charge is not yet a minute old.
 pub const SLOTS: usize = 61;
 /// Requests are counted in thousandths so fractional costs (`1 / multiplier`) add up exactly.
 pub const REQUEST_SCALE: u64 = 1_000;
+/// Bytes of one slot in [`Window::to_bytes`]: three counters and the last-charge offset.
+const SLOT_LEN: usize = 3 * 4 + 2;
 /// Bytes of [`Window::to_bytes`].
-pub const ENCODED_LEN: usize = 8 + SLOTS * 3 * 4;
+pub const ENCODED_LEN: usize = 8 + SLOTS * SLOT_LEN;
 
 /// What is limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,18 +56,27 @@ pub struct Denied {
     pub retry_after_ms: i64,
 }
 
+/// One second of charges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Slot {
+    /// Per dimension.
+    counts: [u32; 3],
+    /// Milliseconds into the second of the latest charge: the slot counts until then + 60 s.
+    last_ms: u16,
+}
+
 /// One entity's window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     /// Absolute index (ms / SLOT_MS) of the newest slot written.
     latest: i64,
-    /// Per slot (absolute index modulo SLOTS), per dimension.
-    slots: [[u32; 3]; SLOTS],
+    /// Per slot (absolute index modulo SLOTS).
+    slots: [Slot; SLOTS],
 }
 
 impl Default for Window {
     fn default() -> Self {
-        Self { latest: i64::MIN, slots: [[0; 3]; SLOTS] }
+        Self { latest: i64::MIN, slots: [Slot::default(); SLOTS] }
     }
 }
 
@@ -76,89 +88,122 @@ fn pos(abs: i64) -> usize {
     abs.rem_euclid(SLOTS as i64) as usize
 }
 
+fn offset_in_slot(ms: i64) -> u16 {
+    ms.rem_euclid(SLOT_MS) as u16
+}
+
 impl Window {
-    /// Moves the window to `now_ms`, clearing slots that slid out. A clock that goes back is
-    /// treated as standing still.
-    fn advance(&mut self, now_ms: i64) -> i64 {
+    /// Moves the window to `now_ms`, clearing slots that slid out; returns the current slot
+    /// index and the time actually used. A clock that goes back is treated as standing still.
+    fn advance(&mut self, now_ms: i64) -> (i64, i64) {
         let now = slot_of(now_ms);
         if self.latest == i64::MIN || now - self.latest >= SLOTS as i64 {
-            self.slots = [[0; 3]; SLOTS];
+            self.slots = [Slot::default(); SLOTS];
         } else {
             for abs in (self.latest + 1)..=now {
-                self.slots[pos(abs)] = [0; 3];
+                self.slots[pos(abs)] = Slot::default();
             }
         }
-        self.latest = self.latest.max(now);
-        self.latest
+        if now >= self.latest {
+            self.latest = now;
+            (now, now_ms)
+        } else {
+            // Standing still at the end of the latest slot seen.
+            (self.latest, self.latest * SLOT_MS + SLOT_MS - 1)
+        }
+    }
+
+    /// When slot `abs` stops counting.
+    fn expiry(&self, abs: i64) -> i64 {
+        abs * SLOT_MS + i64::from(self.slots[pos(abs)].last_ms) + WINDOW_MS
+    }
+
+    /// Slots still counted at `now_ms` (after [`Window::advance`]), oldest first.
+    fn alive(&self, now: i64, now_ms: i64) -> impl Iterator<Item = i64> + '_ {
+        ((now - SLOTS as i64 + 1)..=now).filter(move |abs| self.expiry(*abs) > now_ms)
+    }
+
+    fn sum(&self, dim: Dim, now: i64, now_ms: i64) -> u64 {
+        self.alive(now, now_ms).map(|abs| u64::from(self.slots[pos(abs)].counts[dim as usize])).sum()
+    }
+
+    /// Adds `delta` (negative subtracts) to slot `abs`, as charged at `at_ms`.
+    fn charge(&mut self, abs: i64, dim: Dim, delta: i64, at_ms: i64) {
+        let slot = &mut self.slots[pos(abs)];
+        let v = &mut slot.counts[dim as usize];
+        let d = u32::try_from(delta.unsigned_abs()).unwrap_or(u32::MAX);
+        *v = if delta < 0 { v.saturating_sub(d) } else { v.saturating_add(d) };
+        if delta > 0 {
+            slot.last_ms = slot.last_ms.max(offset_in_slot(at_ms));
+        }
     }
 
     /// What the window holds in `dim` at `now_ms`.
     pub fn used(&mut self, dim: Dim, now_ms: i64) -> u64 {
-        self.advance(now_ms);
-        self.slots.iter().map(|s| u64::from(s[dim as usize])).sum()
+        let (now, now_ms) = self.advance(now_ms);
+        self.sum(dim, now, now_ms)
     }
 
     /// Admits a request if every `(dim, limit)` has room, adding `cost` (per dimension) to the
     /// current slot; refuses without charging anything otherwise.
     pub fn admit(&mut self, limits: &[(Dim, u64)], cost: [u64; 3], now_ms: i64) -> Result<(), Denied> {
-        self.advance(now_ms);
+        let (now, at) = self.advance(now_ms);
         for &(dim, limit) in limits {
-            if self.used(dim, now_ms) >= limit {
+            if self.sum(dim, now, at) >= limit {
                 return Err(Denied { dim, retry_after_ms: self.retry_after(dim, limit, now_ms) });
             }
         }
-        let slot = &mut self.slots[pos(self.latest)];
         for d in Dim::ALL {
-            let c = u32::try_from(cost[d as usize]).unwrap_or(u32::MAX);
-            slot[d as usize] = slot[d as usize].saturating_add(c);
+            let c = i64::try_from(cost[d as usize]).unwrap_or(i64::MAX);
+            if c > 0 {
+                self.charge(now, d, c, at);
+            }
         }
         Ok(())
     }
 
     /// Reconciles a reservation made at `charged_at_ms` by `delta` units (negative refunds).
-    /// While the charged slot is still in the window the change lands there, so a refund or a
-    /// debt counts exactly as long as the request does; after that, debt lands now and a refund
-    /// has nothing left to return.
+    /// While the charged slot still counts the change lands there, so a refund or a debt counts
+    /// exactly as long as the request does; after that, debt lands now and a refund has
+    /// nothing left to return.
     pub fn adjust(&mut self, dim: Dim, delta: i64, charged_at_ms: i64, now_ms: i64) {
-        let now = self.advance(now_ms);
+        let (now, at) = self.advance(now_ms);
         let charged = slot_of(charged_at_ms);
-        let in_window = charged <= now && now - charged < SLOTS as i64;
-        let target = if in_window { charged } else { now };
-        if !in_window && delta < 0 {
-            return;
+        let counted = charged <= now && now - charged < SLOTS as i64 && self.expiry(charged) > at;
+        if counted {
+            // Debt counts from the request's own time, like the reservation it corrects.
+            self.charge(charged, dim, delta, charged_at_ms);
+        } else if delta > 0 {
+            self.charge(now, dim, delta, at);
         }
-        let v = &mut self.slots[pos(target)][dim as usize];
-        let d = u32::try_from(delta.unsigned_abs()).unwrap_or(u32::MAX);
-        *v = if delta < 0 { v.saturating_sub(d) } else { v.saturating_add(d) };
     }
 
     /// Milliseconds until the window in `dim` holds less than `limit` (0 if it already does).
     pub fn retry_after(&mut self, dim: Dim, limit: u64, now_ms: i64) -> i64 {
-        let now = self.advance(now_ms);
-        let mut used = self.used(dim, now_ms);
-        // Oldest slot first: each leaves when its end is WINDOW_MS old.
-        for abs in (now - SLOTS as i64 + 1)..=now {
-            if used < limit {
-                return ((abs * SLOT_MS) + WINDOW_MS - now_ms).max(1);
-            }
-            used -= u64::from(self.slots[pos(abs)][dim as usize]);
-        }
+        let (now, at) = self.advance(now_ms);
+        let mut used = self.sum(dim, now, at);
         if used < limit {
-            ((now + 1) * SLOT_MS + WINDOW_MS - now_ms).max(1)
-        } else {
-            i64::MAX // a limit of 0
+            return 0;
         }
+        // Slots leave oldest first.
+        for abs in self.alive(now, at).collect::<Vec<_>>() {
+            used -= u64::from(self.slots[pos(abs)].counts[dim as usize]);
+            if used < limit {
+                return (self.expiry(abs) - at).max(1);
+            }
+        }
+        i64::MAX // a limit of 0
     }
 
     /// Milliseconds until the window is empty in `dim` (the full budget is back).
     pub fn reset_ms(&mut self, dim: Dim, now_ms: i64) -> i64 {
-        self.retry_after(dim, 1, now_ms).min(WINDOW_MS + SLOT_MS)
+        self.retry_after(dim, 1, now_ms).min(WINDOW_MS)
     }
 
     /// Whether nothing is counted any more at `now_ms` (the window can be dropped).
     pub fn is_idle(&mut self, now_ms: i64) -> bool {
-        self.advance(now_ms);
-        self.slots.iter().all(|s| s.iter().all(|v| *v == 0))
+        let (now, at) = self.advance(now_ms);
+        Dim::ALL.iter().all(|d| self.sum(*d, now, at) == 0)
     }
 
     /// The state as bytes, for shared data.
@@ -166,9 +211,10 @@ impl Window {
         let mut b = Vec::with_capacity(ENCODED_LEN);
         b.extend_from_slice(&self.latest.to_le_bytes());
         for s in &self.slots {
-            for v in s {
+            for v in s.counts {
                 b.extend_from_slice(&v.to_le_bytes());
             }
+            b.extend_from_slice(&s.last_ms.to_le_bytes());
         }
         b
     }
@@ -178,13 +224,14 @@ impl Window {
         if b.len() != ENCODED_LEN {
             return Self::default();
         }
-        let mut w = Self::default();
-        let word = |i: usize| -> [u8; 4] { [b[i], b[i + 1], b[i + 2], b[i + 3]] };
-        w.latest = i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-        for (i, s) in w.slots.iter_mut().enumerate() {
-            for (d, v) in s.iter_mut().enumerate() {
-                *v = u32::from_le_bytes(word(8 + (i * 3 + d) * 4));
+        let mut w =
+            Self { latest: i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]), ..Self::default() };
+        for (i, chunk) in b[8..].chunks_exact(SLOT_LEN).enumerate() {
+            let s = &mut w.slots[i];
+            for (d, v) in s.counts.iter_mut().enumerate() {
+                *v = u32::from_le_bytes([chunk[d * 4], chunk[d * 4 + 1], chunk[d * 4 + 2], chunk[d * 4 + 3]]);
             }
+            s.last_ms = u16::from_le_bytes([chunk[12], chunk[13]]).min((SLOT_MS - 1) as u16);
         }
         w
     }
@@ -225,13 +272,14 @@ mod tests {
     fn limit_one_per_minute() {
         let mut w = Window::default();
         let one = [REQUEST_SCALE, 0, 0];
-        assert!(w.admit(&req(1), one, 10_000).is_ok());
-        for t in [10_001, 40_000, 69_999] {
+        assert!(w.admit(&req(1), one, 10_250).is_ok());
+        for t in [10_251, 40_000, 70_249] {
             let d = w.admit(&req(1), one, t).unwrap_err();
             assert_eq!(d.dim, Dim::Requests);
-            assert_eq!(d.retry_after_ms, 71_000 - t, "at {t}");
+            assert_eq!(d.retry_after_ms, 70_250 - t, "at {t}");
         }
-        assert!(w.admit(&req(1), one, 71_000).is_ok(), "a minute later it passes");
+        assert!(w.admit(&req(1), one, 70_250).is_ok(), "exactly a minute later it passes");
+        assert!(w.admit(&req(1), one, 70_251).is_err(), "and counts for the next minute");
     }
 
     #[test]
@@ -253,12 +301,25 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_slot_counts_until_its_last_request_is_a_minute_old() {
+        let mut w = Window::default();
+        let one = [REQUEST_SCALE, 0, 0];
+        assert!(w.admit(&req(2), one, 5_100).is_ok());
+        assert!(w.admit(&req(2), one, 5_900).is_ok());
+        assert_eq!(w.used(Dim::Requests, 65_899), 2 * REQUEST_SCALE, "never released early");
+        assert_eq!(w.retry_after(Dim::Requests, 2 * REQUEST_SCALE, 65_000), 900);
+        assert_eq!(w.used(Dim::Requests, 65_900), 0);
+        assert!(w.is_idle(65_900));
+    }
+
+    #[test]
     fn first_token_request_passes_and_overshoot_is_debt() {
         let mut w = Window::default();
         let lim = [(Dim::InputTokens, 1_000)];
         assert!(w.admit(&lim, [0, 5_000, 0], 0).is_ok(), "budget above zero: admitted");
         assert!(w.admit(&lim, [0, 1, 0], 30_000).is_err(), "debt keeps others out");
-        assert!(w.admit(&lim, [0, 1, 0], 61_000).is_ok(), "until it slides away");
+        assert!(w.admit(&lim, [0, 1, 0], 59_999).is_err());
+        assert!(w.admit(&lim, [0, 1, 0], 60_000).is_ok(), "until it slides away");
     }
 
     #[test]
