@@ -95,6 +95,18 @@ pub struct Settings {
     #[arg(long, env = "AQUEDUCT_MAX_KEYS_PER_USER", default_value_t = 10,
           value_parser = clap::value_parser!(i64).range(0..))]
     pub max_keys_per_user: i64,
+    /// Days usage events and rollups are kept.
+    #[arg(long, env = "AQUEDUCT_USAGE_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub usage_retention_days: u32,
+    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted for the client
+    /// address in the usage ledger (0: the address that connected to Envoy).
+    #[arg(long, env = "AQUEDUCT_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: u32,
+    /// Bytes of usage events each Envoy worker holds while the control plane is unreachable;
+    /// beyond that new events are dropped and counted (`wasmcustom.aqueduct_usage_events_dropped`).
+    #[arg(long, env = "AQUEDUCT_USAGE_QUEUE_BYTES", default_value_t = aqueduct_policy::snapshot::DEFAULT_QUEUE_BYTES)]
+    pub usage_queue_bytes: u64,
 }
 
 impl Settings {
@@ -211,8 +223,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.default_key_input_tokens_per_minute,
         settings.default_key_output_tokens_per_minute,
     ];
+    let ledger = aqueduct_policy::snapshot::LedgerSettings {
+        cluster: crate::xds::resources::CONTROL_PLANE_CLUSTER.to_string(),
+        authority: settings.http_listen.to_string(),
+        secret: crate::usage::ledger_secret(&db).await.context("reading the ledger secret")?,
+        trusted_hops: settings.trusted_proxy_hops,
+        queue_bytes: settings.usage_queue_bytes,
+    };
+    tokio::spawn(crate::usage::retention::run(db.clone(), settings.usage_retention_days, Duration::from_secs(3600)));
     let gw = Arc::new(
-        Gateway::new(db, layout, settings.models.clone(), models).with_limits(defaults, settings.output_reservation),
+        Gateway::new(db, layout, settings.models.clone(), models)
+            .with_limits(defaults, settings.output_reservation)
+            .with_ledger(ledger),
     );
     gw.set_default_excluded_models(settings.default_excluded_models.clone());
     gw.rebuild().await?;

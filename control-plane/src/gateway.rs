@@ -11,7 +11,7 @@ use crate::xds::cache::SnapshotCache;
 use crate::xds::resources::{self, Layout};
 use crate::xds::server::XdsMetrics;
 use crate::xds::type_url;
-use aqueduct_policy::snapshot::{CapSpec, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
+use aqueduct_policy::snapshot::{CapSpec, LedgerSettings, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use aqueduct_policy::tokens::{TokenTableSpec, HASH_LEN};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -64,6 +64,12 @@ pub struct Gateway {
     pub output_reservation: u64,
     /// Models every key is denied unless a level below sets its merge flag to false.
     default_excluded_models: RwLock<Vec<String>>,
+    /// Where the filter delivers usage events (pushed in the policy).
+    pub ledger: LedgerSettings,
+    /// The ledger's metrics.
+    pub usage_metrics: crate::usage::metrics::UsageMetrics,
+    /// SQLite has one writer: ingestion calls take turns rather than fail on a busy database.
+    pub ingest_lock: tokio::sync::Mutex<()>,
 }
 
 /// Failure to rebuild the snapshot.
@@ -95,7 +101,16 @@ impl Gateway {
             default_excluded_models: RwLock::new(Vec::new()),
             default_key_limits: [None; 3],
             output_reservation: aqueduct_policy::snapshot::DEFAULT_OUTPUT_RESERVATION,
+            ledger: LedgerSettings::default(),
+            usage_metrics: crate::usage::metrics::UsageMetrics::default(),
+            ingest_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Sets where the filter sends usage events (before the gateway is shared).
+    pub fn with_ledger(mut self, ledger: LedgerSettings) -> Self {
+        self.ledger = ledger;
+        self
     }
 
     /// The current models.
@@ -156,8 +171,11 @@ impl Gateway {
         };
         let models = self.models();
         let created = i64::try_from(self.models_loaded_at.load(Ordering::Relaxed)).unwrap_or(0);
-        let settings =
-            Settings { max_body_bytes: self.layout.max_body_bytes, output_reservation: self.output_reservation };
+        let settings = Settings {
+            max_body_bytes: self.layout.max_body_bytes,
+            output_reservation: self.output_reservation,
+            ledger: self.ledger.clone(),
+        };
         let mut snapshot = build_snapshot(0, created, &models, inputs, settings);
         // Held until published, so concurrent rebuilds cannot publish out of order.
         let mut last = self.last_policy.lock().await;

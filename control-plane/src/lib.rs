@@ -10,4 +10,5 @@ pub mod envoy;
 pub mod gateway;
 pub mod tenancy;
 pub mod tokens;
+pub mod usage;
 pub mod xds;

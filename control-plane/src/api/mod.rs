@@ -7,6 +7,7 @@ pub mod error;
 pub mod openapi;
 pub mod tenancy;
 pub mod tokens;
+pub mod usage;
 
 pub use common::TenancySettings;
 
@@ -33,6 +34,9 @@ pub fn router(gw: Arc<Gateway>, settings: TenancySettings) -> Router {
         .route("/api/v1/tokens/{id}", get(tokens::get_one).patch(tokens::patch).delete(tokens::revoke))
         .route("/api/v1/tokens/{id}/regenerate", post(tokens::regenerate))
         .route("/api/v1/status", get(tokens::status))
+        .route("/api/v1/usage", get(usage::summary))
+        .route("/api/v1/usage/requests", get(usage::requests))
+        .route(aqueduct_policy::ledger::INGEST_PATH, post(usage::ingest))
         .route("/api/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -52,5 +56,6 @@ async fn metrics(axum::extract::State(gw): axum::extract::State<Arc<Gateway>>) -
         "# HELP aqueduct_policy_publications_total Policy snapshots built.\n# TYPE aqueduct_policy_publications_total counter\naqueduct_policy_publications_total {}",
         gw.published.load(std::sync::atomic::Ordering::Relaxed)
     );
+    gw.usage_metrics.render(&mut out);
     ([("content-type", "text/plain; version=0.0.4")], out)
 }

@@ -275,6 +275,8 @@ impl Harness {
             .arg(&config)
             // The admin port is unique while this harness lives, so it makes a unique base id.
             .args(["--base-id", &self.envoy_admin.port().to_string(), "--concurrency", "2"])
+            // An orderly stop (`drain_envoy`) closes connections over one second.
+            .args(["--drain-time-s", "1", "--drain-strategy", "immediate"])
             .arg("--log-path")
             .arg(&log)
             .stdin(Stdio::null())
@@ -283,6 +285,15 @@ impl Harness {
             .spawn()
             .expect("start envoy");
         self.envoy = Some(child);
+    }
+
+    /// Drains Envoy as an orderly shutdown does: connections are closed as their requests
+    /// finish, then the listeners stop (after the 1 s drain time) and the filter hands over its
+    /// queued usage events.
+    pub async fn drain_envoy(&self) {
+        let r = http().post(format!("http://{}/drain_listeners?graceful", self.envoy_admin)).send().await;
+        assert!(r.is_ok_and(|r| r.status().is_success()), "drain_listeners");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
     }
 
     /// Kills Envoy.

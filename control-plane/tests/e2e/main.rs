@@ -13,3 +13,4 @@ mod live;
 mod nack;
 mod replicas;
 mod tenancy;
+mod usage;
