@@ -309,25 +309,25 @@ async fn usage_api_totals_series_groups_csv_and_scopes(h: &Harness) {
             .unwrap();
         orgs.push(o["id"].as_str().unwrap().to_string());
     }
-    let (ua, ka) = org_user_key(ADMIN_KEY, &h, &orgs[0], "ua@a.example", "user").await;
-    let (_ua2, ka2) = org_user_key(ADMIN_KEY, &h, &orgs[0], "ua2@a.example", "user").await;
-    let (_oa, koa) = org_user_key(ADMIN_KEY, &h, &orgs[0], "oa@a.example", "org-admin").await;
-    let (_ub, kb) = org_user_key(ADMIN_KEY, &h, &orgs[1], "ub@b.example", "user").await;
+    let (ua, ka) = org_user_key(ADMIN_KEY, h, &orgs[0], "ua@a.example", "user").await;
+    let (_ua2, ka2) = org_user_key(ADMIN_KEY, h, &orgs[0], "ua2@a.example", "user").await;
+    let (_oa, koa) = org_user_key(ADMIN_KEY, h, &orgs[0], "oa@a.example", "org-admin").await;
+    let (_ub, kb) = org_user_key(ADMIN_KEY, h, &orgs[1], "ub@b.example", "user").await;
     // The last key made is in the policy once it works, so the earlier ones are too; only
     // org B's key probes, leaving org A's counts exact.
-    ready(&h, &kb).await;
+    ready(h, &kb).await;
     let msg = json!([{"role": "user", "content": "a b c d"}]);
     for _ in 0..3 {
-        assert_eq!(chat(&h, &ka, json!({"model": "chat", "user": "alice", "messages": msg})).await, 200);
+        assert_eq!(chat(h, &ka, json!({"model": "chat", "user": "alice", "messages": msg})).await, 200);
     }
-    assert_eq!(chat(&h, &ka, json!({"model": "embed-x", "messages": msg})).await, 404);
-    assert_eq!(chat(&h, &ka2, json!({"model": "chat", "messages": msg})).await, 200);
-    assert_eq!(chat(&h, &kb, json!({"model": "chat", "messages": msg})).await, 200);
+    assert_eq!(chat(h, &ka, json!({"model": "embed-x", "messages": msg})).await, 404);
+    assert_eq!(chat(h, &ka2, json!({"model": "chat", "messages": msg})).await, 200);
+    assert_eq!(chat(h, &kb, json!({"model": "chat", "messages": msg})).await, 200);
     let org_a = format!("/api/v1/usage?org_id={}&bucket=minute", orgs[0]);
-    h.eventually(Duration::from_secs(3), || async { get(&h, ADMIN_KEY, &org_a).await.1["totals"]["requests"] == 5 })
+    h.eventually(Duration::from_secs(3), || async { get(h, ADMIN_KEY, &org_a).await.1["totals"]["requests"] == 5 })
         .await;
 
-    let (_, v) = get(&h, ADMIN_KEY, &format!("{org_a}&group_by=user_id,model")).await;
+    let (_, v) = get(h, ADMIN_KEY, &format!("{org_a}&group_by=user_id,model")).await;
     assert_eq!(
         v["totals"],
         json!({"requests": 5, "input_tokens": 16, "output_tokens": v["totals"]["output_tokens"], "errors": 1})
@@ -340,7 +340,7 @@ async fn usage_api_totals_series_groups_csv_and_scopes(h: &Harness) {
         "output_tokens": groups[0]["output_tokens"], "errors": 0})
     );
     assert!(groups.iter().any(|g| g["model"].is_null() && g["errors"] == 1), "the refused request: {groups:?}");
-    let (_, v) = get(&h, ADMIN_KEY, "/api/v1/usage?group_by=end_user&end_user=alice").await;
+    let (_, v) = get(h, ADMIN_KEY, "/api/v1/usage?group_by=end_user&end_user=alice").await;
     assert_eq!(
         v["groups"],
         json!([{"end_user": "alice", "requests": 3, "input_tokens": 12,
@@ -348,18 +348,18 @@ async fn usage_api_totals_series_groups_csv_and_scopes(h: &Harness) {
     );
 
     // Scopes: a user sees their own keys, an org-admin the org, the other org nothing of it.
-    assert_eq!(get(&h, &ka, "/api/v1/usage").await.1["totals"]["requests"], 4);
-    assert_eq!(get(&h, &ka2, "/api/v1/usage").await.1["totals"]["requests"], 1);
-    assert_eq!(get(&h, &koa, "/api/v1/usage").await.1["totals"]["requests"], 5);
-    assert_eq!(get(&h, &kb, &format!("/api/v1/usage?org_id={}", orgs[0])).await.1["totals"]["requests"], 0);
-    let (_, mine) = get(&h, &ka2, "/api/v1/usage/requests").await;
+    assert_eq!(get(h, &ka, "/api/v1/usage").await.1["totals"]["requests"], 4);
+    assert_eq!(get(h, &ka2, "/api/v1/usage").await.1["totals"]["requests"], 1);
+    assert_eq!(get(h, &koa, "/api/v1/usage").await.1["totals"]["requests"], 5);
+    assert_eq!(get(h, &kb, &format!("/api/v1/usage?org_id={}", orgs[0])).await.1["totals"]["requests"], 0);
+    let (_, mine) = get(h, &ka2, "/api/v1/usage/requests").await;
     assert_eq!(mine["data"].as_array().unwrap().len(), 1);
 
     // Pagination of the log.
-    let (_, p1) = get(&h, &ka, "/api/v1/usage/requests?limit=3").await;
+    let (_, p1) = get(h, &ka, "/api/v1/usage/requests?limit=3").await;
     assert_eq!((p1["data"].as_array().unwrap().len(), p1["has_more"].as_bool()), (3, Some(true)));
     let next = p1["next"].as_str().unwrap();
-    let (_, p2) = get(&h, &ka, &format!("/api/v1/usage/requests?limit=3&after={next}")).await;
+    let (_, p2) = get(h, &ka, &format!("/api/v1/usage/requests?limit=3&after={next}")).await;
     assert_eq!((p2["data"].as_array().unwrap().len(), p2["has_more"].as_bool()), (1, Some(false)));
 
     // CSV.
@@ -382,12 +382,12 @@ async fn usage_api_totals_series_groups_csv_and_scopes(h: &Harness) {
         ("colour=red", "colour"),
         ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
     ] {
-        let (s, v) = get(&h, ADMIN_KEY, &format!("/api/v1/usage?{q}")).await;
+        let (s, v) = get(h, ADMIN_KEY, &format!("/api/v1/usage?{q}")).await;
         assert_eq!((s, v["error"]["param"].as_str()), (400, Some(param)), "{q}: {v}");
     }
-    let (s, v) = get(&h, ADMIN_KEY, "/api/v1/usage/requests?after=garbage").await;
+    let (s, v) = get(h, ADMIN_KEY, "/api/v1/usage/requests?after=garbage").await;
     assert_eq!((s, v["error"]["param"].as_str()), (400, Some("after")));
-    let (s, _) = get(&h, "sk-aq-nobody", "/api/v1/usage").await;
+    let (s, _) = get(h, "sk-aq-nobody", "/api/v1/usage").await;
     assert_eq!(s, 401);
 }
 
