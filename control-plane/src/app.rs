@@ -251,6 +251,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_listen))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Envoy stops first, while this control plane still takes its last usage batches.
+    let (stop_envoy_tx, stop_envoy_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -278,18 +280,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             base_id: settings.envoy_base_id,
             concurrency: settings.envoy_concurrency,
             bootstrap: bootstrap(&settings),
+            admin: settings.envoy_admin,
         };
-        tokio::spawn(proc.supervise(stopped(stop_rx.clone())))
+        tokio::spawn(proc.supervise(stopped(stop_envoy_rx)))
     });
     tracing::info!(xds = %settings.xds_listen, http = %settings.http_listen, database = gw.db.backend(), "control plane ready");
     println!("Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1)", settings.listen, settings.listen);
 
     shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
+    let _ = stop_envoy_tx.send(true);
     if let Some(t) = envoy_task {
         let _ = t.await;
     }
+    let _ = stop_tx.send(true);
     // Streams from Envoy never end on their own; don't let them hold the exit.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = xds_task.await;

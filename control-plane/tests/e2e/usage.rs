@@ -442,3 +442,39 @@ async fn store_and_retention_on_postgres() {
     store_and_retention(aqueduct::db::Db::open(Some(&url), std::path::Path::new(".")).await.unwrap()).await;
     crate::harness::drop_pg_database(server, name);
 }
+
+#[tokio::test]
+async fn a_supervised_envoy_is_drained_on_shutdown_and_hands_over_its_events() {
+    // The control plane runs Envoy itself (as `make run` does) and stops it with a drain.
+    let admin = crate::harness::free_port();
+    let env = [
+        ("AQUEDUCT_ENVOY", crate::harness::envoy_bin().display().to_string()),
+        ("AQUEDUCT_ENVOY_ADMIN", format!("127.0.0.1:{admin}")),
+        ("AQUEDUCT_ENVOY_BASE_ID", admin.to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut h = Harness::start_supervised(&env).await;
+    let (token, key) = h.create_token("supervised", None).await;
+    let probes = ready(&h, &key).await;
+    let load = Load::start(&h, &key, WORKERS);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = h.terminate_cp();
+    let (answered, _failed) = load.stop().await;
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{admin}")).is_err(),
+        "the supervised Envoy is gone with its control plane"
+    );
+    let db = aqueduct::db::Db::open(None, h.dir.path()).await.unwrap();
+    let f = aqueduct::usage::query::Filters {
+        from_ms: 0,
+        to_ms: i64::MAX / 2,
+        ids: vec![("token_id", token)],
+        ..Default::default()
+    };
+    let rows =
+        aqueduct::usage::query::requests(&db, &aqueduct::usage::query::Scope::All, &f, None, 100_000).await.unwrap();
+    let ok = answered + probes;
+    eprintln!("supervised Envoy stopped under load: {ok} answered, {} stored", rows.len());
+    assert!(rows.len() as u64 >= ok, "every answered request was handed over: {} of {ok}", rows.len());
+}
