@@ -95,9 +95,43 @@ pub struct Settings {
     #[arg(long, env = "AQUEDUCT_MAX_KEYS_PER_USER", default_value_t = 10,
           value_parser = clap::value_parser!(i64).range(0..))]
     pub max_keys_per_user: i64,
+    /// The gateway's public base URL as browsers and clients reach it (`https://gw.example.com`);
+    /// the OIDC redirect URI is built from it and cookies get `Secure` when it is https.
+    /// Default: `http://<listen>`.
+    #[arg(long, env = "AQUEDUCT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Password of the bootstrap admin's local login (`admin@localhost`); generated and printed
+    /// once on first start if unset.
+    #[arg(long, env = "AQUEDUCT_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// How long an admin UI session lasts, in hours.
+    #[arg(long, env = "AQUEDUCT_SESSION_HOURS", default_value_t = 12,
+          value_parser = clap::value_parser!(i64).range(1..=720))]
+    pub session_hours: i64,
+    /// OIDC login (unset issuer: local login only).
+    #[command(flatten)]
+    pub oidc: crate::auth::oidc::OidcSettings,
 }
 
 impl Settings {
+    /// The public base URL, without a trailing slash.
+    pub fn public_url(&self) -> anyhow::Result<String> {
+        let url = self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        let parsed = url::Url::parse(&url).with_context(|| format!("AQUEDUCT_PUBLIC_URL {url:?} is not a URL"))?;
+        anyhow::ensure!(
+            matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some(),
+            "AQUEDUCT_PUBLIC_URL {url:?} must be an http:// or https:// URL"
+        );
+        Ok(url.trim_end_matches('/').to_string())
+    }
+
+    /// The admin UI's settings (fails on a bad public URL or OIDC setting).
+    pub fn ui(&self) -> anyhow::Result<crate::admin::UiSettings> {
+        let public_url = self.public_url()?;
+        let oidc = crate::auth::oidc::Oidc::new(&self.oidc, &public_url)?.map(Arc::new);
+        Ok(crate::admin::UiSettings { public_url, session_ttl: self.session_hours * 3600, oidc })
+    }
+
     fn layout(&self) -> anyhow::Result<Layout> {
         let wasm = std::fs::canonicalize(&self.wasm)
             .with_context(|| format!("filter module {} not found (build it with `make wasm`)", self.wasm.display()))?;
@@ -200,11 +234,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
     let layout = settings.layout()?;
+    let ui = settings.ui()?;
     let models =
         ModelsConfig::load(&settings.models).with_context(|| format!("models file {}", settings.models.display()))?;
     let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
     if let Some(key) = bootstrap_admin(&db, settings.admin_key.as_deref()).await? {
         println!("Admin key (shown once; keep it): {key}");
+    }
+    if let Some(p) = crate::auth::password::bootstrap(&db, BOOTSTRAP_ADMIN, settings.admin_password.as_deref()).await? {
+        println!("Admin UI password for {BOOTSTRAP_ADMIN} (shown once; keep it): {p}");
     }
     let defaults = [
         settings.default_key_requests_per_minute,
@@ -246,7 +284,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let http_task = tokio::spawn({
         let stop = stopped(stop_rx.clone());
-        let app = crate::api::router(gw.clone(), tenancy_settings(&settings));
+        let app = crate::api::router(gw.clone(), tenancy_settings(&settings)).merge(crate::admin::router(
+            gw.clone(),
+            ui.clone(),
+            tenancy_settings(&settings),
+        ));
         async move { axum::serve(http_listener, app).with_graceful_shutdown(stop).await }
     });
     let envoy_task = settings.envoy.clone().map(|binary| {
@@ -260,7 +302,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(proc.supervise(stopped(stop_rx.clone())))
     });
     tracing::info!(xds = %settings.xds_listen, http = %settings.http_listen, database = gw.db.backend(), "control plane ready");
-    println!("Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1)", settings.listen, settings.listen);
+    println!(
+        "Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1, admin UI: {}/)",
+        settings.listen, settings.listen, ui.public_url
+    );
 
     shutdown_signal().await;
     tracing::info!("shutting down");

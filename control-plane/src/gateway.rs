@@ -118,6 +118,11 @@ impl Gateway {
         self.request_resync();
     }
 
+    /// The global default model exclusions (for showing a key's effective exclusions).
+    pub fn default_excluded_models(&self) -> Vec<String> {
+        self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
     /// Asks the rebuild task for a new snapshot; many requests coalesce into one rebuild.
     pub fn request_rebuild(&self) {
         self.local_change.store(true, Ordering::Relaxed);

@@ -2,8 +2,10 @@
 //! filter's policy, and pushes them over xDS so changes apply live.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod admin;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod envoy;

@@ -4,6 +4,7 @@
 
 mod harness;
 
+mod admin_ui;
 mod endpoints;
 mod errors;
 mod exclusions;
