@@ -59,6 +59,34 @@ const oidcLogin = async (page, name) => {
 
 const newSecret = async (page) => (await page.locator("#secret").textContent()).trim();
 
+// Polls the gateway with a key until GET /v1/models answers `status` (policy changes reach
+// Envoy within moments); returns the last answer's body.
+const untilStatus = async (key, status) => {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const r = await fetch(`${gateway}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+    const body = await r.json();
+    if (r.status === status) return body;
+    if (Date.now() > deadline) throw new Error(`expected ${status}, still ${r.status}: ${JSON.stringify(body)}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+};
+
+// An admin publishes a Terms of Service version.
+const publishTerms = async (page, text) => {
+  await page.goto(`${gateway}/ui/terms/versions`);
+  await page.getByLabel("Text").fill(text);
+  await page.getByRole("button", { name: "Publish version" }).click();
+  await page.getByText(/Version \d+ published\./).waitFor();
+};
+
+// A user reads and accepts the current version.
+const acceptTerms = async (page) => {
+  await page.goto(`${gateway}/ui/terms`);
+  await page.getByRole("button", { name: "Accept the Terms of Service" }).click();
+  await page.getByText(/You accepted version \d+ of the Terms of Service\./).waitFor();
+};
+
 try {
   // --- Alice, a user (groups: acme → org Acme, team:Research → team Research) ---
   const alice = await newUser();
@@ -132,6 +160,20 @@ try {
   await root.page.getByText("Limits and exclusions saved.").waitFor();
   await shot(root.page, "limits");
 
+  // Terms of Service: once a version is published, Alice's key is refused until she accepts.
+  await untilStatus(aliceKey, 200);
+  await publishTerms(root.page, "1. Be nice to the models.\n2. No secrets in prompts.");
+  await shot(root.page, "terms-versions");
+  const refused = await untilStatus(aliceKey, 403);
+  assert.equal(refused.error.type, "permission_denied_error");
+  assert.equal(refused.error.code, "terms_not_accepted");
+  await alice.page.goto(`${gateway}/ui/keys`);
+  await alice.page.getByText("Your API keys are blocked until you accept the current").waitFor();
+  await alice.page.goto(`${gateway}/ui/terms`);
+  await shot(alice.page, "terms");
+  await acceptTerms(alice.page);
+  await untilStatus(aliceKey, 200);
+
   // --- Alice as team-admin: a service account, its key shown once, then regenerated ---
   await alice.page.goto(teamUrl);
   await alice.page.getByText("team-admin", { exact: true }).waitFor();
@@ -148,6 +190,13 @@ try {
   // A team-admin may not hand out team-admin (only admins and org-admins).
   assert.equal(await alice.page.getByRole("button", { name: /team-admin/ }).count(), 0);
   await shot(alice.page, "team-detail-team-admin");
+
+  // A new version blocks the service account's key too until its owner accepts it.
+  await untilStatus(saKey, 200);
+  await publishTerms(root.page, "Version two: same as before, plus be kind to the GPUs.");
+  assert.equal((await untilStatus(saKey, 403)).error.code, "terms_not_accepted");
+  await acceptTerms(alice.page);
+  await untilStatus(saKey, 200);
 
   // --- Usable at 375 px: nothing wider than the screen except scrollable tables ---
   const phone = await newUser({ width: 375, height: 740 });

@@ -108,6 +108,11 @@ pub struct Settings {
     #[arg(long, env = "AQUEDUCT_SESSION_HOURS", default_value_t = 12,
           value_parser = clap::value_parser!(i64).range(1..=720))]
     pub session_hours: i64,
+    /// Users must accept the current Terms of Service in the admin UI before their keys work
+    /// (service-account keys: their owner's acceptance; admins exempt). Admins publish the
+    /// versions at `/ui/terms/versions`; nothing is refused until a first version exists.
+    #[arg(long, env = "AQUEDUCT_TERMS_REQUIRED", default_value_t = false)]
+    pub terms_required: bool,
     /// OIDC login (unset issuer: local login only).
     #[command(flatten)]
     pub oidc: crate::auth::oidc::OidcSettings,
@@ -250,7 +255,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.default_key_output_tokens_per_minute,
     ];
     let gw = Arc::new(
-        Gateway::new(db, layout, settings.models.clone(), models).with_limits(defaults, settings.output_reservation),
+        Gateway::new(db, layout, settings.models.clone(), models)
+            .with_limits(defaults, settings.output_reservation)
+            .with_terms_required(settings.terms_required),
     );
     gw.set_default_excluded_models(settings.default_excluded_models.clone());
     gw.rebuild().await?;

@@ -64,6 +64,8 @@ pub struct Gateway {
     pub output_reservation: u64,
     /// Models every key is denied unless a level below sets its merge flag to false.
     default_excluded_models: RwLock<Vec<String>>,
+    /// Whether users must accept the current Terms of Service before their keys work.
+    pub terms_required: bool,
 }
 
 /// Failure to rebuild the snapshot.
@@ -95,6 +97,7 @@ impl Gateway {
             default_excluded_models: RwLock::new(Vec::new()),
             default_key_limits: [None; 3],
             output_reservation: aqueduct_policy::snapshot::DEFAULT_OUTPUT_RESERVATION,
+            terms_required: false,
         }
     }
 
@@ -107,6 +110,12 @@ impl Gateway {
     pub fn with_limits(mut self, default_key_limits: [Option<u64>; 3], output_reservation: u64) -> Self {
         self.default_key_limits = default_key_limits;
         self.output_reservation = output_reservation;
+        self
+    }
+
+    /// Requires acceptance of the current Terms of Service (before the gateway is shared).
+    pub fn with_terms_required(mut self, required: bool) -> Self {
+        self.terms_required = required;
         self
     }
 
@@ -153,11 +162,14 @@ impl Gateway {
         let tokens = live_keys(&self.db, now(), EXPIRED_GRACE_SECS).await?;
         let hierarchy = hierarchy(&self.db).await?;
         let defaults = self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_default();
+        let terms_pending =
+            if self.terms_required { crate::terms::pending_users(&self.db).await? } else { Default::default() };
         let inputs = PolicyInputs {
             keys: &tokens,
             hierarchy: &hierarchy,
             default_excluded_models: &defaults,
             default_key_limits: self.default_key_limits,
+            terms_pending: &terms_pending,
         };
         let models = self.models();
         let created = i64::try_from(self.models_loaded_at.load(Ordering::Relaxed)).unwrap_or(0);
@@ -303,6 +315,8 @@ pub struct PolicyInputs<'a> {
     pub default_excluded_models: &'a [String],
     /// Per-key caps for keys whose chain sets none: requests, input, output tokens per minute.
     pub default_key_limits: [Option<u64>; 3],
+    /// Users whose keys are refused until they accept the current Terms of Service.
+    pub terms_pending: &'a std::collections::HashSet<i64>,
 }
 
 fn id(v: i64) -> u64 {
@@ -368,6 +382,7 @@ pub fn build_snapshot(
                 .map(|(window, label, limits)| CapSpec { window, label, limits })
                 .collect(),
             key_limits: key_limits(&chain, inputs.default_key_limits),
+            terms_pending: inputs.terms_pending.contains(&chain.user_id),
         };
         let p = *index.entry(spec.clone()).or_insert_with(|| {
             principals.push(spec);

@@ -11,5 +11,6 @@ pub mod db;
 pub mod envoy;
 pub mod gateway;
 pub mod tenancy;
+pub mod terms;
 pub mod tokens;
 pub mod xds;

@@ -10,6 +10,7 @@ mod keys;
 mod login;
 mod manage;
 mod teams;
+mod terms;
 
 use crate::api::auth::Authed;
 use crate::api::TenancySettings;
@@ -67,6 +68,9 @@ pub fn router(gw: Arc<Gateway>, ui: UiSettings, tenancy: TenancySettings) -> Rou
         .route("/ui/users", get(manage::users).post(manage::create_user))
         .route("/ui/users/{id}", post(manage::update_user))
         .route("/ui/policy/{kind}/{id}", get(manage::policy_page).post(manage::policy_save))
+        .route("/ui/terms", get(terms::page))
+        .route("/ui/terms/accept", post(terms::accept))
+        .route("/ui/terms/versions", get(terms::versions).post(terms::publish))
         .layer(Extension(Arc::new(ui)))
         .layer(Extension(tenancy))
         .with_state(gw)
@@ -114,6 +118,8 @@ pub struct Nav {
     pub current: &'static str,
     /// Message from the last form.
     pub flash: Option<Flash>,
+    /// The user must still accept the current Terms of Service (their keys are refused).
+    pub terms_pending: bool,
     /// Stylesheet URL (content-hashed, cached for a year).
     pub css_url: &'static str,
     /// Script URL (content-hashed).
@@ -132,6 +138,7 @@ impl Nav {
             manages_users: false,
             current: "",
             flash: None,
+            terms_pending: false,
             css_url: assets::css_url(),
             js_url: assets::js_url(),
         }
@@ -181,6 +188,7 @@ impl Ui {
             manages_users: self.a.is_admin() || self.a.role == crate::tenancy::model::Role::OrgAdmin,
             current,
             flash,
+            terms_pending: terms::pending(gw, self).await,
             css_url: assets::css_url(),
             js_url: assets::js_url(),
         }

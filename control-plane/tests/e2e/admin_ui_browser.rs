@@ -1,7 +1,8 @@
 //! The admin UI in a real browser: Debian's Chromium driven by `playwright-core`
 //! (`admin-ui/tests/browser.mjs`), signing in through a real OpenID provider (`oidc-provider`,
 //! `admin-ui/tests/oidc-provider.mjs`) to the real control plane behind Envoy. The browser
-//! creates keys; this side then uses them with an OpenAI client. Screenshots of each page land
+//! creates keys; this side then uses them with an OpenAI client. Terms of Service are required
+//! here: publishing a version blocks users' keys (403) until they accept it in the UI. Screenshots of each page land
 //! in `target/admin-ui-screenshots/`. `make test` installs Chromium and the npm packages.
 
 use crate::harness::*;
@@ -46,6 +47,7 @@ async fn admin_ui_in_chromium_with_oidc_login() {
         ("AQUEDUCT_OIDC_GROUP_ORGS", "acme=Acme"),
         ("AQUEDUCT_OIDC_ADMIN_GROUP", "gw-admins"),
         ("AQUEDUCT_OIDC_TEAM_SYNC", "true"),
+        ("AQUEDUCT_TERMS_REQUIRED", "true"),
     ])
     .await;
     let redirect = format!("http://{}/ui/auth/callback", h.listen);
@@ -61,11 +63,7 @@ async fn admin_ui_in_chromium_with_oidc_login() {
             .expect("start oidc-provider (is node installed?)"),
     );
     h.eventually(Duration::from_secs(20), || async {
-        http()
-            .get(format!("{issuer}/.well-known/openid-configuration"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
+        http().get(format!("{issuer}/.well-known/openid-configuration")).send().await.is_ok_and(|r| r.status() == 200)
     })
     .await;
 
@@ -98,7 +96,10 @@ async fn admin_ui_in_chromium_with_oidc_login() {
     let out = std::fs::read_to_string(&out_path).unwrap_or_default();
     if !status.success() {
         h.dump_logs();
-        eprintln!("--- oidc-provider ---\n{}", std::fs::read_to_string(h.dir.path().join("oidc-provider.log")).unwrap_or_default());
+        eprintln!(
+            "--- oidc-provider ---\n{}",
+            std::fs::read_to_string(h.dir.path().join("oidc-provider.log")).unwrap_or_default()
+        );
         panic!("browser flows failed ({status}):\n{out}\n{}", std::fs::read_to_string(&err_path).unwrap_or_default());
     }
     let result: serde_json::Value =
@@ -108,14 +109,31 @@ async fn admin_ui_in_chromium_with_oidc_login() {
     // account's (regenerated, so only the second secret).
     for k in ["alice_key", "sa_key"] {
         let key = result[k].as_str().unwrap().to_string();
-        h.eventually(Duration::from_secs(10), || async {
-            h.openai(&key).chat().create(chat_request()).await.is_ok()
-        })
-        .await;
+        h.eventually(Duration::from_secs(10), || async { h.openai(&key).chat().create(chat_request()).await.is_ok() })
+            .await;
     }
-    for page in ["login", "keys", "key-created", "teams", "team-detail-admin", "team-detail-team-admin", "org", "models",
-        "orgs", "users", "limits", "refused-team-action", "refused-users-page", "keys-375px", "team-375px"]
-    {
+    // Admins are exempt from the terms: the bootstrap admin's key never stopped working.
+    let r = http().get(h.url("/v1/models")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    for page in [
+        "login",
+        "keys",
+        "key-created",
+        "teams",
+        "team-detail-admin",
+        "team-detail-team-admin",
+        "org",
+        "models",
+        "orgs",
+        "users",
+        "limits",
+        "refused-team-action",
+        "refused-users-page",
+        "keys-375px",
+        "team-375px",
+        "terms",
+        "terms-versions",
+    ] {
         let p = shots.join(format!("{page}.png"));
         assert!(std::fs::metadata(&p).is_ok_and(|m| m.len() > 1000), "screenshot {}", p.display());
     }
