@@ -159,6 +159,11 @@ try {
   await root.page.getByRole("button", { name: "Save limits and exclusions" }).click();
   await root.page.getByText("Limits and exclusions saved.").waitFor();
   await shot(root.page, "limits");
+  // The audit log shows who did what, including Alice's refused attempt.
+  await root.page.goto(`${gateway}/ui/audit`);
+  await root.page.getByRole("row", { name: /alice@acme\.test ui POST \/api\/v1\/teams\/\d+\/service-accounts refused \(403\)/ }).waitFor();
+  await root.page.getByRole("row", { name: /root@acme\.test ui PUT \/api\/v1\/teams\/\d+\/members\/\d+ done/ }).waitFor();
+  await shot(root.page, "audit");
 
   // Terms of Service: once a version is published, Alice's key is refused until she accepts.
   await untilStatus(aliceKey, 200);

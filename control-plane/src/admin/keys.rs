@@ -1,7 +1,7 @@
 //! The API keys page: the caller's personal keys with their effective limits and exclusions;
 //! create (the key shown once), rename, set expiry, regenerate, revoke.
 
-use super::{api, body, date_end, field, list_of, render, s, unavailable, when, Nav, Ui};
+use super::{act, api, body, date_end, field, list_of, render, s, unavailable, when, Nav, Ui};
 use crate::api::{tokens, TenancySettings};
 use crate::gateway::Gateway;
 use crate::tenancy::model::PolicyFields;
@@ -165,7 +165,15 @@ pub async fn create(
         Ok(None) => {}
         Err(e) => return u.done(&gw, "/ui/keys", Err(e)).await,
     }
-    match api(tokens::create(State(gw.clone()), Extension(cfg), u.a.clone(), body(b)).await).await {
+    match act(
+        &gw,
+        &u,
+        "POST",
+        "/api/v1/tokens",
+        tokens::create(State(gw.clone()), Extension(cfg), u.a.clone(), body(b)),
+    )
+    .await
+    {
         Ok(v) => secret_page(&gw, &u, format!("Key {} created", s(&v, "name")), s(&v, "key"), "/ui/keys").await,
         Err(e) => u.done(&gw, "/ui/keys", Err(e)).await,
     }
@@ -188,19 +196,37 @@ pub async fn action(
     };
     let (st, a, p) = (State(gw.clone()), u.a.clone(), Path(id.clone()));
     let result = match action.as_str() {
-        "rename" => api(tokens::patch(st, a, p, body(json!({"name": field(&f, "name")}))).await)
-            .await
-            .map(|v| format!("Key renamed to {}.", s(&v, "name"))),
+        "rename" => act(
+            &gw,
+            &u,
+            "PATCH",
+            &format!("/api/v1/tokens/{id}"),
+            tokens::patch(st, a, p, body(json!({"name": field(&f, "name")}))),
+        )
+        .await
+        .map(|v| format!("Key renamed to {}.", s(&v, "name"))),
         "expiry" => match date_end(field(&f, "expires")) {
-            Ok(t) => api(tokens::patch(st, a, p, body(json!({"expires_at": t}))).await).await.map(|v| {
+            Ok(t) => act(
+                &gw,
+                &u,
+                "PATCH",
+                &format!("/api/v1/tokens/{id}"),
+                tokens::patch(st, a, p, body(json!({"expires_at": t}))),
+            )
+            .await
+            .map(|v| {
                 when(&v, "expires_at")
                     .map_or_else(|| "The key no longer expires.".to_string(), |w| format!("The key expires {w}."))
             }),
             Err(e) => Err(e),
         },
-        "revoke" => api(tokens::revoke(st, a, p).await).await.map(|_| "Key revoked.".to_string()),
+        "revoke" => act(&gw, &u, "DELETE", &format!("/api/v1/tokens/{id}"), tokens::revoke(st, a, p))
+            .await
+            .map(|_| "Key revoked.".to_string()),
         "regenerate" => {
-            return match api(tokens::regenerate(st, a, p).await).await {
+            return match act(&gw, &u, "POST", &format!("/api/v1/tokens/{id}/regenerate"), tokens::regenerate(st, a, p))
+                .await
+            {
                 Ok(v) => secret_page(&gw, &u, format!("Key {} regenerated", s(&v, "name")), s(&v, "key"), &back).await,
                 Err(e) => u.done(&gw, &back, Err(e)).await,
             }

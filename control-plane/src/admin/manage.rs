@@ -3,7 +3,7 @@
 
 use super::keys::page_all;
 use super::teams::org_names;
-use super::{api, body, error_page, field, list_of, render, s, unavailable, when, Nav, Ui};
+use super::{act, api, body, error_page, field, list_of, render, s, unavailable, when, Nav, Ui};
 use crate::api::common::LIMIT_FIELDS;
 use crate::api::{tenancy as t, tokens};
 use crate::gateway::Gateway;
@@ -156,7 +156,14 @@ pub async fn create_org(State(gw): State<Arc<Gateway>>, u: Ui, Form(f): Form<Has
     if let Some(r) = u.refuse_csrf(&f) {
         return r;
     }
-    let r = api(t::create_org(State(gw.clone()), u.a.clone(), body(json!({"name": field(&f, "name")}))).await).await;
+    let r = act(
+        &gw,
+        &u,
+        "POST",
+        "/api/v1/orgs",
+        t::create_org(State(gw.clone()), u.a.clone(), body(json!({"name": field(&f, "name")}))),
+    )
+    .await;
     u.done(&gw, "/ui/orgs", r.map(|v| format!("Org {} created.", s(&v, "name")))).await
 }
 
@@ -219,7 +226,7 @@ pub async fn create_user(State(gw): State<Arc<Gateway>>, u: Ui, Form(f): Form<Ha
     if !field(&f, "org_id").is_empty() {
         b["org_id"] = field(&f, "org_id").into();
     }
-    let r = api(t::create_user(State(gw.clone()), u.a.clone(), body(b)).await).await;
+    let r = act(&gw, &u, "POST", "/api/v1/users", t::create_user(State(gw.clone()), u.a.clone(), body(b))).await;
     u.done(&gw, "/ui/users", r.map(|v| format!("User {} created.", s(&v, "email")))).await
 }
 
@@ -233,18 +240,38 @@ pub async fn update_user(
     if let Some(r) = u.refuse_csrf(&f) {
         return r;
     }
-    let (st, a, p) = (State(gw.clone()), u.a.clone(), Path(id));
+    let (st, a, p) = (State(gw.clone()), u.a.clone(), Path(id.clone()));
     let r = match field(&f, "op") {
-        "role" => api(t::patch_user(st, a, p, body(json!({"role": field(&f, "role")}))).await)
+        "role" => act(
+            &gw,
+            &u,
+            "PATCH",
+            &format!("/api/v1/users/{id}"),
+            t::patch_user(st, a, p, body(json!({"role": field(&f, "role")}))),
+        )
+        .await
+        .map(|v| format!("{} is now {}.", s(&v, "email"), s(&v, "role"))),
+        "activate" => act(
+            &gw,
+            &u,
+            "PATCH",
+            &format!("/api/v1/users/{id}"),
+            t::patch_user(st, a, p, body(json!({"active": true}))),
+        )
+        .await
+        .map(|v| format!("{} activated.", s(&v, "email"))),
+        "deactivate" => act(
+            &gw,
+            &u,
+            "PATCH",
+            &format!("/api/v1/users/{id}"),
+            t::patch_user(st, a, p, body(json!({"active": false}))),
+        )
+        .await
+        .map(|v| format!("{} deactivated.", s(&v, "email"))),
+        "delete" => act(&gw, &u, "DELETE", &format!("/api/v1/users/{id}"), t::delete_user(st, a, p))
             .await
-            .map(|v| format!("{} is now {}.", s(&v, "email"), s(&v, "role"))),
-        "activate" => api(t::patch_user(st, a, p, body(json!({"active": true}))).await)
-            .await
-            .map(|v| format!("{} activated.", s(&v, "email"))),
-        "deactivate" => api(t::patch_user(st, a, p, body(json!({"active": false}))).await)
-            .await
-            .map(|v| format!("{} deactivated.", s(&v, "email"))),
-        "delete" => api(t::delete_user(st, a, p).await).await.map(|_| "User deleted.".to_string()),
+            .map(|_| "User deleted.".to_string()),
         other => Err(format!("Unknown operation '{other}'.")),
     };
     u.done(&gw, "/ui/users", r).await
@@ -378,12 +405,64 @@ pub async fn policy_save(
     };
     let (st, a, p) = (State(gw.clone()), u.a.clone(), Path(id.clone()));
     let r = match kind.as_str() {
-        "org" => api(t::patch_org(st, a, p, body(b)).await).await,
-        "team" => api(t::patch_team(st, a, p, body(b)).await).await,
-        "user" => api(t::patch_user(st, a, p, body(b)).await).await,
-        "service-account" => api(t::patch_sa(st, a, p, body(b)).await).await,
-        "token" => api(tokens::patch(st, a, p, body(b)).await).await,
+        "org" => act(&gw, &u, "PATCH", &format!("/api/v1/orgs/{id}"), t::patch_org(st, a, p, body(b))).await,
+        "team" => act(&gw, &u, "PATCH", &format!("/api/v1/teams/{id}"), t::patch_team(st, a, p, body(b))).await,
+        "user" => act(&gw, &u, "PATCH", &format!("/api/v1/users/{id}"), t::patch_user(st, a, p, body(b))).await,
+        "service-account" => {
+            act(&gw, &u, "PATCH", &format!("/api/v1/service-accounts/{id}"), t::patch_sa(st, a, p, body(b))).await
+        }
+        "token" => act(&gw, &u, "PATCH", &format!("/api/v1/tokens/{id}"), tokens::patch(st, a, p, body(b))).await,
         _ => Err(format!("Unknown kind '{kind}'.")),
     };
     u.done(&gw, &here, r.map(|_| "Limits and exclusions saved.".to_string())).await
+}
+
+/// An audit entry as the page shows it.
+pub struct AuditView {
+    pub when: String,
+    pub who: String,
+    pub via: String,
+    pub action: String,
+    pub outcome: String,
+    pub before: String,
+    pub after: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    nav: Nav,
+    entries: Vec<AuditView>,
+}
+
+fn pretty(j: &Option<String>) -> String {
+    j.as_deref()
+        .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_default()
+}
+
+/// `GET /ui/audit` (admin): the newest 500 management actions.
+pub async fn audit(State(gw): State<Arc<Gateway>>, u: Ui) -> Response {
+    if !u.a.is_admin() {
+        return error_page(StatusCode::FORBIDDEN, "The audit log needs the admin role.");
+    }
+    let Ok(rows) = crate::audit::recent(&gw, 500).await else {
+        return unavailable("The database is unavailable; try again.");
+    };
+    let entries = rows
+        .iter()
+        .map(|e| AuditView {
+            when: chrono::DateTime::from_timestamp(e.at, 0)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default(),
+            who: e.actor_email.clone(),
+            via: e.via.clone(),
+            action: format!("{} {}", e.method, e.path),
+            outcome: if e.status < 400 { "done".into() } else { format!("refused ({})", e.status) },
+            before: pretty(&e.before_json),
+            after: pretty(&e.after_json),
+        })
+        .collect();
+    render(StatusCode::OK, &AuditPage { nav: u.nav(&gw, "audit").await, entries })
 }

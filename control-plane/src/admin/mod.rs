@@ -68,6 +68,7 @@ pub fn router(gw: Arc<Gateway>, ui: UiSettings, tenancy: TenancySettings) -> Rou
         .route("/ui/users", get(manage::users).post(manage::create_user))
         .route("/ui/users/{id}", post(manage::update_user))
         .route("/ui/policy/{kind}/{id}", get(manage::policy_page).post(manage::policy_save))
+        .route("/ui/audit", get(manage::audit))
         .route("/ui/terms", get(terms::page))
         .route("/ui/terms/accept", post(terms::accept))
         .route("/ui/terms/versions", get(terms::versions).post(terms::publish))
@@ -260,6 +261,32 @@ pub async fn api<R: IntoResponse>(r: Result<R, crate::api::error::Error>) -> Res
         return Ok(Value::Null);
     }
     serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// Runs a management-API handler for the signed-in user as the action `method path` and
+/// records it in the audit log (before and after).
+pub async fn act<R: IntoResponse>(
+    gw: &Arc<Gateway>,
+    u: &Ui,
+    method: &str,
+    path: &str,
+    handler: impl std::future::Future<Output = Result<R, crate::api::error::Error>>,
+) -> Result<Value, String> {
+    let before = crate::audit::snapshot(gw, &u.a, path).await;
+    let (status, result) = match handler.await {
+        Ok(r) => {
+            let resp = r.into_response();
+            let status = resp.status().as_u16();
+            (status, api(Ok::<_, crate::api::error::Error>(resp)).await)
+        }
+        Err(e) => (e.0.status, Err(e.0.message)),
+    };
+    let after = match &result {
+        Ok(v) => crate::audit::after_state(gw, &u.a, method, path, Some(v.clone()).filter(|v| !v.is_null())).await,
+        Err(_) => None,
+    };
+    crate::audit::record(gw, &u.a, "ui", method, path, status, before, after).await;
+    result
 }
 
 /// The `data` array of a list answer.

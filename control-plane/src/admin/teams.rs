@@ -2,7 +2,7 @@
 //! regenerate, delete), and the team's own settings for admins and org-admins.
 
 use super::keys::{page_all, secret_page};
-use super::{api, body, error_page, field, list_of, render, s, unavailable, Nav, Ui};
+use super::{act, api, body, error_page, field, list_of, render, s, unavailable, Nav, Ui};
 use crate::api::tenancy::{self as t, manages_team};
 use crate::api::{tokens, TenancySettings};
 use crate::gateway::Gateway;
@@ -128,7 +128,7 @@ pub async fn create(State(gw): State<Arc<Gateway>>, u: Ui, Form(f): Form<HashMap
     if !field(&f, "org_id").is_empty() {
         b["org_id"] = field(&f, "org_id").into();
     }
-    match api(t::create_team(State(gw.clone()), u.a.clone(), body(b)).await).await {
+    match act(&gw, &u, "POST", "/api/v1/teams", t::create_team(State(gw.clone()), u.a.clone(), body(b))).await {
         Ok(v) => {
             u.done(&gw, &format!("/ui/teams/{}", s(&v, "id")), Ok(format!("Team {} created.", s(&v, "name")))).await
         }
@@ -213,11 +213,11 @@ pub async fn action(
     let (st, a, p) = (State(gw.clone()), u.a.clone(), Path(id.clone()));
     let member_path = |uid: &str| Path((id.clone(), uid.to_string()));
     let result = match action.as_str() {
-        "edit" => api(t::patch_team(st, a, p, body(json!({"name": field(&f, "name"), "description": field(&f, "description"), "oidc_group": field(&f, "oidc_group")}))).await)
+        "edit" => act(&gw, &u, "PATCH", &format!("/api/v1/teams/{id}"), t::patch_team(st, a, p, body(json!({"name": field(&f, "name"), "description": field(&f, "description"), "oidc_group": field(&f, "oidc_group")}))))
             .await
             .map(|_| "Team saved.".to_string()),
         "delete" => {
-            return match api(t::delete_team(st, a, p).await).await {
+            return match act(&gw, &u, "DELETE", &format!("/api/v1/teams/{id}"), t::delete_team(st, a, p)).await {
                 Ok(_) => u.done(&gw, "/ui/teams", Ok("Team deleted.".into())).await,
                 Err(e) => u.done(&gw, &back, Err(e)).await,
             }
@@ -235,18 +235,18 @@ pub async fn action(
                     if field(&f, "team_admin") == "true" {
                         b["team_admin"] = true.into();
                     }
-                    api(t::put_member(st, a, member_path(&uid.to_string()), body(b)).await)
+                    act(&gw, &u, "PUT", &format!("/api/v1/teams/{id}/members/{uid}"), t::put_member(st, a, member_path(&uid.to_string()), body(b)))
                         .await
                         .map(|_| format!("{email} added."))
                 }
             }
         }
-        "remove-member" => api(t::delete_member(st, a, member_path(field(&f, "user_id"))).await)
+        "remove-member" => act(&gw, &u, "DELETE", &format!("/api/v1/teams/{id}/members/{}", field(&f, "user_id")), t::delete_member(st, a, member_path(field(&f, "user_id"))))
             .await
             .map(|_| "Member removed.".to_string()),
         "set-admin" => {
             let flag = field(&f, "team_admin") == "true";
-            api(t::put_member(st, a, member_path(field(&f, "user_id")), body(json!({"team_admin": flag}))).await)
+            act(&gw, &u, "PUT", &format!("/api/v1/teams/{id}/members/{}", field(&f, "user_id")), t::put_member(st, a, member_path(field(&f, "user_id")), body(json!({"team_admin": flag}))))
                 .await
                 .map(|_| if flag { "Team-admin granted.".to_string() } else { "Team-admin withdrawn.".to_string() })
         }
@@ -255,7 +255,7 @@ pub async fn action(
             if !field(&f, "user_id").is_empty() {
                 b["user_id"] = field(&f, "user_id").into();
             }
-            return match api(t::create_sa(st, Extension(cfg), a, p, body(b)).await).await {
+            return match act(&gw, &u, "POST", &format!("/api/v1/teams/{id}/service-accounts"), t::create_sa(st, Extension(cfg), a, p, body(b))).await {
                 Ok(v) => secret_page(&gw, &u, format!("Service account {} created", s(&v, "name")), s(&v, "key"), &back).await,
                 Err(e) => u.done(&gw, &back, Err(e)).await,
             };
@@ -282,13 +282,29 @@ pub async fn sa_action(
     let back = format!("/ui/teams/{}", s(&sa, "team_id"));
     let (st, a, p) = (State(gw.clone()), u.a.clone(), Path(id.clone()));
     let result = match action.as_str() {
-        "transfer" => api(t::transfer_sa(st, a, p, body(json!({"user_id": field(&f, "user_id")}))).await)
+        "transfer" => act(
+            &gw,
+            &u,
+            "POST",
+            &format!("/api/v1/service-accounts/{id}/transfer"),
+            t::transfer_sa(st, a, p, body(json!({"user_id": field(&f, "user_id")}))),
+        )
+        .await
+        .map(|_| "Service account transferred.".to_string()),
+        "delete" => act(&gw, &u, "DELETE", &format!("/api/v1/service-accounts/{id}"), t::delete_sa(st, a, p))
             .await
-            .map(|_| "Service account transferred.".to_string()),
-        "delete" => api(t::delete_sa(st, a, p).await).await.map(|_| "Service account deleted.".to_string()),
+            .map(|_| "Service account deleted.".to_string()),
         "regenerate" => {
             let token = s(&sa, "token_id");
-            return match api(tokens::regenerate(st, a, Path(token)).await).await {
+            return match act(
+                &gw,
+                &u,
+                "POST",
+                &format!("/api/v1/tokens/{}/regenerate", s(&sa, "token_id")),
+                tokens::regenerate(st, a, Path(token)),
+            )
+            .await
+            {
                 Ok(v) => {
                     secret_page(&gw, &u, format!("Key of {} regenerated", s(&sa, "name")), s(&v, "key"), &back).await
                 }

@@ -55,6 +55,8 @@ pub async fn accept(State(gw): State<Arc<Gateway>>, u: Ui, Form(f): Form<HashMap
             match terms::accept(&gw.db, v.id, u.a.user_id, now()).await {
                 Ok(()) => {
                     tracing::info!(user = u.a.user_id, version = v.id, "terms accepted");
+                    let after = serde_json::json!({"object": "terms_acceptance", "version_id": v.id.to_string()});
+                    crate::audit::record(&gw, &u.a, "ui", "POST", "/ui/terms/accept", 200, None, Some(after)).await;
                     gw.request_rebuild();
                     Ok(format!("You accepted version {} of the Terms of Service.", v.id))
                 }
@@ -110,6 +112,8 @@ pub async fn publish(State(gw): State<Arc<Gateway>>, u: Ui, Form(f): Form<HashMa
         match terms::publish(&gw.db, body, u.a.user_id, now()).await {
             Ok(id) => {
                 tracing::info!(version = id, by = u.a.user_id, "terms published");
+                let after = serde_json::json!({"object": "terms_version", "id": id.to_string(), "body": body});
+                crate::audit::record(&gw, &u.a, "ui", "POST", "/ui/terms/versions", 200, None, Some(after)).await;
                 gw.request_rebuild();
                 Ok(format!("Version {id} published."))
             }

@@ -247,6 +247,43 @@ async fn ui_flow(h: &Harness) {
     })
     .await;
 
+    // The audit log has each action with who, via what, and before/after; never a secret.
+    let p = b.get("/ui/audit").await;
+    assert_eq!(p.status, 200);
+    let rename = format!("<code>PATCH /api/v1/tokens/{id}</code>");
+    assert!(p.body.contains(&rename), "{}", p.body);
+    assert!(
+        p.body.contains("&#34;name&#34;: &#34;laptop&#34;") && p.body.contains("&#34;name&#34;: &#34;laptop-2&#34;"),
+        "before and after: {}",
+        p.body
+    );
+    assert!(
+        p.body.contains("<td>api</td><td><code>POST /api/v1/tokens</code>"),
+        "API call with the cookie: {}",
+        p.body
+    );
+    assert!(p.body.contains("<code>POST /api/v1/teams/") && p.body.contains("/service-accounts</code>"));
+    assert!(p.body.contains("<code>PUT /api/v1/teams/"), "membership change");
+    assert!(p.body.contains("refused (400)"), "a refused action is logged too (expiry in the past)");
+    for secret in [&key, &new_key, &sa_key] {
+        assert!(!p.body.contains(secret.as_str()), "a key in the audit log");
+    }
+    let r = http()
+        .post(h.url("/api/v1/orgs"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "Audited"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let p = b.get("/ui/audit").await;
+    assert!(
+        p.body.contains("<td>admin@localhost</td><td>api</td><td><code>POST /api/v1/orgs</code></td><td>done</td>"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("&#34;name&#34;: &#34;Audited&#34;"));
+
     // Logout ends the session for pages and for the API.
     let old = b.cookie_header();
     let p = b.post("/ui/logout", &[("csrf", &csrf)]).await;
