@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Email of the bootstrap administrator.
+/// Default email of the bootstrap administrator (`AQUEDUCT_ADMIN_EMAIL`).
 pub const BOOTSTRAP_ADMIN: &str = "admin@localhost";
 
 /// Control-plane settings; each is a flag and an environment variable.
@@ -100,8 +100,12 @@ pub struct Settings {
     /// Default: `http://<listen>`.
     #[arg(long, env = "AQUEDUCT_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Password of the bootstrap admin's local login (`admin@localhost`); generated and printed
-    /// once on first start if unset.
+    /// Email of the bootstrap admin: the user the admin key belongs to and the admin UI's local
+    /// login.
+    #[arg(long, env = "AQUEDUCT_ADMIN_EMAIL", default_value = BOOTSTRAP_ADMIN)]
+    pub admin_email: String,
+    /// Password of the bootstrap admin's local login; generated and printed once on first start
+    /// if unset.
     #[arg(long, env = "AQUEDUCT_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
     /// How long an admin UI session lasts, in hours.
@@ -150,9 +154,9 @@ impl Settings {
 }
 
 /// Makes sure an admin and an admin key exist; returns a key to print if one was generated.
-pub async fn bootstrap_admin(db: &Db, admin_key: Option<&str>) -> anyhow::Result<Option<String>> {
+pub async fn bootstrap_admin(db: &Db, email: &str, admin_key: Option<&str>) -> anyhow::Result<Option<String>> {
     let now = now();
-    let admin = store::ensure_user(db, BOOTSTRAP_ADMIN, "admin", now).await?;
+    let admin = store::ensure_user(db, email, "admin", now).await?;
     if let Some(key) = admin_key {
         let hash = hash_hex(key);
         if !store::hash_exists(db, &hash).await? {
@@ -204,7 +208,7 @@ pub fn tenancy_settings(settings: &Settings) -> crate::api::TenancySettings {
 pub async fn create_admin_key(settings: &Settings) -> anyhow::Result<String> {
     std::fs::create_dir_all(&settings.data_dir)?;
     let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
-    let admin = store::ensure_user(&db, BOOTSTRAP_ADMIN, "admin", now()).await?;
+    let admin = store::ensure_user(&db, &settings.admin_email.trim().to_lowercase(), "admin", now()).await?;
     let key = generate_key();
     store::insert(&db, admin, "admin key (CLI)", &hash_hex(&key), &preview(&key), now(), None).await?;
     Ok(key)
@@ -243,11 +247,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let models =
         ModelsConfig::load(&settings.models).with_context(|| format!("models file {}", settings.models.display()))?;
     let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
-    if let Some(key) = bootstrap_admin(&db, settings.admin_key.as_deref()).await? {
+    let email = settings.admin_email.trim().to_lowercase();
+    anyhow::ensure!(
+        email.split('@').count() == 2 && !email.starts_with('@') && !email.ends_with('@'),
+        "AQUEDUCT_ADMIN_EMAIL must be an address with one '@'"
+    );
+    if let Some(key) = bootstrap_admin(&db, &email, settings.admin_key.as_deref()).await? {
         println!("Admin key (shown once; keep it): {key}");
     }
-    if let Some(p) = crate::auth::password::bootstrap(&db, BOOTSTRAP_ADMIN, settings.admin_password.as_deref()).await? {
-        println!("Admin UI password for {BOOTSTRAP_ADMIN} (shown once; keep it): {p}");
+    if let Some(p) = crate::auth::password::bootstrap(&db, &email, settings.admin_password.as_deref()).await? {
+        println!("Admin UI password for {email} (shown once; keep it): {p}");
     }
     let defaults = [
         settings.default_key_requests_per_minute,

@@ -340,3 +340,19 @@ async fn admin_password_is_generated_and_printed_once() {
     let mut b = Browser::new(&h);
     assert_eq!(b.login("admin@localhost", &password).await.status, 303);
 }
+
+#[tokio::test]
+async fn bootstrap_admin_email_is_configurable() {
+    let h =
+        Harness::start_env(&[("AQUEDUCT_ADMIN_PASSWORD", PASSWORD), ("AQUEDUCT_ADMIN_EMAIL", "Ops@Example.com")]).await;
+    let mut b = Browser::new(&h);
+    assert_eq!(b.login("admin@localhost", PASSWORD).await.status, 401, "no local login for the default email");
+    let p = b.login("ops@example.com", PASSWORD).await;
+    assert_eq!((p.status, p.location.as_str()), (303, "/ui/keys"));
+    let p = b.get("/ui/keys").await;
+    assert!(p.body.contains("ops@example.com <span class=\"tag\">admin</span>"), "{}", p.body);
+    // The configured admin owns the bootstrap key.
+    let me: serde_json::Value =
+        http().get(h.url("/api/v1/users")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["data"][0]["email"], "ops@example.com", "{me}");
+}
