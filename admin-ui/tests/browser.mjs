@@ -32,8 +32,8 @@ const shot = async (page, name) => {
 };
 
 // Each user gets their own browser context (own cookies); destructive actions ask first.
-const newUser = async (viewport = { width: 1280, height: 900 }) => {
-  const ctx = await browser.newContext({ viewport });
+const newUser = async (viewport = { width: 1280, height: 900 }, colorScheme = "light") => {
+  const ctx = await browser.newContext({ viewport, colorScheme });
   const page = await ctx.newPage();
   page.setDefaultTimeout(20_000);
   page.on("dialog", (d) => d.accept());
@@ -212,6 +212,13 @@ try {
     assert.ok(width <= 375, `${path} is ${width}px wide at 375px`);
     await shot(phone.page, name);
   }
+
+  // Dark theme follows the system setting.
+  const night = await newUser({ width: 1280, height: 900 }, "dark");
+  await oidcLogin(night.page, "alice");
+  const bg = await night.page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.equal(bg, "rgb(13, 17, 23)", "dark background");
+  await shot(night.page, "keys-dark");
 
   // Sign out: back to the login page, and the UI is closed again.
   await alice.page.getByRole("button", { name: "Sign out" }).click();

@@ -57,6 +57,17 @@ mod tests {
     }
 
     #[test]
+    fn session_cookie_flags() {
+        let c = session::set_cookie("abc", 3600, true);
+        assert_eq!(c, "aqueduct_session=abc; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600; Secure");
+        assert!(!session::set_cookie("abc", 3600, false).contains("Secure"));
+        assert!(
+            session::clear_cookie(false).starts_with("aqueduct_session=; ")
+                && session::clear_cookie(false).contains("Max-Age=0")
+        );
+    }
+
+    #[test]
     fn secrets_compare_exactly() {
         let s = random_hex();
         assert_eq!(s.len(), 64);

@@ -433,4 +433,77 @@ mod tests {
         assert!(parse_group_orgs("=Org").is_err());
         assert_eq!(parse_group_orgs(" a=B ,").unwrap_or_default(), vec![("a".to_string(), "B".to_string())]);
     }
+
+    async fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = Db::open(None, dir.path()).await.unwrap_or_else(|e| panic!("{e}"));
+        (dir, db)
+    }
+
+    fn who(email: &str, groups: &[&str]) -> Identity {
+        Identity { email: email.into(), groups: groups.iter().map(|g| g.to_string()).collect() }
+    }
+
+    #[derive(sqlx::FromRow, Debug, PartialEq)]
+    struct U {
+        role: String,
+        org: Option<String>,
+    }
+
+    async fn user(db: &Db, id: i64) -> U {
+        let mut q =
+            Sql::new("SELECT u.role, o.name AS org FROM users u LEFT JOIN orgs o ON o.id = u.org_id WHERE u.id = ");
+        q.id(id);
+        ts::fetch_opt(db, &q).await.ok().flatten().unwrap_or_else(|| panic!("user {id}"))
+    }
+
+    async fn teams_of(db: &Db, id: i64) -> Vec<String> {
+        #[derive(sqlx::FromRow)]
+        struct T {
+            name: String,
+        }
+        let mut q = Sql::new("SELECT t.name FROM team_members m JOIN teams t ON t.id = m.team_id WHERE m.user_id = ");
+        q.id(id).push(" ORDER BY t.name");
+        let rows: Vec<T> = ts::fetch_all(db, &q).await.unwrap_or_default();
+        rows.into_iter().map(|t| t.name).collect()
+    }
+
+    #[tokio::test]
+    async fn provisioning_maps_org_admin_group_and_syncs_teams() {
+        let (_dir, db) = db().await;
+        let s = settings(&["--oidc-group-orgs", "acme=Acme", "--oidc-admin-group", "admins", "--oidc-team-sync"]);
+        // Join: teams are created from team groups, in the user's org.
+        let ann = provision(&db, &who("ann@acme.test", &["acme", "team:Research", "team:Ops", "other"]), &s, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(user(&db, ann).await, U { role: "user".into(), org: Some("Acme".into()) });
+        assert_eq!(teams_of(&db, ann).await, vec!["Ops", "Research"]);
+        // A hand-made team without a group is never touched; a renamed group team is renamed back.
+        let mut hand =
+            Sql::new("INSERT INTO teams (org_id, name, created_at) SELECT org_id, 'Hand', 1 FROM users WHERE id = ");
+        hand.id(ann).push(" RETURNING id");
+        let hand = ts::insert_tx(&db, &hand, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut m = Sql::new("INSERT INTO team_members (team_id, user_id, team_admin, added_at) VALUES (");
+        m.id(hand).push(", ").id(ann).push(", FALSE, 1)");
+        let rename = Sql::new("UPDATE teams SET name = 'Renamed by hand' WHERE name = 'Research'");
+        ts::execute_tx(&db, &[m, rename]).await.unwrap_or_else(|e| panic!("{e}"));
+        // Leave: Ops is gone from the groups; Research keeps its group's name.
+        provision(&db, &who("ann@acme.test", &["acme", "team:Research"]), &s, 2)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(teams_of(&db, ann).await, vec!["Hand", "Research"]);
+        // The admin group grants admin; leaving it demotes; a hand-set org-admin stays.
+        provision(&db, &who("ann@acme.test", &["acme", "admins"]), &s, 3).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(user(&db, ann).await.role, "admin");
+        provision(&db, &who("ann@acme.test", &["acme"]), &s, 4).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(user(&db, ann).await.role, "user");
+        ts::execute_tx(&db, &[Sql::new("UPDATE users SET role = 'org-admin'")]).await.unwrap_or_else(|e| panic!("{e}"));
+        provision(&db, &who("ann@acme.test", &["acme"]), &s, 5).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(user(&db, ann).await.role, "org-admin");
+        // No mapped group and no default org: refused; deactivated: refused.
+        assert!(provision(&db, &who("bob@acme.test", &["other"]), &s, 6).await.is_err());
+        ts::execute_tx(&db, &[Sql::new("UPDATE users SET active = FALSE")]).await.unwrap_or_else(|e| panic!("{e}"));
+        let e = provision(&db, &who("ann@acme.test", &["acme"]), &s, 7).await.err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("deactivated")));
+    }
 }
