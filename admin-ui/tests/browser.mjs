@@ -31,12 +31,21 @@ const shot = async (page, name) => {
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
 };
 
+// Console errors on our pages (a Content-Security-Policy violation, a script error) fail the run.
+const consoleErrors = [];
+
 // Each user gets their own browser context (own cookies); destructive actions ask first.
 const newUser = async (viewport = { width: 1280, height: 900 }, colorScheme = "light") => {
   const ctx = await browser.newContext({ viewport, colorScheme });
   const page = await ctx.newPage();
   page.setDefaultTimeout(20_000);
   page.on("dialog", (d) => d.accept());
+  page.on("console", (m) => {
+    // 4xx answers are expected on refusal pages; they are checked by status.
+    if (m.type() === "error" && page.url().startsWith(gateway) && !/status of 40[13]/.test(m.text())) {
+      consoleErrors.push(`${page.url()}: ${m.text()}`);
+    }
+  });
   return { ctx, page };
 };
 
@@ -226,6 +235,7 @@ try {
   await alice.page.goto(`${gateway}/ui/keys`);
   assert.match(alice.page.url(), /\/ui\/login$/);
 
+  assert.deepEqual(consoleErrors, [], "no console errors");
   console.log(JSON.stringify({ alice_key: aliceKey, sa_key: saKey }));
 } finally {
   await browser.close();

@@ -116,6 +116,9 @@ async fn ui_flow(h: &Harness) {
     let p = b.get("/ui/keys").await;
     assert_eq!(p.status, 200);
     assert_eq!(p.headers["cache-control"], "no-store");
+    assert_eq!(p.headers["x-frame-options"], "DENY");
+    let csp = p.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{csp}");
     let csrf = p.csrf();
     let css = p.body.split("href=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
     assert!(css.starts_with("/ui/static/app.") && css.ends_with(".css"), "{css}");
