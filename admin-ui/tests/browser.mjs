@@ -212,6 +212,13 @@ try {
   await acceptTerms(alice.page);
   await untilStatus(saKey, 200);
 
+  // The team-admin hands the service account to another member; its key moves with it.
+  await alice.page.goto(teamUrl);
+  await alice.page.getByLabel("New owner of ci-bot").selectOption({ label: "root@acme.test" });
+  await alice.page.getByRole("button", { name: "Transfer ci-bot" }).click();
+  await alice.page.getByText("Service account transferred.").waitFor();
+  await alice.page.getByRole("row", { name: /^ci-bot\s+root@acme\.test/ }).waitFor();
+
   // --- Usable at 375 px: nothing wider than the screen except scrollable tables ---
   const phone = await newUser({ width: 375, height: 740 });
   await oidcLogin(phone.page, "alice");

@@ -181,6 +181,10 @@ async fn ui_flow(h: &Harness) {
     let p = b.post(&format!("/ui/keys/{id}/rename"), &[("csrf", &csrf), ("name", "laptop-2")]).await;
     assert_eq!(p.status, 303);
     assert!(b.get("/ui/keys").await.body.contains("Key renamed to laptop-2."));
+    assert!(
+        b.get("/ui/keys").await.body.contains(&format!("href=\"/ui/policy/token/{id}\"")),
+        "limits link for admins"
+    );
     let p = b.get(&format!("/ui/policy/token/{id}")).await;
     assert_eq!(p.status, 200, "{}", p.body);
     let mut form = vec![("csrf", csrf.as_str()), ("excluded_models", "embed"), ("merge_excluded_models", "true")];
