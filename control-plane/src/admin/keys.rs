@@ -16,18 +16,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A key as the page shows it.
-pub struct KeyRowView {
-    pub id: String,
-    pub name: String,
-    pub preview: String,
-    pub created: String,
-    pub expires: Option<String>,
-    pub expires_date: String,
-    pub last_used: Option<String>,
-    pub status: &'static str,
-    pub live: bool,
-    pub limits: String,
-    pub excluded: String,
+struct KeyRowView {
+    id: String,
+    name: String,
+    preview: String,
+    created: String,
+    expires: Option<String>,
+    expires_date: String,
+    last_used: Option<String>,
+    status: &'static str,
+    live: bool,
+    limits: String,
+    excluded: String,
 }
 
 #[derive(Template)]
@@ -39,12 +39,12 @@ struct KeysPage {
 
 #[derive(Template)]
 #[template(path = "secret.html")]
-pub struct SecretPage {
-    pub nav: Nav,
-    pub heading: String,
-    pub secret: String,
-    pub base_url: String,
-    pub back: String,
+struct SecretPage {
+    nav: Nav,
+    heading: String,
+    secret: String,
+    base_url: String,
+    back: String,
 }
 
 fn fmt_limit(v: Option<u64>) -> String {
@@ -53,7 +53,7 @@ fn fmt_limit(v: Option<u64>) -> String {
 
 /// Effective per-key caps, shared caps above the key, and excluded models of a key (as the
 /// policy builder computes them for the filter).
-pub fn effective(gw: &Gateway, h: &Hierarchy, k: &Value, global: &[String]) -> (String, String) {
+fn effective(gw: &Gateway, h: &Hierarchy, k: &Value, global: &[String]) -> (String, String) {
     let fields: PolicyFields = serde_json::from_value(k.clone()).unwrap_or_default();
     let row = KeyRow {
         id: 0,
@@ -83,7 +83,7 @@ pub fn effective(gw: &Gateway, h: &Hierarchy, k: &Value, global: &[String]) -> (
 }
 
 /// The page's view of keys (any list of token JSON objects).
-pub async fn views(gw: &Gateway, keys: &[Value]) -> Vec<KeyRowView> {
+async fn views(gw: &Gateway, keys: &[Value]) -> Vec<KeyRowView> {
     let h = policy::hierarchy(&gw.db).await.unwrap_or_default();
     let global = gw.default_excluded_models();
     keys.iter()

@@ -31,14 +31,14 @@ fn names(v: &Value, k: &str) -> String {
 }
 
 /// An org on the org page.
-pub struct OrgView {
-    pub id: String,
-    pub name: String,
-    pub limits: String,
-    pub key_limits: String,
-    pub excluded: String,
-    pub manages: bool,
-    pub teams: Vec<(String, String)>,
+struct OrgView {
+    id: String,
+    name: String,
+    limits: String,
+    key_limits: String,
+    excluded: String,
+    manages: bool,
+    teams: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -82,12 +82,12 @@ pub async fn org(State(gw): State<Arc<Gateway>>, u: Ui) -> Response {
 }
 
 /// A model on the models page.
-pub struct ModelView {
-    pub name: String,
-    pub aliases: String,
-    pub mode: String,
-    pub multiplier: String,
-    pub allowed: bool,
+struct ModelView {
+    name: String,
+    aliases: String,
+    mode: String,
+    multiplier: String,
+    allowed: bool,
 }
 
 #[derive(Template)]
@@ -168,12 +168,12 @@ pub async fn create_org(State(gw): State<Arc<Gateway>>, u: Ui, Form(f): Form<Has
 }
 
 /// A user on the users page.
-pub struct UserView {
-    pub id: String,
-    pub email: String,
-    pub org: String,
-    pub role: String,
-    pub active: bool,
+struct UserView {
+    id: String,
+    email: String,
+    org: String,
+    role: String,
+    active: bool,
 }
 
 #[derive(Template)]
@@ -418,14 +418,14 @@ pub async fn policy_save(
 }
 
 /// An audit entry as the page shows it.
-pub struct AuditView {
-    pub when: String,
-    pub who: String,
-    pub via: String,
-    pub action: String,
-    pub outcome: String,
-    pub before: String,
-    pub after: String,
+struct AuditView {
+    when: String,
+    who: String,
+    via: String,
+    action: String,
+    outcome: String,
+    before: String,
+    after: String,
 }
 
 #[derive(Template)]

@@ -17,32 +17,32 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A team as the pages show it.
-pub struct TeamView {
-    pub id: String,
-    pub name: String,
-    pub org: String,
-    pub description: String,
-    pub oidc_group: String,
-    pub my_role: &'static str,
+struct TeamView {
+    id: String,
+    name: String,
+    org: String,
+    description: String,
+    oidc_group: String,
+    my_role: &'static str,
 }
 
 /// A member row.
 #[derive(sqlx::FromRow)]
-pub struct MemberView {
-    pub user_id: i64,
-    pub email: String,
-    pub team_admin: bool,
+struct MemberView {
+    user_id: i64,
+    email: String,
+    team_admin: bool,
 }
 
 /// A service account row.
-pub struct SaView {
-    pub id: String,
-    pub name: String,
-    pub description: String,
-    pub owner: String,
-    pub owner_id: i64,
-    pub key: String,
-    pub has_key: bool,
+struct SaView {
+    id: String,
+    name: String,
+    description: String,
+    owner: String,
+    owner_id: i64,
+    key: String,
+    has_key: bool,
 }
 
 #[derive(Template)]
