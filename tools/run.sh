@@ -26,6 +26,8 @@ pids+=($!)
 sleep 1
 cat <<MSG
 
+  Admin UI: http://${AQUEDUCT_LISTEN:-127.0.0.1:8080}/ (sign in as admin@localhost with the password
+  printed once on first start, 'Admin UI password ...' above).
   Try it. The control plane prints the admin key once, on first start ('Admin key ...' above);
   'target/release/aqueduct admin create-key' makes another:
     curl http://${AQUEDUCT_LISTEN:-127.0.0.1:8080}/v1/chat/completions -H "Authorization: Bearer \$KEY" \\

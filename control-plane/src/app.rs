@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Email of the bootstrap administrator.
+/// Default email of the bootstrap administrator (`AQUEDUCT_ADMIN_EMAIL`).
 pub const BOOTSTRAP_ADMIN: &str = "admin@localhost";
 
 /// Control-plane settings; each is a flag and an environment variable.
@@ -107,9 +107,52 @@ pub struct Settings {
     /// beyond that new events are dropped and counted (`wasmcustom.aqueduct_usage_events_dropped`).
     #[arg(long, env = "AQUEDUCT_USAGE_QUEUE_BYTES", default_value_t = aqueduct_policy::snapshot::DEFAULT_QUEUE_BYTES)]
     pub usage_queue_bytes: u64,
+    /// The gateway's public base URL as browsers and clients reach it (`https://gw.example.com`);
+    /// the OIDC redirect URI is built from it and cookies get `Secure` when it is https.
+    /// Default: `http://<listen>`.
+    #[arg(long, env = "AQUEDUCT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Email of the bootstrap admin: the user the admin key belongs to and the admin UI's local
+    /// login.
+    #[arg(long, env = "AQUEDUCT_ADMIN_EMAIL", default_value = BOOTSTRAP_ADMIN)]
+    pub admin_email: String,
+    /// Password of the bootstrap admin's local login; generated and printed once on first start
+    /// if unset.
+    #[arg(long, env = "AQUEDUCT_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// How long an admin UI session lasts, in hours.
+    #[arg(long, env = "AQUEDUCT_SESSION_HOURS", default_value_t = 12,
+          value_parser = clap::value_parser!(i64).range(1..=720))]
+    pub session_hours: i64,
+    /// Users must accept the current Terms of Service in the admin UI before their keys work
+    /// (service-account keys: their owner's acceptance; admins exempt). Admins publish the
+    /// versions at `/ui/terms/versions`; nothing is refused until a first version exists.
+    #[arg(long, env = "AQUEDUCT_TERMS_REQUIRED", default_value_t = false)]
+    pub terms_required: bool,
+    /// OIDC login (unset issuer: local login only).
+    #[command(flatten)]
+    pub oidc: crate::auth::oidc::OidcSettings,
 }
 
 impl Settings {
+    /// The public base URL, without a trailing slash.
+    pub fn public_url(&self) -> anyhow::Result<String> {
+        let url = self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen));
+        let parsed = url::Url::parse(&url).with_context(|| format!("AQUEDUCT_PUBLIC_URL {url:?} is not a URL"))?;
+        anyhow::ensure!(
+            matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some(),
+            "AQUEDUCT_PUBLIC_URL {url:?} must be an http:// or https:// URL"
+        );
+        Ok(url.trim_end_matches('/').to_string())
+    }
+
+    /// The admin UI's settings (fails on a bad public URL or OIDC setting).
+    pub fn ui(&self) -> anyhow::Result<crate::admin::UiSettings> {
+        let public_url = self.public_url()?;
+        let oidc = crate::auth::oidc::Oidc::new(&self.oidc, &public_url)?.map(Arc::new);
+        Ok(crate::admin::UiSettings { public_url, session_ttl: self.session_hours * 3600, oidc })
+    }
+
     fn layout(&self) -> anyhow::Result<Layout> {
         let wasm = std::fs::canonicalize(&self.wasm)
             .with_context(|| format!("filter module {} not found (build it with `make wasm`)", self.wasm.display()))?;
@@ -123,9 +166,9 @@ impl Settings {
 }
 
 /// Makes sure an admin and an admin key exist; returns a key to print if one was generated.
-pub async fn bootstrap_admin(db: &Db, admin_key: Option<&str>) -> anyhow::Result<Option<String>> {
+pub async fn bootstrap_admin(db: &Db, email: &str, admin_key: Option<&str>) -> anyhow::Result<Option<String>> {
     let now = now();
-    let admin = store::ensure_user(db, BOOTSTRAP_ADMIN, "admin", now).await?;
+    let admin = store::ensure_user(db, email, "admin", now).await?;
     if let Some(key) = admin_key {
         let hash = hash_hex(key);
         if !store::hash_exists(db, &hash).await? {
@@ -177,7 +220,7 @@ pub fn tenancy_settings(settings: &Settings) -> crate::api::TenancySettings {
 pub async fn create_admin_key(settings: &Settings) -> anyhow::Result<String> {
     std::fs::create_dir_all(&settings.data_dir)?;
     let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
-    let admin = store::ensure_user(&db, BOOTSTRAP_ADMIN, "admin", now()).await?;
+    let admin = store::ensure_user(&db, &settings.admin_email.trim().to_lowercase(), "admin", now()).await?;
     let key = generate_key();
     store::insert(&db, admin, "admin key (CLI)", &hash_hex(&key), &preview(&key), now(), None).await?;
     Ok(key)
@@ -212,11 +255,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
     let layout = settings.layout()?;
+    let ui = settings.ui()?;
     let models =
         ModelsConfig::load(&settings.models).with_context(|| format!("models file {}", settings.models.display()))?;
     let db = Db::open(settings.database_url.as_deref(), &settings.data_dir).await?;
-    if let Some(key) = bootstrap_admin(&db, settings.admin_key.as_deref()).await? {
+    let email = settings.admin_email.trim().to_lowercase();
+    anyhow::ensure!(
+        email.split('@').count() == 2 && !email.starts_with('@') && !email.ends_with('@'),
+        "AQUEDUCT_ADMIN_EMAIL must be an address with one '@'"
+    );
+    if let Some(key) = bootstrap_admin(&db, &email, settings.admin_key.as_deref()).await? {
         println!("Admin key (shown once; keep it): {key}");
+    }
+    if let Some(p) = crate::auth::password::bootstrap(&db, &email, settings.admin_password.as_deref()).await? {
+        println!("Admin UI password for {email} (shown once; keep it): {p}");
     }
     let defaults = [
         settings.default_key_requests_per_minute,
@@ -234,7 +286,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let gw = Arc::new(
         Gateway::new(db, layout, settings.models.clone(), models)
             .with_limits(defaults, settings.output_reservation)
-            .with_ledger(ledger),
+            .with_ledger(ledger)
+            .with_terms_required(settings.terms_required),
     );
     gw.set_default_excluded_models(settings.default_excluded_models.clone());
     gw.rebuild().await?;
@@ -270,7 +323,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let http_task = tokio::spawn({
         let stop = stopped(stop_rx.clone());
-        let app = crate::api::router(gw.clone(), tenancy_settings(&settings));
+        let app = crate::api::router(gw.clone(), tenancy_settings(&settings)).merge(crate::admin::router(
+            gw.clone(),
+            ui.clone(),
+            tenancy_settings(&settings),
+        ));
         async move { axum::serve(http_listener, app).with_graceful_shutdown(stop).await }
     });
     let envoy_task = settings.envoy.clone().map(|binary| {
@@ -285,7 +342,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(proc.supervise(stopped(stop_envoy_rx)))
     });
     tracing::info!(xds = %settings.xds_listen, http = %settings.http_listen, database = gw.db.backend(), "control plane ready");
-    println!("Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1)", settings.listen, settings.listen);
+    println!(
+        "Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1, admin UI: {}/)",
+        settings.listen, settings.listen, ui.public_url
+    );
 
     shutdown_signal().await;
     tracing::info!("shutting down");

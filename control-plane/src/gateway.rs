@@ -70,6 +70,8 @@ pub struct Gateway {
     pub usage_metrics: crate::usage::metrics::UsageMetrics,
     /// SQLite has one writer: ingestion calls take turns rather than fail on a busy database.
     pub ingest_lock: tokio::sync::Mutex<()>,
+    /// Whether users must accept the current Terms of Service before their keys work.
+    pub terms_required: bool,
 }
 
 /// Failure to rebuild the snapshot.
@@ -104,6 +106,7 @@ impl Gateway {
             ledger: LedgerSettings::default(),
             usage_metrics: crate::usage::metrics::UsageMetrics::default(),
             ingest_lock: tokio::sync::Mutex::new(()),
+            terms_required: false,
         }
     }
 
@@ -125,12 +128,23 @@ impl Gateway {
         self
     }
 
+    /// Requires acceptance of the current Terms of Service (before the gateway is shared).
+    pub fn with_terms_required(mut self, required: bool) -> Self {
+        self.terms_required = required;
+        self
+    }
+
     /// Sets the global default model exclusions (from configuration) and rebuilds.
     pub fn set_default_excluded_models(&self, models: Vec<String>) {
         if let Ok(mut d) = self.default_excluded_models.write() {
             *d = models.into_iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
         }
         self.request_resync();
+    }
+
+    /// The global default model exclusions (for showing a key's effective exclusions).
+    pub fn default_excluded_models(&self) -> Vec<String> {
+        self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// Asks the rebuild task for a new snapshot; many requests coalesce into one rebuild.
@@ -163,11 +177,14 @@ impl Gateway {
         let tokens = live_keys(&self.db, now(), EXPIRED_GRACE_SECS).await?;
         let hierarchy = hierarchy(&self.db).await?;
         let defaults = self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_default();
+        let terms_pending =
+            if self.terms_required { crate::terms::pending_users(&self.db).await? } else { Default::default() };
         let inputs = PolicyInputs {
             keys: &tokens,
             hierarchy: &hierarchy,
             default_excluded_models: &defaults,
             default_key_limits: self.default_key_limits,
+            terms_pending: &terms_pending,
         };
         let models = self.models();
         let created = i64::try_from(self.models_loaded_at.load(Ordering::Relaxed)).unwrap_or(0);
@@ -316,6 +333,8 @@ pub struct PolicyInputs<'a> {
     pub default_excluded_models: &'a [String],
     /// Per-key caps for keys whose chain sets none: requests, input, output tokens per minute.
     pub default_key_limits: [Option<u64>; 3],
+    /// Users whose keys are refused until they accept the current Terms of Service.
+    pub terms_pending: &'a std::collections::HashSet<i64>,
 }
 
 fn id(v: i64) -> u64 {
@@ -381,6 +400,7 @@ pub fn build_snapshot(
                 .map(|(window, label, limits)| CapSpec { window, label, limits })
                 .collect(),
             key_limits: key_limits(&chain, inputs.default_key_limits),
+            terms_pending: inputs.terms_pending.contains(&chain.user_id),
         };
         let p = *index.entry(spec.clone()).or_insert_with(|| {
             principals.push(spec);

@@ -313,6 +313,11 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
+    /// The largest page (1000 rows), for the admin UI's one-page lists.
+    pub fn largest() -> Self {
+        Self { limit: Some("1000".into()), after: None }
+    }
+
     /// Validated.
     pub fn page(&self) -> Result<Page, Error> {
         let limit = match &self.limit {

@@ -43,6 +43,7 @@ pub fn router(gw: Arc<Gateway>, settings: TenancySettings) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(Extension(settings))
+        .layer(axum::middleware::from_fn_with_state(gw.clone(), crate::audit::api_layer))
         .with_state(gw)
 }
 

@@ -250,7 +250,7 @@ pub fn document() -> Value {
             op["parameters"] = params.into();
         }
         if *path != "/openapi.json" {
-            op["security"] = json!([{"bearer": []}]);
+            op["security"] = json!([{"bearer": []}, {"session": []}]);
         }
         if let Some(r) = req {
             op["requestBody"] = json!({"required": *method != "put",
@@ -286,7 +286,11 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "schemas": schemas(),
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": crate::auth::SESSION_COOKIE,
+                    "description": "The admin UI's session; requests other than GET also need the session's CSRF token in the x-csrf-token header."}
+            },
         },
     })
 }

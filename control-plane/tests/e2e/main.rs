@@ -4,6 +4,8 @@
 
 mod harness;
 
+mod admin_ui;
+mod admin_ui_browser;
 mod endpoints;
 mod errors;
 mod exclusions;

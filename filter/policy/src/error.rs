@@ -92,6 +92,12 @@ impl ApiError {
         Self::new(401, "Invalid API key.").code("invalid_api_key")
     }
 
+    /// A key whose user has not accepted the current Terms of Service.
+    pub fn terms_not_accepted() -> Self {
+        Self::new(403, "Accept the current Terms of Service in the admin UI (/ui/terms) before using the API.")
+            .code("terms_not_accepted")
+    }
+
     /// A key past its expiry.
     pub fn expired_key() -> Self {
         Self::new(401, "API key expired.").code("expired_api_key")

@@ -336,6 +336,9 @@ fn authenticate(policy: &Policy, headers: &Headers, now: i64) -> Result<(u32, u6
     if entry.expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::expired_key());
     }
+    if policy.principals.get(entry.principal as usize).is_some_and(|p| p.terms_pending) {
+        return Err(ApiError::terms_not_accepted());
+    }
     Ok((entry.principal, entry.id))
 }
 

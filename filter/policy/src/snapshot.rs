@@ -170,6 +170,14 @@ pub struct PrincipalSpec {
     /// (inherited along the chain and combined with the token's own caps).
     #[serde(default, skip_serializing_if = "no_limits")]
     pub key_limits: [Option<u64>; 3],
+    /// The user (for a service-account key, its owner) has not accepted the current Terms of
+    /// Service while they are required: every API call with these keys is refused (403).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub terms_pending: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn no_limits(l: &[Option<u64>; 3]) -> bool {

@@ -117,8 +117,10 @@ fn policy() -> Rc<Policy> {
                 caps: vec![CapSpec { window: "o.9".into(), label: "org 9".into(), limits: [Some(3), None, None] }],
                 ..Default::default()
             },
+            PrincipalSpec { user_id: 4, terms_pending: true, ..Default::default() },
         ],
         tokens: TokenTableSpec::build(vec![
+            (hash_key("sk-terms"), 7, None, 3),
             (hash_key("sk-limited"), 4, None, 1),
             (hash_key("sk-capped-a"), 5, None, 2),
             (hash_key("sk-capped-b"), 6, None, 2),
@@ -209,6 +211,21 @@ fn key_errors_are_401() {
     h.set_request_header("authorization", "Basic abc");
     run(&mut h, Some(policy()));
     assert_eq!(h.reply_json().0, 401);
+}
+
+#[test]
+fn keys_of_users_without_accepted_terms_are_403_on_every_endpoint() {
+    let mut h = chat("sk-terms");
+    run(&mut h, Some(policy()));
+    let (status, v) = h.reply_json();
+    assert_eq!(status, 403);
+    assert_eq!(v["error"]["type"], "permission_denied_error");
+    assert_eq!(v["error"]["code"], "terms_not_accepted");
+    let mut h = TestHost::request("GET", "/v1/models", &[("authorization", "Bearer sk-terms")], b"");
+    run(&mut h, Some(policy()));
+    assert_eq!(h.reply_json().0, 403, "listing models is refused too");
+    let mut h = chat("sk-good");
+    assert_eq!(run(&mut h, Some(policy())), Flow::Continue, "other principals are unaffected");
 }
 
 #[test]
