@@ -95,9 +95,49 @@ pub struct Settings {
     #[arg(long, env = "AQUEDUCT_MAX_KEYS_PER_USER", default_value_t = 10,
           value_parser = clap::value_parser!(i64).range(0..))]
     pub max_keys_per_user: i64,
+    /// MCP servers file in Aqueduct's `mcp.json` format (plus `headers`); edits apply live. A
+    /// missing file means no servers from a file.
+    #[arg(long, env = "AQUEDUCT_MCP_SERVERS", default_value = "examples/mcp.json")]
+    pub mcp_servers: PathBuf,
+    /// MCP servers no key may use unless a level of its chain sets
+    /// `merge_excluded_mcp_servers: false` (comma-separated names).
+    #[arg(long, env = "AQUEDUCT_DEFAULT_EXCLUDED_MCP_SERVERS", value_delimiter = ',', default_value = "")]
+    pub default_excluded_mcp_servers: Vec<String>,
+    /// Check `Host` and `Origin` of MCP requests against the allow-lists (DNS-rebinding
+    /// protection).
+    #[arg(long, env = "AQUEDUCT_MCP_DNS_REBINDING_PROTECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mcp_dns_rebinding_protection: bool,
+    /// `Host` values MCP requests may carry (comma-separated; `host:*` allows any port).
+    #[arg(long, env = "AQUEDUCT_MCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = crate::mcp::security::DEFAULT_HOSTS)]
+    pub mcp_allowed_hosts: Vec<String>,
+    /// `Origin` values MCP requests may carry when they send one (comma-separated;
+    /// `scheme://host:*` allows any port).
+    #[arg(long, env = "AQUEDUCT_MCP_ALLOWED_ORIGINS", value_delimiter = ',', default_value = crate::mcp::security::DEFAULT_ORIGINS)]
+    pub mcp_allowed_origins: Vec<String>,
+    /// Most seconds one upstream call made by the aggregated MCP endpoint may take.
+    #[arg(long, env = "AQUEDUCT_MCP_CALL_TIMEOUT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub mcp_call_timeout_secs: u64,
+    /// MCP sessions unused for this many seconds are deleted.
+    #[arg(long, env = "AQUEDUCT_MCP_SESSION_IDLE_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..))]
+    pub mcp_session_idle_secs: u64,
 }
 
 impl Settings {
+    /// The MCP gateway's settings.
+    pub fn mcp(&self) -> crate::mcp::McpSettings {
+        let clean = |v: &[String]| v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        crate::mcp::McpSettings {
+            hosts: crate::mcp::security::HostPolicy {
+                enabled: self.mcp_dns_rebinding_protection,
+                hosts: clean(&self.mcp_allowed_hosts),
+                origins: clean(&self.mcp_allowed_origins),
+            },
+            connect_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(self.mcp_call_timeout_secs),
+            session_idle: Duration::from_secs(self.mcp_session_idle_secs),
+        }
+    }
+
     fn layout(&self) -> anyhow::Result<Layout> {
         let wasm = std::fs::canonicalize(&self.wasm)
             .with_context(|| format!("filter module {} not found (build it with `make wasm`)", self.wasm.display()))?;
@@ -215,11 +255,30 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Gateway::new(db, layout, settings.models.clone(), models).with_limits(defaults, settings.output_reservation),
     );
     gw.set_default_excluded_models(settings.default_excluded_models.clone());
+    let registry = Arc::new(crate::mcp::registry::Registry::new(
+        crate::mcp::registry::load(&settings.mcp_servers)
+            .with_context(|| format!("MCP servers file {}", settings.mcp_servers.display()))?,
+    ));
+    let secret = crate::mcp::sessions::identity_secret(&gw.db).await.context("identity secret")?;
+    gw.set_identity_secret(secret.clone());
+    gw.set_mcp_servers(registry.names());
+    gw.set_default_excluded_mcp_servers(settings.default_excluded_mcp_servers.clone());
+    // Until the usage ledger takes MCP calls, they are logged.
+    let recorder: Arc<dyn crate::mcp::McpRecorder> = Arc::new(crate::mcp::TracingRecorder);
+    let mcp = Arc::new(crate::mcp::Mcp::new(gw.db.clone(), registry.clone(), settings.mcp(), recorder, secret)?);
     gw.rebuild().await?;
     tokio::spawn(gw.clone().run_rebuilder());
     tokio::spawn(gw.clone().listen_for_peers());
     tokio::spawn(gw.clone().rebuild_periodically(Duration::from_secs(settings.resync_secs)));
     tokio::spawn(gw.clone().watch_models(Duration::from_millis(settings.models_poll_ms)));
+    tokio::spawn({
+        let gw = gw.clone();
+        let every = Duration::from_millis(settings.models_poll_ms);
+        crate::mcp::registry::watch(registry.clone(), settings.mcp_servers.clone(), every, move |names| {
+            gw.set_mcp_servers(names)
+        })
+    });
+    tokio::spawn(mcp.clone().sweep_sessions());
 
     let xds = XdsServer::new(gw.cache.clone(), gw.xds_metrics.clone());
     let xds_listener = tokio::net::TcpListener::bind(settings.xds_listen)
@@ -246,7 +305,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let http_task = tokio::spawn({
         let stop = stopped(stop_rx.clone());
-        let app = crate::api::router(gw.clone(), tenancy_settings(&settings));
+        let app = crate::api::router(gw.clone(), tenancy_settings(&settings)).merge(crate::mcp::router(mcp.clone()));
         async move { axum::serve(http_listener, app).with_graceful_shutdown(stop).await }
     });
     let envoy_task = settings.envoy.clone().map(|binary| {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod envoy;
 pub mod gateway;
+pub mod mcp;
 pub mod tenancy;
 pub mod tokens;
 pub mod xds;

@@ -178,6 +178,17 @@ impl Harness {
         h
     }
 
+    /// Everything up on SQLite with `mcp_json` as the MCP servers file and `env` added to the
+    /// control plane's environment.
+    pub async fn start_mcp(mcp_json: &str, env: &[(&str, &str)]) -> Self {
+        let mut h = Self::start_full_lazy(default_models, None, env).await;
+        std::fs::write(h.dir.path().join("mcp.json"), mcp_json).expect("mcp.json");
+        h.start_cp();
+        h.start_envoy();
+        h.wait_ready().await;
+        h
+    }
+
     /// Everything up on SQLite with `env` added to the control plane's environment.
     pub async fn start_env(env: &[(&str, &str)]) -> Self {
         let e = env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
@@ -233,6 +244,7 @@ impl Harness {
             .env("AQUEDUCT_XDS_LISTEN", self.xds.to_string())
             .env("AQUEDUCT_HTTP_LISTEN", self.http.to_string())
             .env("AQUEDUCT_MODELS", &self.models_path)
+            .env("AQUEDUCT_MCP_SERVERS", self.dir.path().join("mcp.json"))
             .env("AQUEDUCT_DATA_DIR", self.dir.path())
             .env("AQUEDUCT_ADMIN_KEY", ADMIN_KEY)
             .env("AQUEDUCT_WASM", wasm_path())
