@@ -408,7 +408,11 @@ async fn forward(
     for attempt in 0..2 {
         let u = upstream_session(mcp, session, server, headers).await?;
         let resp = send(mcp, server, u.upstream_session.as_deref(), Some(&u.protocol_version), msg).await?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND && u.upstream_session.is_some() && attempt == 0 {
+        // The protocol answers 404 for an unknown session; the reference server (and others
+        // built on the TypeScript SDK's examples) answer 400. Either way a fresh session is
+        // tried once; a request that is really bad fails again and that answer is returned.
+        let lost = matches!(resp.status(), reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::BAD_REQUEST);
+        if lost && u.upstream_session.is_some() && attempt == 0 {
             tracing::info!(server = %server.name, session = %session.id, "MCP upstream session expired; re-initialising");
             sessions::clear_upstream(&mcp.db, &session.id, &server.name).await?;
             continue;

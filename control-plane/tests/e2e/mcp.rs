@@ -297,3 +297,164 @@ async fn mcp_host_and_origin_checks() {
     let r = http().post(h.url("/mcp")).bearer_auth(ADMIN_KEY).header("origin", "null").json(&initialize("2025-06-18"));
     expect_error(r.send().await.unwrap(), 403, "permission_denied_error").await;
 }
+
+#[tokio::test]
+async fn mcp_aggregated_endpoint_routes_filters_and_survives_a_failing_upstream() {
+    let first = Everything::start().await;
+    let mut second = Everything::start().await;
+    let dead = format!("http://127.0.0.1:{}/mcp", crate::harness::free_port());
+    let h = start(&[("everything", first.url()), ("second", second.url()), ("broken", dead)], &[]).await;
+    let (client, progress) = connect(h.url("/mcp"), ADMIN_KEY, ProtocolVersion::V_2025_06_18).await;
+    assert_eq!(client.peer_info().unwrap().server_info.as_ref().unwrap().name, "aqueduct");
+
+    // Both live servers' tools, prefixed; the unreachable one is left out, not an error.
+    let tools: Vec<String> = client.list_all_tools().await.unwrap().iter().map(|t| t.name.to_string()).collect();
+    assert!(tools.contains(&"everything__echo".to_string()), "{tools:?}");
+    assert!(tools.contains(&"second__get-sum".to_string()), "{tools:?}");
+    assert!(!tools.iter().any(|t| t.starts_with("broken__")), "{tools:?}");
+    assert!(call_text(&client, "second__get-sum", json!({"a": 1, "b": 2})).await.contains('3'));
+
+    // Routed calls stream their progress notifications too.
+    let mut params = CallToolRequestParams::new("everything__trigger-long-running-operation")
+        .with_arguments(json!({"duration": 1, "steps": 2}).as_object().unwrap().clone());
+    params.meta = Some(RequestMetaObject::with_progress_token(ProgressToken(NumberOrString::Number(9))));
+    client.call_tool(params).await.expect("long-running call");
+    assert_eq!(*progress.lock().unwrap(), vec![1.0, 2.0]);
+
+    let resources = client.list_resources(None).await.unwrap().resources;
+    let r = resources.iter().find(|r| r.uri.starts_with("aqueduct://second/")).expect("second's resources");
+    let read = client.read_resource(ReadResourceRequestParams::new(r.uri.clone())).await.unwrap();
+    assert!(!read.contents.is_empty());
+    let prompt = client.get_prompt(GetPromptRequestParams::new("everything__simple-prompt")).await.unwrap();
+    assert!(!prompt.messages.is_empty());
+    let pong = client.send_request(ClientRequest::PingRequest(PingRequest::default())).await.unwrap();
+    assert!(matches!(pong, ServerResult::EmptyResult(_)));
+
+    // The second server restarts and forgets its sessions: the gateway opens a new one for us.
+    let port = second.port;
+    second.stop();
+    let _second = Everything::start_on(port).await;
+    assert!(call_text(&client, "second__echo", json!({"message": "again"})).await.contains("again"));
+    assert!(call_text(&client, "everything__echo", json!({"message": "still"})).await.contains("still"));
+    client.cancel().await.unwrap();
+
+    // Lists are per caller: a key that may not use `second` neither sees nor calls its tools.
+    let r = http()
+        .post(h.url("/api/v1/tokens"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "no-second", "excluded_mcp_servers": ["second"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let key = r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_string();
+    h.eventually(Duration::from_secs(5), || async {
+        post(&h, "/mcp-servers/second/mcp", &key, None, initialize("2025-06-18")).await.status() == 404
+    })
+    .await;
+    let sid = raw_session(&h, "/mcp", &key).await;
+    let list = post(&h, "/mcp", &key, Some(&sid), json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
+    let names: Vec<String> = rpc_reply(list).await["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("everything__")) && !names.is_empty(), "{names:?}");
+    let call = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                      "params": {"name": "second__echo", "arguments": {"message": "x"}}});
+    let reply = rpc_reply(post(&h, "/mcp", &key, Some(&sid), call).await).await;
+    assert_eq!(reply["error"]["code"], -32602, "{reply}");
+    // Another key cannot use this aggregated session either.
+    let r = post(&h, "/mcp", ADMIN_KEY, Some(&sid), json!({"jsonrpc": "2.0", "id": 4, "method": "ping"})).await;
+    assert_eq!(r.status(), 404);
+    let r = http().delete(h.url("/mcp")).bearer_auth(&key).header("mcp-session-id", &sid).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+async fn sql(h: &Harness, statements: &[String]) {
+    let db_url = format!("sqlite://{}", h.dir.path().join("aqueduct.db").display());
+    let pool = sqlx::SqlitePool::connect(&db_url).await.unwrap();
+    for s in statements {
+        sqlx::query(s).execute(&pool).await.unwrap();
+    }
+}
+
+fn key_row(id: i64, user: i64, sa: &str, key: &str, excluded: &str, merge: bool) -> String {
+    format!(
+        "INSERT INTO tokens (id, user_id, service_account_id, name, key_hash, preview, created_at, excluded_mcp_servers, merge_excluded_mcp_servers) \
+         VALUES ({id}, {user}, {sa}, 'k{id}', '{}', 'p', 0, '{excluded}', {merge})",
+        aqueduct::tokens::hash_hex(key)
+    )
+}
+
+/// Which of `servers` a key may initialize a session with (the rest answer 404); a key the
+/// filter does not know yet gives `401`.
+async fn usable(h: &Harness, key: &str, servers: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in servers {
+        let r = post(h, &format!("/mcp-servers/{s}/mcp"), key, None, initialize("2025-03-26")).await;
+        match r.status().as_u16() {
+            200 => out.push(s.to_string()),
+            404 => {}
+            401 => return vec!["401".to_string()],
+            other => panic!("{s}: status {other}"),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn mcp_exclusions_follow_the_chain_and_the_file_reloads_live() {
+    let everything = Everything::start().await;
+    let names = ["s1", "s2", "s3", "s4", "s5", "s6"];
+    let servers: Vec<(&str, String)> = names.iter().map(|n| (*n, everything.url())).collect();
+    let h = start(&servers, &[("AQUEDUCT_DEFAULT_EXCLUDED_MCP_SERVERS", "s6")]).await;
+    let stmts = vec![
+        "INSERT INTO orgs (id, name, created_at, excluded_mcp_servers) VALUES (10, 'acme', 0, '[\"s1\"]')".to_string(),
+        "INSERT INTO users (id, email, role, created_at, org_id, excluded_mcp_servers) VALUES (20, 'u@acme', 'user', 0, 10, '[\"s2\"]')".to_string(),
+        "INSERT INTO users (id, email, role, created_at, org_id, merge_excluded_mcp_servers) VALUES (21, 'free@acme', 'user', 0, 10, FALSE)".to_string(),
+        "INSERT INTO teams (id, org_id, name, created_at, excluded_mcp_servers) VALUES (30, 10, 'red', 0, '[\"s3\"]')".to_string(),
+        "INSERT INTO service_accounts (id, team_id, owner_user_id, name, created_at, excluded_mcp_servers) VALUES (40, 30, 20, 'bot', 0, '[\"s4\"]')".to_string(),
+        // Personal key: token(s5) ∪ user(s2) ∪ org(s1) ∪ global(s6).
+        key_row(100, 20, "NULL", "sk-aq-mcp-personal", "[\"s5\"]", true),
+        // A user who does not merge: nothing from the org or the global list.
+        key_row(101, 21, "NULL", "sk-aq-mcp-free", "[]", true),
+        // Service-account key: SA(s4) ∪ team(s3) ∪ org(s1) ∪ global(s6); the owner's s2 does not apply.
+        key_row(102, 20, "40", "sk-aq-mcp-bot", "[]", true),
+        // A token that stops inheritance.
+        key_row(103, 20, "NULL", "sk-aq-mcp-solo", "[\"s3\"]", false),
+    ];
+    sql(&h, &stmts).await;
+    h.eventually(Duration::from_secs(5), || async { usable(&h, "sk-aq-mcp-solo", &names).await.len() == 5 }).await;
+    assert_eq!(usable(&h, "sk-aq-mcp-personal", &names).await, ["s3", "s4"]);
+    assert_eq!(usable(&h, "sk-aq-mcp-free", &names).await, names);
+    assert_eq!(usable(&h, "sk-aq-mcp-bot", &names).await, ["s2", "s5"]);
+    assert_eq!(usable(&h, "sk-aq-mcp-solo", &names).await, ["s1", "s2", "s4", "s5", "s6"]);
+    // Excluded and unknown servers answer alike, in OpenAI's shape.
+    let r = post(&h, "/mcp-servers/s1/mcp", "sk-aq-mcp-personal", None, initialize("2025-06-18")).await;
+    let e = expect_error(r, 404, "not_found_error").await;
+    assert_eq!(e["code"], "mcp_server_not_found");
+    let r = post(&h, "/mcp-servers/nope/mcp", "sk-aq-mcp-personal", None, initialize("2025-06-18")).await;
+    expect_error(r, 404, "not_found_error").await;
+
+    // The aggregated endpoint lists only what the key may use.
+    let sid = raw_session(&h, "/mcp", "sk-aq-mcp-bot").await;
+    let list =
+        post(&h, "/mcp", "sk-aq-mcp-bot", Some(&sid), json!({"jsonrpc": "2.0", "id": 2, "method": "prompts/list"}))
+            .await;
+    let mut prefixes: Vec<String> = rpc_reply(list).await["result"]["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().split("__").next().unwrap().to_string())
+        .collect();
+    prefixes.dedup();
+    assert_eq!(prefixes, ["s2", "s5"]);
+
+    // A server added to the file is served without a restart.
+    let mut more = servers.clone();
+    more.push(("s7", everything.url()));
+    std::fs::write(h.dir.path().join("mcp.json"), servers_json(&more)).unwrap();
+    h.eventually(Duration::from_secs(5), || async { usable(&h, "sk-aq-mcp-free", &["s7"]).await == ["s7"] }).await;
+}
