@@ -255,10 +255,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Gateway::new(db, layout, settings.models.clone(), models).with_limits(defaults, settings.output_reservation),
     );
     gw.set_default_excluded_models(settings.default_excluded_models.clone());
-    let registry = Arc::new(crate::mcp::registry::Registry::new(
+    let registry = gw.mcp_registry.clone();
+    registry.set_file(
         crate::mcp::registry::load(&settings.mcp_servers)
             .with_context(|| format!("MCP servers file {}", settings.mcp_servers.display()))?,
-    ));
+    );
+    registry.set_managed(crate::mcp::registry::load_managed(&gw.db).await?);
     let secret = crate::mcp::sessions::identity_secret(&gw.db).await.context("identity secret")?;
     gw.set_identity_secret(secret.clone());
     gw.set_mcp_servers(registry.names());
@@ -279,6 +281,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         })
     });
     tokio::spawn(mcp.clone().sweep_sessions());
+    // Servers another control plane added through its API arrive with the periodic resync.
+    tokio::spawn({
+        let gw = gw.clone();
+        let every = Duration::from_secs(settings.resync_secs);
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = crate::mcp::api::reload(&gw).await {
+                    tracing::warn!(error = %e, "cannot reload the API-managed MCP servers");
+                }
+            }
+        }
+    });
 
     let xds = XdsServer::new(gw.cache.clone(), gw.xds_metrics.clone());
     let xds_listener = tokio::net::TcpListener::bind(settings.xds_listen)

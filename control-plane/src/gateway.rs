@@ -72,6 +72,8 @@ pub struct Gateway {
     default_excluded_mcp_servers: RwLock<Vec<String>>,
     /// The deployment's identity secret, sent by the filter with identity headers.
     identity_secret: RwLock<String>,
+    /// The MCP servers (file and management API); the MCP gateway and the API share it.
+    pub mcp_registry: Arc<crate::mcp::registry::Registry>,
 }
 
 /// Failure to rebuild the snapshot.
@@ -104,6 +106,7 @@ impl Gateway {
             mcp_servers: RwLock::new(Vec::new()),
             default_excluded_mcp_servers: RwLock::new(Vec::new()),
             identity_secret: RwLock::new(String::new()),
+            mcp_registry: Arc::new(crate::mcp::registry::Registry::default()),
             default_key_limits: [None; 3],
             output_reservation: aqueduct_policy::snapshot::DEFAULT_OUTPUT_RESERVATION,
         }

@@ -28,3 +28,12 @@ CREATE TABLE mcp_upstream_sessions (
     protocol_version  TEXT    NOT NULL,
     PRIMARY KEY (session_id, server)
 );
+
+-- MCP servers managed through /api/v1/mcp-servers (the file's servers are not stored here).
+CREATE TABLE mcp_servers (
+    name        TEXT    PRIMARY KEY,
+    -- The entry in mcp.json's per-server form (JSON): type, url, description, tags, icon_url, headers.
+    config      TEXT    NOT NULL,
+    created_at  BIGINT  NOT NULL,
+    updated_at  BIGINT  NOT NULL
+);

@@ -9,6 +9,7 @@
 //! ([`proxy`], [`aggregate`]), and each one is handed to a [`McpRecorder`].
 
 pub mod aggregate;
+pub mod api;
 pub mod identity;
 pub mod jsonrpc;
 pub mod proxy;

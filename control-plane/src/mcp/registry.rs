@@ -199,6 +199,27 @@ impl Registry {
     }
 }
 
+/// The servers managed through the management API. A stored entry that no longer checks (an
+/// environment variable it names was unset since) is left out and logged, never fatal.
+pub async fn load_managed(db: &crate::db::Db) -> Result<Vec<Server>, sqlx::Error> {
+    let rows: Vec<(String, String)> = crate::with_pool!(db, p => sqlx::query_as::<_, (String, String)>(
+        "SELECT name, config FROM mcp_servers ORDER BY name",
+    )
+    .fetch_all(p)
+    .await)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (name, config) in rows {
+        let checked = serde_json::from_str::<ServerEntry>(&config)
+            .map_err(|e| RegistryError::Json(e.to_string()))
+            .and_then(|entry| Server::check(&name, entry, &|v| std::env::var(v).ok()));
+        match checked {
+            Ok(s) => out.push(s),
+            Err(e) => tracing::error!(server = %name, error = %e, "stored MCP server left out"),
+        }
+    }
+    Ok(out)
+}
+
 /// Polls `path` and applies valid edits to `registry` live, calling `changed` with the new
 /// server names; an invalid edit is logged and the previous servers stay. Runs forever.
 pub async fn watch(

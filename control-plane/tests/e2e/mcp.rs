@@ -458,3 +458,87 @@ async fn mcp_exclusions_follow_the_chain_and_the_file_reloads_live() {
     std::fs::write(h.dir.path().join("mcp.json"), servers_json(&more)).unwrap();
     h.eventually(Duration::from_secs(5), || async { usable(&h, "sk-aq-mcp-free", &["s7"]).await == ["s7"] }).await;
 }
+
+#[tokio::test]
+async fn mcp_servers_are_managed_through_the_api_by_admins() {
+    let everything = Everything::start().await;
+    let h = start(&[("from-file", everything.url())], &[]).await;
+    let api = |method: reqwest::Method, path: &str, key: &str| {
+        http().request(method, h.url(&format!("/api/v1/mcp-servers{path}"))).bearer_auth(key)
+    };
+    // A plain user's key.
+    let r = http().post(h.url("/api/v1/orgs")).bearer_auth(ADMIN_KEY).json(&json!({"name": "acme"})).send().await;
+    let org = r.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let r = http()
+        .post(h.url("/api/v1/users"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"email": "user@example.com", "role": "user", "org_id": org}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let uid = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let r = http()
+        .post(h.url("/api/v1/tokens"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"name": "u", "user_id": uid}))
+        .send()
+        .await
+        .unwrap();
+    let user_key = r.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_string();
+
+    let entry = json!({"name": "added", "type": "streamable-http", "url": everything.url(), "tags": ["x"],
+                       "headers": {"Authorization": "os.environ/TEST_MCP_CREDENTIAL", "X-Literal": "hidden"}});
+    let r = api(reqwest::Method::POST, "", &user_key).json(&entry).send().await.unwrap();
+    expect_error(r, 403, "permission_denied_error").await;
+    let r = api(reqwest::Method::POST, "", ADMIN_KEY).json(&entry).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["headers"]["X-Literal"], "(set)", "literal header values are never echoed");
+    assert_eq!(v["headers"]["Authorization"], "os.environ/TEST_MCP_CREDENTIAL");
+    let r = api(reqwest::Method::POST, "", ADMIN_KEY).json(&entry).send().await.unwrap();
+    expect_error(r, 409, "invalid_request_error").await;
+    for (bad, param) in [
+        (json!({"name": "a__b", "url": "http://x"}), "name"),
+        (json!({"name": "ok", "url": "ftp://x"}), "url"),
+        (json!({"name": "ok", "url": "http://x", "type": "stdio"}), "type"),
+        (json!({"name": "ok", "url": "http://x", "headers": {"A": "os.environ/NOT_SET_ANYWHERE"}}), "headers"),
+    ] {
+        let r = api(reqwest::Method::POST, "", ADMIN_KEY).json(&bad).send().await.unwrap();
+        assert_eq!(expect_error(r, 400, "invalid_request_error").await["param"], param);
+    }
+
+    // Served at once, to any key allowed to use it.
+    h.eventually(Duration::from_secs(5), || async {
+        post(&h, "/mcp-servers/added/mcp", &user_key, None, initialize("2025-06-18")).await.status() == 200
+    })
+    .await;
+    let list: Value = api(reqwest::Method::GET, "", &user_key).send().await.unwrap().json().await.unwrap();
+    let names: Vec<&str> = list["data"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["added", "from-file"]);
+    assert!(list["data"][0].get("url").is_none(), "only admins see upstream URLs");
+    let one: Value = api(reqwest::Method::GET, "/from-file", ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!((one["source"].as_str(), one["url"].as_str()), (Some("file"), Some(everything.url().as_str())));
+
+    // File entries are edited in the file.
+    let r = api(reqwest::Method::DELETE, "/from-file", ADMIN_KEY).send().await.unwrap();
+    expect_error(r, 409, "invalid_request_error").await;
+    let r = api(reqwest::Method::PUT, "/added", ADMIN_KEY)
+        .json(&json!({"url": everything.url(), "description": "changed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = api(reqwest::Method::DELETE, "/added", &user_key).send().await.unwrap();
+    expect_error(r, 403, "permission_denied_error").await;
+    assert_eq!(api(reqwest::Method::DELETE, "/added", ADMIN_KEY).send().await.unwrap().status(), 204);
+    let r = api(reqwest::Method::GET, "/added", ADMIN_KEY).send().await.unwrap();
+    expect_error(r, 404, "not_found_error").await;
+    h.eventually(Duration::from_secs(5), || async {
+        post(&h, "/mcp-servers/added/mcp", &user_key, None, initialize("2025-06-18")).await.status() == 404
+    })
+    .await;
+    // The document describes the routes.
+    let doc: Value = http().get(h.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["paths"]["/api/v1/mcp-servers/{name}"]["put"].is_object());
+}
