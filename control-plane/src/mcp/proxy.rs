@@ -366,3 +366,57 @@ async fn session(mcp: &Mcp, c: &Checked, name: &str, guard: &mut CallGuard) -> R
         Err(e) => Err(db_error(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::registry::Registry;
+    use crate::mcp::security::HostPolicy;
+    use crate::mcp::{McpRecorder, McpSettings};
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Collects records, as the usage ledger will.
+    #[derive(Debug, Default)]
+    struct Collect(Mutex<Vec<McpCall>>);
+
+    impl McpRecorder for Collect {
+        fn record(&self, call: McpCall) {
+            self.0.lock().unwrap().push(call);
+        }
+    }
+
+    #[tokio::test]
+    async fn one_record_per_message_when_the_answer_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open(None, dir.path()).await.unwrap();
+        let collect = Arc::new(Collect::default());
+        let settings = McpSettings {
+            hosts: HostPolicy { enabled: false, hosts: vec![], origins: vec![] },
+            connect_timeout: Duration::from_secs(1),
+            call_timeout: Duration::from_secs(1),
+            session_idle: Duration::from_secs(60),
+        };
+        let mcp = Arc::new(Mcp::new(db, Arc::new(Registry::default()), settings, collect.clone(), "s".into()).unwrap());
+        let identity = Identity { token_id: 4, user_id: 2, ..Default::default() };
+        let (_, facts) = jsonrpc::parse_body(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}},{"jsonrpc":"2.0","method":"notifications/cancelled"}]"#,
+        )
+        .unwrap();
+        let mut guard = CallGuard::new(mcp, Instant::now(), call(&identity, "everything", "POST", facts.first()));
+        guard.extra = facts[1..].to_vec();
+        guard.status(StatusCode::OK);
+        guard.session("abc");
+        assert!(collect.0.lock().unwrap().is_empty(), "nothing before the answer ends");
+        drop(guard);
+        let calls = collect.0.lock().unwrap().clone();
+        assert_eq!(calls.len(), 2);
+        let echo = calls.iter().find(|c| c.tool.as_deref() == Some("echo")).unwrap();
+        assert_eq!(
+            (echo.server.as_deref(), echo.method.as_deref(), echo.status, echo.session.as_deref()),
+            (Some("everything"), Some("tools/call"), 200, Some("abc"))
+        );
+        assert_eq!(echo.identity.token_id, 4);
+        assert!(calls.iter().any(|c| c.method.as_deref() == Some("notifications/cancelled") && c.tool.is_none()));
+    }
+}

@@ -189,6 +189,18 @@ impl Harness {
         h
     }
 
+    /// Like [`Harness::start_mcp`] on a fresh PostgreSQL database (dropped with the harness).
+    pub async fn start_mcp_pg(mcp_json: &str, env: &[(&str, &str)]) -> Self {
+        let (server, name, url) = create_pg_database().await;
+        let mut h = Self::start_full_lazy(default_models, Some(url), env).await;
+        h.pg_created = Some((server, name));
+        std::fs::write(h.dir.path().join("mcp.json"), mcp_json).expect("mcp.json");
+        h.start_cp();
+        h.start_envoy();
+        h.wait_ready().await;
+        h
+    }
+
     /// Everything up on SQLite with `env` added to the control plane's environment.
     pub async fn start_env(env: &[(&str, &str)]) -> Self {
         let e = env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();

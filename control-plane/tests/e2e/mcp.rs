@@ -256,7 +256,22 @@ async fn mcp_sessions_are_bound_to_the_key_and_end_with_delete() {
 #[tokio::test]
 async fn mcp_session_survives_a_control_plane_restart() {
     let everything = Everything::start().await;
-    let mut h = start(&[("everything", everything.url())], &[]).await;
+    let h = start(&[("everything", everything.url())], &[]).await;
+    survive_restart(h).await;
+}
+
+#[tokio::test]
+async fn mcp_session_survives_a_control_plane_restart_on_postgres() {
+    let everything = Everything::start().await;
+    let servers = servers_json(&[("everything", everything.url())]);
+    let h = Harness::start_mcp_pg(&servers, &[("TEST_MCP_CREDENTIAL", "upstream-secret")]).await;
+    survive_restart(h).await;
+}
+
+/// A client's session (per-server and aggregated) goes on across a control-plane restart.
+async fn survive_restart(mut h: Harness) {
+    let (agg, _) = connect(h.url("/mcp"), ADMIN_KEY, ProtocolVersion::V_2025_06_18).await;
+    assert!(call_text(&agg, "everything__echo", json!({"message": "agg before"})).await.contains("agg before"));
     let (client, _) = connect(h.url("/mcp-servers/everything/mcp"), ADMIN_KEY, ProtocolVersion::V_2025_06_18).await;
     assert!(call_text(&client, "echo", json!({"message": "before"})).await.contains("before"));
     h.stop_cp();
@@ -266,7 +281,9 @@ async fn mcp_session_survives_a_control_plane_restart() {
         .await;
     // Same client, same session: the gateway found it in the store.
     assert!(call_text(&client, "echo", json!({"message": "after"})).await.contains("after"));
+    assert!(call_text(&agg, "everything__echo", json!({"message": "agg after"})).await.contains("agg after"));
     client.cancel().await.unwrap();
+    agg.cancel().await.unwrap();
 }
 
 #[tokio::test]
