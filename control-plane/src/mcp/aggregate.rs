@@ -11,7 +11,7 @@
 use super::identity::Identity;
 use super::jsonrpc::{self, SseParser};
 use super::proxy::{
-    api_error, pass_headers, session_not_found, upstream_request, with_guard, CallGuard, SESSION_HEADER,
+    pass_headers, rejected, session_not_found, upstream_request, with_guard, CallGuard, SESSION_HEADER,
 };
 use super::registry::Server;
 use super::sessions::{self, Session, Upstream};
@@ -87,11 +87,12 @@ pub async fn post(
     let started = Instant::now();
     let identity = match checked(&mcp, &headers) {
         Ok(i) => i,
-        Err(e) => return api_error(e),
+        Err(e) => return rejected(&mcp, started, &headers, None, "POST", e),
     };
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if aqueduct_policy::request::media_type(content_type) != "application/json" {
-        return api_error(ApiError::unsupported_media_type(content_type, "application/json"));
+        let e = ApiError::unsupported_media_type(content_type, "application/json");
+        return rejected(&mcp, started, &headers, None, "POST", e);
     }
     let mut guard = CallGuard::new(mcp.clone(), started, record(&identity, None));
     let (msg, facts) = match jsonrpc::parse_body(&body) {
@@ -484,12 +485,13 @@ async fn read_reply(mcp: &Mcp, resp: reqwest::Response, id: &Value) -> Result<Va
 /// `GET /mcp`: this endpoint sends no messages of its own, so it offers no stream (405, as the
 /// protocol allows).
 pub async fn get(axum::extract::State(mcp): axum::extract::State<Arc<Mcp>>, headers: HeaderMap) -> Response {
+    let started = Instant::now();
     if let Err(e) = checked(&mcp, &headers) {
-        return api_error(e);
+        return rejected(&mcp, started, &headers, None, "GET", e);
     }
-    let mut resp = api_error(
-        ApiError::new(405, "The aggregated MCP endpoint offers no server stream; use POST.").code("method_not_allowed"),
-    );
+    let e =
+        ApiError::new(405, "The aggregated MCP endpoint offers no server stream; use POST.").code("method_not_allowed");
+    let mut resp = rejected(&mcp, started, &headers, None, "GET", e);
     resp.headers_mut().insert("allow", HeaderValue::from_static("POST, DELETE"));
     resp
 }
@@ -499,7 +501,7 @@ pub async fn delete(axum::extract::State(mcp): axum::extract::State<Arc<Mcp>>, h
     let started = Instant::now();
     let identity = match checked(&mcp, &headers) {
         Ok(i) => i,
-        Err(e) => return api_error(e),
+        Err(e) => return rejected(&mcp, started, &headers, None, "DELETE", e),
     };
     let mut guard = CallGuard::new(mcp.clone(), started, McpCall { http_method: "DELETE", ..record(&identity, None) });
     let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {

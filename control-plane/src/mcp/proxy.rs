@@ -121,6 +121,27 @@ fn check(mcp: &Mcp, name: &str, headers: &HeaderMap) -> Result<Checked, ApiError
     Ok(Checked { identity, server, session_header })
 }
 
+/// Answers a refusal from the control plane (Host/Origin, content type, a server that went
+/// away), recording it when the caller's identity is known: a request without a trusted identity
+/// did not come through the filter and belongs to no one.
+pub fn rejected(
+    mcp: &Arc<Mcp>,
+    started: Instant,
+    headers: &HeaderMap,
+    server: Option<&str>,
+    http_method: &'static str,
+    e: ApiError,
+) -> Response {
+    if let Ok(identity) = Identity::from_headers(headers, &mcp.secret) {
+        let mut c = call(&identity, server.unwrap_or_default(), http_method, None);
+        c.server = server.map(str::to_string);
+        c.endpoint = if server.is_some() { "server" } else { "aggregate" };
+        let mut guard = CallGuard::new(mcp.clone(), started, c);
+        guard.status(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST));
+    }
+    api_error(e)
+}
+
 fn session_required() -> Response {
     jsonrpc::error_reply(
         StatusCode::BAD_REQUEST,
@@ -186,11 +207,12 @@ pub async fn post(State(mcp): State<Arc<Mcp>>, Path(name): Path<String>, headers
     let started = Instant::now();
     let c = match check(&mcp, &name, &headers) {
         Ok(c) => c,
-        Err(e) => return api_error(e),
+        Err(e) => return rejected(&mcp, started, &headers, Some(&name), "POST", e),
     };
     let content_type = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if aqueduct_policy::request::media_type(content_type) != "application/json" {
-        return api_error(ApiError::unsupported_media_type(content_type, "application/json"));
+        let e = ApiError::unsupported_media_type(content_type, "application/json");
+        return rejected(&mcp, started, &headers, Some(&name), "POST", e);
     }
     let mut guard = CallGuard::new(mcp.clone(), started, call(&c.identity, &name, "POST", None));
     let (_, facts) = match jsonrpc::parse_body(&body) {
@@ -291,7 +313,7 @@ pub async fn get(State(mcp): State<Arc<Mcp>>, Path(name): Path<String>, headers:
     let started = Instant::now();
     let c = match check(&mcp, &name, &headers) {
         Ok(c) => c,
-        Err(e) => return api_error(e),
+        Err(e) => return rejected(&mcp, started, &headers, Some(&name), "GET", e),
     };
     let mut guard = CallGuard::new(mcp.clone(), started, call(&c.identity, &name, "GET", None));
     let s = match session(&mcp, &c, &name, &mut guard).await {
@@ -329,7 +351,7 @@ pub async fn delete(State(mcp): State<Arc<Mcp>>, Path(name): Path<String>, heade
     let started = Instant::now();
     let c = match check(&mcp, &name, &headers) {
         Ok(c) => c,
-        Err(e) => return api_error(e),
+        Err(e) => return rejected(&mcp, started, &headers, Some(&name), "DELETE", e),
     };
     let mut guard = CallGuard::new(mcp.clone(), started, call(&c.identity, &name, "DELETE", None));
     let s = match session(&mcp, &c, &name, &mut guard).await {

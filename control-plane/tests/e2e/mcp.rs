@@ -313,6 +313,13 @@ async fn mcp_host_and_origin_checks() {
     assert_eq!(send(None, Some("http://localhost:3000")).await.unwrap().status(), 200);
     let r = http().post(h.url("/mcp")).bearer_auth(ADMIN_KEY).header("origin", "null").json(&initialize("2025-06-18"));
     expect_error(r.send().await.unwrap(), 403, "permission_denied_error").await;
+    // Refusals are recorded too.
+    h.eventually(Duration::from_secs(5), || async {
+        let log = cp_log(&h);
+        log.lines().any(|l| l.contains("mcp call") && l.contains("status=421"))
+            && log.lines().any(|l| l.contains("endpoint=\"aggregate\"") && l.contains("status=403"))
+    })
+    .await;
 }
 
 #[tokio::test]
