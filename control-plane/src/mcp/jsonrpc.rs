@@ -127,15 +127,11 @@ impl SseParser {
     pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
-        loop {
-            // Events end at a blank line; accept \n\n, \r\n\r\n and \r\r alike.
-            let text = String::from_utf8_lossy(&self.buf).replace("\r\n", "\n").replace('\r', "\n");
-            let Some(end) = text.find("\n\n") else {
-                self.buf = text.into_bytes();
-                return out;
-            };
-            let (block, rest) = (text[..end].to_string(), text[end + 2..].to_string());
-            self.buf = rest.into_bytes();
+        // Events end at a blank line (\n\n, \r\n\r\n or \r\r). Only whole events are decoded, so a
+        // UTF-8 character split across chunks is never damaged.
+        while let Some((end, sep)) = blank_line(&self.buf) {
+            let block = String::from_utf8_lossy(&self.buf[..end]).replace("\r\n", "\n").replace('\r', "\n");
+            self.buf.drain(..end + sep);
             let mut ev = SseEvent::default();
             let mut data = Vec::new();
             for line in block.lines() {
@@ -153,7 +149,22 @@ impl SseParser {
                 out.push(ev);
             }
         }
+        out
     }
+}
+
+/// The first blank line in `buf`: (where the event ends, length of the separator).
+fn blank_line(buf: &[u8]) -> Option<(usize, usize)> {
+    (0..buf.len()).find_map(|i| {
+        let rest = &buf[i..];
+        if rest.starts_with(b"\r\n\r\n") {
+            Some((i, 4))
+        } else if rest.starts_with(b"\n\n") || rest.starts_with(b"\r\r") {
+            Some((i, 2))
+        } else {
+            None
+        }
+    })
 }
 
 /// Whether `msg` is the reply (result or error) to request `id`.
@@ -194,6 +205,11 @@ mod tests {
         assert_eq!(ev.len(), 2);
         assert_eq!(ev[0], SseEvent { id: Some("7".into()), event: Some("message".into()), data: "{\"a\":1}".into() });
         assert_eq!(ev[1].data, "x\ny");
+        // A character split between chunks survives.
+        let text = "data: {\"t\":\"é\"}\n\n".as_bytes();
+        let cut = text.iter().position(|b| *b >= 0x80).unwrap() + 1;
+        assert!(p.feed(&text[..cut]).is_empty());
+        assert_eq!(p.feed(&text[cut..])[0].data, "{\"t\":\"é\"}");
     }
 
     #[test]
