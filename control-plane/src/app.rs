@@ -120,6 +120,18 @@ pub struct Settings {
     /// MCP sessions unused for this many seconds are deleted.
     #[arg(long, env = "AQUEDUCT_MCP_SESSION_IDLE_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..))]
     pub mcp_session_idle_secs: u64,
+    /// Days usage events and rollups are kept.
+    #[arg(long, env = "AQUEDUCT_USAGE_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub usage_retention_days: u32,
+    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted for the client
+    /// address in the usage ledger (0: the address that connected to Envoy).
+    #[arg(long, env = "AQUEDUCT_TRUSTED_PROXY_HOPS", default_value_t = 0)]
+    pub trusted_proxy_hops: u32,
+    /// Bytes of usage events each Envoy worker holds while the control plane is unreachable;
+    /// beyond that new events are dropped and counted (`wasmcustom.aqueduct_usage_events_dropped`).
+    #[arg(long, env = "AQUEDUCT_USAGE_QUEUE_BYTES", default_value_t = aqueduct_policy::snapshot::DEFAULT_QUEUE_BYTES)]
+    pub usage_queue_bytes: u64,
 }
 
 impl Settings {
@@ -251,8 +263,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings.default_key_input_tokens_per_minute,
         settings.default_key_output_tokens_per_minute,
     ];
+    let ledger = aqueduct_policy::snapshot::LedgerSettings {
+        cluster: crate::xds::resources::CONTROL_PLANE_CLUSTER.to_string(),
+        authority: settings.http_listen.to_string(),
+        secret: crate::usage::ledger_secret(&db).await.context("reading the ledger secret")?,
+        trusted_hops: settings.trusted_proxy_hops,
+        queue_bytes: settings.usage_queue_bytes,
+    };
+    tokio::spawn(crate::usage::retention::run(db.clone(), settings.usage_retention_days, Duration::from_secs(3600)));
     let gw = Arc::new(
-        Gateway::new(db, layout, settings.models.clone(), models).with_limits(defaults, settings.output_reservation),
+        Gateway::new(db, layout, settings.models.clone(), models)
+            .with_limits(defaults, settings.output_reservation)
+            .with_ledger(ledger),
     );
     gw.set_default_excluded_models(settings.default_excluded_models.clone());
     let registry = gw.mcp_registry.clone();
@@ -303,6 +325,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_listen))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Envoy stops first, while this control plane still takes its last usage batches.
+    let (stop_envoy_tx, stop_envoy_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -330,18 +354,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             base_id: settings.envoy_base_id,
             concurrency: settings.envoy_concurrency,
             bootstrap: bootstrap(&settings),
+            admin: settings.envoy_admin,
         };
-        tokio::spawn(proc.supervise(stopped(stop_rx.clone())))
+        tokio::spawn(proc.supervise(stopped(stop_envoy_rx)))
     });
     tracing::info!(xds = %settings.xds_listen, http = %settings.http_listen, database = gw.db.backend(), "control plane ready");
     println!("Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1)", settings.listen, settings.listen);
 
     shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
+    let _ = stop_envoy_tx.send(true);
     if let Some(t) = envoy_task {
         let _ = t.await;
     }
+    let _ = stop_tx.send(true);
     // Streams from Envoy never end on their own; don't let them hold the exit.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = xds_task.await;

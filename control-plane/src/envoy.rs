@@ -68,6 +68,28 @@ pub struct EnvoyProcess {
     pub concurrency: u32,
     /// The bootstrap to use.
     pub bootstrap: String,
+    /// Envoy's admin address (the bootstrap's), used to drain it on shutdown.
+    pub admin: SocketAddr,
+}
+
+/// Seconds Envoy drains connections for on an orderly stop.
+pub const DRAIN_SECS: u64 = 2;
+
+/// Asks the Envoy admin at `admin` to drain its listeners gracefully.
+async fn drain(admin: SocketAddr) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await?;
+    s.write_all(
+        b"POST /drain_listeners?graceful HTTP/1.1\r\nHost: envoy\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).await?;
+    if reply.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(String::from_utf8_lossy(&reply).lines().next().unwrap_or_default().to_string()))
+    }
 }
 
 impl EnvoyProcess {
@@ -79,6 +101,7 @@ impl EnvoyProcess {
             .arg("-c")
             .arg(&config)
             .args(["--base-id", &self.base_id.to_string(), "--concurrency", &self.concurrency.to_string()])
+            .args(["--drain-time-s", &DRAIN_SECS.to_string(), "--drain-strategy", "immediate"])
             .arg("--log-path")
             .arg(&log)
             .stdin(Stdio::null())
@@ -106,6 +129,12 @@ impl EnvoyProcess {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 () = &mut shutdown => {
+                    // An orderly stop: connections close as their requests finish, then the
+                    // listeners stop and the filter hands over its queued usage events.
+                    match drain(self.admin).await {
+                        Ok(()) => tokio::time::sleep(Duration::from_millis(DRAIN_SECS * 1000 + 500)).await,
+                        Err(e) => tracing::warn!(error = %e, "could not drain Envoy; stopping it"),
+                    }
                     let _ = child.start_kill();
                     let _ = child.wait().await;
                     return;

@@ -13,7 +13,7 @@ use crate::xds::cache::SnapshotCache;
 use crate::xds::resources::{self, Layout};
 use crate::xds::server::XdsMetrics;
 use crate::xds::type_url;
-use aqueduct_policy::snapshot::{CapSpec, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
+use aqueduct_policy::snapshot::{CapSpec, LedgerSettings, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use aqueduct_policy::tokens::{TokenTableSpec, HASH_LEN};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -74,6 +74,12 @@ pub struct Gateway {
     identity_secret: RwLock<String>,
     /// The MCP servers (file and management API); the MCP gateway and the API share it.
     pub mcp_registry: Arc<crate::mcp::registry::Registry>,
+    /// Where the filter delivers usage events (pushed in the policy).
+    pub ledger: LedgerSettings,
+    /// The ledger's metrics.
+    pub usage_metrics: crate::usage::metrics::UsageMetrics,
+    /// SQLite has one writer: ingestion calls take turns rather than fail on a busy database.
+    pub ingest_lock: tokio::sync::Mutex<()>,
 }
 
 /// Failure to rebuild the snapshot.
@@ -109,7 +115,16 @@ impl Gateway {
             mcp_registry: Arc::new(crate::mcp::registry::Registry::default()),
             default_key_limits: [None; 3],
             output_reservation: aqueduct_policy::snapshot::DEFAULT_OUTPUT_RESERVATION,
+            ledger: LedgerSettings::default(),
+            usage_metrics: crate::usage::metrics::UsageMetrics::default(),
+            ingest_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Sets where the filter sends usage events (before the gateway is shared).
+    pub fn with_ledger(mut self, ledger: LedgerSettings) -> Self {
+        self.ledger = ledger;
+        self
     }
 
     /// The current models.
@@ -203,6 +218,7 @@ impl Gateway {
             max_body_bytes: self.layout.max_body_bytes,
             output_reservation: self.output_reservation,
             identity_secret: self.identity_secret.read().map(|s| s.clone()).unwrap_or_default(),
+            ledger: self.ledger.clone(),
         };
         let mut snapshot = build_snapshot(0, created, &models, inputs, settings);
         // Held until published, so concurrent rebuilds cannot publish out of order.

@@ -11,4 +11,5 @@ pub mod gateway;
 pub mod mcp;
 pub mod tenancy;
 pub mod tokens;
+pub mod usage;
 pub mod xds;

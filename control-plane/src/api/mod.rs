@@ -7,6 +7,7 @@ pub mod error;
 pub mod openapi;
 pub mod tenancy;
 pub mod tokens;
+pub mod usage;
 
 pub use common::TenancySettings;
 
@@ -38,6 +39,9 @@ pub fn router(gw: Arc<Gateway>, settings: TenancySettings) -> Router {
             get(crate::mcp::api::get_one).put(crate::mcp::api::replace).delete(crate::mcp::api::delete),
         )
         .route("/api/v1/status", get(tokens::status))
+        .route("/api/v1/usage", get(usage::summary))
+        .route("/api/v1/usage/requests", get(usage::requests))
+        .route(aqueduct_policy::ledger::INGEST_PATH, post(usage::ingest))
         .route("/api/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
@@ -57,5 +61,6 @@ async fn metrics(axum::extract::State(gw): axum::extract::State<Arc<Gateway>>) -
         "# HELP aqueduct_policy_publications_total Policy snapshots built.\n# TYPE aqueduct_policy_publications_total counter\naqueduct_policy_publications_total {}",
         gw.published.load(std::sync::atomic::Ordering::Relaxed)
     );
+    gw.usage_metrics.render(&mut out);
     ([("content-type", "text/plain; version=0.0.4")], out)
 }

@@ -99,6 +99,15 @@ pub const ROUTES: &[Route] = &[
     ),
     ("/mcp-servers/{name}", "delete", "Remove an API-managed MCP server (admin; file entries: 409)", None, 204, None),
     ("/status", "get", "What the control plane serves (admin)", None, 200, None),
+    (
+        "/usage",
+        "get",
+        "Usage totals, a series per bucket and groups (admin: all; org-admin: the org; others: own keys and their teams' service accounts)",
+        None,
+        200,
+        Some("Usage"),
+    ),
+    ("/usage/requests", "get", "The request log, newest first, same scope and filters", None, 200, Some("UsageRequests")),
     ("/openapi.json", "get", "This document (no key needed)", None, 200, None),
 ];
 
@@ -200,10 +209,55 @@ fn schemas() -> Value {
         "TokenPatch": with_policy(obj(json!({"name": name, "expires_at": time}), &[])),
         "List": {"type": "object", "properties": {"object": {"type": "string", "enum": ["list"]},
                   "data": {"type": "array", "items": {"type": "object"}}, "has_more": s("boolean")}},
+        "UsageTotals": obj(json!({"requests": s("integer"), "input_tokens": s("integer"), "output_tokens": s("integer"),
+                                  "errors": {"type": "integer", "description": "Requests answered with status >= 400"}}), &[]),
+        "Usage": {"type": "object", "properties": {
+            "from": s("string"), "to": s("string"), "bucket": s("string"),
+            "totals": {"$ref": "#/components/schemas/UsageTotals"},
+            "series": {"type": "array", "items": {"type": "object", "description": "`start` (RFC 3339) and the totals of one bucket"}},
+            "groups": {"type": "array", "items": {"type": "object", "description": "The `group_by` dimensions and their totals"}}}},
+        "UsageRequests": {"type": "object", "properties": {
+            "object": s("string"), "has_more": s("boolean"),
+            "next": {"type": "string", "nullable": true, "description": "Pass as `after` for the next page"},
+            "data": {"type": "array", "items": {"type": "object", "description": "request_id, time, token_id, user_id, service_account_id, team_id, org_id, end_user, model, path, method, status, outcome, input/output/cached/reasoning_tokens, estimated, latency_ms, ttfb_ms, streamed, client_ip, user_agent"}}}},
         "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
             "message": s("string"), "type": s("string"),
             "param": {"type": "string", "nullable": true}, "code": {"type": "string", "nullable": true}}}}},
     })
+}
+
+/// Query parameters of the usage API.
+fn usage_params(log: bool) -> Vec<Value> {
+    let q = |name: &str, schema: Value, desc: &str| json!({"name": name, "in": "query", "schema": schema, "description": desc});
+    let mut out = vec![
+        q("from", json!({"type": "string", "format": "date-time"}), "Start (inclusive); default 24 h before `to`"),
+        q("to", json!({"type": "string", "format": "date-time"}), "End (exclusive); default now"),
+        q("format", json!({"type": "string", "enum": ["json", "csv"]}), "csv: a CSV file instead of JSON"),
+    ];
+    for d in ["org_id", "team_id", "user_id", "service_account_id", "token_id", "model", "end_user"] {
+        out.push(q(d, s("string"), "Exact match"));
+    }
+    out.push(q("status", s("integer"), "Exact HTTP status"));
+    if log {
+        out.push(q(
+            "limit",
+            json!({"type": "integer", "minimum": 1, "maximum": 10000, "default": 100}),
+            "Rows per page",
+        ));
+        out.push(q("after", s("string"), "`next` of the previous page"));
+    } else {
+        out.push(q(
+            "bucket",
+            json!({"type": "string", "enum": ["minute", "hour", "day"], "default": "hour"}),
+            "Series granularity",
+        ));
+        out.push(q(
+            "group_by",
+            s("string"),
+            "Comma list of org_id, team_id, user_id, service_account_id, token_id, model, end_user, status",
+        ));
+    }
+    out
 }
 
 /// The document.
@@ -218,7 +272,9 @@ pub fn document() -> Value {
             }
         }
         let paginated = !path.ends_with("status") && !path.starts_with("/mcp-servers");
-        if *method == "get" && (path.ends_with('s') || path.ends_with("service-accounts")) && paginated {
+        if path.starts_with("/usage") {
+            params.extend(usage_params(path.ends_with("/requests")));
+        } else if *method == "get" && (path.ends_with('s') || path.ends_with("service-accounts")) && paginated {
             params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}));
             params.push(json!({"name": "after", "in": "query", "schema": {"type": "string"}, "description": "Only ids above this one."}));
         }

@@ -358,26 +358,28 @@ pub fn model_route(group: &ModelGroup) -> Route {
     }
 }
 
-/// The control plane's `/metrics` is for scrapers on its own address, not for the public.
-fn metrics_blocked() -> Route {
+/// The control plane's `/metrics` (for scrapers) and `/internal/` (usage ingestion from the
+/// filter) are for its own address, not for the public.
+fn blocked(name: &str, specifier: route_match::PathSpecifier, shown: &str) -> Route {
     Route {
-        name: "metrics".into(),
-        r#match: Some(RouteMatch {
-            path_specifier: Some(route_match::PathSpecifier::Path("/metrics".into())),
-            ..Default::default()
-        }),
+        name: name.into(),
+        r#match: Some(RouteMatch { path_specifier: Some(specifier), ..Default::default() }),
         action: Some(route::Action::DirectResponse(DirectResponseAction {
             status: 404,
             body: Some(DataSource {
-                specifier: Some(data_source::Specifier::InlineString(
-                    r#"{"error":{"message":"Unknown request URL: /metrics.","type":"not_found_error","param":null,"code":"unknown_url"}}"#.into(),
-                )),
+                specifier: Some(data_source::Specifier::InlineString(format!(
+                    r#"{{"error":{{"message":"Unknown request URL: {shown}.","type":"not_found_error","param":null,"code":"unknown_url"}}}}"#
+                ))),
                 ..Default::default()
             }),
             ..Default::default()
         })),
         response_headers_to_add: vec![HeaderValueOption {
-            header: Some(HeaderValue { key: "content-type".into(), value: "application/json".into(), ..Default::default() }),
+            header: Some(HeaderValue {
+                key: "content-type".into(),
+                value: "application/json".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }],
         ..Default::default()
@@ -428,7 +430,12 @@ pub const MCP_IDLE_TIMEOUT_SECS: u64 = 3600;
 
 /// The route table: health, one route per model, MCP, and everything else to the control plane.
 pub fn route_config(models: &ModelsConfig) -> RouteConfiguration {
-    let mut routes = vec![health_route("/health"), health_route("/health/"), metrics_blocked()];
+    let mut routes = vec![
+        health_route("/health"),
+        health_route("/health/"),
+        blocked("metrics", route_match::PathSpecifier::Path("/metrics".into()), "/metrics"),
+        blocked("internal", route_match::PathSpecifier::Prefix("/internal/".into()), "/internal/"),
+    ];
     routes.extend(models.groups.iter().map(model_route));
     routes.push(mcp_route("mcp-servers", route_match::PathSpecifier::Prefix("/mcp-servers/".into())));
     routes.push(mcp_route("mcp", route_match::PathSpecifier::Path("/mcp".into())));

@@ -66,7 +66,7 @@ pub fn default_models(base: &str) -> String {
     )
 }
 
-fn envoy_bin() -> PathBuf {
+pub fn envoy_bin() -> PathBuf {
     if let Ok(e) = std::env::var("ENVOY") {
         return PathBuf::from(e);
     }
@@ -201,6 +201,15 @@ impl Harness {
         h
     }
 
+    /// The control plane on SQLite with `env` (which names an Envoy for it to supervise), and no
+    /// Envoy of the harness's own.
+    pub async fn start_supervised(env: &[(&str, &str)]) -> Self {
+        let mut h = Self::start_full_lazy(default_models, None, env).await;
+        h.start_cp();
+        h.wait_ready().await;
+        h
+    }
+
     /// Everything up on SQLite with `env` added to the control plane's environment.
     pub async fn start_env(env: &[(&str, &str)]) -> Self {
         let e = env.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect();
@@ -264,6 +273,7 @@ impl Harness {
             .env("AQUEDUCT_MODELS_POLL_MS", "100")
             .env("AQUEDUCT_RESYNC_SECS", "1")
             .env_remove("AQUEDUCT_ENVOY")
+            .env("AQUEDUCT_ENVOY_ADMIN", self.envoy_admin.to_string())
             .env_remove("DATABASE_URL")
             .envs(self.database_url.iter().map(|u| ("DATABASE_URL", u.as_str())))
             .env("AQUEDUCT_LOG", "info,aqueduct=debug");
@@ -278,6 +288,13 @@ impl Harness {
             .spawn()
             .expect("start control plane");
         self.cp = Some(child);
+    }
+
+    /// Stops the control plane as an operator would (SIGTERM) and waits for it to exit.
+    pub fn terminate_cp(&mut self) -> std::process::ExitStatus {
+        let mut c = self.cp.take().expect("a running control plane");
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        c.wait().expect("control plane exit")
     }
 
     /// Kills the control plane process.
@@ -299,6 +316,8 @@ impl Harness {
             .arg(&config)
             // The admin port is unique while this harness lives, so it makes a unique base id.
             .args(["--base-id", &self.envoy_admin.port().to_string(), "--concurrency", "2"])
+            // An orderly stop (`drain_envoy`) closes connections over one second.
+            .args(["--drain-time-s", "1", "--drain-strategy", "immediate"])
             .arg("--log-path")
             .arg(&log)
             .stdin(Stdio::null())
@@ -307,6 +326,15 @@ impl Harness {
             .spawn()
             .expect("start envoy");
         self.envoy = Some(child);
+    }
+
+    /// Drains Envoy as an orderly shutdown does: connections are closed as their requests
+    /// finish, then the listeners stop (after the 1 s drain time) and the filter hands over its
+    /// queued usage events.
+    pub async fn drain_envoy(&self) {
+        let r = http().post(format!("http://{}/drain_listeners?graceful", self.envoy_admin)).send().await;
+        assert!(r.is_ok_and(|r| r.status().is_success()), "drain_listeners");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
     }
 
     /// Kills Envoy.

@@ -15,3 +15,4 @@ mod mcp_server;
 mod nack;
 mod replicas;
 mod tenancy;
+mod usage;

@@ -7,7 +7,8 @@
 use crate::admission::{self, Admitted, Cap, Refusal, KEY_PREFIX};
 use crate::error::ApiError;
 use crate::host::{Host, ResponseHost, Shared};
-use crate::limits::{request_cost, Dim};
+use crate::ledger::{self, Outcome, UsageEvent};
+use crate::limits::request_cost;
 use crate::request::{self, BodyFacts, BodyKind, Endpoint, RouteClass};
 use crate::snapshot::Policy;
 use crate::usage::{self, SseUsage};
@@ -58,10 +59,13 @@ enum State {
     AwaitBody(Endpoint, u32, u64),
 }
 
-/// What is tracked of an admitted request's response, to count its real usage.
+/// What is tracked of a routed request's response, to count its real usage.
 #[derive(Debug)]
 struct Metering {
-    admitted: Admitted,
+    /// The rate-limit charges to settle, when any cap applied.
+    admitted: Option<Admitted>,
+    /// Input tokens estimated from the request (used when the provider reports none).
+    reserved_input: u64,
     status: u16,
     sse: Option<SseUsage>,
     json: Vec<u8>,
@@ -75,41 +79,85 @@ pub struct RequestFilter {
     policy: Option<Rc<Policy>>,
     state: State,
     metering: Option<Metering>,
+    /// The ledger's event for an API request, filled in as the request goes.
+    record: Option<UsageEvent>,
+    /// Status of the reply the filter made itself, if it did.
+    replied: Option<u16>,
 }
 
 impl RequestFilter {
     /// A filter for one request under `policy` (`None` until the first snapshot arrives).
     pub fn new(policy: Option<Rc<Policy>>) -> Self {
-        Self { policy, state: State::Done, metering: None }
+        Self { policy, state: State::Done, metering: None, record: None, replied: None }
     }
 
-    /// Decides on the request headers. `now` is unix seconds.
-    pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool, now: i64) -> Flow {
+    /// Decides on the request headers. `now_ms` is unix milliseconds.
+    pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool, now_ms: i64) -> Flow {
         strip_own_headers(host);
         let path = host.request_header(":path").unwrap_or_default();
-        let endpoint = match request::classify(&path) {
-            RouteClass::Api(e) => e,
-            RouteClass::UnknownApi => return reply_error(host, &ApiError::unknown_path(&path)),
-            class @ (RouteClass::McpServer | RouteClass::McpAggregate) => {
-                return match self.admit_mcp(host, class, &path, now) {
-                    Ok(()) => Flow::Continue,
-                    Err(e) => reply_error(host, &e),
-                };
-            }
-            RouteClass::Management | RouteClass::Health | RouteClass::Other => return Flow::Continue,
-        };
-        match self.admit_headers(host, endpoint, end_of_stream, now) {
-            Ok(flow) => flow,
-            Err(e) => reply_error(host, &e),
+        let class = request::classify(&path);
+        if matches!(class, RouteClass::Management | RouteClass::Health | RouteClass::Other) {
+            return Flow::Continue;
         }
+        self.start_record(host, &path, now_ms);
+        if matches!(class, RouteClass::McpServer | RouteClass::McpAggregate) {
+            return match self.admit_mcp(host, class, &path, now_ms.div_euclid(1000)) {
+                // The control plane records what it serves (one record per JSON-RPC message,
+                // with the MCP method and tool); the filter's ledger keeps the refusals it
+                // answers itself, so each MCP request is recorded once.
+                Ok(()) => {
+                    self.record = None;
+                    Flow::Continue
+                }
+                Err(e) => self.reject(host, &e),
+            };
+        }
+        let endpoint = match class {
+            RouteClass::Api(e) => e,
+            _ => return self.reject(host, &ApiError::unknown_path(&path)),
+        };
+        match self.admit_headers(host, endpoint, end_of_stream, now_ms.div_euclid(1000)) {
+            Ok(flow) => flow,
+            Err(e) => self.reject(host, &e),
+        }
+    }
+
+    /// Starts the ledger's event: what is known from the request line and headers.
+    fn start_record(&mut self, host: &impl Host, path: &str, now_ms: i64) {
+        let hops = self.policy.as_ref().map_or(0, |p| p.settings.ledger.trusted_hops);
+        self.record = Some(UsageEvent {
+            at_ms: now_ms,
+            path: ledger::clip(path.split(['?', '#']).next().unwrap_or_default()),
+            method: host.request_header(":method").unwrap_or_default(),
+            client_ip: ledger::client_ip(
+                host.request_header("x-forwarded-for").as_deref(),
+                host.peer_address().as_deref(),
+                hops,
+            ),
+            user_agent: host.request_header("user-agent").map(|u| ledger::clip(&u)),
+            ..UsageEvent::default()
+        });
+    }
+
+    /// Answers with `e`, noting it for the ledger.
+    fn reject(&mut self, host: &mut impl Host, e: &ApiError) -> Flow {
+        self.replied = Some(e.status);
+        reply_error(host, e)
     }
 
     /// An MCP request: a valid key that may use the server in the path; then the key is replaced
     /// by trusted identity headers for the control plane, which proxies the request. The body
     /// is not inspected here (the control plane parses the JSON-RPC messages).
-    fn admit_mcp(&self, host: &mut impl Host, class: RouteClass, path: &str, now: i64) -> Result<(), ApiError> {
+    fn admit_mcp(&mut self, host: &mut impl Host, class: RouteClass, path: &str, now: i64) -> Result<(), ApiError> {
         let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
         let (principal, token) = authenticate(&policy, host, now)?;
+        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principals.get(principal as usize)) {
+            r.token_id = Some(token);
+            r.user_id = Some(p.user_id);
+            r.service_account_id = p.service_account_id;
+            r.team_id = p.team_id;
+            r.org_id = p.org_id;
+        }
         host.remove_request_header("authorization");
         host.remove_request_header("x-api-key");
         if class == RouteClass::McpServer {
@@ -160,12 +208,20 @@ impl RequestFilter {
         }
         let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
         let (principal, token) = authenticate(&policy, host, now)?;
+        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principals.get(principal as usize)) {
+            r.token_id = Some(token);
+            r.user_id = Some(p.user_id);
+            r.service_account_id = p.service_account_id;
+            r.team_id = p.team_id;
+            r.org_id = p.org_id;
+        }
         // The client's key never leaves the gateway, whatever happens next.
         host.remove_request_header("authorization");
         host.remove_request_header("x-api-key");
         if endpoint == Endpoint::Models {
             let body = policy.models_list_body(principal);
             host.send_response(200, &[("content-type", "application/json")], &body);
+            self.replied = Some(200);
             return Ok(Flow::Pause);
         }
         let kind = endpoint.body_kind();
@@ -196,22 +252,23 @@ impl RequestFilter {
             return Flow::Continue;
         };
         let Some(policy) = self.policy.clone() else {
-            return reply_error(host, &ApiError::no_policy());
+            return self.reject(host, &ApiError::no_policy());
         };
         let max = policy.settings.max_body_bytes;
         if body_size as u64 > max {
             self.state = State::Done;
-            return reply_error(host, &ApiError::too_large(max));
+            return self.reject(host, &ApiError::too_large(max));
         }
         if !end_of_stream {
             return Flow::Pause;
         }
         self.state = State::Done;
         let who = Who { principal, token, now_ms };
-        match route_body(&policy, host, endpoint, who, body_size) {
-            Ok(admitted) => {
-                self.metering = admitted.map(|admitted| Metering {
+        match route_body(&policy, host, endpoint, who, body_size, self.record.as_mut()) {
+            Ok((admitted, reserved_input)) => {
+                self.metering = Some(Metering {
                     admitted,
+                    reserved_input,
                     status: 0,
                     sse: None,
                     json: Vec::new(),
@@ -220,19 +277,28 @@ impl RequestFilter {
                 });
                 Flow::Continue
             }
-            Err(e) => reply_error(host, &e),
+            Err(e) => self.reject(host, &e),
         }
     }
 
-    /// Adds rate-limit headers to an admitted request's response and prepares metering.
-    pub fn on_response_headers(&mut self, host: &mut impl ResponseHost) {
+    /// Adds rate-limit headers to a routed request's response and prepares metering.
+    /// `now_ms` (unix milliseconds) times the first byte.
+    pub fn on_response_headers(&mut self, host: &mut impl ResponseHost, now_ms: i64) {
         let Some(m) = self.metering.as_mut() else { return };
         m.status = host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        if host.response_header("content-type").is_some_and(|ct| ct.trim_start().starts_with("text/event-stream")) {
+        let streamed =
+            host.response_header("content-type").is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+        if streamed {
             m.sse = Some(SseUsage::new());
         }
-        for (name, value) in ratelimit_headers(&m.admitted) {
-            host.set_response_header(&name, &value);
+        if let Some(r) = self.record.as_mut() {
+            r.ttfb_ms = Some(u64::try_from(now_ms - r.at_ms).unwrap_or(0));
+            r.streamed = streamed;
+        }
+        if let Some(a) = &m.admitted {
+            for (name, value) in ratelimit_headers(a) {
+                host.set_response_header(&name, &value);
+            }
         }
     }
 
@@ -251,14 +317,41 @@ impl RequestFilter {
     }
 
     /// At the end of the exchange (complete, failed or abandoned by the client): settles the
-    /// token reservations with what was really used. Returns the usage counted.
-    pub fn on_done(&mut self, store: &mut impl Shared, now_ms: i64) -> Option<usage::Usage> {
+    /// token reservations with what was really used, and returns the ledger's event for an API
+    /// request (its `request_id` is left to the caller, which owns the id source).
+    pub fn on_done(&mut self, store: &mut impl Shared, now_ms: i64) -> Option<UsageEvent> {
+        let counted = self.settle(store, now_ms);
+        let mut r = self.record.take()?;
+        r.latency_ms = u64::try_from(now_ms - r.at_ms).unwrap_or(0);
+        match (self.replied, &self.metering) {
+            (Some(status), _) => {
+                r.status = status;
+                r.outcome = Some(if status == 200 { Outcome::Ok } else { Outcome::of_local_reply(status) });
+            }
+            (None, Some(m)) if m.status != 0 => {
+                r.status = m.status;
+                r.outcome = Some(if m.status < 400 { Outcome::Ok } else { Outcome::UpstreamError });
+            }
+            _ => r.outcome = Some(Outcome::ClientClosed),
+        }
+        if let Some(u) = counted {
+            r.input_tokens = u.input_tokens;
+            r.output_tokens = u.output_tokens;
+            r.cached_tokens = u.cached_tokens;
+            r.reasoning_tokens = u.reasoning_tokens;
+            r.estimated = u.estimated;
+        }
+        Some(r)
+    }
+
+    /// Counts what a routed request used and settles its rate-limit reservation (once).
+    fn settle(&mut self, store: &mut impl Shared, now_ms: i64) -> Option<usage::Usage> {
         let m = self.metering.as_mut()?;
         if m.done {
             return None;
         }
         m.done = true;
-        let reserved_in = m.admitted.cost[Dim::InputTokens as usize];
+        let reserved_in = m.reserved_input;
         let counted = if m.status >= 400 || m.status == 0 {
             // The provider refused (or never answered): nothing to pay for.
             usage::Usage::default()
@@ -275,7 +368,9 @@ impl RequestFilter {
             }
             u
         };
-        admission::reconcile(store, &m.admitted, counted.input_tokens, counted.output_tokens, now_ms);
+        if let Some(a) = &m.admitted {
+            admission::reconcile(store, a, counted.input_tokens, counted.output_tokens, now_ms);
+        }
         Some(counted)
     }
 }
@@ -392,7 +487,8 @@ fn route_body(
     endpoint: Endpoint,
     who: Who,
     size: usize,
-) -> Result<Option<Admitted>, ApiError> {
+    record: Option<&mut UsageEvent>,
+) -> Result<(Option<Admitted>, u64), ApiError> {
     let principal = who.principal;
     let body = host.request_body(size).unwrap_or_default();
     let multipart = endpoint.body_kind() == BodyKind::Multipart;
@@ -407,6 +503,11 @@ fn route_body(
         .filter(|i| policy.allows(principal, *i))
         .and_then(|i| policy.models.get(i))
         .ok_or_else(|| ApiError::model_not_found(&facts.model))?;
+    if let Some(r) = record {
+        r.model = Some(model.name.clone());
+        r.end_user = facts.end_user.as_deref().map(ledger::clip);
+    }
+    let input = if multipart { 0 } else { usage::estimate_tokens(body.len() as u64) };
     let caps = caps(policy, who);
     let admitted = if caps.is_empty() {
         None
@@ -418,18 +519,21 @@ fn route_body(
             }
             _ => 0,
         };
-        let input = if multipart { 0 } else { usage::estimate_tokens(body.len() as u64) };
         let cost = [request_cost(model.request_limit_multiplier), input, output];
         Some(admission::admit(host, &caps, cost, who.now_ms).map_err(|r| rate_limited(&r))?)
     };
     let mut rewritten = if multipart {
-        request::rewrite_multipart_model(&body, facts.model_span, &model.provider_model)
+        request::rewrite_multipart_model(&body, facts.model_span, &model.provider_model, facts.user_id_part)
     } else {
         request::rewrite_json_model(&body, facts.model_span, &model.provider_model)
     };
     if facts.stream && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
         // Streams are metered from the provider's final usage chunk.
         rewritten = request::request_stream_usage(&rewritten, &facts);
+    }
+    if facts.json_user_id {
+        // Aqueduct's own end-user field is recorded, never forwarded.
+        rewritten = request::remove_json_member(&rewritten, "user_id");
     }
     host.set_request_body(&rewritten);
     // Headers are still held (we paused on them), so they can change with the body.
@@ -440,7 +544,7 @@ fn route_body(
     }
     host.set_request_header(ROUTE_HEADER, &model.route);
     host.clear_route_cache();
-    Ok(admitted)
+    Ok((admitted, input))
 }
 
 fn reply_error(host: &mut impl Host, e: &ApiError) -> Flow {

@@ -22,6 +22,8 @@ pub trait Host {
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]);
     /// Makes the proxy pick the route again after headers changed.
     fn clear_route_cache(&mut self);
+    /// The downstream peer's address (`ip:port`), for the ledger's client address.
+    fn peer_address(&self) -> Option<String>;
 }
 
 /// Response-side and shared-state access, used by rate limiting and metering.

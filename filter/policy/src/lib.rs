@@ -11,6 +11,7 @@ pub mod admission;
 pub mod error;
 pub mod filter;
 pub mod host;
+pub mod ledger;
 pub mod limits;
 pub mod request;
 pub mod snapshot;

@@ -152,6 +152,21 @@ pub struct BodyFacts {
     pub includes_usage: bool,
     /// Whether the body has a `stream_options` member at all.
     pub has_stream_options: bool,
+    /// The caller's end user: Aqueduct's `user_id` (number or string), else OpenAI's `user`.
+    pub end_user: Option<String>,
+    /// A JSON body has a `user_id` member (removed before forwarding).
+    pub json_user_id: bool,
+    /// A multipart body's `user_id` part, as a whole (removed before forwarding).
+    pub user_id_part: Option<(usize, usize)>,
+}
+
+/// An end-user id from a JSON value: a string, or a number written as one.
+fn end_user_of(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -166,6 +181,10 @@ struct JsonTop<'a> {
     max_completion_tokens: Option<serde_json::Value>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    user: Option<serde_json::Value>,
+    #[serde(default)]
+    user_id: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +217,7 @@ pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, ApiError> {
     let max_tokens = top.max_completion_tokens.or(top.max_tokens).and_then(|v| v.as_u64());
     let includes_usage =
         top.stream_options.as_ref().is_some_and(|o| o.include_usage == Some(serde_json::Value::Bool(true)));
+    let end_user = top.user_id.as_ref().and_then(end_user_of).or_else(|| top.user.as_ref().and_then(end_user_of));
     Ok(BodyFacts {
         model,
         model_span: span_of(text, raw.get()),
@@ -205,6 +225,9 @@ pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, ApiError> {
         max_tokens,
         includes_usage,
         has_stream_options: top.stream_options.is_some(),
+        end_user,
+        json_user_id: top.user_id.is_some(),
+        user_id_part: None,
     })
 }
 
@@ -260,9 +283,34 @@ pub fn request_stream_usage(body: &[u8], facts: &BodyFacts) -> Vec<u8> {
     }
 }
 
-/// Replaces the model in a multipart body with `provider_model` (raw bytes).
-pub fn rewrite_multipart_model(body: &[u8], span: (usize, usize), provider_model: &str) -> Vec<u8> {
-    splice(body, span, provider_model.as_bytes())
+/// Replaces the model in a multipart body with `provider_model` (raw bytes), and removes the
+/// part `remove` (a whole part, as [`BodyFacts::user_id_part`]) when given.
+pub fn rewrite_multipart_model(
+    body: &[u8],
+    span: (usize, usize),
+    provider_model: &str,
+    remove: Option<(usize, usize)>,
+) -> Vec<u8> {
+    match remove {
+        // Later range first, so the earlier one's offsets still hold.
+        Some(part) if part.0 >= span.1 => splice(&splice(body, part, b""), span, provider_model.as_bytes()),
+        Some(part) if part.1 <= span.0 => splice(&splice(body, span, provider_model.as_bytes()), part, b""),
+        _ => splice(body, span, provider_model.as_bytes()),
+    }
+}
+
+/// Removes a top-level member from a JSON object body (re-serialized: only bodies that carry
+/// the member pay for it).
+pub fn remove_json_member(body: &[u8], name: &str) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
+        Ok(mut map) => {
+            if map.remove(name).is_none() {
+                return body.to_vec();
+            }
+            serde_json::to_vec(&map).unwrap_or_else(|_| body.to_vec())
+        }
+        Err(_) => body.to_vec(),
+    }
 }
 
 fn splice(body: &[u8], (start, end): (usize, usize), with: &[u8]) -> Vec<u8> {
@@ -280,6 +328,11 @@ pub fn inspect_multipart(body: &[u8], content_type: &str) -> Result<BodyFacts, A
         .ok_or_else(|| ApiError::bad_request("multipart/form-data without a boundary parameter."))?;
     let mut model = None;
     let mut stream = false;
+    let mut user = None;
+    let mut user_id = None;
+    let text_of = |v: (usize, usize)| {
+        std::str::from_utf8(body.get(v.0..v.1).unwrap_or_default()).ok().map(|t| t.trim().to_string())
+    };
     for part in parts(body, boundary.as_bytes())? {
         match part.name.as_deref() {
             Some("model") => {
@@ -291,9 +344,13 @@ pub fn inspect_multipart(body: &[u8], content_type: &str) -> Result<BodyFacts, A
             Some("stream") => {
                 stream = body.get(part.value.0..part.value.1).is_some_and(|v| v.eq_ignore_ascii_case(b"true"));
             }
+            Some("user") => user = text_of(part.value),
+            Some("user_id") => user_id = Some((text_of(part.value), part.whole)),
             _ => {}
         }
     }
+    let user_id_part = user_id.as_ref().map(|(_, whole)| *whole);
+    let end_user = user_id.and_then(|(t, _)| t).or(user).filter(|u| !u.is_empty());
     match model {
         Some((m, span)) if !m.is_empty() => Ok(BodyFacts {
             model: m,
@@ -302,6 +359,9 @@ pub fn inspect_multipart(body: &[u8], content_type: &str) -> Result<BodyFacts, A
             max_tokens: None,
             includes_usage: false,
             has_stream_options: false,
+            end_user,
+            json_user_id: false,
+            user_id_part,
         }),
         _ => Err(missing_model()),
     }
@@ -322,6 +382,8 @@ fn boundary(content_type: &str) -> Option<String> {
 struct Part {
     name: Option<String>,
     value: (usize, usize),
+    /// The whole part: from its delimiter up to the next one.
+    whole: (usize, usize),
 }
 
 /// Splits a multipart body (RFC 7578) into parts: each part's field name and value range.
@@ -337,6 +399,7 @@ fn parts(body: &[u8], boundary: &[u8]) -> Result<Vec<Part>, ApiError> {
     next_delim.extend_from_slice(b"\r\n");
     next_delim.extend_from_slice(&delim);
     let mut out = Vec::new();
+    let mut part_start = first;
     loop {
         if body.get(pos..pos + 2) == Some(b"--") {
             return Ok(out);
@@ -349,7 +412,13 @@ fn parts(body: &[u8], boundary: &[u8]) -> Result<Vec<Part>, ApiError> {
         let headers = std::str::from_utf8(&body[head_start..head_end]).map_err(|_| malformed())?;
         let value_start = head_end + 4;
         let value_end = find(body, &next_delim, value_start).ok_or_else(malformed)?;
-        out.push(Part { name: field_name(headers), value: (value_start, value_end) });
+        // The next part starts after this one's trailing CRLF.
+        out.push(Part {
+            name: field_name(headers),
+            value: (value_start, value_end),
+            whole: (part_start, value_end + 2),
+        });
+        part_start = value_end + 2;
         pos = value_end + next_delim.len();
     }
 }
@@ -486,7 +555,7 @@ mod tests {
         let f = inspect_multipart(&body, ct).unwrap();
         assert_eq!(f.model, "whisper");
         assert!(f.stream);
-        let out = rewrite_multipart_model(&body, f.model_span, "whisper-1-provider");
+        let out = rewrite_multipart_model(&body, f.model_span, "whisper-1-provider", None);
         let f2 = inspect_multipart(&out, ct).unwrap();
         assert_eq!(f2.model, "whisper-1-provider");
         assert!(find(&out, &audio, 0).is_some(), "file bytes intact");
@@ -500,6 +569,51 @@ mod tests {
         assert_eq!(inspect_multipart(&multipart(&[("model", b"m")]), "multipart/form-data").unwrap_err().status, 400);
         let truncated = &multipart(&[("model", b"m")])[..20];
         assert_eq!(inspect_multipart(truncated, ct).unwrap_err().status, 400);
+    }
+}
+
+#[cfg(test)]
+mod end_user_tests {
+    use super::*;
+
+    #[test]
+    fn json_end_user_recorded_and_user_id_removed() {
+        let f = inspect_json(br#"{"model":"m","user":"alice"}"#).unwrap();
+        assert_eq!((f.end_user.as_deref(), f.json_user_id), (Some("alice"), false));
+        let body = br#"{"model":"m","user":"alice","user_id":42,"messages":[]}"#;
+        let f = inspect_json(body).unwrap();
+        assert_eq!((f.end_user.as_deref(), f.json_user_id), (Some("42"), true));
+        let v: serde_json::Value = serde_json::from_slice(&remove_json_member(body, "user_id")).unwrap();
+        assert_eq!(v, serde_json::json!({"model":"m","user":"alice","messages":[]}));
+        assert_eq!(inspect_json(br#"{"model":"m","user_id":"u-7"}"#).unwrap().end_user.as_deref(), Some("u-7"));
+        assert_eq!(inspect_json(br#"{"model":"m","user_id":null}"#).unwrap().end_user, None);
+    }
+
+    #[test]
+    fn multipart_user_id_part_is_removed_either_side_of_the_model() {
+        let ct = "multipart/form-data; boundary=B";
+        let part = |n: &str, v: &str| format!("--B\r\nContent-Disposition: form-data; name=\"{n}\"\r\n\r\n{v}\r\n");
+        for order in [["user_id", "model", "file"], ["model", "file", "user_id"]] {
+            let mut body = String::new();
+            for name in order {
+                body += &part(
+                    name,
+                    match name {
+                        "user_id" => "77",
+                        "model" => "whisper",
+                        _ => "RIFF....",
+                    },
+                );
+            }
+            body += "--B--\r\n";
+            let f = inspect_multipart(body.as_bytes(), ct).unwrap();
+            assert_eq!(f.end_user.as_deref(), Some("77"));
+            let out = rewrite_multipart_model(body.as_bytes(), f.model_span, "provider-w", f.user_id_part);
+            let g = inspect_multipart(&out, ct).unwrap();
+            assert_eq!(g.model, "provider-w");
+            assert_eq!(g.end_user, None, "{}", String::from_utf8_lossy(&out));
+            assert!(find(&out, b"RIFF....", 0).is_some());
+        }
     }
 }
 

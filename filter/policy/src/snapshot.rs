@@ -54,6 +54,52 @@ pub struct Settings {
     /// headers only when the secret matches. Empty: no identity headers are sent.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub identity_secret: String,
+    /// Where usage events go.
+    #[serde(default)]
+    pub ledger: LedgerSettings,
+}
+
+/// Delivery of usage events to the control plane.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerSettings {
+    /// Envoy cluster of the control plane; empty: events wait in the queue until one is set.
+    #[serde(default)]
+    pub cluster: String,
+    /// `:authority` of the ingestion call.
+    #[serde(default)]
+    pub authority: String,
+    /// Shared secret the control plane checks on ingestion (sent in
+    /// [`crate::ledger::SECRET_HEADER`]).
+    #[serde(default)]
+    pub secret: String,
+    /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted (0: the peer
+    /// address is the client).
+    #[serde(default)]
+    pub trusted_hops: u32,
+    /// Most bytes of events one Envoy worker holds while the control plane is away; beyond
+    /// that new events are dropped and counted.
+    #[serde(default = "default_queue_bytes")]
+    pub queue_bytes: u64,
+}
+
+/// Default [`LedgerSettings::queue_bytes`]: 64 MiB, some 150,000 events.
+pub const DEFAULT_QUEUE_BYTES: u64 = 64 << 20;
+
+fn default_queue_bytes() -> u64 {
+    DEFAULT_QUEUE_BYTES
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        Self {
+            cluster: String::new(),
+            authority: String::new(),
+            secret: String::new(),
+            trusted_hops: 0,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+        }
+    }
 }
 
 /// Default [`Settings::output_reservation`].
@@ -73,6 +119,7 @@ impl Default for Settings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             output_reservation: DEFAULT_OUTPUT_RESERVATION,
             identity_secret: String::new(),
+            ledger: LedgerSettings::default(),
         }
     }
 }

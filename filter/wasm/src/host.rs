@@ -83,15 +83,6 @@ impl ResponseHost for WasmHost {
     }
 }
 
-/// Envoy's clock as unix seconds (0 if the host cannot tell, which makes every expiry pass
-/// as "in the future" — acceptable only because the hostcall does not fail in practice).
-pub fn now_unix_secs() -> i64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl Host for WasmHost {
     fn request_header(&self, name: &str) -> Option<String> {
         hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
@@ -131,6 +122,11 @@ impl Host for WasmHost {
         if let Err(s) = hostcalls::send_http_response(u32::from(status), headers, Some(body)) {
             log::warn!("aqueduct: local reply {status} failed: {s:?}");
         }
+    }
+
+    fn peer_address(&self) -> Option<String> {
+        let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten()?;
+        String::from_utf8(bytes).ok()
     }
 
     fn clear_route_cache(&mut self) {

@@ -6,6 +6,7 @@
 #![deny(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod host;
+mod ledger;
 
 use aqueduct_policy::{Flow, Policy, RequestFilter};
 use host::WasmHost;
@@ -19,16 +20,44 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         log::error!("aqueduct filter panicked: {info}");
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { policy: None }) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id, policy: None, closing: false }) });
 }}
 
 /// Holds the parsed policy. Envoy creates a new root context for every config push, so this
 /// never changes after `on_configure`; in-flight requests keep the `Rc` they started with.
 struct Root {
+    /// This root context's id (answers to its HTTP calls come back to it).
+    id: u32,
     policy: Option<Rc<Policy>>,
+    /// `on_done` came: deliver what is queued, then signal `done()`.
+    closing: bool,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, _body: usize, _trailers: usize) {
+        let acknowledged = ledger::on_response(token_id, host::now_unix_ms());
+        if self.closing {
+            // Keep handing over what is left while the control plane takes it, then let go.
+            let sent = acknowledged
+                && self
+                    .policy
+                    .as_ref()
+                    .is_some_and(|p| ledger::flush(&p.settings.ledger, self.id, host::now_unix_ms()));
+            if !sent {
+                self.done();
+            }
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        // The plugin is going away (listener drained, Envoy stopping, or a newer config): hand
+        // over the queued events first; Envoy keeps this context until `done()`.
+        self.closing = true;
+        let sent =
+            self.policy.as_ref().is_some_and(|p| ledger::flush(&p.settings.ledger, self.id, host::now_unix_ms()));
+        !sent
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _size: usize) -> bool {
@@ -38,15 +67,21 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let swept = aqueduct_policy::admission::sweep(&mut WasmHost, host::now_unix_ms());
+        let now = host::now_unix_ms();
+        let swept = aqueduct_policy::admission::sweep(&mut WasmHost, now);
         if swept > 0 {
             log::debug!("aqueduct: emptied {swept} idle rate-limit windows");
+        }
+        if let Some(p) = &self.policy {
+            ledger::flush(&p.settings.ledger, self.id, now);
         }
     }
 
     fn on_configure(&mut self, _size: usize) -> bool {
-        // Idle rate-limit windows are swept from every VM's tick; only one sweeps per period.
-        self.set_tick_period(std::time::Duration::from_secs(5));
+        // Usage batches leave on this timer (events reach the database well within 2 s);
+        // idle rate-limit windows are swept from it too, by one VM per 30 s period.
+        self.set_tick_period(std::time::Duration::from_millis(200));
+        ledger::adopt(self.id);
         let Some(bytes) = self.get_plugin_configuration().filter(|b| !b.is_empty()) else {
             // No policy yet (e.g. a static config awaiting pull mode): fail closed, 503 on API routes.
             log::warn!("aqueduct: no policy in the plugin configuration; API requests get 503");
@@ -73,7 +108,7 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request { filter: RequestFilter::new(self.policy.clone()) }))
+        Some(Box::new(Request { filter: RequestFilter::new(self.policy.clone()), policy: self.policy.clone() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -83,14 +118,15 @@ impl RootContext for Root {
 
 struct Request {
     filter: RequestFilter,
+    /// Where this request's usage event goes.
+    policy: Option<Rc<Policy>>,
 }
 
 impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let now = host::now_unix_secs();
-        action(self.filter.on_request_headers(&mut WasmHost, end_of_stream, now))
+        action(self.filter.on_request_headers(&mut WasmHost, end_of_stream, host::now_unix_ms()))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
@@ -98,7 +134,7 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.filter.on_response_headers(&mut WasmHost);
+        self.filter.on_response_headers(&mut WasmHost, host::now_unix_ms());
         Action::Continue
     }
 
@@ -110,7 +146,10 @@ impl HttpContext for Request {
 
     fn on_log(&mut self) {
         // Called once per request, also when the client went away mid-stream.
-        self.filter.on_done(&mut WasmHost, host::now_unix_ms());
+        if let Some(event) = self.filter.on_done(&mut WasmHost, host::now_unix_ms()) {
+            let settings = self.policy.as_ref().map(|p| p.settings.ledger.clone()).unwrap_or_default();
+            ledger::record(event, &settings);
+        }
     }
 }
 

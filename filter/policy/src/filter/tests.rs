@@ -1,5 +1,7 @@
 use super::*;
 use crate::admission::tests::MemShared;
+use crate::ledger::{Outcome, UsageEvent};
+use crate::limits::Dim;
 use crate::snapshot::CapSpec;
 use crate::snapshot::{ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use crate::tokens::{hash_key, TokenTableSpec};
@@ -87,6 +89,9 @@ impl Host for TestHost {
     fn clear_route_cache(&mut self) {
         self.route_cleared = true;
     }
+    fn peer_address(&self) -> Option<String> {
+        Some("192.0.2.7:40000".into())
+    }
 }
 
 const NOW: i64 = 1_800_000_000;
@@ -140,7 +145,7 @@ fn policy() -> Rc<Policy> {
 fn run(host: &mut TestHost, policy: Option<Rc<Policy>>) -> Flow {
     let mut f = RequestFilter::new(policy);
     let has_body = !host.body.is_empty();
-    let flow = f.on_request_headers(host, !has_body, NOW);
+    let flow = f.on_request_headers(host, !has_body, NOW * 1000);
     if host.reply.is_some() || !has_body {
         return flow;
     }
@@ -269,7 +274,7 @@ fn request_shape_errors() {
 fn streamed_body_over_limit_is_413_without_content_length() {
     let mut h = chat("sk-good");
     let mut f = RequestFilter::new(Some(policy()));
-    assert_eq!(f.on_request_headers(&mut h, false, NOW), Flow::Pause);
+    assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Pause);
     assert_eq!(f.on_request_body(&mut h, 4000, false, 0), Flow::Pause);
     assert_eq!(f.on_request_body(&mut h, 5000, false, 0), Flow::Pause);
     assert_eq!(h.reply_json().0, 413);
@@ -337,7 +342,7 @@ fn run_shared(shared: &mut MemShared, key: &str, body: &[u8], now_ms: i64) -> (T
     h.body = body.to_vec();
     std::mem::swap(&mut h.shared, shared);
     let mut f = RequestFilter::new(Some(policy()));
-    if f.on_request_headers(&mut h, false, now_ms / 1000) == Flow::Pause && h.reply.is_none() {
+    if f.on_request_headers(&mut h, false, now_ms) == Flow::Pause && h.reply.is_none() {
         let size = h.body.len();
         f.on_request_body(&mut h, size, true, now_ms);
     }
@@ -392,7 +397,7 @@ fn streams_ask_for_usage_and_reservations_settle_with_it() {
 
     // The response: headers carry the tightest caps; the final chunk reports 30 output tokens.
     h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
-    f.on_response_headers(&mut h);
+    f.on_response_headers(&mut h, t0 + 5);
     assert_eq!(h.response_header("x-ratelimit-limit-output-tokens").as_deref(), Some("100"));
     assert_eq!(h.response_header("x-ratelimit-remaining-output-tokens").as_deref(), Some("20"));
     assert_eq!(h.response_header("x-ratelimit-remaining-requests").as_deref(), Some("1"));
@@ -414,7 +419,7 @@ fn failed_or_abandoned_responses_refund() {
     let body = br#"{"model":"chat","max_tokens":60,"messages":[]}"#;
     let (mut h, mut f) = run_shared(&mut shared, "sk-capped-a", body, t0);
     h.response_headers = vec![(":status".into(), "503".into())];
-    f.on_response_headers(&mut h);
+    f.on_response_headers(&mut h, t0 + 5);
     f.on_done(&mut shared, t0 + 10);
     let w = crate::limits::Window::from_bytes(&shared.data["aqueduct.rl.k.5"].0).used(Dim::OutputTokens, t0 + 10);
     assert_eq!(w, 0);
@@ -422,7 +427,7 @@ fn failed_or_abandoned_responses_refund() {
     let (mut h, mut f) =
         run_shared(&mut shared, "sk-capped-a", br#"{"model":"chat","stream":true,"max_tokens":90}"#, t0);
     h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
-    f.on_response_headers(&mut h);
+    f.on_response_headers(&mut h, t0 + 5);
     h.response_chunk = b"data: {\"choices\":[{\"delta\":{\"content\":\"12345678\"}}]}\n\n".to_vec();
     let n = h.response_chunk.len();
     f.on_response_body(&h, n);
@@ -440,7 +445,7 @@ fn mcp(path: &str, key: Option<&str>, extra: &[(&str, &str)]) -> TestHost {
     let mut h = TestHost::request("POST", path, &headers, b"");
     let mut f = RequestFilter::new(Some(policy()));
     // MCP bodies are not inspected: the decision is taken on the headers.
-    let flow = f.on_request_headers(&mut h, false, NOW);
+    let flow = f.on_request_headers(&mut h, false, NOW * 1000);
     assert_eq!(flow == Flow::Continue, h.reply.is_none());
     h
 }
@@ -488,6 +493,107 @@ fn mcp_unknown_and_excluded_servers_are_not_found() {
 fn mcp_without_policy_fails_closed() {
     let mut h = TestHost::request("POST", "/mcp", &[("authorization", "Bearer sk-good")], b"");
     let mut f = RequestFilter::new(None);
-    assert_eq!(f.on_request_headers(&mut h, false, NOW), Flow::Pause);
+    assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Pause);
     assert_eq!(h.reply_json().0, 503);
+}
+
+/// Runs `host` through the whole exchange and returns the ledger's event.
+fn event_of(mut h: TestHost, status: Option<(&str, &[u8])>) -> UsageEvent {
+    let mut shared = MemShared::default();
+    let t0 = NOW * 1000;
+    let mut f = RequestFilter::new(Some(policy()));
+    let has_body = !h.body.is_empty();
+    if f.on_request_headers(&mut h, !has_body, t0) == Flow::Pause && h.reply.is_none() {
+        let size = h.body.len();
+        std::mem::swap(&mut h.shared, &mut shared);
+        f.on_request_body(&mut h, size, true, t0 + 1);
+        std::mem::swap(&mut h.shared, &mut shared);
+    }
+    if let Some((code, body)) = status {
+        h.response_headers = vec![(":status".into(), code.into()), ("content-type".into(), "application/json".into())];
+        f.on_response_headers(&mut h, t0 + 40);
+        h.response_chunk = body.to_vec();
+        f.on_response_body(&h, body.len());
+    }
+    f.on_done(&mut shared, t0 + 100).expect("an event for every API request")
+}
+
+#[test]
+fn every_api_request_makes_one_event() {
+    let usage = br#"{"usage":{"prompt_tokens":12,"completion_tokens":7,"prompt_tokens_details":{"cached_tokens":2}}}"#;
+    let mut h = chat("sk-capped-a");
+    h.body = br#"{"model":"chat","user":"end-1","messages":[]}"#.to_vec();
+    h.headers.push(("user-agent".into(), "openai-python/1.0".into()));
+    h.headers.push(("x-forwarded-for".into(), "203.0.113.9".into()));
+    let e = event_of(h, Some(("200", usage)));
+    assert_eq!((e.status, e.outcome), (200, Some(Outcome::Ok)));
+    assert_eq!((e.token_id, e.user_id, e.org_id), (Some(5), Some(3), None), "as the policy has it");
+    assert_eq!(e.model.as_deref(), Some("chat"));
+    assert_eq!(e.end_user.as_deref(), Some("end-1"));
+    assert_eq!((e.input_tokens, e.output_tokens, e.cached_tokens, e.estimated), (12, 7, 2, false));
+    assert_eq!((e.at_ms, e.ttfb_ms, e.latency_ms), (NOW * 1000, Some(40), 100));
+    assert_eq!((e.path.as_str(), e.method.as_str()), ("/v1/chat/completions", "POST"));
+    assert_eq!(e.client_ip.as_deref(), Some("192.0.2.7"), "no trusted hops: the peer, not the header");
+    assert_eq!(e.user_agent.as_deref(), Some("openai-python/1.0"));
+    assert!(e.request_id.is_empty(), "the adapter assigns ids");
+
+    // Refusals: recorded with their outcome and no tokens.
+    let e = event_of(chat("sk-nope"), None);
+    assert_eq!((e.status, e.outcome, e.token_id, e.input_tokens), (401, Some(Outcome::Unauthorized), None, 0));
+    let mut h = chat("sk-good");
+    h.body = br#"{"model":"nope","messages":[]}"#.to_vec();
+    let e = event_of(h, None);
+    assert_eq!((e.status, e.outcome, e.token_id, e.model), (404, Some(Outcome::NotFound), Some(1), None));
+    let e = event_of(TestHost::request("GET", "/v1/models", &[("authorization", "Bearer sk-good")], b""), None);
+    assert_eq!((e.status, e.outcome), (200, Some(Outcome::Ok)));
+    let e = event_of(TestHost::request("POST", "/v1/responses?x=1", &[], b"{}"), None);
+    assert_eq!((e.status, e.outcome, e.path.as_str()), (404, Some(Outcome::NotFound), "/v1/responses"));
+
+    // The provider failed; the client left before any answer.
+    let e = event_of(chat("sk-good"), Some(("502", b"")));
+    assert_eq!((e.status, e.outcome), (502, Some(Outcome::UpstreamError)));
+    let e = event_of(chat("sk-good"), None);
+    assert_eq!((e.status, e.outcome), (0, Some(Outcome::ClientClosed)));
+
+    // A rate-limited request.
+    let mut shared = MemShared::default();
+    for _ in 0..2 {
+        run_shared(&mut shared, "sk-capped-a", SMALL, NOW * 1000);
+    }
+    let (mut h, mut f) = run_shared(&mut shared, "sk-capped-a", SMALL, NOW * 1000);
+    assert_eq!(h.reply_json().0, 429);
+    let e = f.on_done(&mut h.shared, NOW * 1000).unwrap();
+    assert_eq!((e.status, e.outcome, e.token_id), (429, Some(Outcome::RateLimited), Some(5)));
+}
+
+#[test]
+fn aqueducts_user_id_is_recorded_and_not_forwarded() {
+    let mut h = chat("sk-good");
+    h.body = br#"{"model":"chat","user_id":1234,"messages":[]}"#.to_vec();
+    let mut f = RequestFilter::new(Some(policy()));
+    assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Pause);
+    let size = h.body.len();
+    assert_eq!(f.on_request_body(&mut h, size, true, NOW * 1000), Flow::Continue);
+    let sent: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
+    assert!(sent.get("user_id").is_none(), "{sent}");
+    assert_eq!(sent["model"], "provider-chat");
+    assert_eq!(h.header("content-length"), Some(h.body.len().to_string().as_str()));
+    let e = f.on_done(&mut MemShared::default(), NOW * 1000 + 5).unwrap();
+    assert_eq!(e.end_user.as_deref(), Some("1234"));
+}
+
+#[test]
+fn mcp_refusals_go_to_the_ledger_and_served_requests_to_the_control_plane() {
+    // Served: the control plane records it (with the MCP method), so the filter does not.
+    let mut h = TestHost::request("POST", "/mcp", &[("authorization", "Bearer sk-good")], b"");
+    let mut f = RequestFilter::new(Some(policy()));
+    assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Continue);
+    assert!(f.on_done(&mut MemShared::default(), NOW * 1000 + 3).is_none());
+    // Refused by the filter: one event, with the key's identity when it is known.
+    let h = TestHost::request("POST", "/mcp-servers/secret-tools/mcp", &[("authorization", "Bearer sk-excluder")], b"");
+    let e = event_of(h, None);
+    assert_eq!((e.status, e.outcome, e.token_id), (404, Some(Outcome::NotFound), Some(7)));
+    assert_eq!(e.path, "/mcp-servers/secret-tools/mcp");
+    let e = event_of(TestHost::request("POST", "/mcp", &[], b""), None);
+    assert_eq!((e.status, e.outcome), (401, Some(Outcome::Unauthorized)));
 }

@@ -1,10 +1,5 @@
--- MCP gateway: the per-deployment secret that makes the filter's identity headers trustworthy,
--- and MCP sessions kept in the store so they survive a control-plane restart.
-
-CREATE TABLE gateway_secrets (
-    name   TEXT PRIMARY KEY,
-    value  TEXT NOT NULL
-);
+-- MCP gateway: sessions kept in the store so they survive a control-plane restart, and the
+-- servers managed through the API. (The identity secret lives in gateway_secrets, 0004.)
 
 -- One row per gateway session (the Mcp-Session-Id the client sees).
 CREATE TABLE mcp_sessions (

@@ -1,0 +1,258 @@
+//! Storing event batches: parse, insert each request id once, roll up what was new.
+
+use crate::db::Db;
+use crate::with_pool;
+use aqueduct_policy::ledger::{Outcome, UsageEvent};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Rollup granularities and their widths in milliseconds.
+pub const BUCKETS: [(&str, i64); 3] = [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
+
+/// Rows per insert statement (23 columns; well under both backends' parameter limits).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// A parsed batch.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Valid events.
+    pub events: Vec<UsageEvent>,
+    /// Lines that were not events (skipped: retrying would not make them valid).
+    pub invalid: usize,
+}
+
+/// Parses newline-delimited JSON events.
+pub fn parse(body: &[u8]) -> Parsed {
+    let mut out = Parsed::default();
+    for line in body.split(|b| *b == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice::<UsageEvent>(line) {
+            Ok(e) if !e.request_id.is_empty() && e.request_id.len() <= 128 => out.events.push(e),
+            _ => out.invalid += 1,
+        }
+    }
+    out
+}
+
+/// What a store call did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stored {
+    /// Events new to the ledger.
+    pub inserted: usize,
+    /// Events already stored (a resent batch).
+    pub duplicates: usize,
+}
+
+/// One rollup group.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey {
+    bucket: &'static str,
+    start_ms: i64,
+    org_id: i64,
+    team_id: i64,
+    user_id: i64,
+    service_account_id: i64,
+    token_id: i64,
+    model: String,
+    end_user: String,
+    status: i32,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Sums {
+    requests: i64,
+    input: i64,
+    output: i64,
+    cached: i64,
+    reasoning: i64,
+    latency: i64,
+}
+
+fn n(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn id(v: Option<u64>) -> Option<i64> {
+    v.map(n)
+}
+
+fn outcome(e: &UsageEvent) -> &'static str {
+    e.outcome.unwrap_or(Outcome::ClientClosed).as_str()
+}
+
+/// Rollup increments for `events`, sorted so concurrent writers lock rows in one order.
+fn rollups(events: &[&UsageEvent]) -> BTreeMap<GroupKey, Sums> {
+    let mut out: BTreeMap<GroupKey, Sums> = BTreeMap::new();
+    for e in events {
+        for (bucket, width) in BUCKETS {
+            let key = GroupKey {
+                bucket,
+                start_ms: e.at_ms.div_euclid(width) * width,
+                org_id: id(e.org_id).unwrap_or(0),
+                team_id: id(e.team_id).unwrap_or(0),
+                user_id: id(e.user_id).unwrap_or(0),
+                service_account_id: id(e.service_account_id).unwrap_or(0),
+                token_id: id(e.token_id).unwrap_or(0),
+                model: e.model.clone().unwrap_or_default(),
+                end_user: e.end_user.clone().unwrap_or_default(),
+                status: i32::from(e.status),
+            };
+            let s = out.entry(key).or_default();
+            s.requests += 1;
+            s.input += n(e.input_tokens);
+            s.output += n(e.output_tokens);
+            s.cached += n(e.cached_tokens);
+            s.reasoning += n(e.reasoning_tokens);
+            s.latency += n(e.latency_ms);
+        }
+    }
+    out
+}
+
+/// Stores `events` in one transaction: each request id once, rollups for the new ones, and the
+/// keys' `last_used_at`.
+pub async fn store(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Result<Stored, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(Stored::default());
+    }
+    with_pool!(db, p => {
+        let mut tx = p.begin().await?;
+        let mut inserted: BTreeSet<String> = BTreeSet::new();
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO usage_events (request_id, at_ms, token_id, user_id, service_account_id, team_id, \
+                 org_id, end_user, model, path, method, status, outcome, input_tokens, output_tokens, \
+                 cached_tokens, reasoning_tokens, estimated, latency_ms, ttfb_ms, streamed, client_ip, \
+                 user_agent, received_at_ms) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(e.request_id.clone())
+                    .push_bind(e.at_ms)
+                    .push_bind(id(e.token_id))
+                    .push_bind(id(e.user_id))
+                    .push_bind(id(e.service_account_id))
+                    .push_bind(id(e.team_id))
+                    .push_bind(id(e.org_id))
+                    .push_bind(e.end_user.clone())
+                    .push_bind(e.model.clone())
+                    .push_bind(e.path.clone())
+                    .push_bind(e.method.clone())
+                    .push_bind(i32::from(e.status))
+                    .push_bind(outcome(e))
+                    .push_bind(n(e.input_tokens))
+                    .push_bind(n(e.output_tokens))
+                    .push_bind(n(e.cached_tokens))
+                    .push_bind(n(e.reasoning_tokens))
+                    .push_bind(e.estimated)
+                    .push_bind(n(e.latency_ms))
+                    .push_bind(e.ttfb_ms.map(n))
+                    .push_bind(e.streamed)
+                    .push_bind(e.client_ip.clone())
+                    .push_bind(e.user_agent.clone())
+                    .push_bind(received_at_ms);
+            });
+            qb.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+            let ids: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await?;
+            inserted.extend(ids);
+        }
+        // A batch may repeat an id within itself: count each new id's first occurrence only.
+        let mut seen = BTreeSet::new();
+        let new: Vec<&UsageEvent> =
+            events.iter().filter(|e| inserted.contains(&e.request_id) && seen.insert(e.request_id.as_str())).collect();
+        let groups: Vec<(GroupKey, Sums)> = rollups(&new).into_iter().collect();
+        for chunk in groups.chunks(ROWS_PER_STATEMENT) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO usage_rollups (bucket, start_ms, org_id, team_id, user_id, service_account_id, \
+                 token_id, model, end_user, status, requests, input_tokens, output_tokens, cached_tokens, \
+                 reasoning_tokens, latency_ms_sum) ",
+            );
+            qb.push_values(chunk, |mut b, (k, s)| {
+                b.push_bind(k.bucket)
+                    .push_bind(k.start_ms)
+                    .push_bind(k.org_id)
+                    .push_bind(k.team_id)
+                    .push_bind(k.user_id)
+                    .push_bind(k.service_account_id)
+                    .push_bind(k.token_id)
+                    .push_bind(k.model.clone())
+                    .push_bind(k.end_user.clone())
+                    .push_bind(k.status)
+                    .push_bind(s.requests)
+                    .push_bind(s.input)
+                    .push_bind(s.output)
+                    .push_bind(s.cached)
+                    .push_bind(s.reasoning)
+                    .push_bind(s.latency);
+            });
+            qb.push(
+                " ON CONFLICT (bucket, start_ms, org_id, team_id, user_id, service_account_id, token_id, model, \
+                 end_user, status) DO UPDATE SET requests = usage_rollups.requests + excluded.requests, \
+                 input_tokens = usage_rollups.input_tokens + excluded.input_tokens, \
+                 output_tokens = usage_rollups.output_tokens + excluded.output_tokens, \
+                 cached_tokens = usage_rollups.cached_tokens + excluded.cached_tokens, \
+                 reasoning_tokens = usage_rollups.reasoning_tokens + excluded.reasoning_tokens, \
+                 latency_ms_sum = usage_rollups.latency_ms_sum + excluded.latency_ms_sum",
+            );
+            qb.build().execute(&mut *tx).await?;
+        }
+        // Keys' last use, in seconds like the rest of the tokens table.
+        let mut last_used: BTreeMap<i64, i64> = BTreeMap::new();
+        for e in &new {
+            if let Some(t) = id(e.token_id) {
+                let at = e.at_ms.div_euclid(1000);
+                let v = last_used.entry(t).or_insert(at);
+                *v = (*v).max(at);
+            }
+        }
+        for (token, at) in last_used {
+            sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)")
+                .bind(at)
+                .bind(token)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Stored { inserted: new.len(), duplicates: events.len() - new.len() })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lines_and_counts_garbage() {
+        let body = b"{\"request_id\":\"a\",\"at_ms\":1,\"path\":\"/v1/x\",\"method\":\"POST\",\"status\":200,\"outcome\":\"ok\"}\n\nnot json\n{\"request_id\":\"\",\"at_ms\":1,\"path\":\"p\",\"method\":\"m\",\"status\":1,\"outcome\":null}\n";
+        let p = parse(body);
+        assert_eq!((p.events.len(), p.invalid), (1, 2));
+        assert_eq!(p.events[0].outcome, Some(Outcome::Ok));
+    }
+
+    #[test]
+    fn rollups_group_by_bucket_and_dimensions() {
+        let e = |at_ms, model: &str, out| UsageEvent {
+            request_id: format!("{at_ms}"),
+            at_ms,
+            org_id: Some(3),
+            model: Some(model.into()),
+            status: 200,
+            output_tokens: out,
+            ..Default::default()
+        };
+        let events = [e(0, "a", 1), e(59_999, "a", 2), e(60_000, "a", 4), e(60_001, "b", 8)];
+        let refs: Vec<&UsageEvent> = events.iter().collect();
+        let r = rollups(&refs);
+        let get = |bucket, start_ms, model: &str| {
+            r.iter()
+                .find(|(k, _)| k.bucket == bucket && k.start_ms == start_ms && k.model == model)
+                .map(|(_, s)| (s.requests, s.output))
+        };
+        assert_eq!(get("minute", 0, "a"), Some((2, 3)));
+        assert_eq!(get("minute", 60_000, "a"), Some((1, 4)));
+        assert_eq!(get("hour", 0, "a"), Some((3, 7)));
+        assert_eq!(get("day", 0, "b"), Some((1, 8)));
+        assert_eq!(r.len(), 3 + 2 + 2);
+    }
+}

@@ -1,0 +1,148 @@
+//! The VM's usage-event outbox and its delivery to the control plane.
+//!
+//! The outbox lives in VM-global state, not in the root context: Envoy replaces the root
+//! context on every policy push, and queued events must survive that. HTTP contexts push from
+//! `on_log`; the root context's timer sends one batch at a time with `dispatch_http_call`.
+
+use aqueduct_policy::ledger::{IdSource, Outbox, OutboxStats, UsageEvent, INGEST_PATH, SECRET_HEADER};
+use aqueduct_policy::snapshot::LedgerSettings;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{MapType, MetricType};
+use std::cell::RefCell;
+use std::time::Duration;
+
+/// Largest batch body sent in one call.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// How long one ingestion call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct State {
+    outbox: Outbox,
+    ids: IdSource,
+    /// The call in flight: (hostcall token, batch id, root context that made it).
+    call: Option<(u32, u64, u32)>,
+    /// Stats already reported to Envoy, to increment by the difference.
+    reported: OutboxStats,
+    metrics: Option<Metrics>,
+}
+
+#[derive(Clone, Copy)]
+struct Metrics {
+    delivered: u32,
+    dropped: u32,
+    failed: u32,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+fn with<R>(queue_bytes: u64, f: impl FnOnce(&mut State) -> R) -> R {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let st = s.get_or_insert_with(|| State {
+            outbox: Outbox::new(usize::try_from(queue_bytes).unwrap_or(usize::MAX), MAX_BATCH_BYTES),
+            ids: IdSource::new(IdSource::random_seed()),
+            call: None,
+            reported: OutboxStats::default(),
+            metrics: None,
+        });
+        f(st)
+    })
+}
+
+/// Gives the event its id and queues it.
+pub fn record(mut event: UsageEvent, settings: &LedgerSettings) {
+    with(settings.queue_bytes, |st| {
+        event.request_id = st.ids.next_id();
+        if !st.outbox.push(&event) {
+            report(st);
+        }
+    });
+}
+
+/// A new root context `root` took over (a policy push): the answer to a call made by the one
+/// it replaced goes to a context that no longer exists, so that batch is sent again.
+pub fn adopt(root: u32) {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(st) = s.as_mut() else { return };
+        if st.call.is_some_and(|(_, _, r)| r != root) {
+            st.call = None;
+            st.outbox.abandon_in_flight();
+        }
+    });
+}
+
+/// Sends the next batch if one is due (from root context `root`); true if a call went out.
+pub fn flush(settings: &LedgerSettings, root: u32, now_ms: i64) -> bool {
+    if settings.cluster.is_empty() {
+        return false;
+    }
+    with(settings.queue_bytes, |st| {
+        let Some(batch) = st.outbox.next_batch(now_ms) else { return false };
+        let headers = vec![
+            (":method", "POST"),
+            (":path", INGEST_PATH),
+            (":authority", settings.authority.as_str()),
+            ("content-type", "application/x-ndjson"),
+            (SECRET_HEADER, settings.secret.as_str()),
+        ];
+        match hostcalls::dispatch_http_call(&settings.cluster, headers, Some(&batch.body), vec![], CALL_TIMEOUT) {
+            Ok(token) => {
+                st.call = Some((token, batch.id, root));
+                true
+            }
+            Err(s) => {
+                log::warn!("aqueduct: usage batch not sent: {s:?}");
+                st.outbox.settle(batch.id, false, now_ms);
+                report(st);
+                false
+            }
+        }
+    })
+}
+
+/// Settles the batch whose call `token` answered (from the root context's callback); true if
+/// it was acknowledged.
+pub fn on_response(token: u32, now_ms: i64) -> bool {
+    STATE.with(|s| {
+        let mut s = s.borrow_mut();
+        let Some(st) = s.as_mut() else { return false };
+        let Some((t, batch, _)) = st.call else { return false };
+        if t != token {
+            return false;
+        }
+        st.call = None;
+        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+        let ok = status.as_deref().is_some_and(|s| s.starts_with('2'));
+        if !ok {
+            log::warn!("aqueduct: usage batch refused by the control plane (status {status:?}); will retry");
+        }
+        st.outbox.settle(batch, ok, now_ms);
+        report(st);
+        ok
+    })
+}
+
+/// Moves the outbox's counters into Envoy stats (`wasmcustom.aqueduct_usage_*`).
+fn report(st: &mut State) {
+    let m = *st.metrics.get_or_insert_with(|| {
+        let def = |n: &str| hostcalls::define_metric(MetricType::Counter, n).unwrap_or(u32::MAX);
+        Metrics {
+            delivered: def("aqueduct_usage_events_delivered"),
+            dropped: def("aqueduct_usage_events_dropped"),
+            failed: def("aqueduct_usage_batches_failed"),
+        }
+    });
+    let now = st.outbox.stats();
+    let inc = |id: u32, new: u64, old: u64| {
+        if id != u32::MAX && new > old {
+            let _ = hostcalls::increment_metric(id, i64::try_from(new - old).unwrap_or(i64::MAX));
+        }
+    };
+    inc(m.delivered, now.delivered, st.reported.delivered);
+    inc(m.dropped, now.dropped, st.reported.dropped);
+    inc(m.failed, now.failed_batches, st.reported.failed_batches);
+    st.reported = now;
+}
