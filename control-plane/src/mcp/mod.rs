@@ -124,6 +124,8 @@ impl Mcp {
     ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
+            // Small JSON-RPC writes must not wait for the upstream's delayed ACK.
+            .tcp_nodelay(true)
             // Upstream redirects would carry the server's credentials elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
