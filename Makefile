@@ -57,10 +57,11 @@ run: build $(MCP_TEST) ## Start the gateway (control plane + Envoy + demo upstre
 	@tools/run.sh
 
 .PHONY: bench
-bench: build ## Measure the data plane against plain Envoy (writes bench/results.json; ~3 min)
+bench: build ## Measure the data plane against plain Envoy, and the usage ledger (bench/results.json; ~8 min)
 	@command -v wrk >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null)
 	@command -v taskset >/dev/null || echo "bench: taskset not found; processes are not pinned"
 	python3 bench/run.py
+	python3 bench/ledger.py
 
 .PHONY: fmt
 fmt: ## Format the code

@@ -8,9 +8,15 @@ CPU 1; a 1 KB chat request; alternating rounds, medians reported):
             usage metering), no rate limits;
   limits    the same with caps at key, user and org level (set far above the load, so every
             request takes the limiter's full path and none is refused).
-Writes bench/results.json and prints a table. Bounded: about 3 minutes.
+Then, against the same processes:
+  streaming    time to first byte and the gaps between SSE chunks (the fake upstream sends 10
+               chunks 50 ms apart), baseline vs filter, 20 streams each;
+  propagation  the filter variant's token table grown to 1k, 10k and 100k keys (written straight
+               into its database), then one key created through the API: time until Envoy accepts
+               it (the whole policy is pushed), and Envoy's resident memory at each size.
+Writes bench/results.json and prints a table. Bounded: about 5 minutes.
 """
-import json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time, urllib.request, statistics
+import hashlib, http.client, json, os, re, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time, urllib.request, statistics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVOY = os.environ.get("ENVOY") or os.path.join(ROOT, ".venv/bin/envoy")
@@ -145,6 +151,69 @@ class Variant:
         return {"rps": reqs / secs, "p50_us": p50, "p99_us": p99, "cpu_us_per_req": cpu * 1e6 / max(reqs, 1),
                 "requests": reqs, "non_2xx": errors}
 
+    def stream_timing(self, n=20, chunks=10, gap_ms=50):
+        """Time to first byte and inter-chunk gaps of `n` streamed chat completions."""
+        body = json.dumps({"model": "bench", "stream": True, "messages": [{"role": "user", "content": "stream please"}]})
+        headers = {"Authorization": "Bearer " + self.key, "Content-Type": "application/json",
+                   "x-fake-chunks": str(chunks), "x-fake-chunk-delay-ms": str(gap_ms)}
+        ttfb, gaps = [], []
+        for _ in range(n):
+            c = http.client.HTTPConnection("127.0.0.1", self.listen, timeout=30)
+            t0 = time.perf_counter()
+            c.request("POST", "/v1/chat/completions", body, headers)
+            r = c.getresponse()
+            arrivals = []
+            while True:
+                data = r.read1(65536)
+                if not data:
+                    break
+                arrivals.append(time.perf_counter())
+            c.close()
+            ttfb.append((arrivals[0] - t0) * 1000)
+            gaps.extend((b - a) * 1000 for a, b in zip(arrivals, arrivals[1:]))
+        gaps.sort()
+        return {"ttfb_ms_p50": statistics.median(ttfb), "gap_ms_p50": statistics.median(gaps),
+                "gap_ms_p99": gaps[int(len(gaps) * 0.99)], "chunks_seen": len(gaps) + n}
+
+    def rss_mb(self):
+        for line in open(f"/proc/{self.envoy.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def propagation(self, sizes=(1_000, 10_000, 100_000)):
+        """Grows the token table and times one new key from API call to acceptance."""
+        db = sqlite3.connect(os.path.join(self.tmp, "aqueduct.db"), timeout=30)
+        out = {"tokens_0": {"envoy_rss_mb": self.rss_mb()}}
+        # The bulk keys belong to a user of their own (the admin's personal keys are capped).
+        org = self.api("POST", "/api/v1/orgs", {"name": "bulk"})["id"]
+        owner = int(self.api("POST", "/api/v1/users", {"email": "bulk@bench.example", "org_id": org, "role": "user"})["id"])
+        have = 0
+        for size in sizes:
+            rows = [(owner, f"bulk-{i}", hashlib.sha256(f"bench-bulk-{i}".encode()).hexdigest(), "sk-…bulk", 0)
+                    for i in range(have, size)]
+            db.executemany("INSERT INTO tokens (user_id, name, key_hash, preview, created_at) VALUES (?, ?, ?, ?, ?)", rows)
+            db.commit()
+            have = size
+            t0 = time.time()
+            key = self.api("POST", "/api/v1/tokens", {"name": f"probe-{size}"})["key"]
+            while True:
+                req = urllib.request.Request(f"http://127.0.0.1:{self.listen}/v1/models", headers={"Authorization": "Bearer " + key})
+                try:
+                    with urllib.request.urlopen(req, timeout=5) as r:
+                        if r.status == 200:
+                            break
+                except Exception:
+                    pass
+                if time.time() - t0 > 60:
+                    raise RuntimeError(f"key not accepted within 60 s at {size} tokens")
+                time.sleep(0.005)
+            took = (time.time() - t0) * 1000
+            time.sleep(1)  # let every VM finish parsing before reading memory
+            out[f"tokens_{size}"] = {"new_key_accepted_ms": took, "envoy_rss_mb": self.rss_mb()}
+        db.close()
+        return out
+
     def stop(self):
         for p in reversed(self.procs):
             p.send_signal(signal.SIGTERM)
@@ -174,6 +243,8 @@ def main():
         for r in range(ROUNDS):
             for v in (variants if r % 2 == 0 else list(reversed(variants))):
                 results[v.name].append(v.measure())
+        streaming = {v.name: v.stream_timing() for v in variants[:2]}
+        propagation = variants[1].propagation()
     finally:
         for v in variants:
             v.stop()
@@ -189,13 +260,17 @@ def main():
            # Only the version: the binary's path is machine-specific.
            "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.split("version:")[-1].strip(),
            "load": f"wrk -t1 -c{CONNECTIONS} -d{DURATION}s, 1 KB chat request, {ROUNDS} alternating rounds, medians",
-           "medians": med, "runs": results}
+           "medians": med, "runs": results, "streaming": streaming, "propagation": propagation}
     path = os.path.join(ROOT, "bench/results.json")
     json.dump(out, open(path, "w"), indent=2)
     print(f"{'variant':10} {'req/s':>9} {'x base':>7} {'p50 µs':>8} {'p99 µs':>8} {'x base':>7} {'CPU µs/req':>11} {'added':>7}")
     for n, m in med.items():
         print(f"{n:10} {m['rps']:9.0f} {m['rps_ratio']:7.2f} {m['p50_us']:8.0f} {m['p99_us']:8.0f} {m['p99_ratio']:7.2f} "
               f"{m['cpu_us_per_req']:11.1f} {m['cpu_us_added']:7.1f}")
+    for n, st in streaming.items():
+        print(f"streaming {n:9} ttfb p50 {st['ttfb_ms_p50']:.1f} ms, chunk gap p50 {st['gap_ms_p50']:.1f} ms, p99 {st['gap_ms_p99']:.1f} ms")
+    for n, pr in propagation.items():
+        print(f"propagation {n:13} " + ", ".join(f"{k} {v:.0f}" for k, v in pr.items()))
     print(f"written to {path}")
 
 

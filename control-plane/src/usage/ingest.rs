@@ -117,6 +117,129 @@ pub async fn store(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Resul
     if events.is_empty() {
         return Ok(Stored::default());
     }
+    match db {
+        Db::Postgres(p) => store_pg(p, events, received_at_ms).await,
+        Db::Sqlite(_) => store_rows(db, events, received_at_ms).await,
+    }
+}
+
+/// The events of `events` whose ids are in `inserted`, each id once.
+fn fresh<'a>(events: &'a [UsageEvent], inserted: &BTreeSet<String>) -> Vec<&'a UsageEvent> {
+    let mut seen = BTreeSet::new();
+    events.iter().filter(|e| inserted.contains(&e.request_id) && seen.insert(e.request_id.as_str())).collect()
+}
+
+/// Each key's latest use among `events`, in seconds like the rest of the tokens table.
+fn last_used(events: &[&UsageEvent]) -> BTreeMap<i64, i64> {
+    let mut out: BTreeMap<i64, i64> = BTreeMap::new();
+    for e in events {
+        if let Some(t) = id(e.token_id) {
+            let at = e.at_ms.div_euclid(1000);
+            let v = out.entry(t).or_insert(at);
+            *v = (*v).max(at);
+        }
+    }
+    out
+}
+
+const ROLLUP_CONFLICT: &str =
+    " ON CONFLICT (bucket, start_ms, org_id, team_id, user_id, service_account_id, token_id, \
+     model, end_user, status) DO UPDATE SET requests = usage_rollups.requests + excluded.requests, \
+     input_tokens = usage_rollups.input_tokens + excluded.input_tokens, \
+     output_tokens = usage_rollups.output_tokens + excluded.output_tokens, \
+     cached_tokens = usage_rollups.cached_tokens + excluded.cached_tokens, \
+     reasoning_tokens = usage_rollups.reasoning_tokens + excluded.reasoning_tokens, \
+     latency_ms_sum = usage_rollups.latency_ms_sum + excluded.latency_ms_sum";
+
+/// PostgreSQL: whole columns as arrays (`UNNEST`), so a statement's size and parse cost do not
+/// grow with the batch.
+async fn store_pg(p: &sqlx::PgPool, events: &[UsageEvent], received_at_ms: i64) -> Result<Stored, sqlx::Error> {
+    let mut tx = p.begin().await?;
+    let col = |f: &dyn Fn(&UsageEvent) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
+    let text = |f: &dyn Fn(&UsageEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO usage_events (request_id, at_ms, token_id, user_id, service_account_id, team_id, org_id, \
+         end_user, model, path, method, status, outcome, input_tokens, output_tokens, cached_tokens, \
+         reasoning_tokens, estimated, latency_ms, ttfb_ms, streamed, client_ip, user_agent, received_at_ms) \
+         SELECT *, $24::int8 FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+         $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int4[], $13::text[], $14::int8[], \
+         $15::int8[], $16::int8[], $17::int8[], $18::bool[], $19::int8[], $20::int8[], $21::bool[], $22::text[], \
+         $23::text[]) ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+    )
+    .bind(events.iter().map(|e| e.request_id.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.at_ms).collect::<Vec<_>>())
+    .bind(col(&|e| id(e.token_id)))
+    .bind(col(&|e| id(e.user_id)))
+    .bind(col(&|e| id(e.service_account_id)))
+    .bind(col(&|e| id(e.team_id)))
+    .bind(col(&|e| id(e.org_id)))
+    .bind(text(&|e| e.end_user.clone()))
+    .bind(text(&|e| e.model.clone()))
+    .bind(events.iter().map(|e| e.path.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.method.clone()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| i32::from(e.status)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| outcome(e).to_string()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| n(e.input_tokens)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| n(e.output_tokens)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| n(e.cached_tokens)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| n(e.reasoning_tokens)).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.estimated).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| n(e.latency_ms)).collect::<Vec<_>>())
+    .bind(col(&|e| e.ttfb_ms.map(n)))
+    .bind(events.iter().map(|e| e.streamed).collect::<Vec<_>>())
+    .bind(text(&|e| e.client_ip.clone()))
+    .bind(text(&|e| e.user_agent.clone()))
+    .bind(received_at_ms)
+    .fetch_all(&mut *tx)
+    .await?;
+    let inserted: BTreeSet<String> = inserted.into_iter().collect();
+    let new = fresh(events, &inserted);
+    let groups: Vec<(GroupKey, Sums)> = rollups(&new).into_iter().collect();
+    if !groups.is_empty() {
+        let g = |f: &dyn Fn(&(GroupKey, Sums)) -> i64| groups.iter().map(f).collect::<Vec<_>>();
+        sqlx::query(&format!(
+            "INSERT INTO usage_rollups (bucket, start_ms, org_id, team_id, user_id, service_account_id, token_id, \
+             model, end_user, status, requests, input_tokens, output_tokens, cached_tokens, reasoning_tokens, \
+             latency_ms_sum) SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
+             $6::int8[], $7::int8[], $8::text[], $9::text[], $10::int4[], $11::int8[], $12::int8[], $13::int8[], \
+             $14::int8[], $15::int8[], $16::int8[]){ROLLUP_CONFLICT}"
+        ))
+        .bind(groups.iter().map(|(k, _)| k.bucket.to_string()).collect::<Vec<_>>())
+        .bind(g(&|(k, _)| k.start_ms))
+        .bind(g(&|(k, _)| k.org_id))
+        .bind(g(&|(k, _)| k.team_id))
+        .bind(g(&|(k, _)| k.user_id))
+        .bind(g(&|(k, _)| k.service_account_id))
+        .bind(g(&|(k, _)| k.token_id))
+        .bind(groups.iter().map(|(k, _)| k.model.clone()).collect::<Vec<_>>())
+        .bind(groups.iter().map(|(k, _)| k.end_user.clone()).collect::<Vec<_>>())
+        .bind(groups.iter().map(|(k, _)| k.status).collect::<Vec<_>>())
+        .bind(g(&|(_, s)| s.requests))
+        .bind(g(&|(_, s)| s.input))
+        .bind(g(&|(_, s)| s.output))
+        .bind(g(&|(_, s)| s.cached))
+        .bind(g(&|(_, s)| s.reasoning))
+        .bind(g(&|(_, s)| s.latency))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let used = last_used(&new);
+    if !used.is_empty() {
+        sqlx::query(
+            "UPDATE tokens t SET last_used_at = u.at FROM UNNEST($1::int8[], $2::int8[]) AS u(id, at) \
+             WHERE t.id = u.id AND (t.last_used_at IS NULL OR t.last_used_at < u.at)",
+        )
+        .bind(used.keys().copied().collect::<Vec<_>>())
+        .bind(used.values().copied().collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Stored { inserted: new.len(), duplicates: events.len() - new.len() })
+}
+
+/// The portable path (SQLite): multi-row `VALUES`.
+async fn store_rows(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Result<Stored, sqlx::Error> {
     with_pool!(db, p => {
         let mut tx = p.begin().await?;
         let mut inserted: BTreeSet<String> = BTreeSet::new();
@@ -158,9 +281,7 @@ pub async fn store(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Resul
             inserted.extend(ids);
         }
         // A batch may repeat an id within itself: count each new id's first occurrence only.
-        let mut seen = BTreeSet::new();
-        let new: Vec<&UsageEvent> =
-            events.iter().filter(|e| inserted.contains(&e.request_id) && seen.insert(e.request_id.as_str())).collect();
+        let new = fresh(events, &inserted);
         let groups: Vec<(GroupKey, Sums)> = rollups(&new).into_iter().collect();
         for chunk in groups.chunks(ROWS_PER_STATEMENT) {
             let mut qb = sqlx::QueryBuilder::new(
@@ -186,27 +307,10 @@ pub async fn store(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Resul
                     .push_bind(s.reasoning)
                     .push_bind(s.latency);
             });
-            qb.push(
-                " ON CONFLICT (bucket, start_ms, org_id, team_id, user_id, service_account_id, token_id, model, \
-                 end_user, status) DO UPDATE SET requests = usage_rollups.requests + excluded.requests, \
-                 input_tokens = usage_rollups.input_tokens + excluded.input_tokens, \
-                 output_tokens = usage_rollups.output_tokens + excluded.output_tokens, \
-                 cached_tokens = usage_rollups.cached_tokens + excluded.cached_tokens, \
-                 reasoning_tokens = usage_rollups.reasoning_tokens + excluded.reasoning_tokens, \
-                 latency_ms_sum = usage_rollups.latency_ms_sum + excluded.latency_ms_sum",
-            );
+            qb.push(ROLLUP_CONFLICT);
             qb.build().execute(&mut *tx).await?;
         }
-        // Keys' last use, in seconds like the rest of the tokens table.
-        let mut last_used: BTreeMap<i64, i64> = BTreeMap::new();
-        for e in &new {
-            if let Some(t) = id(e.token_id) {
-                let at = e.at_ms.div_euclid(1000);
-                let v = last_used.entry(t).or_insert(at);
-                *v = (*v).max(at);
-            }
-        }
-        for (token, at) in last_used {
+        for (token, at) in last_used(&new) {
             sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)")
                 .bind(at)
                 .bind(token)

@@ -32,6 +32,8 @@ pub struct XdsMetrics {
     pub acks: AtomicU64,
     /// NACKs received: a config Envoy refused.
     pub nacks: AtomicU64,
+    /// Responses, ACKs and NACKs per resource type: (type, event) → count.
+    by_type: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
 }
 
 impl XdsMetrics {
@@ -45,6 +47,25 @@ impl XdsMetrics {
         metric("aqueduct_xds_responses_total", "counter", "xDS responses sent.", &self.responses);
         metric("aqueduct_xds_acks_total", "counter", "xDS ACKs received.", &self.acks);
         metric("aqueduct_xds_nacks_total", "counter", "Configs Envoy rejected (NACKs).", &self.nacks);
+        let Ok(by_type) = self.by_type.lock() else { return };
+        for (event, help) in [("responses", "sent"), ("acks", "acknowledged"), ("nacks", "rejected")] {
+            let name = format!("aqueduct_xds_type_{event}_total");
+            let _ = writeln!(out, "# HELP {name} xDS responses {help}, by resource type.\n# TYPE {name} counter");
+            for ((t, e), v) in by_type.iter() {
+                if *e == event {
+                    let _ = writeln!(out, "{name}{{type=\"{t}\"}} {v}");
+                }
+            }
+        }
+    }
+
+    /// Counts `event` (`responses`, `acks`, `nacks`) for the resource type `type_url`.
+    pub fn count(&self, type_url: &str, event: &'static str) {
+        // The short name (`Listener`, `Cluster`, …) keeps labels readable and bounded.
+        let short = type_url.rsplit('.').next().unwrap_or(type_url).to_string();
+        if let Ok(mut m) = self.by_type.lock() {
+            *m.entry((short, event)).or_default() += 1;
+        }
     }
 }
 
@@ -107,11 +128,13 @@ impl XdsServer {
                             out.responses.extend(state.on_snapshot(&snap));
                             if let Some(n) = out.nack {
                                 metrics.nacks.fetch_add(1, Ordering::Relaxed);
+                                metrics.count(&n.type_url, "nacks");
                                 tracing::warn!(node = %node, type_url = %n.type_url, version = %n.rejected_version,
                                     error = %n.message, "Envoy rejected (NACKed) a config; it keeps the last good one");
                             }
                             if let Some((t, v)) = out.acked {
                                 metrics.acks.fetch_add(1, Ordering::Relaxed);
+                                metrics.count(&t, "acks");
                                 tracing::debug!(node = %node, type_url = %t, version = %v, "ACK");
                             }
                             out.responses
@@ -133,6 +156,7 @@ impl XdsServer {
                 for r in responses {
                     tracing::debug!(node = %node, type_url = %r.type_url, version = %r.version_info, n = r.resources.len(), "push");
                     metrics.responses.fetch_add(1, Ordering::Relaxed);
+                    metrics.count(&r.type_url, "responses");
                     if tx.send(Ok(r)).await.is_err() {
                         break;
                     }

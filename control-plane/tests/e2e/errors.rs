@@ -273,3 +273,23 @@ async fn management_api_requires_an_admin() {
     let r = c.delete(h.url("/api/v1/tokens/424242")).bearer_auth(ADMIN_KEY).send().await.unwrap();
     expect_error(r, 404, "not_found_error").await;
 }
+
+#[tokio::test]
+async fn header_values_that_are_not_utf8_do_not_trap_the_filter() {
+    let h = Harness::start().await;
+    let odd = reqwest::header::HeaderValue::from_bytes(b"agent \xff\xfe/1").unwrap();
+    for _ in 0..3 {
+        let r = http()
+            .post(h.url("/v1/chat/completions"))
+            .bearer_auth(ADMIN_KEY)
+            .header("user-agent", odd.clone())
+            .header("x-custom", odd.clone())
+            .json(&chat_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    }
+    let log = std::fs::read_to_string(h.dir.path().join("envoy.log")).unwrap_or_default();
+    assert!(!log.contains("panicked"), "the filter never panicked");
+}

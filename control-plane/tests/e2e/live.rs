@@ -168,6 +168,9 @@ async fn metrics_count_xds_traffic_and_stay_off_the_public_listener() {
     assert!(text.contains("aqueduct_xds_streams 1"), "{text}");
     assert!(text.contains("aqueduct_xds_nacks_total 0"), "{text}");
     assert!(acks(&text) >= 4, "Envoy acknowledged every type: {text}");
+    for t in ["Listener", "Cluster", "RouteConfiguration", "TypedExtensionConfig"] {
+        assert!(text.contains(&format!("aqueduct_xds_type_acks_total{{type=\"{t}\"}} ")), "{t} acknowledged: {text}");
+    }
     let r = http().get(h.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }

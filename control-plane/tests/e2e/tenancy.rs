@@ -473,3 +473,79 @@ async fn tenancy_changes_reach_envoy_within_a_second_for_an_openai_client() {
     })
     .await;
 }
+
+/// Refusals the role table implies, one by one (issue §4), beyond the main flow above.
+#[tokio::test]
+async fn role_refusals_case_by_case() {
+    let h = Harness::start().await;
+    let admin = Api::new(&h, ADMIN_KEY);
+    let org_a = id(&admin.expect("POST", "/orgs", Some(json!({"name": "A"})), 201).await);
+    let org_b = id(&admin.expect("POST", "/orgs", Some(json!({"name": "B"})), 201).await);
+    let (_oa_id, oa_key) = user_with_key(&admin, "oa@a.example", &org_a, "org-admin").await;
+    let (ta_id, ta_key) = user_with_key(&admin, "ta@a.example", &org_a, "user").await;
+    let (u_id, u_key) = user_with_key(&admin, "u@a.example", &org_a, "user").await;
+    let (v_id, _v_key) = user_with_key(&admin, "v@a.example", &org_a, "user").await;
+    let (b_id, _b_key) = user_with_key(&admin, "b@b.example", &org_b, "user").await;
+    let (oa, ta, u) = (Api::new(&h, &oa_key), Api::new(&h, &ta_key), Api::new(&h, &u_key));
+    let t1 =
+        id(&admin.expect("POST", "/teams", Some(json!({"org_id": org_a, "name": "t1", "description": ""})), 201).await);
+    let t2 =
+        id(&admin.expect("POST", "/teams", Some(json!({"org_id": org_a, "name": "t2", "description": ""})), 201).await);
+    admin.expect("PUT", &format!("/teams/{t1}/members/{ta_id}"), Some(json!({"team_admin": true})), 201).await;
+    admin.expect("PUT", &format!("/teams/{t1}/members/{u_id}"), Some(json!({"team_admin": false})), 201).await;
+    let sa = ta
+        .expect("POST", &format!("/teams/{t1}/service-accounts"), Some(json!({"name": "bot", "description": ""})), 201)
+        .await;
+    let sa_id = id(&sa);
+    let sa2 = admin
+        .expect(
+            "POST",
+            &format!("/teams/{t2}/service-accounts"),
+            Some(json!({"name": "other", "description": ""})),
+            201,
+        )
+        .await;
+    let sa2_id = id(&sa2);
+
+    // Team-admin: no limits or exclusions, on the team or its service accounts.
+    ta.expect_param(
+        "PATCH",
+        &format!("/service-accounts/{sa_id}"),
+        json!({"requests_per_minute": 5}),
+        403,
+        "requests_per_minute",
+    )
+    .await;
+    ta.expect("PATCH", &format!("/teams/{t1}"), Some(json!({"excluded_models": ["chat"]})), 403).await;
+    ta.expect("PATCH", &format!("/service-accounts/{sa_id}"), Some(json!({"description": "renamed"})), 200).await;
+    // ... and nothing on another team of the same org, which they cannot even see.
+    ta.expect("PUT", &format!("/teams/{t2}/members/{v_id}"), Some(json!({"team_admin": false})), 404).await;
+    ta.expect("POST", &format!("/teams/{t2}/service-accounts"), Some(json!({"name": "x", "description": ""})), 404)
+        .await;
+    ta.expect("PATCH", &format!("/service-accounts/{sa2_id}"), Some(json!({"description": "mine now"})), 404).await;
+
+    // User: keys only for themselves; not for another user, nor a service account they do not own.
+    u.expect("POST", "/tokens", Some(json!({"name": "k", "user_id": v_id})), 403).await;
+    u.expect("POST", "/tokens", Some(json!({"name": "k", "service_account_id": sa_id})), 403).await;
+    u.expect("PATCH", &format!("/users/{u_id}"), Some(json!({"role": "admin"})), 403).await;
+    u.expect("PATCH", &format!("/users/{u_id}"), Some(json!({"key_requests_per_minute": 1000})), 403).await;
+    u.expect("GET", &format!("/teams/{t2}/service-accounts"), None, 404).await;
+    u.expect("GET", &format!("/service-accounts/{sa2_id}"), None, 404).await;
+
+    // Org-admin: their org only, and never the admin role.
+    oa.expect("POST", "/users", Some(json!({"email": "n@b.example", "org_id": org_b, "role": "user"})), 404).await;
+    oa.expect("PATCH", &format!("/users/{b_id}"), Some(json!({"requests_per_minute": 1})), 404).await;
+    oa.expect_param("PATCH", &format!("/users/{u_id}"), json!({"role": "admin"}), 403, "role").await;
+    oa.expect("POST", "/tokens", Some(json!({"name": "k", "user_id": b_id})), 404).await;
+    oa.expect("PATCH", &format!("/users/{u_id}"), Some(json!({"role": "org-admin"})), 200).await;
+
+    // An expired key is refused on the management API as on the model API.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let expiring =
+        admin.expect("POST", "/tokens", Some(json!({"name": "old", "user_id": v_id, "expires_at": soon})), 201).await;
+    let e = Api::new(&h, expiring["key"].as_str().unwrap());
+    e.expect("GET", "/tokens", None, 200).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let v = e.expect("GET", "/tokens", None, 401).await;
+    assert!(v["error"]["message"].as_str().unwrap().to_lowercase().contains("key"), "{v}");
+}

@@ -36,6 +36,11 @@ pub struct Cap {
 }
 
 impl Cap {
+    /// Which dimensions this cap limits.
+    fn limited(&self) -> [bool; 3] {
+        [self.limits[0].is_some(), self.limits[1].is_some(), self.limits[2].is_some()]
+    }
+
     fn window_limits(&self) -> Vec<(Dim, u64)> {
         Dim::ALL
             .iter()
@@ -74,8 +79,9 @@ pub struct DimStatus {
 /// An admitted request's charges, to reconcile when its usage is known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admitted {
-    /// Keys charged.
-    pub keys: Vec<String>,
+    /// Keys charged, with the dimensions each one limits (only those are charged: a window
+    /// never carries a reservation it does not need, so it has nothing to reconcile).
+    pub keys: Vec<(String, [bool; 3])>,
     /// When.
     pub at_ms: i64,
     /// What was charged per dimension (requests in thousandths).
@@ -180,8 +186,10 @@ pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64
         if limits.is_empty() {
             continue;
         }
+        let limited = cap.limited();
+        let charge = [0, 1, 2].map(|d| if limited[d] { cost[d] } else { 0 });
         let outcome = update(store, &cap.key, |w| {
-            w.admit(&limits, cost, now_ms).map(|()| {
+            w.admit(&limits, charge, now_ms).map(|()| {
                 limits
                     .iter()
                     .map(|(d, l)| {
@@ -193,7 +201,7 @@ pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64
         });
         match outcome {
             Some(Ok(statuses)) => {
-                admitted.keys.push(cap.key.clone());
+                admitted.keys.push((cap.key.clone(), limited));
                 for (d, remaining, reset_ms) in statuses {
                     let scale = if d == Dim::Requests { REQUEST_SCALE } else { 1 };
                     let limit = cap.limits[d as usize].unwrap_or(0);
@@ -222,9 +230,9 @@ pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64
 }
 
 fn rollback<S: Shared>(store: &mut S, admitted: &Admitted) {
-    for key in &admitted.keys {
+    for (key, limited) in &admitted.keys {
         update(store, key, |w| {
-            for d in Dim::ALL {
+            for d in Dim::ALL.into_iter().filter(|d| limited[*d as usize]) {
                 w.adjust(
                     d,
                     -i64::try_from(admitted.cost[d as usize]).unwrap_or(i64::MAX),
@@ -246,10 +254,16 @@ pub fn reconcile<S: Shared>(store: &mut S, admitted: &Admitted, input: u64, outp
     if din == 0 && dout == 0 {
         return;
     }
-    for key in &admitted.keys {
+    // Windows that limit no token dimension hold no reservation: nothing to do there (for
+    // the common requests-only cap this saves a shared-data round trip per request).
+    for (key, limited) in admitted.keys.iter().filter(|(_, l)| l[1] || l[2]) {
         update(store, key, |w| {
-            w.adjust(Dim::InputTokens, din, admitted.at_ms, now_ms);
-            w.adjust(Dim::OutputTokens, dout, admitted.at_ms, now_ms);
+            if limited[Dim::InputTokens as usize] {
+                w.adjust(Dim::InputTokens, din, admitted.at_ms, now_ms);
+            }
+            if limited[Dim::OutputTokens as usize] {
+                w.adjust(Dim::OutputTokens, dout, admitted.at_ms, now_ms);
+            }
         });
     }
 }
@@ -348,6 +362,19 @@ pub(crate) mod tests {
         assert!(admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_ok());
         assert!(admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_err());
         assert!(String::from_utf8_lossy(&s.data[INDEX_KEY].0).contains("aqueduct.rl.k.1"), "re-registered");
+    }
+
+    #[test]
+    fn windows_carry_only_the_dimensions_their_cap_limits() {
+        let mut s = MemShared::default();
+        let caps = [cap("reqs", Some(10), None), cap("toks", None, Some(1_000))];
+        let a = admit(&mut s, &caps, [REQUEST_SCALE, 300, 0], 0).unwrap();
+        let mut reqs = Window::from_bytes(&s.data["reqs"].0);
+        assert_eq!((reqs.used(Dim::Requests, 0), reqs.used(Dim::InputTokens, 0)), (REQUEST_SCALE, 0));
+        let before = s.data["reqs"].1;
+        reconcile(&mut s, &a, 20, 0, 10);
+        assert_eq!(s.data["reqs"].1, before, "a requests-only window is not touched by settlement");
+        assert_eq!(Window::from_bytes(&s.data["toks"].0).used(Dim::InputTokens, 10), 20);
     }
 
     #[test]

@@ -83,25 +83,37 @@ pub struct RequestFilter {
     record: Option<UsageEvent>,
     /// Status of the reply the filter made itself, if it did.
     replied: Option<u16>,
+    /// The request's `content-type` (the body phase needs it for multipart).
+    content_type: Option<String>,
+}
+
+/// The request headers as read once at the start.
+struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
 }
 
 impl RequestFilter {
     /// A filter for one request under `policy` (`None` until the first snapshot arrives).
     pub fn new(policy: Option<Rc<Policy>>) -> Self {
-        Self { policy, state: State::Done, metering: None, record: None, replied: None }
+        Self { policy, state: State::Done, metering: None, record: None, replied: None, content_type: None }
     }
 
     /// Decides on the request headers. `now_ms` is unix milliseconds.
     pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool, now_ms: i64) -> Flow {
-        strip_own_headers(host);
-        let path = host.request_header(":path").unwrap_or_default();
+        let headers = Headers(host.request_headers());
+        strip_own_headers(host, &headers);
+        let path = headers.get(":path").unwrap_or_default().to_string();
         let class = request::classify(&path);
         if matches!(class, RouteClass::Management | RouteClass::Health | RouteClass::Other) {
             return Flow::Continue;
         }
-        self.start_record(host, &path, now_ms);
+        self.start_record(host, &headers, &path, now_ms);
         if matches!(class, RouteClass::McpServer | RouteClass::McpAggregate) {
-            return match self.admit_mcp(host, class, &path, now_ms.div_euclid(1000)) {
+            return match self.admit_mcp(host, &headers, class, &path, now_ms.div_euclid(1000)) {
                 // The control plane records what it serves (one record per JSON-RPC message,
                 // with the MCP method and tool); the filter's ledger keeps the refusals it
                 // answers itself, so each MCP request is recorded once.
@@ -116,25 +128,22 @@ impl RequestFilter {
             RouteClass::Api(e) => e,
             _ => return self.reject(host, &ApiError::unknown_path(&path)),
         };
-        match self.admit_headers(host, endpoint, end_of_stream, now_ms.div_euclid(1000)) {
+        self.content_type = headers.get("content-type").map(str::to_string);
+        match self.admit_headers(host, &headers, endpoint, end_of_stream, now_ms.div_euclid(1000)) {
             Ok(flow) => flow,
             Err(e) => self.reject(host, &e),
         }
     }
 
     /// Starts the ledger's event: what is known from the request line and headers.
-    fn start_record(&mut self, host: &impl Host, path: &str, now_ms: i64) {
+    fn start_record(&mut self, host: &impl Host, headers: &Headers, path: &str, now_ms: i64) {
         let hops = self.policy.as_ref().map_or(0, |p| p.settings.ledger.trusted_hops);
         self.record = Some(UsageEvent {
             at_ms: now_ms,
             path: ledger::clip(path.split(['?', '#']).next().unwrap_or_default()),
-            method: host.request_header(":method").unwrap_or_default(),
-            client_ip: ledger::client_ip(
-                host.request_header("x-forwarded-for").as_deref(),
-                host.peer_address().as_deref(),
-                hops,
-            ),
-            user_agent: host.request_header("user-agent").map(|u| ledger::clip(&u)),
+            method: headers.get(":method").unwrap_or_default().to_string(),
+            client_ip: ledger::client_ip(headers.get("x-forwarded-for"), host.peer_address().as_deref(), hops),
+            user_agent: headers.get("user-agent").map(ledger::clip),
             ..UsageEvent::default()
         });
     }
@@ -148,9 +157,16 @@ impl RequestFilter {
     /// An MCP request: a valid key that may use the server in the path; then the key is replaced
     /// by trusted identity headers for the control plane, which proxies the request. The body
     /// is not inspected here (the control plane parses the JSON-RPC messages).
-    fn admit_mcp(&mut self, host: &mut impl Host, class: RouteClass, path: &str, now: i64) -> Result<(), ApiError> {
+    fn admit_mcp(
+        &mut self,
+        host: &mut impl Host,
+        headers: &Headers,
+        class: RouteClass,
+        path: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
         let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
-        let (principal, token) = authenticate(&policy, host, now)?;
+        let (principal, token) = authenticate(&policy, headers, now)?;
         if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principals.get(principal as usize)) {
             r.token_id = Some(token);
             r.user_id = Some(p.user_id);
@@ -198,16 +214,17 @@ impl RequestFilter {
     fn admit_headers(
         &mut self,
         host: &mut impl Host,
+        headers: &Headers,
         endpoint: Endpoint,
         end_of_stream: bool,
         now: i64,
     ) -> Result<Flow, ApiError> {
-        let method = host.request_header(":method").unwrap_or_default();
+        let method = headers.get(":method").unwrap_or_default();
         if method != endpoint.method() {
-            return Err(ApiError::method_not_allowed(&method, endpoint.method()));
+            return Err(ApiError::method_not_allowed(method, endpoint.method()));
         }
         let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
-        let (principal, token) = authenticate(&policy, host, now)?;
+        let (principal, token) = authenticate(&policy, headers, now)?;
         if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principals.get(principal as usize)) {
             r.token_id = Some(token);
             r.user_id = Some(p.user_id);
@@ -217,7 +234,9 @@ impl RequestFilter {
         }
         // The client's key never leaves the gateway, whatever happens next.
         host.remove_request_header("authorization");
-        host.remove_request_header("x-api-key");
+        if headers.get("x-api-key").is_some() {
+            host.remove_request_header("x-api-key");
+        }
         if endpoint == Endpoint::Models {
             let body = policy.models_list_body(principal);
             host.send_response(200, &[("content-type", "application/json")], &body);
@@ -225,9 +244,9 @@ impl RequestFilter {
             return Ok(Flow::Pause);
         }
         let kind = endpoint.body_kind();
-        request::check_content_type(kind, host.request_header("content-type").as_deref())?;
+        request::check_content_type(kind, headers.get("content-type"))?;
         let max = policy.settings.max_body_bytes;
-        if let Some(len) = host.request_header("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+        if let Some(len) = headers.get("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
             if len > max {
                 return Err(ApiError::too_large(max));
             }
@@ -264,7 +283,8 @@ impl RequestFilter {
         }
         self.state = State::Done;
         let who = Who { principal, token, now_ms };
-        match route_body(&policy, host, endpoint, who, body_size, self.record.as_mut()) {
+        let content_type = self.content_type.clone().unwrap_or_default();
+        match route_body(&policy, host, endpoint, who, body_size, &content_type, self.record.as_mut()) {
             Ok((admitted, reserved_input)) => {
                 self.metering = Some(Metering {
                     admitted,
@@ -376,29 +396,29 @@ impl RequestFilter {
 }
 
 /// Removes every inbound `x-aqueduct-*` header: only the gateway may set them.
-fn strip_own_headers(host: &mut impl Host) {
-    for name in host.request_header_names() {
+fn strip_own_headers(host: &mut impl Host, headers: &Headers) {
+    for (name, _) in &headers.0 {
         if name.len() >= HEADER_PREFIX.len() && name[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX) {
-            host.remove_request_header(&name);
+            host.remove_request_header(name);
         }
     }
 }
 
 /// The key from `Authorization: Bearer <key>` or `x-api-key`.
-fn presented_key(host: &impl Host) -> Option<String> {
-    if let Some(auth) = host.request_header("authorization") {
+fn presented_key(headers: &Headers) -> Option<String> {
+    if let Some(auth) = headers.get("authorization") {
         let auth = auth.trim();
         let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
         if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
             return Some(rest.trim().to_string());
         }
     }
-    host.request_header("x-api-key").map(|k| k.trim().to_string()).filter(|k| !k.is_empty())
+    headers.get("x-api-key").map(|k| k.trim().to_string()).filter(|k| !k.is_empty())
 }
 
 /// The principal and token id behind the presented key.
-fn authenticate(policy: &Policy, host: &impl Host, now: i64) -> Result<(u32, u64), ApiError> {
-    let key = presented_key(host).ok_or_else(ApiError::missing_key)?;
+fn authenticate(policy: &Policy, headers: &Headers, now: i64) -> Result<(u32, u64), ApiError> {
+    let key = presented_key(headers).ok_or_else(ApiError::missing_key)?;
     let entry = policy.tokens.find_key(&key).ok_or_else(ApiError::invalid_key)?;
     if entry.expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::expired_key());
@@ -487,16 +507,14 @@ fn route_body(
     endpoint: Endpoint,
     who: Who,
     size: usize,
+    content_type: &str,
     record: Option<&mut UsageEvent>,
 ) -> Result<(Option<Admitted>, u64), ApiError> {
     let principal = who.principal;
     let body = host.request_body(size).unwrap_or_default();
     let multipart = endpoint.body_kind() == BodyKind::Multipart;
-    let facts: BodyFacts = if multipart {
-        request::inspect_multipart(&body, &host.request_header("content-type").unwrap_or_default())?
-    } else {
-        request::inspect_json(&body)?
-    };
+    let facts: BodyFacts =
+        if multipart { request::inspect_multipart(&body, content_type)? } else { request::inspect_json(&body)? };
     // Unknown and excluded models look the same to the caller: both are "not found".
     let model = policy
         .model_index(&facts.model)

@@ -6,10 +6,9 @@
 
 /// What the request filter may ask of the proxy.
 pub trait Host {
-    /// A request header by lowercase name.
-    fn request_header(&self, name: &str) -> Option<String>;
-    /// Lowercase names of all request headers.
-    fn request_header_names(&self) -> Vec<String>;
+    /// All request headers (lowercase names), read once per request: one call into the proxy
+    /// instead of one per header.
+    fn request_headers(&self) -> Vec<(String, String)>;
     /// Sets (replaces) a request header.
     fn set_request_header(&mut self, name: &str, value: &str);
     /// Removes a request header.

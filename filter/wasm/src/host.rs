@@ -69,7 +69,12 @@ impl Shared for WasmHost {
 
 impl ResponseHost for WasmHost {
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok().flatten()
+        // The bytes form: the SDK's string form unwraps UTF-8 and would trap the VM on a header
+        // value that is not.
+        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
     }
 
     fn set_response_header(&mut self, name: &str, value: &str) {
@@ -84,13 +89,11 @@ impl ResponseHost for WasmHost {
 }
 
 impl Host for WasmHost {
-    fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
-    }
-
-    fn request_header_names(&self) -> Vec<String> {
-        hostcalls::get_map(MapType::HttpRequestHeaders)
-            .map(|m| m.into_iter().map(|(k, _)| k).collect())
+    fn request_headers(&self) -> Vec<(String, String)> {
+        // Values as bytes: a client may send any octets in a header value, and the SDK's string
+        // form would trap the VM on one that is not UTF-8. (Names are tokens, checked by Envoy.)
+        hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
+            .map(|m| m.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect())
             .unwrap_or_default()
     }
 

@@ -114,7 +114,10 @@ pub fn on_response(token: u32, now_ms: i64) -> bool {
             return false;
         }
         st.call = None;
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status").ok().flatten();
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
         let ok = status.as_deref().is_some_and(|s| s.starts_with('2'));
         if !ok {
             log::warn!("aqueduct: usage batch refused by the control plane (status {status:?}); will retry");

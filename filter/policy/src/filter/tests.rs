@@ -62,11 +62,8 @@ impl TestHost {
 }
 
 impl Host for TestHost {
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.header(name).map(str::to_string)
-    }
-    fn request_header_names(&self) -> Vec<String> {
-        self.headers.iter().map(|(k, _)| k.clone()).collect()
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
     }
     fn set_request_header(&mut self, name: &str, value: &str) {
         self.remove_request_header(name);
