@@ -130,8 +130,9 @@ pub fn load(path: &Path) -> Result<Vec<Server>, RegistryError> {
     }
 }
 
-/// The live set of servers: the file's plus those managed through the management API (which
-/// win on a name clash, so an admin can override a file entry without editing the file).
+/// The live set of servers: the file's plus those managed through the management API. The API
+/// refuses a name in use; if the file later gains a name the API already has, the API's entry
+/// stays in force (it was there first and is the one an admin can see and change).
 #[derive(Debug, Default)]
 pub struct Registry {
     file: RwLock<Vec<Server>>,
