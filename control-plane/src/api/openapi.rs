@@ -86,6 +86,18 @@ pub const ROUTES: &[Route] = &[
     ),
     ("/tokens/{id}", "delete", "Revoke a key", None, 204, None),
     ("/tokens/{id}/regenerate", "post", "Replace a key's secret (shown once)", None, 200, Some("TokenWithKey")),
+    ("/mcp-servers", "get", "List MCP servers (url and headers for admins only)", None, 200, Some("List")),
+    ("/mcp-servers", "post", "Add an MCP server (admin)", Some("McpServerCreate"), 201, Some("McpServer")),
+    ("/mcp-servers/{name}", "get", "Read an MCP server", None, 200, Some("McpServer")),
+    (
+        "/mcp-servers/{name}",
+        "put",
+        "Replace an API-managed MCP server (admin; file entries: 409)",
+        Some("McpServerEntry"),
+        200,
+        Some("McpServer"),
+    ),
+    ("/mcp-servers/{name}", "delete", "Remove an API-managed MCP server (admin; file entries: 409)", None, 204, None),
     ("/status", "get", "What the control plane serves (admin)", None, 200, None),
     (
         "/usage",
@@ -149,7 +161,29 @@ fn schemas() -> Value {
     let mut sa_with_key = sa.clone();
     sa_with_key["properties"]["key"] = json!({"type": "string", "description": "The account's key; shown only here."});
     sa_with_key["properties"]["token"] = json!({"$ref": "#/components/schemas/Token"});
+    let mcp_name = json!({"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$",
+        "description": "Letters, digits, '_', '.', '-'; no \"__\" (the aggregated endpoint's separator)."});
+    let mcp_entry = json!({
+        "type": {"type": "string", "enum": ["streamable-http"], "default": "streamable-http"},
+        "url": {"type": "string", "format": "uri"}, "description": s("string"),
+        "tags": {"type": "array", "items": s("string")}, "icon_url": s("string"),
+        "headers": {"type": "object", "additionalProperties": s("string"),
+                    "description": "Sent upstream; a value os.environ/NAME is read from the control plane's environment."},
+    });
+    let mut mcp_create = obj(mcp_entry.clone(), &["name", "url"]);
+    mcp_create["properties"]["name"] = mcp_name.clone();
+    let mcp_server = obj(
+        json!({"name": mcp_name, "type": s("string"), "url": s("string"), "description": s("string"),
+               "tags": {"type": "array", "items": s("string")}, "icon_url": s("string"),
+               "headers": {"type": "object", "additionalProperties": s("string"),
+                           "description": "Names; literal values shown as \"(set)\", environment references as written."},
+               "endpoint": s("string"), "source": {"type": "string", "enum": ["file", "api"]}}),
+        &[],
+    );
     json!({
+        "McpServerEntry": obj(mcp_entry, &["url"]),
+        "McpServerCreate": mcp_create,
+        "McpServer": mcp_server,
         "PolicyFields": policy,
         "Org": with_policy(obj(json!({"object": s("string"), "id": id, "name": name, "created_at": time}), &[])),
         "OrgCreate": with_policy(obj(json!({"name": name}), &["name"])),
@@ -232,17 +266,15 @@ pub fn document() -> Value {
     for (path, method, summary, req, ok, resp) in ROUTES {
         let mut op = json!({"summary": summary, "responses": {}});
         let mut params = Vec::new();
-        for p in ["id", "user_id"] {
+        for p in ["id", "user_id", "name"] {
             if path.contains(&format!("{{{p}}}")) {
                 params.push(json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}));
             }
         }
+        let paginated = !path.ends_with("status") && !path.starts_with("/mcp-servers");
         if path.starts_with("/usage") {
             params.extend(usage_params(path.ends_with("/requests")));
-        } else if *method == "get"
-            && (path.ends_with('s') || path.ends_with("service-accounts"))
-            && !path.ends_with("status")
-        {
+        } else if *method == "get" && (path.ends_with('s') || path.ends_with("service-accounts")) && paginated {
             params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}}));
             params.push(json!({"name": "after", "in": "query", "schema": {"type": "string"}, "description": "Only ids above this one."}));
         }
@@ -253,7 +285,7 @@ pub fn document() -> Value {
             op["security"] = json!([{"bearer": []}, {"session": []}]);
         }
         if let Some(r) = req {
-            op["requestBody"] = json!({"required": *method != "put",
+            op["requestBody"] = json!({"required": !path.contains("/members/"),
                 "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{r}")}}}});
         }
         let mut ok_resp = json!({"description": "Success"});
@@ -261,7 +293,7 @@ pub fn document() -> Value {
             ok_resp["content"] = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{r}")}}});
         }
         op["responses"][ok.to_string()] = ok_resp;
-        if *method == "put" {
+        if *method == "put" && path.contains("/members/") {
             op["responses"]["200"] = json!({"description": "Membership updated",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Member"}}}});
         }

@@ -247,7 +247,7 @@ pub async fn summary(
 }
 
 /// Columns of the request log, in order.
-const REQUEST_COLUMNS: [&str; 23] = [
+const REQUEST_COLUMNS: [&str; 26] = [
     "request_id",
     "time",
     "token_id",
@@ -271,6 +271,9 @@ const REQUEST_COLUMNS: [&str; 23] = [
     "streamed",
     "client_ip",
     "user_agent",
+    "mcp_server",
+    "mcp_method",
+    "mcp_tool",
 ];
 
 fn request_json(r: &RequestRow) -> Value {
@@ -282,6 +285,7 @@ fn request_json(r: &RequestRow) -> Value {
         "input_tokens": r.input_tokens, "output_tokens": r.output_tokens, "cached_tokens": r.cached_tokens,
         "reasoning_tokens": r.reasoning_tokens, "estimated": r.estimated, "latency_ms": r.latency_ms,
         "ttfb_ms": r.ttfb_ms, "streamed": r.streamed, "client_ip": r.client_ip, "user_agent": r.user_agent,
+        "mcp_server": r.mcp_server, "mcp_method": r.mcp_method, "mcp_tool": r.mcp_tool,
     })
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Rollup granularities and their widths in milliseconds.
 pub const BUCKETS: [(&str, i64); 3] = [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
 
-/// Rows per insert statement (23 columns; well under both backends' parameter limits).
+/// Rows per insert statement (27 columns; well under both backends' parameter limits).
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// A parsed batch.
@@ -160,11 +160,12 @@ async fn store_pg(p: &sqlx::PgPool, events: &[UsageEvent], received_at_ms: i64) 
     let inserted: Vec<String> = sqlx::query_scalar(
         "INSERT INTO usage_events (request_id, at_ms, token_id, user_id, service_account_id, team_id, org_id, \
          end_user, model, path, method, status, outcome, input_tokens, output_tokens, cached_tokens, \
-         reasoning_tokens, estimated, latency_ms, ttfb_ms, streamed, client_ip, user_agent, received_at_ms) \
-         SELECT *, $24::int8 FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+         reasoning_tokens, estimated, latency_ms, ttfb_ms, streamed, client_ip, user_agent, mcp_server, \
+         mcp_method, mcp_tool, received_at_ms) \
+         SELECT *, $27::int8 FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
          $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int4[], $13::text[], $14::int8[], \
          $15::int8[], $16::int8[], $17::int8[], $18::bool[], $19::int8[], $20::int8[], $21::bool[], $22::text[], \
-         $23::text[]) ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+         $23::text[], $24::text[], $25::text[], $26::text[]) ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
     )
     .bind(events.iter().map(|e| e.request_id.clone()).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.at_ms).collect::<Vec<_>>())
@@ -189,6 +190,9 @@ async fn store_pg(p: &sqlx::PgPool, events: &[UsageEvent], received_at_ms: i64) 
     .bind(events.iter().map(|e| e.streamed).collect::<Vec<_>>())
     .bind(text(&|e| e.client_ip.clone()))
     .bind(text(&|e| e.user_agent.clone()))
+    .bind(text(&|e| e.mcp_server.clone()))
+    .bind(text(&|e| e.mcp_method.clone()))
+    .bind(text(&|e| e.mcp_tool.clone()))
     .bind(received_at_ms)
     .fetch_all(&mut *tx)
     .await?;
@@ -248,7 +252,7 @@ async fn store_rows(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Resu
                 "INSERT INTO usage_events (request_id, at_ms, token_id, user_id, service_account_id, team_id, \
                  org_id, end_user, model, path, method, status, outcome, input_tokens, output_tokens, \
                  cached_tokens, reasoning_tokens, estimated, latency_ms, ttfb_ms, streamed, client_ip, \
-                 user_agent, received_at_ms) ",
+                 user_agent, mcp_server, mcp_method, mcp_tool, received_at_ms) ",
             );
             qb.push_values(chunk, |mut b, e| {
                 b.push_bind(e.request_id.clone())
@@ -274,6 +278,9 @@ async fn store_rows(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Resu
                     .push_bind(e.streamed)
                     .push_bind(e.client_ip.clone())
                     .push_bind(e.user_agent.clone())
+                    .push_bind(e.mcp_server.clone())
+                    .push_bind(e.mcp_method.clone())
+                    .push_bind(e.mcp_tool.clone())
                     .push_bind(received_at_ms);
             });
             qb.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");

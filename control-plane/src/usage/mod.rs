@@ -6,6 +6,7 @@
 //! rolled up), so a retried batch never counts twice.
 
 pub mod ingest;
+pub mod mcp;
 pub mod metrics;
 pub mod query;
 pub mod retention;

@@ -238,6 +238,9 @@ pub struct RequestRow {
     pub streamed: bool,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
+    pub mcp_server: Option<String>,
+    pub mcp_method: Option<String>,
+    pub mcp_tool: Option<String>,
 }
 
 /// A position in the request log (newest first): the last row's time and id.
@@ -273,7 +276,8 @@ pub async fn requests(
     let mut sql = Sql::new(
         "SELECT request_id, at_ms, token_id, user_id, service_account_id, team_id, org_id, end_user, model, path, \
          method, status, outcome, input_tokens, output_tokens, cached_tokens, reasoning_tokens, estimated, \
-         latency_ms, ttfb_ms, streamed, client_ip, user_agent FROM usage_events WHERE at_ms >= ",
+         latency_ms, ttfb_ms, streamed, client_ip, user_agent, mcp_server, mcp_method, mcp_tool \
+         FROM usage_events WHERE at_ms >= ",
     );
     sql.arg(Val::Int(Some(f.from_ms))).push(" AND at_ms < ").arg(Val::Int(Some(f.to_ms)));
     conditions(&mut sql, scope, f, false);

@@ -409,7 +409,26 @@ fn health_route(path: &str) -> Route {
     }
 }
 
-/// The route table: health, one route per model, and everything else to the control plane.
+/// MCP traffic to the control plane. Server streams (GET) and long tool calls (SSE) stay open
+/// for as long as they run, so there is no overall timeout; a stream silent for an hour ends.
+fn mcp_route(name: &str, path: route_match::PathSpecifier) -> Route {
+    Route {
+        name: name.into(),
+        r#match: Some(RouteMatch { path_specifier: Some(path), ..Default::default() }),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(CONTROL_PLANE_CLUSTER.into())),
+            timeout: Some(secs(0)),
+            idle_timeout: Some(secs(MCP_IDLE_TIMEOUT_SECS)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// How long an MCP stream may stay silent before Envoy ends it.
+pub const MCP_IDLE_TIMEOUT_SECS: u64 = 3600;
+
+/// The route table: health, one route per model, MCP, and everything else to the control plane.
 pub fn route_config(models: &ModelsConfig) -> RouteConfiguration {
     let mut routes = vec![
         health_route("/health"),
@@ -418,6 +437,8 @@ pub fn route_config(models: &ModelsConfig) -> RouteConfiguration {
         blocked("internal", route_match::PathSpecifier::Prefix("/internal/".into()), "/internal/"),
     ];
     routes.extend(models.groups.iter().map(model_route));
+    routes.push(mcp_route("mcp-servers", route_match::PathSpecifier::Prefix("/mcp-servers/".into())));
+    routes.push(mcp_route("mcp", route_match::PathSpecifier::Path("/mcp".into())));
     routes.push(Route {
         name: "control-plane".into(),
         r#match: Some(RouteMatch {

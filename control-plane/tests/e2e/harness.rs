@@ -178,6 +178,29 @@ impl Harness {
         h
     }
 
+    /// Everything up on SQLite with `mcp_json` as the MCP servers file and `env` added to the
+    /// control plane's environment.
+    pub async fn start_mcp(mcp_json: &str, env: &[(&str, &str)]) -> Self {
+        let mut h = Self::start_full_lazy(default_models, None, env).await;
+        std::fs::write(h.dir.path().join("mcp.json"), mcp_json).expect("mcp.json");
+        h.start_cp();
+        h.start_envoy();
+        h.wait_ready().await;
+        h
+    }
+
+    /// Like [`Harness::start_mcp`] on a fresh PostgreSQL database (dropped with the harness).
+    pub async fn start_mcp_pg(mcp_json: &str, env: &[(&str, &str)]) -> Self {
+        let (server, name, url) = create_pg_database().await;
+        let mut h = Self::start_full_lazy(default_models, Some(url), env).await;
+        h.pg_created = Some((server, name));
+        std::fs::write(h.dir.path().join("mcp.json"), mcp_json).expect("mcp.json");
+        h.start_cp();
+        h.start_envoy();
+        h.wait_ready().await;
+        h
+    }
+
     /// The control plane on SQLite with `env` (which names an Envoy for it to supervise), and no
     /// Envoy of the harness's own.
     pub async fn start_supervised(env: &[(&str, &str)]) -> Self {
@@ -242,6 +265,7 @@ impl Harness {
             .env("AQUEDUCT_XDS_LISTEN", self.xds.to_string())
             .env("AQUEDUCT_HTTP_LISTEN", self.http.to_string())
             .env("AQUEDUCT_MODELS", &self.models_path)
+            .env("AQUEDUCT_MCP_SERVERS", self.dir.path().join("mcp.json"))
             .env("AQUEDUCT_DATA_DIR", self.dir.path())
             .env("AQUEDUCT_ADMIN_KEY", ADMIN_KEY)
             .env("AQUEDUCT_WASM", wasm_path())

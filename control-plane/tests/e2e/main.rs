@@ -12,6 +12,8 @@ mod exclusions;
 mod existing_mesh;
 mod limits;
 mod live;
+mod mcp;
+mod mcp_server;
 mod nack;
 mod replicas;
 mod tenancy;

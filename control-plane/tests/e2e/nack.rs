@@ -45,6 +45,8 @@ async fn refused_policy_is_nacked_and_the_last_good_one_stays() {
         default_excluded_models: &[],
         default_key_limits: [None; 3],
         terms_pending: &Default::default(),
+        mcp_servers: &[],
+        default_excluded_mcp_servers: &[],
     };
     let policy = build_snapshot(1, 0, &models, inputs, Settings::default());
     let cache = Arc::new(SnapshotCache::new());

@@ -110,6 +110,12 @@ impl ApiError {
             .code("model_not_found")
     }
 
+    /// An unknown MCP server, or one the caller may not use: the two look the same.
+    pub fn mcp_server_not_found(name: &str) -> Self {
+        Self::new(404, format!("The MCP server '{name}' does not exist or you do not have access to it."))
+            .code("mcp_server_not_found")
+    }
+
     /// A path the gateway does not serve.
     pub fn unknown_path(path: &str) -> Self {
         Self::new(404, format!("Unknown request URL: {path}.")).code("unknown_url")

@@ -24,6 +24,24 @@ pub const ROUTE_HEADER: &str = "x-aqueduct-route";
 /// Prefix of the gateway's own headers, stripped from every inbound request.
 pub const HEADER_PREFIX: &str = "x-aqueduct-";
 
+/// Header carrying the per-deployment secret with the identity headers on MCP routes; the
+/// control plane trusts the identity headers only when it matches.
+pub const SECRET_HEADER: &str = "x-aqueduct-secret";
+/// Identity headers the filter adds on MCP routes (after stripping any the client sent): the
+/// key's token id, its user, service account, team and org (absent when the key has none), and
+/// the MCP servers the key may not use (comma-separated names, possibly empty).
+pub const TOKEN_ID_HEADER: &str = "x-aqueduct-token-id";
+/// See [`TOKEN_ID_HEADER`].
+pub const USER_ID_HEADER: &str = "x-aqueduct-user-id";
+/// See [`TOKEN_ID_HEADER`].
+pub const SERVICE_ACCOUNT_ID_HEADER: &str = "x-aqueduct-service-account-id";
+/// See [`TOKEN_ID_HEADER`].
+pub const TEAM_ID_HEADER: &str = "x-aqueduct-team-id";
+/// See [`TOKEN_ID_HEADER`].
+pub const ORG_ID_HEADER: &str = "x-aqueduct-org-id";
+/// See [`TOKEN_ID_HEADER`].
+pub const MCP_EXCLUDED_HEADER: &str = "x-aqueduct-mcp-excluded";
+
 /// What the proxy should do next with the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -94,6 +112,18 @@ impl RequestFilter {
             return Flow::Continue;
         }
         self.start_record(host, &headers, &path, now_ms);
+        if matches!(class, RouteClass::McpServer | RouteClass::McpAggregate) {
+            return match self.admit_mcp(host, &headers, class, &path, now_ms.div_euclid(1000)) {
+                // The control plane records what it serves (one record per JSON-RPC message,
+                // with the MCP method and tool); the filter's ledger keeps the refusals it
+                // answers itself, so each MCP request is recorded once.
+                Ok(()) => {
+                    self.record = None;
+                    Flow::Continue
+                }
+                Err(e) => self.reject(host, &e),
+            };
+        }
         let endpoint = match class {
             RouteClass::Api(e) => e,
             _ => return self.reject(host, &ApiError::unknown_path(&path)),
@@ -122,6 +152,63 @@ impl RequestFilter {
     fn reject(&mut self, host: &mut impl Host, e: &ApiError) -> Flow {
         self.replied = Some(e.status);
         reply_error(host, e)
+    }
+
+    /// An MCP request: a valid key that may use the server in the path; then the key is replaced
+    /// by trusted identity headers for the control plane, which proxies the request. The body
+    /// is not inspected here (the control plane parses the JSON-RPC messages).
+    fn admit_mcp(
+        &mut self,
+        host: &mut impl Host,
+        headers: &Headers,
+        class: RouteClass,
+        path: &str,
+        now: i64,
+    ) -> Result<(), ApiError> {
+        let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
+        let (principal, token) = authenticate(&policy, headers, now)?;
+        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principals.get(principal as usize)) {
+            r.token_id = Some(token);
+            r.user_id = Some(p.user_id);
+            r.service_account_id = p.service_account_id;
+            r.team_id = p.team_id;
+            r.org_id = p.org_id;
+        }
+        host.remove_request_header("authorization");
+        host.remove_request_header("x-api-key");
+        if class == RouteClass::McpServer {
+            let name = request::mcp_server_name(path).ok_or_else(|| ApiError::unknown_path(path))?;
+            // Unknown and excluded servers look the same to the caller: both are "not found".
+            if !policy.mcp_server_index(name).is_some_and(|i| policy.allows_mcp(principal, i)) {
+                return Err(ApiError::mcp_server_not_found(name));
+            }
+        }
+        let Some(p) = policy.principals.get(principal as usize) else {
+            return Err(ApiError::invalid_key());
+        };
+        let secret = &policy.settings.identity_secret;
+        if secret.is_empty() {
+            // Without a secret the control plane would refuse the identity anyway: fail closed.
+            return Err(ApiError::no_policy());
+        }
+        host.set_request_header(SECRET_HEADER, secret);
+        host.set_request_header(TOKEN_ID_HEADER, &token.to_string());
+        host.set_request_header(USER_ID_HEADER, &p.user_id.to_string());
+        let optional =
+            [(SERVICE_ACCOUNT_ID_HEADER, p.service_account_id), (TEAM_ID_HEADER, p.team_id), (ORG_ID_HEADER, p.org_id)];
+        for (name, value) in optional {
+            if let Some(v) = value {
+                host.set_request_header(name, &v.to_string());
+            }
+        }
+        let excluded: Vec<&str> = p
+            .excluded_mcp_servers
+            .iter()
+            .filter_map(|i| policy.mcp_servers.get(*i as usize))
+            .map(String::as_str)
+            .collect();
+        host.set_request_header(MCP_EXCLUDED_HEADER, &excluded.join(","));
+        Ok(())
     }
 
     fn admit_headers(

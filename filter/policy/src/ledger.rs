@@ -135,6 +135,16 @@ pub struct UsageEvent {
     /// The client's `User-Agent`, truncated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
+    /// For an MCP request: the server it went to (none when the aggregated endpoint answered
+    /// itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_server: Option<String>,
+    /// For an MCP request: its JSON-RPC method (`tools/call`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<String>,
+    /// For an MCP `tools/call`: the tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_tool: Option<String>,
 }
 
 /// Longest user agent or end-user id kept.

@@ -72,6 +72,11 @@ pub enum RouteClass {
     Management,
     /// `/health`: answered by Envoy, no key.
     Health,
+    /// `/mcp-servers/...`: one MCP server's endpoint, proxied by the control plane; needs a key
+    /// that may use the server named in the path (see [`mcp_server_name`]).
+    McpServer,
+    /// `/mcp`: the aggregated MCP endpoint, served by the control plane; needs a key.
+    McpAggregate,
     /// Anything else (admin UI, static files): passed to the control plane.
     Other,
 }
@@ -86,6 +91,12 @@ pub fn classify(path: &str) -> RouteClass {
     if path == "/api" || path.starts_with("/api/") {
         return RouteClass::Management;
     }
+    if path == "/mcp" || path == "/mcp/" {
+        return RouteClass::McpAggregate;
+    }
+    if path == "/mcp-servers" || path.starts_with("/mcp-servers/") {
+        return RouteClass::McpServer;
+    }
     if let Some(tail) = path.strip_prefix("/v1/") {
         return Endpoint::from_tail(tail).map_or(RouteClass::UnknownApi, RouteClass::Api);
     }
@@ -96,6 +107,14 @@ pub fn classify(path: &str) -> RouteClass {
         Some(e) => RouteClass::Api(e),
         None => RouteClass::Other,
     }
+}
+
+/// The server name in an MCP server path, `/mcp-servers/{name}/mcp` (query string allowed);
+/// `None` for any other shape under `/mcp-servers`.
+pub fn mcp_server_name(path: &str) -> Option<&str> {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let name = path.strip_prefix("/mcp-servers/")?.strip_suffix("/mcp")?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
 }
 
 /// The media type of a `content-type` value, lowercased, without parameters.
@@ -444,6 +463,21 @@ mod tests {
         assert_eq!(classify("/apix"), RouteClass::Other);
         assert_eq!(classify("/health"), RouteClass::Health);
         assert_eq!(classify("/"), RouteClass::Other);
+        assert_eq!(classify("/mcp"), RouteClass::McpAggregate);
+        assert_eq!(classify("/mcp?x"), RouteClass::McpAggregate);
+        assert_eq!(classify("/mcpx"), RouteClass::Other);
+        assert_eq!(classify("/mcp-servers/a/mcp"), RouteClass::McpServer);
+        assert_eq!(classify("/mcp-servers/a/other"), RouteClass::McpServer);
+    }
+
+    #[test]
+    fn mcp_server_names() {
+        assert_eq!(mcp_server_name("/mcp-servers/everything/mcp"), Some("everything"));
+        assert_eq!(mcp_server_name("/mcp-servers/everything/mcp?x=1"), Some("everything"));
+        assert_eq!(mcp_server_name("/mcp-servers//mcp"), None);
+        assert_eq!(mcp_server_name("/mcp-servers/a/b/mcp"), None);
+        assert_eq!(mcp_server_name("/mcp-servers/a/mcp/x"), None);
+        assert_eq!(mcp_server_name("/mcp-servers/a"), None);
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct PolicySnapshot {
     /// Every live key's hash.
     #[serde(default)]
     pub tokens: TokenTableSpec,
+    /// Names of the configured MCP servers (`/mcp-servers/{name}/mcp`); principals exclude them by
+    /// index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_servers: Vec<String>,
 }
 
 /// Gateway-wide settings carried in the snapshot.
@@ -45,6 +49,11 @@ pub struct Settings {
     /// reserved as this; a request without `max_tokens` reserves this).
     #[serde(default = "default_output_reservation")]
     pub output_reservation: u64,
+    /// Per-deployment secret the filter sends (as [`crate::filter::SECRET_HEADER`]) with the
+    /// identity headers it adds on routes to the control plane; the control plane trusts those
+    /// headers only when the secret matches. Empty: no identity headers are sent.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity_secret: String,
     /// Where usage events go.
     #[serde(default)]
     pub ledger: LedgerSettings,
@@ -109,6 +118,7 @@ impl Default for Settings {
         Self {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             output_reservation: DEFAULT_OUTPUT_RESERVATION,
+            identity_secret: String::new(),
             ledger: LedgerSettings::default(),
         }
     }
@@ -163,6 +173,10 @@ pub struct PrincipalSpec {
     /// merged down the chain and aliases resolved by the control plane), sorted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded_models: Vec<u32>,
+    /// Indices into the snapshot's `mcp_servers` this principal may not use (merged down the
+    /// chain by the control plane), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_mcp_servers: Vec<u32>,
     /// Aggregate caps of the entities above the key (user or service account, team, org).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<CapSpec>,
@@ -211,6 +225,10 @@ pub enum SnapshotError {
     MaxBody,
     #[error("principal {0} excludes model index {1}, which does not exist")]
     ExcludedModel(usize, u32),
+    #[error("principal {0} excludes MCP server index {1}, which does not exist")]
+    ExcludedMcpServer(usize, u32),
+    #[error("MCP server name {0:?} is empty, repeated or has characters other than A-Z a-z 0-9 _ . -")]
+    McpServerName(String),
 }
 
 /// A checked snapshot, indexed for lookups on the request path.
@@ -228,7 +246,10 @@ pub struct Policy {
     pub principals: Vec<PrincipalSpec>,
     /// The token table.
     pub tokens: TokenTable,
+    /// MCP server names in snapshot order.
+    pub mcp_servers: Vec<String>,
     by_name: HashMap<String, usize>,
+    mcp_by_name: HashMap<String, usize>,
     models_list_body: Vec<u8>,
 }
 
@@ -259,6 +280,17 @@ impl Policy {
                 return Err(SnapshotError::ExcludedModel(i, *m));
             }
         }
+        let mut mcp_by_name = HashMap::with_capacity(s.mcp_servers.len());
+        for (i, name) in s.mcp_servers.iter().enumerate() {
+            if !valid_mcp_name(name) || mcp_by_name.insert(name.clone(), i).is_some() {
+                return Err(SnapshotError::McpServerName(name.clone()));
+            }
+        }
+        for (i, p) in s.principals.iter().enumerate() {
+            if let Some(m) = p.excluded_mcp_servers.iter().find(|m| **m as usize >= s.mcp_servers.len()) {
+                return Err(SnapshotError::ExcludedMcpServer(i, *m));
+            }
+        }
         let tokens = TokenTable::from_spec(s.tokens, s.principals.len())?;
         let models_list_body = models_list(&s.models, s.created);
         Ok(Self {
@@ -268,9 +300,23 @@ impl Policy {
             models: s.models,
             principals: s.principals,
             tokens,
+            mcp_servers: s.mcp_servers,
             by_name,
+            mcp_by_name,
             models_list_body,
         })
+    }
+
+    /// Index of an MCP server by name.
+    pub fn mcp_server_index(&self, name: &str) -> Option<usize> {
+        self.mcp_by_name.get(name).copied()
+    }
+
+    /// Whether `principal` may use the MCP server at `index`.
+    pub fn allows_mcp(&self, principal: u32, index: usize) -> bool {
+        self.principals
+            .get(principal as usize)
+            .is_some_and(|p| u32::try_from(index).is_ok_and(|i| p.excluded_mcp_servers.binary_search(&i).is_err()))
     }
 
     /// Resolves a model name or alias.
@@ -305,6 +351,15 @@ impl Policy {
             None => std::borrow::Cow::Owned(models_list(&[], self.created)),
         }
     }
+}
+
+/// Whether `name` may name an MCP server: it appears in paths, in the comma-separated
+/// exclusion header and, on the aggregated endpoint, in `{server}__{tool}` names.
+pub fn valid_mcp_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.contains("__")
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 #[derive(Serialize)]
@@ -357,6 +412,7 @@ mod tests {
             models,
             principals: vec![PrincipalSpec { user_id: 1, ..Default::default() }],
             tokens: TokenTableSpec::build(vec![(hash_key("sk-a"), 1, None, 0)]),
+            mcp_servers: vec![],
         }
     }
 
@@ -404,7 +460,47 @@ mod exclusion_tests {
             models: vec![],
             principals: vec![PrincipalSpec { user_id: 1, excluded_models: vec![3], ..Default::default() }],
             tokens: TokenTableSpec::default(),
+            mcp_servers: vec![],
         };
         assert!(matches!(Policy::from_snapshot(s), Err(SnapshotError::ExcludedModel(0, 3))));
+    }
+}
+
+#[cfg(test)]
+mod mcp_tests {
+    use super::*;
+
+    fn snapshot(servers: &[&str], excluded: Vec<u32>) -> PolicySnapshot {
+        PolicySnapshot {
+            version: 1,
+            created: 0,
+            settings: Settings::default(),
+            models: vec![],
+            principals: vec![PrincipalSpec { user_id: 1, excluded_mcp_servers: excluded, ..Default::default() }],
+            tokens: TokenTableSpec::default(),
+            mcp_servers: servers.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn indexes_mcp_servers_and_exclusions() {
+        let p = Policy::from_snapshot(snapshot(&["a", "b-2"], vec![1])).unwrap();
+        assert_eq!(p.mcp_server_index("b-2"), Some(1));
+        assert_eq!(p.mcp_server_index("c"), None);
+        assert!(p.allows_mcp(0, 0));
+        assert!(!p.allows_mcp(0, 1));
+        assert!(!p.allows_mcp(7, 0));
+    }
+
+    #[test]
+    fn refuses_bad_mcp_names_and_exclusions() {
+        for bad in ["", "a,b", "a__b", "a/b", "a b"] {
+            assert!(matches!(Policy::from_snapshot(snapshot(&[bad], vec![])), Err(SnapshotError::McpServerName(_))));
+        }
+        assert!(matches!(Policy::from_snapshot(snapshot(&["a", "a"], vec![])), Err(SnapshotError::McpServerName(_))));
+        assert!(matches!(
+            Policy::from_snapshot(snapshot(&["a"], vec![1])),
+            Err(SnapshotError::ExcludedMcpServer(0, 1))
+        ));
     }
 }

@@ -106,11 +106,17 @@ fn policy() -> Rc<Policy> {
     let snap = PolicySnapshot {
         version: 3,
         created: 1_700_000_000,
-        settings: Settings { max_body_bytes: 4096, ..Default::default() },
+        settings: Settings { max_body_bytes: 4096, identity_secret: "s3cret".into(), ..Default::default() },
         models: vec![model("chat", &["demo"], Some("Bearer sk-provider")), model("whisper", &[], None)],
         principals: vec![
             PrincipalSpec { user_id: 1, ..Default::default() },
-            PrincipalSpec { user_id: 2, excluded_models: vec![0], ..Default::default() },
+            PrincipalSpec {
+                user_id: 2,
+                excluded_models: vec![0],
+                excluded_mcp_servers: vec![1],
+                org_id: Some(8),
+                ..Default::default()
+            },
             PrincipalSpec {
                 user_id: 3,
                 key_limits: [Some(2), None, Some(100)],
@@ -127,7 +133,9 @@ fn policy() -> Rc<Policy> {
             (hash_key("sk-good"), 1, None, 0),
             (hash_key("sk-expired"), 2, Some(NOW - 1), 0),
             (hash_key("sk-later"), 3, Some(NOW + 60), 0),
+            (hash_key("sk-excluder"), 7, None, 1),
         ]),
+        mcp_servers: vec!["everything".into(), "secret-tools".into()],
     };
     Rc::new(Policy::from_snapshot(snap).unwrap())
 }
@@ -442,6 +450,67 @@ fn failed_or_abandoned_responses_refund() {
     assert_eq!(u.output_tokens, 2);
 }
 
+fn mcp(path: &str, key: Option<&str>, extra: &[(&str, &str)]) -> TestHost {
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    if let Some(a) = auth.as_deref() {
+        headers.push(("authorization", a));
+    }
+    let mut h = TestHost::request("POST", path, &headers, b"");
+    let mut f = RequestFilter::new(Some(policy()));
+    // MCP bodies are not inspected: the decision is taken on the headers.
+    let flow = f.on_request_headers(&mut h, false, NOW * 1000);
+    assert_eq!(flow == Flow::Continue, h.reply.is_none());
+    h
+}
+
+#[test]
+fn mcp_routes_need_a_key_and_get_identity_headers_instead() {
+    let h = mcp("/mcp-servers/everything/mcp", Some("sk-good"), &[("x-aqueduct-token-id", "999")]);
+    assert!(h.reply.is_none());
+    assert_eq!(h.header(SECRET_HEADER), Some("s3cret"));
+    assert_eq!(h.header(TOKEN_ID_HEADER), Some("1"), "the client's own identity header is replaced");
+    assert_eq!(h.header(USER_ID_HEADER), Some("1"));
+    assert_eq!(h.header(ORG_ID_HEADER), None);
+    assert_eq!(h.header(MCP_EXCLUDED_HEADER), Some(""));
+    assert_eq!(h.header("authorization"), None, "the key never reaches the control plane's proxy");
+
+    let h = mcp("/mcp", Some("sk-excluder"), &[]);
+    assert!(h.reply.is_none());
+    assert_eq!(h.header(MCP_EXCLUDED_HEADER), Some("secret-tools"));
+    assert_eq!(h.header(ORG_ID_HEADER), Some("8"));
+
+    for key in [None, Some("sk-wrong"), Some("sk-expired")] {
+        let h = mcp("/mcp", key, &[]);
+        assert_eq!(h.reply_json().0, 401);
+        assert_eq!(h.header(SECRET_HEADER), None);
+    }
+}
+
+#[test]
+fn mcp_unknown_and_excluded_servers_are_not_found() {
+    for (path, key) in [
+        ("/mcp-servers/secret-tools/mcp", "sk-excluder"),
+        ("/mcp-servers/nope/mcp", "sk-good"),
+        ("/mcp-servers/everything/other", "sk-good"),
+    ] {
+        let h = mcp(path, Some(key), &[]);
+        let (status, body) = h.reply_json();
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"]["type"], "not_found_error");
+        assert_eq!(h.header(SECRET_HEADER), None);
+    }
+    assert!(mcp("/mcp-servers/secret-tools/mcp", Some("sk-good"), &[]).reply.is_none());
+}
+
+#[test]
+fn mcp_without_policy_fails_closed() {
+    let mut h = TestHost::request("POST", "/mcp", &[("authorization", "Bearer sk-good")], b"");
+    let mut f = RequestFilter::new(None);
+    assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Pause);
+    assert_eq!(h.reply_json().0, 503);
+}
+
 /// Runs `host` through the whole exchange and returns the ledger's event.
 fn event_of(mut h: TestHost, status: Option<(&str, &[u8])>) -> UsageEvent {
     let mut shared = MemShared::default();
@@ -525,4 +594,20 @@ fn aqueducts_user_id_is_recorded_and_not_forwarded() {
     assert_eq!(h.header("content-length"), Some(h.body.len().to_string().as_str()));
     let e = f.on_done(&mut MemShared::default(), NOW * 1000 + 5).unwrap();
     assert_eq!(e.end_user.as_deref(), Some("1234"));
+}
+
+#[test]
+fn mcp_refusals_go_to_the_ledger_and_served_requests_to_the_control_plane() {
+    // Served: the control plane records it (with the MCP method), so the filter does not.
+    let mut h = TestHost::request("POST", "/mcp", &[("authorization", "Bearer sk-good")], b"");
+    let mut f = RequestFilter::new(Some(policy()));
+    assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Continue);
+    assert!(f.on_done(&mut MemShared::default(), NOW * 1000 + 3).is_none());
+    // Refused by the filter: one event, with the key's identity when it is known.
+    let h = TestHost::request("POST", "/mcp-servers/secret-tools/mcp", &[("authorization", "Bearer sk-excluder")], b"");
+    let e = event_of(h, None);
+    assert_eq!((e.status, e.outcome, e.token_id), (404, Some(Outcome::NotFound), Some(7)));
+    assert_eq!(e.path, "/mcp-servers/secret-tools/mcp");
+    let e = event_of(TestHost::request("POST", "/mcp", &[], b""), None);
+    assert_eq!((e.status, e.outcome), (401, Some(Outcome::Unauthorized)));
 }
