@@ -5,7 +5,7 @@
 //! refuses, the charges already made on earlier caps are taken back.
 
 use crate::host::Shared;
-use crate::limits::{Denied, Dim, Window, REQUEST_SCALE};
+use crate::limits::{Denied, Dim, Window, REQUEST_SCALE, WINDOW_MS};
 
 /// Attempts of one compare-and-swap update before giving up (contention is brief: a worker
 /// holds no lock between its read and its write).
@@ -190,12 +190,10 @@ pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64
         let charge = [0, 1, 2].map(|d| if limited[d] { cost[d] } else { 0 });
         let outcome = update(store, &cap.key, |w| {
             w.admit(&limits, charge, now_ms).map(|()| {
+                let (used, reset) = w.status(now_ms);
                 limits
                     .iter()
-                    .map(|(d, l)| {
-                        let used = w.used(*d, now_ms);
-                        (*d, l.saturating_sub(used), w.reset_ms(*d, now_ms))
-                    })
+                    .map(|(d, l)| (*d, l.saturating_sub(used[*d as usize]), reset[*d as usize].min(WINDOW_MS)))
                     .collect::<Vec<_>>()
             })
         });

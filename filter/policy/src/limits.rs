@@ -127,6 +127,36 @@ impl Window {
         self.alive(now, now_ms).map(|abs| u64::from(self.slots[pos(abs)].counts[dim as usize])).sum()
     }
 
+    /// Every dimension's total in one pass over the slots.
+    fn totals(&self, now: i64, now_ms: i64) -> [u64; 3] {
+        let mut t = [0u64; 3];
+        for abs in self.alive(now, now_ms) {
+            for (d, v) in self.slots[pos(abs)].counts.iter().enumerate() {
+                t[d] += u64::from(*v);
+            }
+        }
+        t
+    }
+
+    /// What each dimension holds and the milliseconds until it is empty (the full budget is
+    /// back), in one pass: the figures of the `x-ratelimit-*` headers.
+    pub fn status(&mut self, now_ms: i64) -> ([u64; 3], [i64; 3]) {
+        let (now, at) = self.advance(now_ms);
+        let mut used = [0u64; 3];
+        let mut reset = [0i64; 3];
+        for abs in self.alive(now, at) {
+            let slot = &self.slots[pos(abs)];
+            for d in 0..3 {
+                if slot.counts[d] > 0 {
+                    used[d] += u64::from(slot.counts[d]);
+                    // Slots expire oldest first, so the newest non-empty one empties the window.
+                    reset[d] = self.expiry(abs) - at;
+                }
+            }
+        }
+        (used, reset)
+    }
+
     /// Adds `delta` (negative subtracts) to slot `abs`, as charged at `at_ms`.
     fn charge(&mut self, abs: i64, dim: Dim, delta: i64, at_ms: i64) {
         let slot = &mut self.slots[pos(abs)];
@@ -148,8 +178,9 @@ impl Window {
     /// current slot; refuses without charging anything otherwise.
     pub fn admit(&mut self, limits: &[(Dim, u64)], cost: [u64; 3], now_ms: i64) -> Result<(), Denied> {
         let (now, at) = self.advance(now_ms);
+        let totals = self.totals(now, at);
         for &(dim, limit) in limits {
-            if self.sum(dim, now, at) >= limit {
+            if totals[dim as usize] >= limit {
                 return Err(Denied { dim, retry_after_ms: self.retry_after(dim, limit, now_ms) });
             }
         }
@@ -310,6 +341,19 @@ mod tests {
         assert_eq!(w.retry_after(Dim::Requests, 2 * REQUEST_SCALE, 65_000), 900);
         assert_eq!(w.used(Dim::Requests, 65_900), 0);
         assert!(w.is_idle(65_900));
+    }
+
+    #[test]
+    fn status_matches_the_per_dimension_answers() {
+        let mut w = Window::default();
+        w.admit(&req(10), [REQUEST_SCALE, 40, 0], 1_300).unwrap();
+        w.admit(&req(10), [REQUEST_SCALE, 0, 0], 20_900).unwrap();
+        let (used, reset) = w.status(30_000);
+        for d in Dim::ALL {
+            assert_eq!(used[d as usize], w.used(d, 30_000));
+            assert_eq!(reset[d as usize], w.reset_ms(d, 30_000), "{d:?}");
+        }
+        assert_eq!(reset, [50_900, 31_300, 0]);
     }
 
     #[test]
