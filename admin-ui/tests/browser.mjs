@@ -188,6 +188,42 @@ try {
   await acceptTerms(alice.page);
   await untilStatus(aliceKey, 200);
 
+  // --- Usage: traffic with Alice's key, then her usage page draws it ---
+  for (let i = 0; i < 3; i++) {
+    const r = await fetch(`${gateway}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${aliceKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "chat", user: "alice-end", messages: [{ role: "user", content: "hello" }] }),
+    });
+    assert.equal(r.status, 200);
+    await r.arrayBuffer();
+  }
+  // The filter delivers usage in batches: reload until these requests are in (earlier ones,
+  // without an end user, may already be drawn).
+  const usageDeadline = Date.now() + 20_000;
+  for (;;) {
+    await alice.page.goto(`${gateway}/ui/usage?range=1h`);
+    if ((await alice.page.getByRole("rowheader", { name: "alice-end" }).count()) > 0) break;
+    assert.ok(Date.now() < usageDeadline, "the usage charts never showed data");
+    await new Promise((res) => setTimeout(res, 300));
+  }
+  await alice.page.getByRole("img", { name: "Requests per minute" }).waitFor();
+  await alice.page.getByRole("img", { name: "Requests by model" }).waitFor();
+  assert.ok((await alice.page.locator("svg.chart polyline").count()) > 0, "requests and tokens drawn");
+  // The CSV link is the usage API, downloaded with the session cookie.
+  const csvHref = await alice.page.getByRole("link", { name: "Download by end user as CSV" }).getAttribute("href");
+  const csv = await alice.page.request.get(`${gateway}${csvHref}`);
+  assert.equal(csv.status(), 200);
+  assert.match(await csv.text(), /^end_user,requests,.*\nalice-end,3,/s);
+  await shot(alice.page, "usage");
+
+  // --- MCP servers: the registry's servers with copyable URLs ---
+  await alice.page.getByRole("link", { name: "MCP servers" }).click();
+  await alice.page.getByRole("heading", { name: "docs" }).waitFor();
+  await alice.page.getByRole("button", { name: "Copy the URL of docs" }).click();
+  await alice.page.getByText("Copied.").waitFor();
+  await shot(alice.page, "mcp");
+
   // --- Alice as team-admin: a service account, its key shown once, then regenerated ---
   await alice.page.goto(teamUrl);
   await alice.page.getByText("team-admin", { exact: true }).waitFor();
@@ -222,7 +258,10 @@ try {
   // --- Usable at 375 px: nothing wider than the screen except scrollable tables ---
   const phone = await newUser({ width: 375, height: 740 });
   await oidcLogin(phone.page, "alice");
-  for (const [path, name] of [["/ui/keys", "keys-375px"], [teamUrl.replace(gateway, ""), "team-375px"]]) {
+  for (const [path, name] of [
+    ["/ui/keys", "keys-375px"], [teamUrl.replace(gateway, ""), "team-375px"],
+    ["/ui/usage?range=1h", "usage-375px"], ["/ui/mcp", "mcp-375px"],
+  ]) {
     await phone.page.goto(`${gateway}${path}`);
     const width = await phone.page.evaluate(() => document.documentElement.scrollWidth);
     assert.ok(width <= 375, `${path} is ${width}px wide at 375px`);
@@ -235,6 +274,9 @@ try {
   const bg = await night.page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   assert.equal(bg, "rgb(13, 17, 23)", "dark background");
   await shot(night.page, "keys-dark");
+  await night.page.goto(`${gateway}/ui/usage?range=1h`);
+  await night.page.locator("svg.chart polyline").first().waitFor();
+  await shot(night.page, "usage-dark");
 
   // Sign out: back to the login page, and the UI is closed again.
   await alice.page.getByRole("button", { name: "Sign out" }).click();

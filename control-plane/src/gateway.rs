@@ -171,6 +171,11 @@ impl Gateway {
         self.request_resync();
     }
 
+    /// The global default MCP exclusions (for showing which servers a user may use).
+    pub fn default_excluded_mcp_servers(&self) -> Vec<String> {
+        self.default_excluded_mcp_servers.read().map(|d| d.clone()).unwrap_or_else(|e| e.into_inner().clone())
+    }
+
     /// Sets the global default MCP exclusions (from configuration) and rebuilds.
     pub fn set_default_excluded_mcp_servers(&self, names: Vec<String>) {
         if let Ok(mut d) = self.default_excluded_mcp_servers.write() {

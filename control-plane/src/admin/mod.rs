@@ -6,11 +6,14 @@
 //! with the same errors. Forms carry the session's CSRF token; a form without it is refused.
 
 mod assets;
+mod chart;
 mod keys;
 mod login;
 mod manage;
+mod mcp;
 mod teams;
 mod terms;
+mod usage;
 
 use crate::api::auth::Authed;
 use crate::api::TenancySettings;
@@ -66,6 +69,8 @@ pub fn router(gw: Arc<Gateway>, ui: UiSettings, tenancy: TenancySettings) -> Rou
         .route("/ui/service-accounts/{id}/{action}", post(teams::sa_action))
         .route("/ui/org", get(manage::org))
         .route("/ui/models", get(manage::models))
+        .route("/ui/usage", get(usage::page))
+        .route("/ui/mcp", get(mcp::page))
         .route("/ui/orgs", get(manage::orgs).post(manage::create_org))
         .route("/ui/users", get(manage::users).post(manage::create_user))
         .route("/ui/users/{id}", post(manage::update_user))

@@ -363,3 +363,177 @@ async fn bootstrap_admin_email_is_configurable() {
         http().get(h.url("/api/v1/users")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["data"][0]["email"], "ops@example.com", "{me}");
 }
+
+/// An admin-API POST answering JSON.
+async fn admin_post(h: &Harness, path: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = http().post(h.url(path)).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// A user of `org` with `role`; returns their id.
+async fn make_user(h: &Harness, org: &str, email: &str, role: &str) -> String {
+    let u = admin_post(h, "/api/v1/users", json!({"email": email, "org_id": org, "role": role})).await;
+    u["id"].as_str().unwrap().to_string()
+}
+
+/// Signs `b` in as `user_id`. Only the bootstrap admin has a password (others sign in with
+/// OIDC, which the browser test drives), so the session is made the way the login makes it.
+async fn sign_in_as(h: &Harness, b: &mut Browser<'_>, user_id: &str) {
+    let db = aqueduct::db::Db::open(None, h.dir.path()).await.unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let cookie = aqueduct::auth::session::create(&db, user_id.parse().unwrap(), now, 3_600).await.unwrap();
+    b.cookies.insert("aqueduct_session".to_string(), cookie);
+}
+
+/// The `href` of the first link whose URL contains `needle`, unescaped (askama writes `&` as `&#38;`).
+fn link_with(body: &str, needle: &str) -> String {
+    body.split("href=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap().replace("&#38;", "&"))
+        .find(|h| h.contains(needle))
+        .unwrap_or_else(|| panic!("no link with {needle} in {body}"))
+}
+
+#[tokio::test]
+async fn admin_ui_usage_page_shows_each_role_its_own_traffic() {
+    let h = Harness::start_env(&[("AQUEDUCT_ADMIN_PASSWORD", PASSWORD)]).await;
+    let org = admin_post(&h, "/api/v1/orgs", json!({"name": "acme"})).await["id"].as_str().unwrap().to_string();
+    let ann = make_user(&h, &org, "ann@acme.test", "user").await;
+    let bob = make_user(&h, &org, "bob@acme.test", "user").await;
+    let boss = make_user(&h, &org, "boss@acme.test", "org-admin").await;
+    let idle = make_user(&h, &org, "idle@acme.test", "user").await;
+    let key = |user: String, name: &'static str| {
+        let h = &h;
+        async move {
+            let k = admin_post(h, "/api/v1/tokens", json!({"name": name, "user_id": user})).await;
+            k["key"].as_str().unwrap().to_string()
+        }
+    };
+    let (ka, kb) = (key(ann.clone(), "ann-laptop").await, key(bob.clone(), "bob-laptop").await);
+    h.eventually(Duration::from_secs(10), || async {
+        http().get(h.url("/v1/models")).bearer_auth(&kb).send().await.unwrap().status() == 200
+    })
+    .await;
+    let chat_as = |key: &str, end_user: &str| {
+        http().post(h.url("/v1/chat/completions")).bearer_auth(key).json(&json!({
+            "model": "chat", "user": end_user, "messages": [{"role": "user", "content": "a b c"}]
+        }))
+    };
+    for (k, end_user) in [(&ka, "ann-end"), (&ka, "ann-end"), (&kb, "bob-end")] {
+        assert_eq!(chat_as(k, end_user).send().await.unwrap().status(), 200);
+    }
+    h.eventually(Duration::from_secs(10), || async {
+        let v: serde_json::Value = http()
+            .get(h.url("/api/v1/usage?group_by=end_user&from=2000-01-01T00:00:00Z"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["end_user"] == "ann-end" || g["end_user"] == "bob-end")
+            .count()
+            == 2
+    })
+    .await;
+
+    // Each user sees their own keys, end users and charts, and nothing of the other's.
+    for (user, mine, theirs) in [(&ann, "ann", "bob"), (&bob, "bob", "ann")] {
+        let mut b = Browser::new(&h);
+        sign_in_as(&h, &mut b, user).await;
+        let p = b.get("/ui/usage?range=1h").await;
+        assert_eq!(p.status, 200, "{}", p.body);
+        for needle in [format!("{mine}-end"), format!("{mine}-laptop"), format!("{mine}@acme.test")] {
+            assert!(p.body.contains(&needle), "{mine} lacks {needle}: {}", p.body);
+        }
+        assert!(!p.body.contains(&format!("{theirs}-end")) && !p.body.contains(&format!("{theirs}-laptop")));
+        assert!(p.body.contains("<svg class=\"chart\"") && p.body.contains("<title id=\"chart-requests-t\">"));
+        assert!(p.body.contains("<polyline class=\"line s0\""), "requests drawn: {}", p.body);
+        assert!(p.body.contains("<rect class=\"bar\""), "models drawn");
+        assert!(p.body.contains("href=\"/ui/usage\" aria-current=\"page\""), "menu entry");
+        assert!(!p.body.contains("style="), "no inline styles under the CSP");
+
+        // The CSV download is the usage API, reached with the session cookie.
+        let csv = link_with(&p.body, "group_by=end_user");
+        assert!(csv.starts_with("/api/v1/usage?") && csv.contains("format=csv"), "{csv}");
+        let r = b.get(&csv).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.headers["content-type"].to_str().unwrap().starts_with("text/csv"), "{:?} {}", r.headers, r.body);
+        assert!(r.body.starts_with("end_user,requests,"), "{}", r.body);
+        assert!(r.body.contains(&format!("{mine}-end,")) && !r.body.contains(&format!("{theirs}-end")), "{}", r.body);
+        let anonymous = http().get(h.url(&csv)).send().await.unwrap();
+        assert_eq!(anonymous.status(), 401);
+    }
+    let mut b = Browser::new(&h);
+    sign_in_as(&h, &mut b, &ann).await;
+    let p = b.get("/ui/usage?range=1h").await;
+    assert!(p.body.contains("<th scope=\"row\">ann-end</th><td>2</td>"), "{}", p.body);
+
+    // The org-admin sees the org; the admin sees everything.
+    let mut b = Browser::new(&h);
+    sign_in_as(&h, &mut b, &boss).await;
+    let p = b.get("/ui/usage?range=1d").await;
+    assert!(p.body.contains("ann-end") && p.body.contains("bob-end"), "{}", p.body);
+    let mut b = Browser::new(&h);
+    assert_eq!(b.login("admin@localhost", PASSWORD).await.status, 303);
+    for range in ["1h", "1d", "1w", "30d", "bogus"] {
+        let p = b.get(&format!("/ui/usage?range={range}")).await;
+        assert_eq!(p.status, 200, "{range}: {}", p.body);
+        assert!(p.body.contains("ann-end") && p.body.contains("bob-end") && p.body.contains("<svg"), "{range}");
+    }
+    assert!(b.get("/ui/usage?range=30d").await.body.contains("<a href=\"/ui/usage?range=30d\" aria-current=\"true\">"));
+
+    // No traffic: a clear empty state and no empty charts.
+    let mut b = Browser::new(&h);
+    sign_in_as(&h, &mut b, &idle).await;
+    let p = b.get("/ui/usage").await;
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains("No traffic in this range yet") && !p.body.contains("<svg"), "{}", p.body);
+}
+
+#[tokio::test]
+async fn admin_ui_mcp_page_lists_the_servers_a_user_may_use() {
+    let servers = json!({"mcpServers": {
+        "docs": {"type": "streamable-http", "url": "http://127.0.0.1:1/upstream-mcp", "description": "Search <the> docs",
+                 "tags": ["docs", "read-only"]},
+        "payroll": {"type": "streamable-http", "url": "http://127.0.0.1:1/upstream-mcp", "description": "Salaries"},
+    }});
+    let h = Harness::start_mcp(&servers.to_string(), &[("AQUEDUCT_ADMIN_PASSWORD", PASSWORD)]).await;
+    let org = admin_post(&h, "/api/v1/orgs", json!({"name": "acme"})).await["id"].as_str().unwrap().to_string();
+    let dev = make_user(&h, &org, "dev@acme.test", "user").await;
+    let r = http()
+        .patch(h.url(&format!("/api/v1/users/{dev}")))
+        .bearer_auth(ADMIN_KEY)
+        .json(&json!({"excluded_mcp_servers": ["payroll"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The admin may use both; each with its URL and a copy button, and the aggregated URL.
+    let mut b = Browser::new(&h);
+    assert_eq!(b.login("admin@localhost", PASSWORD).await.status, 303);
+    let p = b.get("/ui/mcp").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("<h2>docs</h2>") && p.body.contains("<h2>payroll</h2>"), "{}", p.body);
+    assert!(p.body.contains("Search &#60;the&#62; docs"), "{}", p.body);
+    assert!(p.body.contains("<span class=\"tag\">read-only</span>"), "{}", p.body);
+    assert!(p.body.contains("/mcp-servers/docs/mcp</code>") && p.body.contains("/mcp-servers/payroll/mcp</code>"));
+    assert!(p.body.contains("<code id=\"url-all\">http://") && p.body.contains("data-copy=\"#url-all\""));
+    assert!(p.body.contains("href=\"/ui/mcp\" aria-current=\"page\""));
+    assert!(!p.body.contains("upstream-mcp"), "upstream URLs are not shown");
+
+    // The user's exclusion hides payroll from their page.
+    let mut b = Browser::new(&h);
+    sign_in_as(&h, &mut b, &dev).await;
+    let p = b.get("/ui/mcp").await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("<h2>docs</h2>") && !p.body.contains("payroll"), "{}", p.body);
+    assert!(p.body.contains("1 more configured server is excluded for you"), "{}", p.body);
+}

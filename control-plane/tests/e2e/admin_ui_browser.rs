@@ -1,7 +1,7 @@
 //! The admin UI in a real browser: Debian's Chromium driven by `playwright-core`
 //! (`admin-ui/tests/browser.mjs`), signing in through a real OpenID provider (`oidc-provider`,
 //! `admin-ui/tests/oidc-provider.mjs`) to the real control plane behind Envoy. The browser
-//! creates keys; this side then uses them with an OpenAI client. Terms of Service are required
+//! creates keys, makes traffic and reads it on the usage page; this side then uses them with an OpenAI client. Terms of Service are required
 //! here: publishing a version blocks users' keys (403) until they accept it in the UI. Screenshots of each page land
 //! in `target/admin-ui-screenshots/`. `make test` installs Chromium and the npm packages.
 
@@ -39,16 +39,25 @@ async fn admin_ui_in_chromium_with_oidc_login() {
 
     let idp_port = free_port();
     let issuer = format!("http://127.0.0.1:{idp_port}");
-    let h = Harness::start_env(&[
-        ("AQUEDUCT_OIDC_ISSUER", issuer.as_str()),
-        ("AQUEDUCT_OIDC_CLIENT_ID", "aqueduct"),
-        ("AQUEDUCT_OIDC_CLIENT_SECRET", "aqueduct-test-secret"),
-        ("AQUEDUCT_OIDC_SCOPES", "openid email groups"),
-        ("AQUEDUCT_OIDC_GROUP_ORGS", "acme=Acme"),
-        ("AQUEDUCT_OIDC_ADMIN_GROUP", "gw-admins"),
-        ("AQUEDUCT_OIDC_TEAM_SYNC", "true"),
-        ("AQUEDUCT_TERMS_REQUIRED", "true"),
-    ])
+    // Two MCP servers for the MCP page (listed only; nothing connects to them here).
+    let mcp = serde_json::json!({"mcpServers": {
+        "docs": {"type": "streamable-http", "url": "http://127.0.0.1:1/mcp", "description": "Search the docs",
+                 "tags": ["docs", "read-only"]},
+        "tickets": {"type": "streamable-http", "url": "http://127.0.0.1:1/mcp", "description": "The ticket tracker"},
+    }});
+    let h = Harness::start_mcp(
+        &mcp.to_string(),
+        &[
+            ("AQUEDUCT_OIDC_ISSUER", issuer.as_str()),
+            ("AQUEDUCT_OIDC_CLIENT_ID", "aqueduct"),
+            ("AQUEDUCT_OIDC_CLIENT_SECRET", "aqueduct-test-secret"),
+            ("AQUEDUCT_OIDC_SCOPES", "openid email groups"),
+            ("AQUEDUCT_OIDC_GROUP_ORGS", "acme=Acme"),
+            ("AQUEDUCT_OIDC_ADMIN_GROUP", "gw-admins"),
+            ("AQUEDUCT_OIDC_TEAM_SYNC", "true"),
+            ("AQUEDUCT_TERMS_REQUIRED", "true"),
+        ],
+    )
     .await;
     let redirect = format!("http://{}/ui/auth/callback", h.listen);
     let idp_log = std::fs::File::create(h.dir.path().join("oidc-provider.log")).unwrap();
@@ -133,6 +142,11 @@ async fn admin_ui_in_chromium_with_oidc_login() {
         "team-375px",
         "terms",
         "terms-versions",
+        "usage",
+        "usage-375px",
+        "usage-dark",
+        "mcp",
+        "mcp-375px",
     ] {
         let p = shots.join(format!("{page}.png"));
         assert!(std::fs::metadata(&p).is_ok_and(|m| m.len() > 1000), "screenshot {}", p.display());
