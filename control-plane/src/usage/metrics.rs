@@ -48,7 +48,9 @@ impl Histogram {
 struct Inner {
     requests: BTreeMap<(String, u16), u64>,
     tokens: BTreeMap<(String, &'static str), u64>,
-    latency: BTreeMap<String, Histogram>,
+    latency: BTreeMap<(String, u16), Histogram>,
+    /// Model labels seen, to bound them.
+    models: std::collections::BTreeSet<String>,
     lag: Histogram,
     batches_ok: u64,
     batches_failed: u64,
@@ -73,13 +75,16 @@ impl UsageMetrics {
         let Ok(mut m) = self.inner.lock() else { return };
         for e in events {
             let mut model = e.model.clone().unwrap_or_default();
-            if !m.latency.contains_key(&model) && m.latency.len() >= MAX_MODELS {
-                model = "other".into();
+            if !m.models.contains(&model) {
+                if m.models.len() >= MAX_MODELS {
+                    model = "other".into();
+                }
+                m.models.insert(model.clone());
             }
             *m.requests.entry((model.clone(), e.status)).or_default() += 1;
             *m.tokens.entry((model.clone(), "input")).or_default() += e.input_tokens;
             *m.tokens.entry((model.clone(), "output")).or_default() += e.output_tokens;
-            m.latency.entry(model).or_default().observe(e.latency_ms as f64 / 1000.0);
+            m.latency.entry((model, e.status)).or_default().observe(e.latency_ms as f64 / 1000.0);
             let done_at = e.at_ms.saturating_add(i64::try_from(e.latency_ms).unwrap_or(0));
             m.lag.observe((now_ms - done_at).max(0) as f64 / 1000.0);
         }
@@ -111,10 +116,11 @@ impl UsageMetrics {
         for ((model, kind), v) in &m.tokens {
             let _ = writeln!(out, "aqueduct_tokens_total{{model=\"{}\",type=\"{kind}\"}} {v}", escape(model));
         }
-        let _ = writeln!(out, "# HELP aqueduct_request_duration_seconds Request latency, by model.");
+        let _ = writeln!(out, "# HELP aqueduct_request_duration_seconds Request latency, by model and status.");
         let _ = writeln!(out, "# TYPE aqueduct_request_duration_seconds histogram");
-        for (model, h) in &m.latency {
-            h.render(out, "aqueduct_request_duration_seconds", &format!("model=\"{}\"", escape(model)));
+        for ((model, status), h) in &m.latency {
+            let labels = format!("model=\"{}\",status=\"{status}\"", escape(model));
+            h.render(out, "aqueduct_request_duration_seconds", &labels);
         }
         let _ = writeln!(
             out,
@@ -155,7 +161,10 @@ mod tests {
         m.render(&mut out);
         assert!(out.contains("aqueduct_requests_total{model=\"chat\\\"x\",status=\"200\"} 2"), "{out}");
         assert!(out.contains("aqueduct_tokens_total{model=\"chat\\\"x\",type=\"input\"} 10"));
-        assert!(out.contains("aqueduct_request_duration_seconds_bucket{model=\"chat\\\"x\",le=\"0.05\"} 2"));
+        assert!(
+            out.contains("aqueduct_request_duration_seconds_bucket{model=\"chat\\\"x\",status=\"200\",le=\"0.05\"} 2"),
+            "{out}"
+        );
         assert!(out.contains("aqueduct_usage_ingestion_lag_seconds_bucket{le=\"1\"} 2"));
         assert!(out.contains("aqueduct_usage_events_total{result=\"duplicate\"} 1"));
     }
