@@ -308,16 +308,25 @@ pub async fn post(State(mcp): State<Arc<Mcp>>, Path(name): Path<String>, headers
     with_guard(status, out_headers, resp, guard)
 }
 
+/// What GET and DELETE start with: the caller checked (a refusal is recorded), the call's
+/// record begun, and the session the request names.
+async fn open(
+    mcp: &Arc<Mcp>,
+    name: &str,
+    headers: &HeaderMap,
+    method: &'static str,
+) -> Result<(Checked, CallGuard, Session), Response> {
+    let started = Instant::now();
+    let c = check(mcp, name, headers).map_err(|e| rejected(mcp, started, headers, Some(name), method, e))?;
+    let mut guard = CallGuard::new(mcp.clone(), started, call(&c.identity, name, method, None));
+    let s = session(mcp, &c, name, &mut guard).await?;
+    Ok((c, guard, s))
+}
+
 /// `GET /mcp-servers/{name}/mcp`: the server's stream of its own messages.
 pub async fn get(State(mcp): State<Arc<Mcp>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let started = Instant::now();
-    let c = match check(&mcp, &name, &headers) {
-        Ok(c) => c,
-        Err(e) => return rejected(&mcp, started, &headers, Some(&name), "GET", e),
-    };
-    let mut guard = CallGuard::new(mcp.clone(), started, call(&c.identity, &name, "GET", None));
-    let s = match session(&mcp, &c, &name, &mut guard).await {
-        Ok(s) => s,
+    let (c, mut guard, s) = match open(&mcp, &name, &headers, "GET").await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let sent = upstream_request(&mcp, &c.server, reqwest::Method::GET, &headers, s.upstream_session.as_deref())
@@ -348,14 +357,8 @@ pub async fn get(State(mcp): State<Arc<Mcp>>, Path(name): Path<String>, headers:
 
 /// `DELETE /mcp-servers/{name}/mcp`: ends the session here and upstream.
 pub async fn delete(State(mcp): State<Arc<Mcp>>, Path(name): Path<String>, headers: HeaderMap) -> Response {
-    let started = Instant::now();
-    let c = match check(&mcp, &name, &headers) {
-        Ok(c) => c,
-        Err(e) => return rejected(&mcp, started, &headers, Some(&name), "DELETE", e),
-    };
-    let mut guard = CallGuard::new(mcp.clone(), started, call(&c.identity, &name, "DELETE", None));
-    let s = match session(&mcp, &c, &name, &mut guard).await {
-        Ok(s) => s,
+    let (c, mut guard, s) = match open(&mcp, &name, &headers, "DELETE").await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     if let Some(up) = s.upstream_session.as_deref() {
