@@ -14,7 +14,7 @@ use crate::xds::resources::{self, Layout};
 use crate::xds::server::XdsMetrics;
 use crate::xds::type_url;
 use aqueduct_policy::snapshot::{CapSpec, LedgerSettings, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
-use aqueduct_policy::tokens::{TokenTableSpec, HASH_LEN};
+use aqueduct_policy::tokens::{TokenTable, HASH_LEN};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +59,7 @@ pub struct Gateway {
     pub xds_metrics: Arc<XdsMetrics>,
     /// The last published policy with its version zeroed: an unchanged policy keeps its version
     /// and is not pushed again (each push costs every Envoy VM a re-parse).
-    last_policy: tokio::sync::Mutex<Option<(PolicySnapshot, String)>>,
+    last_policy: tokio::sync::Mutex<Option<(PolicySnapshot, Vec<u8>)>>,
     /// Per-key caps for keys whose chain sets none.
     pub default_key_limits: [Option<u64>; 3],
     /// Most output tokens reserved per request at admission.
@@ -89,8 +89,8 @@ pub struct Gateway {
 pub enum RebuildError {
     #[error("reading tokens: {0}")]
     Db(#[from] sqlx::Error),
-    #[error("serializing policy: {0}")]
-    Json(#[from] serde_json::Error),
+    #[error("encoding policy: {0}")]
+    Encode(#[from] aqueduct_policy::SnapshotError),
 }
 
 impl Gateway {
@@ -218,6 +218,7 @@ impl Gateway {
 
     /// Reads the store and publishes every resource type.
     pub async fn rebuild(&self) -> Result<(), RebuildError> {
+        let started = std::time::Instant::now();
         let tokens = live_keys(&self.db, now(), EXPIRED_GRACE_SECS).await?;
         let hierarchy = hierarchy(&self.db).await?;
         let defaults = self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_default();
@@ -242,29 +243,40 @@ impl Gateway {
             identity_secret: self.identity_secret.read().map(|s| s.clone()).unwrap_or_default(),
             ledger: self.ledger.clone(),
         };
+        let loaded = started.elapsed();
         let mut snapshot = build_snapshot(0, created, &models, inputs, settings);
+        let built = started.elapsed();
         // Held until published, so concurrent rebuilds cannot publish out of order.
         let mut last = self.last_policy.lock().await;
-        let policy_json = match last.as_ref() {
-            Some((prev, json)) if *prev == snapshot => json.clone(),
+        let policy = match last.as_ref() {
+            Some((prev, encoded)) if *prev == snapshot => encoded.clone(),
             _ => {
                 let unversioned = snapshot.clone();
                 snapshot.version = self.next_version();
-                let json = serde_json::to_string(&snapshot)?;
-                *last = Some((unversioned, json.clone()));
-                json
+                let encoded = snapshot.encode()?;
+                *last = Some((unversioned, encoded.clone()));
+                encoded
             }
         };
         let changed = self.cache.publish(BTreeMap::from([
             (type_url::CLUSTER, resources::clusters(&self.layout, &models)),
             (type_url::LISTENER, resources::listeners(&self.layout)),
             (type_url::ROUTE, resources::routes(&models)),
-            (type_url::EXTENSION, vec![resources::filter_config(&self.layout, policy_json)]),
+            (type_url::EXTENSION, vec![resources::filter_config(&self.layout, policy)]),
         ]));
         drop(last);
         if !changed.is_empty() {
             self.published.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(tokens = tokens.len(), models = models.groups.len(), ?changed, "policy published");
+            // The phases of a rebuild, for operators sizing large key tables.
+            tracing::info!(
+                tokens = tokens.len(),
+                models = models.groups.len(),
+                ?changed,
+                load_ms = loaded.as_millis(),
+                build_ms = (built - loaded).as_millis(),
+                total_ms = started.elapsed().as_millis(),
+                "policy published"
+            );
         }
         Ok(())
     }
@@ -434,12 +446,27 @@ pub fn build_snapshot(
     let mut principals = Vec::new();
     let mut index: HashMap<PrincipalSpec, u32> = HashMap::new();
     let mut entries = Vec::with_capacity(inputs.keys.len());
+    // The principal is a function of the owner and the key's own fields; keys arrive grouped
+    // by those, so a run of alike keys (100,000 keys of one user) resolves its chain once.
+    let mut previous: Option<(&KeyRow, Option<u32>)> = None;
     for key in inputs.keys {
         let mut digest = [0u8; HASH_LEN];
         if hex::decode_to_slice(&key.key_hash, &mut digest).is_err() {
             tracing::error!(token = key.id, "stored key hash is not 64 hex digits; key left out of the policy");
             continue;
         }
+        if let Some((prev, principal)) = previous {
+            if prev.user_id == key.user_id
+                && prev.service_account_id == key.service_account_id
+                && prev.fields == key.fields
+            {
+                if let Some(p) = principal {
+                    entries.push((digest, id(key.id), key.expires_at, p));
+                }
+                continue;
+            }
+        }
+        previous = Some((key, None));
         // A key whose owner (user or service account) is gone or inactive is left out.
         let Some(chain) = inputs.hierarchy.chain(key) else { continue };
         let mut excluded: Vec<u32> = excluded_models(&chain.levels, inputs.default_excluded_models)
@@ -472,6 +499,7 @@ pub fn build_snapshot(
             principals.push(spec);
             u32::try_from(principals.len() - 1).unwrap_or(u32::MAX)
         });
+        previous = Some((key, Some(p)));
         entries.push((digest, id(key.id), key.expires_at, p));
     }
     PolicySnapshot {
@@ -480,7 +508,7 @@ pub fn build_snapshot(
         settings,
         models: specs,
         principals,
-        tokens: TokenTableSpec::build(entries),
+        tokens: TokenTable::build(entries),
         mcp_servers: inputs.mcp_servers.to_vec(),
     }
 }

@@ -32,7 +32,7 @@ use envoy_types::pb::envoy::extensions::wasm::v3::{plugin_config, FailurePolicy,
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     string_matcher, RegexMatchAndSubstitute, RegexMatcher, StringMatcher,
 };
-use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration, StringValue, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, BytesValue, Duration, UInt32Value};
 use prost::Name;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -173,8 +173,9 @@ pub fn clusters(layout: &Layout, models: &ModelsConfig) -> Vec<Resource> {
     out
 }
 
-/// The Wasm filter configuration carrying `policy_json` (the serialized policy snapshot).
-pub fn wasm_filter(wasm_path: &str, policy_json: String) -> Wasm {
+/// The Wasm filter configuration carrying `policy`, the encoded policy snapshot (binary form,
+/// or JSON; Envoy hands a `BytesValue` to the filter as raw bytes).
+pub fn wasm_filter(wasm_path: &str, policy: Vec<u8>) -> Wasm {
     Wasm {
         config: Some(PluginConfig {
             name: "aqueduct".into(),
@@ -190,7 +191,7 @@ pub fn wasm_filter(wasm_path: &str, policy_json: String) -> Wasm {
                 }),
                 ..Default::default()
             })),
-            configuration: Some(pack(&StringValue { value: policy_json })),
+            configuration: Some(pack(&BytesValue { value: policy })),
             // A trap fails only its own request; the next one gets a fresh VM. Never FAIL_OPEN.
             failure_policy: FailurePolicy::FailReload as i32,
             // The body decides the route, so the filter must hold headers until it has read it.
@@ -201,8 +202,8 @@ pub fn wasm_filter(wasm_path: &str, policy_json: String) -> Wasm {
 }
 
 /// The ECDS resource for the filter.
-pub fn filter_config(layout: &Layout, policy_json: String) -> Resource {
-    let wasm = wasm_filter(&layout.wasm_path.to_string_lossy(), policy_json);
+pub fn filter_config(layout: &Layout, policy: Vec<u8>) -> Resource {
+    let wasm = wasm_filter(&layout.wasm_path.to_string_lossy(), policy);
     resource(
         FILTER_CONFIG_NAME,
         &TypedExtensionConfig { name: FILTER_CONFIG_NAME.into(), typed_config: Some(pack(&wasm)) },

@@ -50,15 +50,15 @@ async fn refused_policy_is_nacked_and_the_last_good_one_stays() {
     };
     let policy = build_snapshot(1, 0, &models, inputs, Settings::default());
     let cache = Arc::new(SnapshotCache::new());
-    let publish = |policy_json: String| {
+    let publish = |policy: Vec<u8>| {
         cache.publish(BTreeMap::from([
             (type_url::CLUSTER, resources::clusters(&layout, &models)),
             (type_url::LISTENER, resources::listeners(&layout)),
             (type_url::ROUTE, resources::routes(&models)),
-            (type_url::EXTENSION, vec![resources::filter_config(&layout, policy_json)]),
+            (type_url::EXTENSION, vec![resources::filter_config(&layout, policy)]),
         ]))
     };
-    publish(serde_json::to_string(&policy).unwrap());
+    publish(policy.encode().unwrap());
 
     let metrics = Arc::new(XdsMetrics::default());
     let server = XdsServer::new(cache.clone(), metrics.clone());
@@ -112,7 +112,7 @@ async fn refused_policy_is_nacked_and_the_last_good_one_stays() {
     assert_eq!(metrics.nacks.load(Ordering::Relaxed), 0);
 
     // A policy the filter's on_configure refuses (unknown field): Envoy must NACK it.
-    publish(r#"{"version":2,"not_a_field":true}"#.to_string());
+    publish(br#"{"version":2,"not_a_field":true}"#.to_vec());
     for _ in 0..200 {
         if metrics.nacks.load(Ordering::Relaxed) > 0 {
             break;

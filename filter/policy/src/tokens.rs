@@ -1,8 +1,10 @@
 //! The token table: every live key's SHA-256 in a compact, sorted form searched in place.
 //!
-//! A JSON map of 100,000 tokens costs each Wasm VM ~45 MB and ~130 ms to parse. Here the hashes
-//! travel as one hex string of sorted 32-byte digests with parallel arrays of attributes; a VM
-//! holds ~52 bytes per token and finds one with a binary search, no per-token allocation.
+//! A JSON map of 100,000 tokens costs each Wasm VM ~45 MB and ~130 ms to parse. Here a token is
+//! 52 bytes in four parallel blocks (digests, ids, expiries, principals; little-endian), which
+//! the binary policy form ([`crate::snapshot::PolicySnapshot::encode`]) carries verbatim: a VM
+//! adopts the blocks as read, checks their order once and finds a key with a binary search, no
+//! parse and no per-token allocation. Hand-written JSON configurations use [`TokenTableSpec`].
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -10,8 +12,14 @@ use std::cmp::Ordering;
 
 /// Length of a SHA-256 digest.
 pub const HASH_LEN: usize = 32;
+/// Bytes per token in the id block.
+pub const ID_LEN: usize = 8;
+/// Bytes per token in the expiry block.
+pub const EXPIRES_LEN: usize = 8;
+/// Bytes per token in the principal block.
+pub const PRINCIPAL_LEN: usize = 4;
 
-/// The wire form of the table, as the control plane writes it.
+/// The JSON form of the table, for hand-written configurations.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TokenTableSpec {
     /// Concatenated hex SHA-256 digests of the keys, sorted ascending, no duplicates.
@@ -52,18 +60,73 @@ pub struct TokenEntry {
     pub principal: u32,
 }
 
-/// The parsed, searchable table.
-#[derive(Debug, Clone, Default)]
+/// The searchable table: four parallel little-endian blocks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TokenTable {
     hashes: Vec<u8>,
-    ids: Vec<u64>,
-    expires: Vec<i64>,
-    principals: Vec<u32>,
+    ids: Vec<u8>,
+    expires: Vec<u8>,
+    principals: Vec<u8>,
+}
+
+fn read<const N: usize>(block: &[u8], i: usize) -> Option<[u8; N]> {
+    block.get(i * N..(i + 1) * N).and_then(|b| b.try_into().ok())
 }
 
 impl TokenTable {
-    /// Decodes and checks a table; `principal_count` bounds the principal indices.
-    pub fn from_spec(spec: TokenTableSpec, principal_count: usize) -> Result<Self, TokenTableError> {
+    /// Builds a table from unsorted entries `(digest, id, expires_at, principal)`; a repeated
+    /// digest keeps its first entry.
+    pub fn build(mut entries: Vec<([u8; HASH_LEN], u64, Option<i64>, u32)>) -> Self {
+        entries.sort_unstable_by_key(|e| e.0);
+        entries.dedup_by(|a, b| a.0 == b.0);
+        let n = entries.len();
+        let mut t = Self {
+            hashes: Vec::with_capacity(n * HASH_LEN),
+            ids: Vec::with_capacity(n * ID_LEN),
+            expires: Vec::with_capacity(n * EXPIRES_LEN),
+            principals: Vec::with_capacity(n * PRINCIPAL_LEN),
+        };
+        for (digest, id, expires, principal) in entries {
+            t.hashes.extend_from_slice(&digest);
+            t.ids.extend_from_slice(&id.to_le_bytes());
+            t.expires.extend_from_slice(&expires.unwrap_or(0).to_le_bytes());
+            t.principals.extend_from_slice(&principal.to_le_bytes());
+        }
+        t
+    }
+
+    /// Adopts the four blocks of the binary form, checking their sizes and order.
+    pub fn from_blocks(
+        hashes: Vec<u8>,
+        ids: Vec<u8>,
+        expires: Vec<u8>,
+        principals: Vec<u8>,
+    ) -> Result<Self, TokenTableError> {
+        if !hashes.len().is_multiple_of(HASH_LEN) {
+            return Err(TokenTableError::Length(hashes.len() * 2));
+        }
+        let n = hashes.len() / HASH_LEN;
+        if ids.len() != n * ID_LEN || expires.len() != n * EXPIRES_LEN || principals.len() != n * PRINCIPAL_LEN {
+            return Err(TokenTableError::Arity {
+                hashes: n,
+                ids: ids.len() / ID_LEN,
+                expires: expires.len() / EXPIRES_LEN,
+                principals: principals.len() / PRINCIPAL_LEN,
+            });
+        }
+        // Sorted and unique, or the binary search would miss keys.
+        let mut prev: Option<&[u8]> = None;
+        for (i, h) in hashes.chunks_exact(HASH_LEN).enumerate() {
+            if prev.is_some_and(|p| p >= h) {
+                return Err(TokenTableError::Unsorted(i));
+            }
+            prev = Some(h);
+        }
+        Ok(Self { hashes, ids, expires, principals })
+    }
+
+    /// Decodes the JSON form.
+    pub fn from_spec(spec: TokenTableSpec) -> Result<Self, TokenTableError> {
         if !spec.hashes.len().is_multiple_of(HASH_LEN * 2) {
             return Err(TokenTableError::Length(spec.hashes.len()));
         }
@@ -77,25 +140,49 @@ impl TokenTable {
                 principals: spec.principals.len(),
             });
         }
-        for i in 1..n {
-            if hashes[(i - 1) * HASH_LEN..i * HASH_LEN] >= hashes[i * HASH_LEN..(i + 1) * HASH_LEN] {
-                return Err(TokenTableError::Unsorted(i));
+        Self::from_blocks(
+            hashes,
+            spec.ids.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            spec.expires.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            spec.principals.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        )
+    }
+
+    /// The JSON form.
+    pub fn to_spec(&self) -> TokenTableSpec {
+        let n = self.len();
+        TokenTableSpec {
+            hashes: hex::encode(&self.hashes),
+            ids: (0..n).filter_map(|i| read(&self.ids, i).map(u64::from_le_bytes)).collect(),
+            expires: (0..n).filter_map(|i| read(&self.expires, i).map(i64::from_le_bytes)).collect(),
+            principals: (0..n).filter_map(|i| read(&self.principals, i).map(u32::from_le_bytes)).collect(),
+        }
+    }
+
+    /// The four blocks, in the order the binary form carries them.
+    pub fn blocks(&self) -> [&[u8]; 4] {
+        [&self.hashes, &self.ids, &self.expires, &self.principals]
+    }
+
+    /// Checks that every token names one of `principal_count` principals.
+    pub fn check_principals(&self, principal_count: usize) -> Result<(), TokenTableError> {
+        for (i, p) in self.principals.chunks_exact(PRINCIPAL_LEN).enumerate() {
+            let p = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+            if p as usize >= principal_count {
+                return Err(TokenTableError::Principal(i, p));
             }
         }
-        if let Some((i, p)) = spec.principals.iter().enumerate().find(|(_, p)| **p as usize >= principal_count) {
-            return Err(TokenTableError::Principal(i, *p));
-        }
-        Ok(Self { hashes, ids: spec.ids, expires: spec.expires, principals: spec.principals })
+        Ok(())
     }
 
     /// Number of tokens.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.hashes.len() / HASH_LEN
     }
 
     /// True when there are no tokens.
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.hashes.is_empty()
     }
 
     /// Finds the token whose plaintext key is `key`.
@@ -116,11 +203,11 @@ impl TokenTable {
                 Ordering::Less => lo = mid + 1,
                 Ordering::Greater => hi = mid,
                 Ordering::Equal => {
-                    let expires = *self.expires.get(mid)?;
+                    let expires = i64::from_le_bytes(read(&self.expires, mid)?);
                     return Some(TokenEntry {
-                        id: *self.ids.get(mid)?,
+                        id: u64::from_le_bytes(read(&self.ids, mid)?),
                         expires_at: (expires != 0).then_some(expires),
-                        principal: *self.principals.get(mid)?,
+                        principal: u32::from_le_bytes(read(&self.principals, mid)?),
                     });
                 }
             }
@@ -129,21 +216,22 @@ impl TokenTable {
     }
 }
 
+impl Serialize for TokenTable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_spec().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenTable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Self::from_spec(TokenTableSpec::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 impl TokenTableSpec {
-    /// Builds the wire form from unsorted entries `(digest, id, expires_at, principal)`.
-    pub fn build(mut entries: Vec<([u8; HASH_LEN], u64, Option<i64>, u32)>) -> Self {
-        entries.sort_unstable_by_key(|e| e.0);
-        entries.dedup_by(|a, b| a.0 == b.0);
-        let mut raw = Vec::with_capacity(entries.len() * HASH_LEN);
-        let mut spec = TokenTableSpec::default();
-        for (digest, id, expires, principal) in entries {
-            raw.extend_from_slice(&digest);
-            spec.ids.push(id);
-            spec.expires.push(expires.unwrap_or(0));
-            spec.principals.push(principal);
-        }
-        spec.hashes = hex::encode(raw);
-        spec
+    /// Builds the JSON form from unsorted entries `(digest, id, expires_at, principal)`.
+    pub fn build(entries: Vec<([u8; HASH_LEN], u64, Option<i64>, u32)>) -> Self {
+        TokenTable::build(entries).to_spec()
     }
 }
 
@@ -158,7 +246,9 @@ mod tests {
 
     fn table(keys: &[&str]) -> TokenTable {
         let entries = keys.iter().enumerate().map(|(i, k)| (hash_key(k), i as u64 + 1, None, 0)).collect();
-        TokenTable::from_spec(TokenTableSpec::build(entries), 1).unwrap()
+        let t = TokenTable::build(entries);
+        t.check_principals(1).unwrap();
+        t
     }
 
     #[test]
@@ -175,6 +265,14 @@ mod tests {
     }
 
     #[test]
+    fn json_form_round_trips() {
+        let t = TokenTable::build(vec![(hash_key("a"), 9, Some(5), 0), (hash_key("b"), 2, None, 1)]);
+        let back = TokenTable::from_spec(t.to_spec()).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(serde_json::from_str::<TokenTable>(&serde_json::to_string(&t).unwrap()).unwrap(), t);
+    }
+
+    #[test]
     fn empty_table_finds_nothing() {
         let t = table(&[]);
         assert!(t.is_empty());
@@ -184,7 +282,7 @@ mod tests {
     #[test]
     fn expiry_zero_means_never() {
         let spec = TokenTableSpec::build(vec![(hash_key("a"), 1, Some(100), 0), (hash_key("b"), 2, None, 0)]);
-        let t = TokenTable::from_spec(spec, 1).unwrap();
+        let t = TokenTable::from_spec(spec).unwrap();
         assert_eq!(t.find_key("a").unwrap().expires_at, Some(100));
         assert_eq!(t.find_key("b").unwrap().expires_at, None);
     }
@@ -194,19 +292,34 @@ mod tests {
         let good = TokenTableSpec::build(vec![(hash_key("a"), 1, None, 0), (hash_key("b"), 2, None, 0)]);
         let mut s = good.clone();
         s.hashes.push('0');
-        assert!(matches!(TokenTable::from_spec(s, 1), Err(TokenTableError::Length(_))));
+        assert!(matches!(TokenTable::from_spec(s), Err(TokenTableError::Length(_))));
         let mut s = good.clone();
         s.hashes.replace_range(0..2, "zz");
-        assert_eq!(TokenTable::from_spec(s, 1).unwrap_err(), TokenTableError::Hex);
+        assert_eq!(TokenTable::from_spec(s).unwrap_err(), TokenTableError::Hex);
         let mut s = good.clone();
         s.ids.pop();
-        assert!(matches!(TokenTable::from_spec(s, 1), Err(TokenTableError::Arity { .. })));
+        assert!(matches!(TokenTable::from_spec(s), Err(TokenTableError::Arity { .. })));
         let mut s = good.clone();
         let (a, b) = s.hashes.split_at(64);
         s.hashes = format!("{b}{a}");
-        assert_eq!(TokenTable::from_spec(s, 1).unwrap_err(), TokenTableError::Unsorted(1));
-        let mut s = good;
+        assert_eq!(TokenTable::from_spec(s).unwrap_err(), TokenTableError::Unsorted(1));
+        let mut s = good.clone();
         s.principals[1] = 7;
-        assert_eq!(TokenTable::from_spec(s, 1).unwrap_err(), TokenTableError::Principal(1, 7));
+        assert_eq!(
+            TokenTable::from_spec(s).unwrap().check_principals(1).unwrap_err(),
+            TokenTableError::Principal(1, 7)
+        );
+        let t = TokenTable::from_spec(good).unwrap();
+        let [h, i, e, p] = t.blocks().map(<[u8]>::to_vec);
+        assert!(matches!(
+            TokenTable::from_blocks(h.clone(), i[1..].to_vec(), e.clone(), p.clone()),
+            Err(TokenTableError::Arity { .. })
+        ));
+        let swapped = [&h[32..], &h[..32]].concat();
+        assert_eq!(
+            TokenTable::from_blocks(swapped, i.clone(), e.clone(), p.clone()).unwrap_err(),
+            TokenTableError::Unsorted(1)
+        );
+        assert_eq!(TokenTable::from_blocks(h, i, e, p).unwrap(), t);
     }
 }

@@ -11,7 +11,7 @@ mod ledger;
 use aqueduct_policy::{Flow, Policy, RequestFilter};
 use host::WasmHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
 use std::rc::Rc;
 
 proxy_wasm::main! {{
@@ -77,24 +77,31 @@ impl RootContext for Root {
         }
     }
 
-    fn on_configure(&mut self, _size: usize) -> bool {
+    fn on_configure(&mut self, size: usize) -> bool {
         // Usage batches leave on this timer (events reach the database well within 2 s);
         // idle rate-limit windows are swept from it too, by one VM per 30 s period.
         self.set_tick_period(std::time::Duration::from_millis(200));
         ledger::adopt(self.id);
-        let Some(bytes) = self.get_plugin_configuration().filter(|b| !b.is_empty()) else {
+        if size == 0 {
             // No policy yet (e.g. a static config awaiting pull mode): fail closed, 503 on API routes.
             log::warn!("aqueduct: no policy in the plugin configuration; API requests get 503");
             self.policy = None;
             return true;
+        }
+        let started = host::now_unix_ms();
+        // Read in pieces: each token block lands directly in the table the VM keeps.
+        let read = |start: usize, len: usize| {
+            proxy_wasm::hostcalls::get_buffer(BufferType::PluginConfiguration, start, len).ok().flatten()
         };
-        match Policy::from_json(&bytes) {
+        match Policy::decode_with(size, read) {
             Ok(policy) => {
                 log::info!(
-                    "aqueduct: policy version {} loaded ({} models, {} tokens)",
+                    "aqueduct: policy version {} loaded ({} models, {} tokens, {} bytes parsed in {} ms)",
                     policy.version,
                     policy.models.len(),
-                    policy.tokens.len()
+                    policy.tokens.len(),
+                    size,
+                    host::now_unix_ms() - started
                 );
                 self.policy = Some(Rc::new(policy));
                 true

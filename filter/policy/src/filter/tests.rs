@@ -4,7 +4,7 @@ use crate::ledger::{Outcome, UsageEvent};
 use crate::limits::Dim;
 use crate::snapshot::CapSpec;
 use crate::snapshot::{ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
-use crate::tokens::{hash_key, TokenTableSpec};
+use crate::tokens::{hash_key, TokenTable};
 
 /// A local reply: status, headers, body.
 type Reply = (u16, Vec<(String, String)>, Vec<u8>);
@@ -125,7 +125,7 @@ fn policy() -> Rc<Policy> {
             },
             PrincipalSpec { user_id: 4, terms_pending: true, ..Default::default() },
         ],
-        tokens: TokenTableSpec::build(vec![
+        tokens: TokenTable::build(vec![
             (hash_key("sk-terms"), 7, None, 3),
             (hash_key("sk-limited"), 4, None, 1),
             (hash_key("sk-capped-a"), 5, None, 2),
