@@ -305,9 +305,10 @@ impl RequestFilter {
     /// `now_ms` (unix milliseconds) times the first byte.
     pub fn on_response_headers(&mut self, host: &mut impl ResponseHost, now_ms: i64) {
         let Some(m) = self.metering.as_mut() else { return };
-        m.status = host.response_header(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let streamed =
-            host.response_header("content-type").is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+        let mut headers = host.response_headers();
+        let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        m.status = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let streamed = get("content-type").is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
         if streamed {
             m.sse = Some(SseUsage::new());
         }
@@ -316,8 +317,12 @@ impl RequestFilter {
             r.streamed = streamed;
         }
         if let Some(a) = &m.admitted {
-            for (name, value) in ratelimit_headers(a) {
-                host.set_response_header(&name, &value);
+            let ours = ratelimit_headers(a);
+            if !ours.is_empty() {
+                // Ours replace any the provider sent under the same names.
+                headers.retain(|(k, _)| !ours.iter().any(|(n, _)| n == k));
+                headers.extend(ours);
+                host.replace_response_headers(&headers);
             }
         }
     }
@@ -556,9 +561,13 @@ fn route_body(
         // Aqueduct's own end-user field is recorded, never forwarded.
         rewritten = request::remove_json_member(&rewritten, "user_id");
     }
-    host.set_request_body(&rewritten);
-    // Headers are still held (we paused on them), so they can change with the body.
-    host.set_request_header("content-length", &rewritten.len().to_string());
+    // A body the gateway did not change (the provider's model name is the client's, the common
+    // case) stays as Envoy holds it: two calls into the proxy and a copy fewer.
+    if rewritten != body {
+        host.set_request_body(&rewritten);
+        // Headers are still held (we paused on them), so they can change with the body.
+        host.set_request_header("content-length", &rewritten.len().to_string());
+    }
     match &model.authorization {
         Some(auth) => host.set_request_header("authorization", auth),
         None => host.remove_request_header("authorization"),

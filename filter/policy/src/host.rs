@@ -27,10 +27,11 @@ pub trait Host {
 
 /// Response-side and shared-state access, used by rate limiting and metering.
 pub trait ResponseHost {
-    /// A response header by lowercase name.
-    fn response_header(&self, name: &str) -> Option<String>;
-    /// Sets a response header (only while response headers are being processed).
-    fn set_response_header(&mut self, name: &str, value: &str);
+    /// All response headers (lowercase names), in one call into the proxy.
+    fn response_headers(&self) -> Vec<(String, String)>;
+    /// Replaces all response headers with `headers`, in one call (only while response headers
+    /// are being processed): adding the nine rate-limit headers one by one cost nine.
+    fn replace_response_headers(&mut self, headers: &[(String, String)]);
     /// The current response body chunk (`size` bytes), as it streams past.
     fn response_body(&self, size: usize) -> Option<Vec<u8>>;
 }
@@ -45,4 +46,9 @@ pub trait Shared {
     /// Creates the key with `initial` unless it exists, atomically with respect to other
     /// workers (creating a key is not atomic in Proxy-Wasm itself).
     fn shared_create(&mut self, key: &str, initial: &[u8]);
+    /// This VM's settlements not yet written to shared data, or `None` to write each one at
+    /// once (see [`crate::admission::Deferred`]).
+    fn deferred(&mut self) -> Option<&mut crate::admission::Deferred> {
+        None
+    }
 }

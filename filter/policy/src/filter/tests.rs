@@ -33,13 +33,18 @@ impl Shared for TestHost {
     }
 }
 
-impl ResponseHost for TestHost {
+impl TestHost {
     fn response_header(&self, name: &str) -> Option<String> {
         self.response_headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
-    fn set_response_header(&mut self, name: &str, value: &str) {
-        self.response_headers.retain(|(k, _)| k != name);
-        self.response_headers.push((name.into(), value.into()));
+}
+
+impl ResponseHost for TestHost {
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.response_headers.clone()
+    }
+    fn replace_response_headers(&mut self, headers: &[(String, String)]) {
+        self.response_headers = headers.to_vec();
     }
     fn response_body(&self, size: usize) -> Option<Vec<u8>> {
         self.response_chunk.get(..size).map(<[u8]>::to_vec)
