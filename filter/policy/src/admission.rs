@@ -6,7 +6,6 @@
 
 use crate::host::Shared;
 use crate::limits::{Denied, Dim, Window, REQUEST_SCALE, WINDOW_MS};
-use std::collections::HashMap;
 
 /// Attempts of one compare-and-swap update before giving up (contention is brief: a worker
 /// holds no lock between its read and its write).
@@ -47,7 +46,8 @@ pub struct Adjustment {
 /// most settlements are refunds of output reservations, so the lag errs on the careful side.
 #[derive(Debug, Default)]
 pub struct Deferred {
-    by_key: HashMap<String, Vec<Adjustment>>,
+    /// A handful of windows at most between two admissions: a list beats a hash map here.
+    by_key: Vec<(String, Vec<Adjustment>)>,
     count: usize,
 }
 
@@ -63,17 +63,16 @@ impl Deferred {
     }
 
     fn push(&mut self, key: &str, adjustment: Adjustment) {
-        match self.by_key.get_mut(key) {
-            Some(v) => v.push(adjustment),
-            None => {
-                self.by_key.insert(key.to_string(), vec![adjustment]);
-            }
+        match self.by_key.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => v.push(adjustment),
+            None => self.by_key.push((key.to_string(), vec![adjustment])),
         }
         self.count += 1;
     }
 
     fn take(&mut self, key: &str) -> Vec<Adjustment> {
-        let v = self.by_key.remove(key).unwrap_or_default();
+        let Some(i) = self.by_key.iter().position(|(k, _)| k == key) else { return Vec::new() };
+        let (_, v) = self.by_key.swap_remove(i);
         self.count -= v.len();
         v
     }
@@ -100,7 +99,7 @@ fn take_deferred<S: Shared>(store: &mut S, key: &str) -> Vec<Adjustment> {
 /// not be (shared data too contended) stay for the next call.
 pub fn flush<S: Shared>(store: &mut S, now_ms: i64) -> usize {
     let keys: Vec<String> = match store.deferred() {
-        Some(d) if !d.is_empty() => d.by_key.keys().cloned().collect(),
+        Some(d) if !d.is_empty() => d.by_key.iter().map(|(k, _)| k.clone()).collect(),
         _ => return 0,
     };
     let mut written = 0;
@@ -284,8 +283,7 @@ pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64
         let pending = take_deferred(store, &cap.key);
         let outcome = update(store, &cap.key, |w| {
             apply(w, &pending, now_ms);
-            w.admit(&limits, charge, now_ms).map(|()| {
-                let (used, reset) = w.status(now_ms);
+            w.admit_with_status(&limits, charge, now_ms).map(|(used, reset)| {
                 limits
                     .iter()
                     .map(|(d, l)| (*d, l.saturating_sub(used[*d as usize]), reset[*d as usize].min(WINDOW_MS)))

@@ -453,11 +453,7 @@ fn caps(policy: &Policy, who: Who) -> Vec<Cap> {
             limits: p.key_limits,
         });
     }
-    caps.extend(p.caps.iter().map(|c| Cap {
-        key: format!("{KEY_PREFIX}{}", c.window),
-        label: c.label.clone(),
-        limits: c.limits,
-    }));
+    caps.extend(policy.entity_caps(who.principal).iter().cloned());
     caps
 }
 
@@ -472,9 +468,10 @@ fn ratelimit_headers(a: &Admitted) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (i, s) in a.status.iter().enumerate() {
         if let Some(s) = s {
-            out.push((format!("x-ratelimit-limit-{}", DIM_NAMES[i]), s.limit.to_string()));
-            out.push((format!("x-ratelimit-remaining-{}", DIM_NAMES[i]), s.remaining.to_string()));
-            out.push((format!("x-ratelimit-reset-{}", DIM_NAMES[i]), reset_value(s.reset_ms)));
+            let dim = DIM_NAMES[i];
+            out.push((header_name("limit", dim).to_string(), s.limit.to_string()));
+            out.push((header_name("remaining", dim).to_string(), s.remaining.to_string()));
+            out.push((header_name("reset", dim).to_string(), reset_value(s.reset_ms)));
         }
     }
     out

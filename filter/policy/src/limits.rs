@@ -127,34 +127,12 @@ impl Window {
         self.alive(now, now_ms).map(|abs| u64::from(self.slots[pos(abs)].counts[dim as usize])).sum()
     }
 
-    /// Every dimension's total in one pass over the slots.
-    fn totals(&self, now: i64, now_ms: i64) -> [u64; 3] {
-        let mut t = [0u64; 3];
-        for abs in self.alive(now, now_ms) {
-            for (d, v) in self.slots[pos(abs)].counts.iter().enumerate() {
-                t[d] += u64::from(*v);
-            }
-        }
-        t
-    }
-
     /// What each dimension holds and the milliseconds until it is empty (the full budget is
     /// back), in one pass: the figures of the `x-ratelimit-*` headers.
     pub fn status(&mut self, now_ms: i64) -> ([u64; 3], [i64; 3]) {
         let (now, at) = self.advance(now_ms);
-        let mut used = [0u64; 3];
-        let mut reset = [0i64; 3];
-        for abs in self.alive(now, at) {
-            let slot = &self.slots[pos(abs)];
-            for d in 0..3 {
-                if slot.counts[d] > 0 {
-                    used[d] += u64::from(slot.counts[d]);
-                    // Slots expire oldest first, so the newest non-empty one empties the window.
-                    reset[d] = self.expiry(abs) - at;
-                }
-            }
-        }
-        (used, reset)
+        let (used, newest) = self.scan(now, at);
+        (used, newest.map(|abs| abs.map_or(0, |abs| self.expiry(abs) - at)))
     }
 
     /// Adds `delta` (negative subtracts) to slot `abs`, as charged at `at_ms`.
@@ -177,20 +155,59 @@ impl Window {
     /// Admits a request if every `(dim, limit)` has room, adding `cost` (per dimension) to the
     /// current slot; refuses without charging anything otherwise.
     pub fn admit(&mut self, limits: &[(Dim, u64)], cost: [u64; 3], now_ms: i64) -> Result<(), Denied> {
+        self.admit_with_status(limits, cost, now_ms).map(|_| ())
+    }
+
+    /// [`Window::admit`], returning what [`Window::status`] would after it, from the same
+    /// single pass over the slots (the limiter's hottest loop: once per cap per request).
+    pub fn admit_with_status(
+        &mut self,
+        limits: &[(Dim, u64)],
+        cost: [u64; 3],
+        now_ms: i64,
+    ) -> Result<([u64; 3], [i64; 3]), Denied> {
         let (now, at) = self.advance(now_ms);
-        let totals = self.totals(now, at);
+        let (mut used, mut newest) = self.scan(now, at);
         for &(dim, limit) in limits {
-            if totals[dim as usize] >= limit {
+            if used[dim as usize] >= limit {
                 return Err(Denied { dim, retry_after_ms: self.retry_after(dim, limit, now_ms) });
             }
         }
         for d in Dim::ALL {
             let c = i64::try_from(cost[d as usize]).unwrap_or(i64::MAX);
             if c > 0 {
+                let before = self.slots[pos(now)].counts[d as usize];
                 self.charge(now, d, c, at);
+                used[d as usize] += u64::from(self.slots[pos(now)].counts[d as usize] - before);
+                newest[d as usize] = Some(now);
             }
         }
-        Ok(())
+        // Computed after charging: the charge moves the current slot's expiry.
+        let reset = newest.map(|abs| abs.map_or(0, |abs| self.expiry(abs) - at));
+        Ok((used, reset))
+    }
+
+    /// In one pass over the ring: what each dimension holds at `at` and the newest slot
+    /// holding something in it (slots expire oldest first, so that one empties the window).
+    fn scan(&self, now: i64, at: i64) -> ([u64; 3], [Option<i64>; 3]) {
+        let mut used = [0u64; 3];
+        let mut newest = [None; 3];
+        let first = now - SLOTS as i64 + 1;
+        let mut p = pos(first);
+        for abs in first..=now {
+            let slot = &self.slots[p];
+            p = if p + 1 == SLOTS { 0 } else { p + 1 };
+            if slot.counts == [0; 3] || abs * SLOT_MS + i64::from(slot.last_ms) + WINDOW_MS <= at {
+                continue;
+            }
+            for d in 0..3 {
+                if slot.counts[d] > 0 {
+                    used[d] += u64::from(slot.counts[d]);
+                    newest[d] = Some(abs);
+                }
+            }
+        }
+        (used, newest)
     }
 
     /// Reconciles a reservation made at `charged_at_ms` by `delta` units (negative refunds).
@@ -239,13 +256,13 @@ impl Window {
 
     /// The state as bytes, for shared data.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(ENCODED_LEN);
-        b.extend_from_slice(&self.latest.to_le_bytes());
-        for s in &self.slots {
-            for v in s.counts {
-                b.extend_from_slice(&v.to_le_bytes());
-            }
-            b.extend_from_slice(&s.last_ms.to_le_bytes());
+        let mut b = vec![0u8; ENCODED_LEN];
+        b[..8].copy_from_slice(&self.latest.to_le_bytes());
+        for (s, out) in self.slots.iter().zip(b[8..].chunks_exact_mut(SLOT_LEN)) {
+            out[0..4].copy_from_slice(&s.counts[0].to_le_bytes());
+            out[4..8].copy_from_slice(&s.counts[1].to_le_bytes());
+            out[8..12].copy_from_slice(&s.counts[2].to_le_bytes());
+            out[12..14].copy_from_slice(&s.last_ms.to_le_bytes());
         }
         b
     }
@@ -297,6 +314,27 @@ mod tests {
         assert_eq!(passes(3, 0.5, 5_000), 2);
         assert_eq!(passes(3, 1.0, 5_000), 3);
         assert_eq!(passes(3, 3.0, 5_000), 9, "thirds add up exactly in thousandths");
+    }
+
+    #[test]
+    fn admit_with_status_agrees_with_admit_then_status() {
+        // A pseudo-random walk over time and costs, including idle gaps and refusals.
+        let (mut fast, mut slow) = (Window::default(), Window::default());
+        let limits = [(Dim::Requests, 40 * REQUEST_SCALE), (Dim::InputTokens, 5_000), (Dim::OutputTokens, 3_000)];
+        let mut seed: u64 = 7;
+        let mut t = 1_000_000;
+        for _ in 0..5_000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            t += (seed >> 33) as i64 % 3_000 + if seed.is_multiple_of(97) { 70_000 } else { 0 };
+            let cost = [REQUEST_SCALE, (seed >> 20) % 400, if seed.is_multiple_of(3) { 0 } else { (seed >> 40) % 300 }];
+            let a = fast.admit_with_status(&limits, cost, t);
+            // The reference reads each dimension separately, slot by slot.
+            let b = slow
+                .admit(&limits, cost, t)
+                .map(|()| (Dim::ALL.map(|d| slow.used(d, t)), Dim::ALL.map(|d| slow.reset_ms(d, t))));
+            assert_eq!(a, b, "at {t}");
+            assert_eq!(fast, slow);
+        }
     }
 
     #[test]

@@ -305,6 +305,9 @@ pub struct Policy {
     by_name: HashMap<String, usize>,
     mcp_by_name: HashMap<String, usize>,
     models_list_body: Vec<u8>,
+    /// Per principal, its entities' caps with their shared-data keys, built once here rather
+    /// than formatted on every request.
+    entity_caps: Vec<Vec<crate::admission::Cap>>,
 }
 
 impl Policy {
@@ -397,6 +400,20 @@ impl Policy {
         s.tokens.check_principals(s.principals.len())?;
         let tokens = s.tokens;
         let models_list_body = models_list(&s.models, s.created);
+        let entity_caps = s
+            .principals
+            .iter()
+            .map(|p| {
+                p.caps
+                    .iter()
+                    .map(|c| crate::admission::Cap {
+                        key: format!("{}{}", crate::admission::KEY_PREFIX, c.window),
+                        label: c.label.clone(),
+                        limits: c.limits,
+                    })
+                    .collect()
+            })
+            .collect();
         Ok(Self {
             version: s.version,
             created: s.created,
@@ -408,7 +425,13 @@ impl Policy {
             by_name,
             mcp_by_name,
             models_list_body,
+            entity_caps,
         })
+    }
+
+    /// The caps of the entities above `principal`'s keys (user or service account, team, org).
+    pub fn entity_caps(&self, principal: u32) -> &[crate::admission::Cap] {
+        self.entity_caps.get(principal as usize).map_or(&[], Vec::as_slice)
     }
 
     /// Index of an MCP server by name.

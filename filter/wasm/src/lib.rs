@@ -158,8 +158,10 @@ impl HttpContext for Request {
         // Called once per request, also when the client went away mid-stream.
         let now = host::now_unix_ms();
         if let Some(event) = host::with_held(|h| self.filter.on_done(h, now)) {
-            let settings = self.policy.as_ref().map(|p| p.settings.ledger.clone()).unwrap_or_default();
-            ledger::record(event, &settings);
+            match &self.policy {
+                Some(p) => ledger::record(event, &p.settings.ledger),
+                None => ledger::record(event, &aqueduct_policy::snapshot::LedgerSettings::default()),
+            }
         }
     }
 }
