@@ -4,7 +4,6 @@
 //! through [`RequestFilter`] over an in-memory host (shared data in a map), with caps at key,
 //! user and org level when `limits` is given — the bench's "limits" variant without Envoy.
 
-use aqueduct_policy::admission::Deferred;
 use aqueduct_policy::host::{ResponseHost, Shared};
 use aqueduct_policy::snapshot::{CapSpec, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use aqueduct_policy::tokens::{hash_key, TokenTable};
@@ -19,7 +18,6 @@ struct MapHost {
     response_headers: Vec<(String, String)>,
     response_body: Vec<u8>,
     shared: HashMap<String, (Vec<u8>, u32)>,
-    held: Deferred,
 }
 
 impl Host for MapHost {
@@ -76,9 +74,6 @@ impl Shared for MapHost {
     }
     fn shared_create(&mut self, key: &str, initial: &[u8]) {
         self.shared.entry(key.to_string()).or_insert_with(|| (initial.to_vec(), 1));
-    }
-    fn deferred(&mut self) -> Option<&mut Deferred> {
-        Some(&mut self.held)
     }
 }
 

@@ -24,97 +24,6 @@ pub const SWEEP_KEY: &str = "aqueduct.rl.swept";
 /// How often idle windows are swept.
 pub const SWEEP_EVERY_MS: i64 = 30_000;
 
-/// Most settlements a VM holds back before writing them all.
-pub const DEFERRED_MAX: usize = 256;
-
-/// A settlement not yet written: `delta` units of `dim` for a request charged at
-/// `charged_at_ms` (see [`Window::adjust`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Adjustment {
-    dim: Dim,
-    delta: i64,
-    charged_at_ms: i64,
-}
-
-/// Settlements a VM has not yet written to shared data, by window.
-///
-/// Writing a settlement costs a read and a compare-and-swap write of its window, per cap, at
-/// the end of every request. Held back here, it rides along with this VM's next admission on
-/// the same window (which reads and writes that window anyway), or goes out with the others
-/// on the next timer tick ([`flush`], every 200 ms) — whichever comes first. Other workers see
-/// a settlement that much later; admission already lets one request's cost past a limit, and
-/// most settlements are refunds of output reservations, so the lag errs on the careful side.
-#[derive(Debug, Default)]
-pub struct Deferred {
-    /// A handful of windows at most between two admissions: a list beats a hash map here.
-    by_key: Vec<(String, Vec<Adjustment>)>,
-    count: usize,
-}
-
-impl Deferred {
-    /// Settlements held.
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    /// True when nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    fn push(&mut self, key: &str, adjustment: Adjustment) {
-        match self.by_key.iter_mut().find(|(k, _)| k == key) {
-            Some((_, v)) => v.push(adjustment),
-            None => self.by_key.push((key.to_string(), vec![adjustment])),
-        }
-        self.count += 1;
-    }
-
-    fn take(&mut self, key: &str) -> Vec<Adjustment> {
-        let Some(i) = self.by_key.iter().position(|(k, _)| k == key) else { return Vec::new() };
-        let (_, v) = self.by_key.swap_remove(i);
-        self.count -= v.len();
-        v
-    }
-
-    fn put_back(&mut self, key: &str, adjustments: Vec<Adjustment>) {
-        for a in adjustments {
-            self.push(key, a);
-        }
-    }
-}
-
-fn apply(w: &mut Window, adjustments: &[Adjustment], now_ms: i64) {
-    for a in adjustments {
-        w.adjust(a.dim, a.delta, a.charged_at_ms, now_ms);
-    }
-}
-
-/// The settlements of `key` this VM holds, taken out to be written with the next update.
-fn take_deferred<S: Shared>(store: &mut S, key: &str) -> Vec<Adjustment> {
-    store.deferred().map(|d| d.take(key)).unwrap_or_default()
-}
-
-/// Writes every settlement this VM holds back. Returns how many were written; any that could
-/// not be (shared data too contended) stay for the next call.
-pub fn flush<S: Shared>(store: &mut S, now_ms: i64) -> usize {
-    let keys: Vec<String> = match store.deferred() {
-        Some(d) if !d.is_empty() => d.by_key.iter().map(|(k, _)| k.clone()).collect(),
-        _ => return 0,
-    };
-    let mut written = 0;
-    for key in keys {
-        let pending = take_deferred(store, &key);
-        let n = pending.len();
-        if update(store, &key, |w| apply(w, &pending, now_ms)).is_some() {
-            written += n;
-        } else if let Some(d) = store.deferred() {
-            d.put_back(&key, pending);
-        }
-    }
-    written
-}
-
 /// One cap on a request: a window and its per-minute limits (requests in whole requests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cap {
@@ -279,10 +188,7 @@ pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64
         }
         let limited = cap.limited();
         let charge = [0, 1, 2].map(|d| if limited[d] { cost[d] } else { 0 });
-        // This VM's held-back settlements on the window ride along with this write.
-        let pending = take_deferred(store, &cap.key);
         let outcome = update(store, &cap.key, |w| {
-            apply(w, &pending, now_ms);
             w.admit_with_status(&limits, charge, now_ms).map(|(used, reset)| {
                 limits
                     .iter()
@@ -290,11 +196,6 @@ pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64
                     .collect::<Vec<_>>()
             })
         });
-        if outcome.is_none() {
-            if let Some(d) = store.deferred() {
-                d.put_back(&cap.key, pending);
-            }
-        }
         match outcome {
             Some(Ok(statuses)) => {
                 admitted.keys.push((cap.key.clone(), limited));
@@ -340,8 +241,12 @@ fn rollback<S: Shared>(store: &mut S, admitted: &Admitted) {
     }
 }
 
-/// Reconciles an admitted request's token reservations with its real usage: held back in the
-/// store's [`Deferred`] when it has one (written at once otherwise, or when too many are held).
+/// Reconciles an admitted request's token reservations with its real usage.
+///
+/// Written at once, not held back for a later write: the next request may land on another
+/// Envoy worker, and a refund it did not see would refuse it for nothing (a key with 1,000
+/// output tokens a minute and a default reservation of 4,096 would be refused right after a
+/// request that used ten).
 pub fn reconcile<S: Shared>(store: &mut S, admitted: &Admitted, input: u64, output: u64, now_ms: i64) {
     let delta = |actual: u64, reserved: u64| {
         i64::try_from(actual).unwrap_or(i64::MAX) - i64::try_from(reserved).unwrap_or(i64::MAX)
@@ -354,24 +259,14 @@ pub fn reconcile<S: Shared>(store: &mut S, admitted: &Admitted, input: u64, outp
     // Windows that limit no token dimension hold no reservation: nothing to do there (for
     // the common requests-only cap this saves a shared-data round trip per request).
     for (key, limited) in admitted.keys.iter().filter(|(_, l)| l[1] || l[2]) {
-        let adjustments: Vec<Adjustment> = [(Dim::InputTokens, din), (Dim::OutputTokens, dout)]
-            .into_iter()
-            .filter(|(d, delta)| limited[*d as usize] && *delta != 0)
-            .map(|(dim, delta)| Adjustment { dim, delta, charged_at_ms: admitted.at_ms })
-            .collect();
-        match store.deferred() {
-            Some(d) => {
-                for a in adjustments {
-                    d.push(key, a);
-                }
+        update(store, key, |w| {
+            if limited[Dim::InputTokens as usize] {
+                w.adjust(Dim::InputTokens, din, admitted.at_ms, now_ms);
             }
-            None => {
-                update(store, key, |w| apply(w, &adjustments, now_ms));
+            if limited[Dim::OutputTokens as usize] {
+                w.adjust(Dim::OutputTokens, dout, admitted.at_ms, now_ms);
             }
-        }
-    }
-    if store.deferred().is_some_and(|d| d.len() > DEFERRED_MAX) {
-        flush(store, now_ms);
+        });
     }
 }
 
@@ -482,91 +377,6 @@ pub(crate) mod tests {
         reconcile(&mut s, &a, 20, 0, 10);
         assert_eq!(s.data["reqs"].1, before, "a requests-only window is not touched by settlement");
         assert_eq!(Window::from_bytes(&s.data["toks"].0).used(Dim::InputTokens, 10), 20);
-    }
-
-    /// Shared data plus a VM's held-back settlements, as the Wasm adapter has them.
-    #[derive(Default)]
-    struct DeferringShared {
-        inner: MemShared,
-        held: Deferred,
-    }
-
-    impl Shared for DeferringShared {
-        fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-            self.inner.shared_get(key)
-        }
-        fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-            self.inner.shared_set(key, value, cas)
-        }
-        fn shared_create(&mut self, key: &str, initial: &[u8]) {
-            self.inner.shared_create(key, initial)
-        }
-        fn deferred(&mut self) -> Option<&mut Deferred> {
-            Some(&mut self.held)
-        }
-    }
-
-    fn input_used(s: &DeferringShared, key: &str, now: i64) -> u64 {
-        Window::from_bytes(&s.inner.data[key].0).used(Dim::InputTokens, now)
-    }
-
-    #[test]
-    fn settlements_ride_along_with_the_next_admission() {
-        let mut s = DeferringShared::default();
-        let caps = [cap("toks", None, Some(1_000))];
-        let a = admit(&mut s, &caps, [0, 800, 0], 0).unwrap();
-        reconcile(&mut s, &a, 50, 0, 100);
-        assert_eq!(input_used(&s, "toks", 100), 800, "held back, not written yet");
-        assert_eq!(s.held.len(), 1);
-        let version = s.inner.data["toks"].1;
-        // The next admission on the window writes the refund and its own charge in one update.
-        let b = admit(&mut s, &caps, [0, 10, 0], 200).unwrap();
-        assert_eq!(s.inner.data["toks"].1, version + 1, "one write");
-        assert_eq!(input_used(&s, "toks", 200), 60);
-        assert!(s.held.is_empty());
-        assert_eq!(b.status[1].unwrap().remaining, 940, "headers see the refund");
-    }
-
-    #[test]
-    fn a_refusal_still_writes_what_was_held() {
-        let mut s = DeferringShared::default();
-        let caps = [cap("toks", None, Some(100))];
-        let a = admit(&mut s, &caps, [0, 100, 0], 0).unwrap();
-        reconcile(&mut s, &a, 150, 0, 10);
-        // The window is full either way; the refusal's update still lands the debt.
-        assert!(admit(&mut s, &caps, [0, 1, 0], 20).is_err());
-        assert_eq!(input_used(&s, "toks", 20), 150);
-        assert!(s.held.is_empty());
-    }
-
-    #[test]
-    fn flush_writes_everything_held_and_keeps_what_contention_blocks() {
-        let mut s = DeferringShared::default();
-        let caps = [cap("a", None, Some(1_000)), cap("b", None, Some(1_000))];
-        let adm = admit(&mut s, &caps, [0, 500, 0], 0).unwrap();
-        reconcile(&mut s, &adm, 100, 0, 10);
-        assert_eq!(s.held.len(), 2);
-        s.inner.conflicts = 10 * CAS_ATTEMPTS;
-        assert_eq!(flush(&mut s, 20), 0, "every write lost its race");
-        assert_eq!(s.held.len(), 2, "nothing lost");
-        s.inner.conflicts = 0;
-        assert_eq!(flush(&mut s, 30), 2);
-        assert_eq!((input_used(&s, "a", 30), input_used(&s, "b", 30)), (100, 100));
-        assert_eq!(flush(&mut s, 40), 0);
-    }
-
-    #[test]
-    fn too_many_held_settlements_are_written_at_once() {
-        let mut s = DeferringShared::default();
-        let caps = [cap("toks", None, Some(1_000_000))];
-        let a = admit(&mut s, &caps, [0, 10, 0], 0).unwrap();
-        for _ in 0..DEFERRED_MAX {
-            reconcile(&mut s, &a, 9, 0, 1);
-        }
-        assert_eq!(s.held.len(), DEFERRED_MAX, "up to the bound they wait");
-        reconcile(&mut s, &a, 9, 0, 1);
-        assert!(s.held.is_empty(), "past the bound everything was written");
-        assert_eq!(input_used(&s, "toks", 1), 0, "257 refunds of 1 on 10 reserved: nothing left");
     }
 
     #[test]

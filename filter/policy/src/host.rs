@@ -46,9 +46,4 @@ pub trait Shared {
     /// Creates the key with `initial` unless it exists, atomically with respect to other
     /// workers (creating a key is not atomic in Proxy-Wasm itself).
     fn shared_create(&mut self, key: &str, initial: &[u8]);
-    /// This VM's settlements not yet written to shared data, or `None` to write each one at
-    /// once (see [`crate::admission::Deferred`]).
-    fn deferred(&mut self) -> Option<&mut crate::admission::Deferred> {
-        None
-    }
 }

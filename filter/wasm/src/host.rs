@@ -3,34 +3,13 @@
 //! The SDK's convenience getters unwrap the host status and would trap the VM on an unexpected
 //! one; the raw hostcalls return it, and we log and carry on.
 
-use aqueduct_policy::admission::Deferred;
 use aqueduct_policy::host::{ResponseHost, Shared};
 use aqueduct_policy::Host;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
-use std::cell::RefCell;
 
-/// The current request's view of Envoy, with this VM's held-back rate-limit settlements when
-/// the caller lent them ([`with_held`]).
-#[derive(Default)]
-pub struct WasmHost<'a> {
-    held: Option<&'a mut Deferred>,
-}
-
-thread_local! {
-    /// This VM's settlements not yet written to shared data; they outlive config pushes (the
-    /// VM does) and go out with the next admission on their window or the next tick.
-    static HELD: RefCell<Deferred> = RefCell::new(Deferred::default());
-}
-
-/// Runs `f` with a host that holds settlements back (see [`Deferred`]).
-pub fn with_held<R>(f: impl FnOnce(&mut WasmHost<'_>) -> R) -> R {
-    HELD.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut held) => f(&mut WasmHost { held: Some(&mut held) }),
-        // Never nested in practice; if it were, write settlements at once.
-        Err(_) => f(&mut WasmHost::default()),
-    })
-}
+/// The current request's view of Envoy.
+pub struct WasmHost;
 
 /// Envoy's clock as unix milliseconds (0 if the host cannot tell).
 pub fn now_unix_ms() -> i64 {
@@ -53,7 +32,7 @@ pub fn ensure_lock() {
     }
 }
 
-impl Shared for WasmHost<'_> {
+impl Shared for WasmHost {
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
         match hostcalls::get_shared_data(key) {
             Ok((Some(v), Some(cas))) => Some((v, cas)),
@@ -63,10 +42,6 @@ impl Shared for WasmHost<'_> {
 
     fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
         hostcalls::set_shared_data(key, Some(value), Some(cas)).is_ok()
-    }
-
-    fn deferred(&mut self) -> Option<&mut Deferred> {
-        self.held.as_deref_mut()
     }
 
     fn shared_create(&mut self, key: &str, initial: &[u8]) {
@@ -92,7 +67,7 @@ impl Shared for WasmHost<'_> {
     }
 }
 
-impl ResponseHost for WasmHost<'_> {
+impl ResponseHost for WasmHost {
     fn response_headers(&self) -> Vec<(String, String)> {
         // Values as bytes: the SDK's string form unwraps UTF-8 and would trap the VM on a
         // provider's header value that is not.
@@ -113,7 +88,7 @@ impl ResponseHost for WasmHost<'_> {
     }
 }
 
-impl Host for WasmHost<'_> {
+impl Host for WasmHost {
     fn request_headers(&self) -> Vec<(String, String)> {
         // Values as bytes: a client may send any octets in a header value, and the SDK's string
         // form would trap the VM on one that is not UTF-8. (Names are tokens, checked by Envoy.)

@@ -53,7 +53,6 @@ impl Context for Root {
         // The plugin is going away (listener drained, Envoy stopping, or a newer config): hand
         // over the queued events first; Envoy keeps this context until `done()`.
         self.closing = true;
-        host::with_held(|h| aqueduct_policy::admission::flush(h, host::now_unix_ms()));
         let sent =
             self.policy.as_ref().is_some_and(|p| ledger::flush(&p.settings.ledger, self.id, host::now_unix_ms()));
         !sent
@@ -69,10 +68,9 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let now = host::now_unix_ms();
-        let (settled, swept) =
-            host::with_held(|h| (aqueduct_policy::admission::flush(h, now), aqueduct_policy::admission::sweep(h, now)));
-        if swept > 0 || settled > 0 {
-            log::debug!("aqueduct: wrote {settled} held settlements, emptied {swept} idle rate-limit windows");
+        let swept = aqueduct_policy::admission::sweep(&mut WasmHost, now);
+        if swept > 0 {
+            log::debug!("aqueduct: emptied {swept} idle rate-limit windows");
         }
         if let Some(p) = &self.policy {
             ledger::flush(&p.settings.ledger, self.id, now);
@@ -135,29 +133,27 @@ impl Context for Request {}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        action(self.filter.on_request_headers(&mut WasmHost::default(), end_of_stream, host::now_unix_ms()))
+        action(self.filter.on_request_headers(&mut WasmHost, end_of_stream, host::now_unix_ms()))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let now = host::now_unix_ms();
-        action(host::with_held(|h| self.filter.on_request_body(h, body_size, end_of_stream, now)))
+        action(self.filter.on_request_body(&mut WasmHost, body_size, end_of_stream, host::now_unix_ms()))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        self.filter.on_response_headers(&mut WasmHost::default(), host::now_unix_ms());
+        self.filter.on_response_headers(&mut WasmHost, host::now_unix_ms());
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
         // Continue: each chunk goes to the client as it arrives; we only read it.
-        self.filter.on_response_body(&WasmHost::default(), body_size);
+        self.filter.on_response_body(&WasmHost, body_size);
         Action::Continue
     }
 
     fn on_log(&mut self) {
         // Called once per request, also when the client went away mid-stream.
-        let now = host::now_unix_ms();
-        if let Some(event) = host::with_held(|h| self.filter.on_done(h, now)) {
+        if let Some(event) = self.filter.on_done(&mut WasmHost, host::now_unix_ms()) {
             match &self.policy {
                 Some(p) => ledger::record(event, &p.settings.ledger),
                 None => ledger::record(event, &aqueduct_policy::snapshot::LedgerSettings::default()),
