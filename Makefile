@@ -72,10 +72,18 @@ run: build $(MCP_TEST) ## Start the gateway (control plane + Envoy + demo upstre
 
 .PHONY: bench
 bench: build ## Measure the data plane against plain Envoy, and the usage ledger (bench/results.json; ~8 min)
-	@command -v wrk >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null)
+	@command -v wrk >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null))
+	cargo build --release -p loadgen
 	@command -v taskset >/dev/null || echo "bench: taskset not found; processes are not pinned"
 	python3 bench/run.py
 	python3 bench/ledger.py
+
+.PHONY: bench-instructions
+bench-instructions: build ## Instructions Envoy runs per request (valgrind callgrind; repeatable; ~7 min)
+	@command -v valgrind >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null 2>&1 || \
+	  (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null))
+	python3 bench/instructions.py
 
 .PHONY: fmt
 fmt: ## Format the code

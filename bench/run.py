@@ -11,20 +11,28 @@ CPU 1; a 1 KB chat request; alternating rounds, medians reported):
 Then, against the same processes:
   streaming    time to first byte and the gaps between SSE chunks (the fake upstream sends 10
                chunks 50 ms apart), baseline vs filter, 20 streams each;
+  fixed rate   1,000 req/s open-loop (tools/loadgen) against each variant, alternating rounds:
+               p50/p99 from each request's due time, and p99 added over the baseline;
   propagation  the filter variant's token table grown to 1k, 10k and 100k keys (written straight
                into its database), then one key created through the API: time until Envoy accepts
                it (the whole policy is pushed), and Envoy's resident memory at each size.
 Writes bench/results.json and prints a table. Bounded: about 5 minutes.
 """
+from fixed_rate import fixed_rate
 import hashlib, http.client, json, os, re, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time, urllib.request, statistics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVOY = os.environ.get("ENVOY") or os.path.join(ROOT, ".venv/bin/envoy")
 REL = os.path.join(ROOT, "target/release")
 WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/aqueduct_filter.wasm")
+# Another build of the filter (e.g. from an earlier commit) measured in the same run as
+# "filter@cmp" and "limits@cmp": a change's effect without the machine's drift between runs.
+COMPARE_WASM = os.environ.get("BENCH_COMPARE_WASM")
 DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
+RATE = int(os.environ.get("BENCH_RATE", "1000"))
+RATE_SECONDS = int(os.environ.get("BENCH_RATE_SECONDS", "5"))
 ADMIN_KEY = "sk-bench-admin-0000000000000000"
 CPUS = os.cpu_count() or 1
 ENVOY_CPU, LOAD_CPU = "0", ("1" if CPUS > 1 else "0")
@@ -80,7 +88,9 @@ def wrk(url, key, tmp):
 
 class Variant:
     def __init__(self, name, tmp, upstream_port):
-        self.name, self.tmp, self.upstream_port = name, os.path.join(tmp, name), upstream_port
+        self.name, self.tmp, self.upstream_port = name, os.path.join(tmp, name.replace("@", "-")), upstream_port
+        self.kind, _, cmp = name.partition("@")
+        self.wasm = COMPARE_WASM if cmp else WASM
         os.makedirs(self.tmp)
         self.procs = []
         self.listen, self.admin = free_port(), free_port()
@@ -101,9 +111,12 @@ class Variant:
                                 f"api_base: \"http://127.0.0.1:{self.upstream_port}/v1\", api_key: sk-upstream }}\n")
         env = dict(os.environ, AQUEDUCT_LISTEN=f"127.0.0.1:{self.listen}", AQUEDUCT_XDS_LISTEN=f"127.0.0.1:{free_port()}",
                    AQUEDUCT_HTTP_LISTEN=f"127.0.0.1:{free_port()}", AQUEDUCT_MODELS=models, AQUEDUCT_DATA_DIR=self.tmp,
-                   AQUEDUCT_ADMIN_KEY=ADMIN_KEY, AQUEDUCT_WASM=WASM, AQUEDUCT_LOG="warn")
+                   AQUEDUCT_ADMIN_KEY=ADMIN_KEY, AQUEDUCT_WASM=self.wasm, AQUEDUCT_LOG="warn")
         env.pop("DATABASE_URL", None)
-        self.cp = self.spawn([os.path.join(REL, "aqueduct"), "serve"], env=env)
+        # The control plane shares the load generator's CPU: Envoy's core measures Envoy alone
+        # (in production the control plane runs elsewhere; its usage ingestion every 200 ms
+        # would otherwise preempt the worker under test).
+        self.cp = self.spawn(pinned(LOAD_CPU, [os.path.join(REL, "aqueduct"), "serve"]), env=env)
         boot = subprocess.run([os.path.join(REL, "aqueduct"), "bootstrap"], env=dict(env, AQUEDUCT_ENVOY_ADMIN=f"127.0.0.1:{self.admin}"),
                               capture_output=True, text=True, check=True).stdout
         path = os.path.join(self.tmp, "envoy.yaml"); open(path, "w").write(boot)
@@ -112,7 +125,7 @@ class Variant:
         base = f"http://127.0.0.1:{self.listen}"
         wait_http(base + "/v1/models", {"Authorization": "Bearer " + ADMIN_KEY})
         self.key = self.api("POST", "/api/v1/tokens", {"name": "bench"})["key"]
-        if self.name == "limits":
+        if self.kind == "limits":
             org = self.api("POST", "/api/v1/orgs", {"name": "bench"})
             high = {"requests_per_minute": 10**9, "input_tokens_per_minute": 10**12, "output_tokens_per_minute": 10**12}
             user = self.api("POST", "/api/v1/users", {"email": "bench@example.com", "org_id": org["id"], "role": "user"})
@@ -126,7 +139,7 @@ class Variant:
                 req = urllib.request.Request(base + "/v1/chat/completions", data=BODY.encode(), method="POST",
                                              headers={"Authorization": "Bearer " + self.key, "Content-Type": "application/json"})
                 with urllib.request.urlopen(req, timeout=2) as r:
-                    if r.status == 200 and (self.name != "limits" or r.headers.get("x-ratelimit-limit-requests")):
+                    if r.status == 200 and (self.kind != "limits" or r.headers.get("x-ratelimit-limit-requests")):
                         return
             except Exception:
                 pass
@@ -150,6 +163,12 @@ class Variant:
         cpu = cpu_seconds(self.envoy.pid) - before
         return {"rps": reqs / secs, "p50_us": p50, "p99_us": p99, "cpu_us_per_req": cpu * 1e6 / max(reqs, 1),
                 "requests": reqs, "non_2xx": errors}
+
+    def fixed_rate(self):
+        """Latency at a fixed 1,000 req/s (far below saturation): what one request costs."""
+        r = fixed_rate(f"http://127.0.0.1:{self.listen}/v1/chat/completions", {"Authorization": "Bearer " + self.key},
+                       BODY, rate=RATE, seconds=RATE_SECONDS, connections=8, cpu=LOAD_CPU)
+        return {k: r[k] for k in ("achieved_rps", "requests", "errors", "p50_us", "p90_us", "p99_us", "p999_us", "late_sends")}
 
     def stream_timing(self, n=20, chunks=10, gap_ms=50):
         """Time to first byte and inter-chunk gaps of `n` streamed chat completions."""
@@ -232,7 +251,8 @@ def main():
     upstream_port = free_port()
     upstream = subprocess.Popen(pinned(LOAD_CPU, [os.path.join(REL, "fake-upstream"), "--listen", f"127.0.0.1:{upstream_port}", "--no-record"]),
                                 stdout=subprocess.DEVNULL)
-    variants = [Variant(n, tmp, upstream_port) for n in ("baseline", "filter", "limits")]
+    names = ["baseline", "filter", "limits"] + (["filter@cmp", "limits@cmp"] if COMPARE_WASM else [])
+    variants = [Variant(n, tmp, upstream_port) for n in names]
     results = {v.name: [] for v in variants}
     try:
         wait_http(f"http://127.0.0.1:{upstream_port}/_fake/health")
@@ -243,8 +263,14 @@ def main():
         for r in range(ROUNDS):
             for v in (variants if r % 2 == 0 else list(reversed(variants))):
                 results[v.name].append(v.measure())
-        streaming = {v.name: v.stream_timing() for v in variants[:2]}
-        propagation = variants[1].propagation()
+        rated = {v.name: [] for v in variants}
+        for r in range(ROUNDS):
+            for v in (variants if r % 2 == 0 else list(reversed(variants))):
+                rated[v.name].append(v.fixed_rate())
+        # BENCH_QUICK=1: throughput rounds only (a quick A/B of two builds).
+        quick = bool(os.environ.get("BENCH_QUICK"))
+        streaming = {} if quick else {v.name: v.stream_timing() for v in variants[:2]}
+        propagation = {} if quick else variants[1].propagation()
     finally:
         for v in variants:
             v.stop()
@@ -256,17 +282,27 @@ def main():
         m["rps_ratio"] = m["rps"] / base["rps"]
         m["p99_ratio"] = m["p99_us"] / base["p99_us"]
         m["cpu_us_added"] = m["cpu_us_per_req"] - base["cpu_us_per_req"]
+    fixed = {n: {k: statistics.median(run[k] for run in runs) for k in runs[0]} for n, runs in rated.items()}
+    for n, m in fixed.items():
+        m["p99_added_us"] = m["p99_us"] - fixed["baseline"]["p99_us"]
+        m["p50_added_us"] = m["p50_us"] - fixed["baseline"]["p50_us"]
     out = {"machine": f"{CPUS} CPUs; Envoy pinned to CPU {ENVOY_CPU}, wrk and fake upstream to CPU {LOAD_CPU}",
            # Only the version: the binary's path is machine-specific.
            "envoy": subprocess.run([ENVOY, "--version"], capture_output=True, text=True).stdout.split("version:")[-1].strip(),
            "load": f"wrk -t1 -c{CONNECTIONS} -d{DURATION}s, 1 KB chat request, {ROUNDS} alternating rounds, medians",
-           "medians": med, "runs": results, "streaming": streaming, "propagation": propagation}
-    path = os.path.join(ROOT, "bench/results.json")
+           "medians": med, "runs": results,
+           "fixed_rate": {"load": f"tools/loadgen {RATE} req/s open loop, 8 connections, {RATE_SECONDS}s after 1s warm-up, "
+                                  f"{ROUNDS} alternating rounds, medians", "medians": fixed, "runs": rated},
+           "streaming": streaming, "propagation": propagation}
+    path = os.environ.get("BENCH_OUT") or os.path.join(ROOT, "bench/results.json")
     json.dump(out, open(path, "w"), indent=2)
     print(f"{'variant':10} {'req/s':>9} {'x base':>7} {'p50 µs':>8} {'p99 µs':>8} {'x base':>7} {'CPU µs/req':>11} {'added':>7}")
     for n, m in med.items():
         print(f"{n:10} {m['rps']:9.0f} {m['rps_ratio']:7.2f} {m['p50_us']:8.0f} {m['p99_us']:8.0f} {m['p99_ratio']:7.2f} "
               f"{m['cpu_us_per_req']:11.1f} {m['cpu_us_added']:7.1f}")
+    for n, m in fixed.items():
+        print(f"{RATE} req/s {n:10} p50 {m['p50_us']:.0f} µs, p99 {m['p99_us']:.0f} µs (added {m['p99_added_us']:+.0f}), "
+              f"achieved {m['achieved_rps']:.0f} req/s, errors {m['errors']:.0f}")
     for n, st in streaming.items():
         print(f"streaming {n:9} ttfb p50 {st['ttfb_ms_p50']:.1f} ms, chunk gap p50 {st['gap_ms_p50']:.1f} ms, p99 {st['gap_ms_p99']:.1f} ms")
     for n, pr in propagation.items():

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""make bench-instructions: instructions Envoy executes per request, counted by valgrind's
+callgrind — repeatable where wall-clock figures on a shared 2-core machine are not.
+
+For each variant (baseline, filter, limits; as in run.py) Envoy runs under callgrind twice, for
+LOW and HIGH sequential requests; the difference over HIGH - LOW requests cancels start-up (VM
+creation, xDS) and leaves the cost of one request. Envoy's binary is stripped, so this counts,
+it does not attribute: for where the filter's own instructions go, profile
+filter/policy/examples/hotpath.rs natively. About 7 minutes (Envoy starts in ~1 min under
+valgrind). BENCH_COMPARE_WASM=/path/other.wasm adds filter@cmp and limits@cmp.
+"""
+import glob, http.client, json, os, shutil, signal, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run as B  # noqa: E402
+
+LOW, HIGH = int(os.environ.get("BENCH_LOW", "100")), int(os.environ.get("BENCH_HIGH", "1100"))
+
+
+def count(name, n, out_dir):
+    """Total instructions of an Envoy that served `n` requests of variant `name`."""
+    real = B.ENVOY
+    wrapper = os.path.join(out_dir, "envoy-callgrind.sh")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nexec valgrind --tool=callgrind --smc-check=all-non-file -q "
+                f"--callgrind-out-file={out_dir}/cg.%p.out {real} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    B.ENVOY = wrapper
+    slow_wait = B.wait_http
+    B.wait_http = lambda url, headers=None, timeout=30, want=200: slow_wait(url, headers, 300, want)
+    for f in glob.glob(os.path.join(out_dir, "cg.*.out")):
+        os.remove(f)
+    tmp = tempfile.mkdtemp(prefix="aqueduct-instr-")
+    port = B.free_port()
+    upstream = subprocess.Popen([os.path.join(B.REL, "fake-upstream"), "--listen", f"127.0.0.1:{port}", "--no-record"],
+                                stdout=subprocess.DEVNULL)
+    v = B.Variant(name, tmp, port)
+    try:
+        B.wait_http(f"http://127.0.0.1:{port}/_fake/health")
+        v.start()
+        c = http.client.HTTPConnection("127.0.0.1", v.listen, timeout=60)
+        headers = {"Authorization": "Bearer " + v.key, "Content-Type": "application/json"}
+        for _ in range(n):
+            c.request("POST", "/v1/chat/completions", B.BODY, headers)
+            r = c.getresponse()
+            r.read()
+            if r.status != 200:
+                raise RuntimeError(f"{name}: status {r.status}")
+        c.close()
+    finally:
+        # Under valgrind Envoy needs a while to exit and write its counts: wait for it before
+        # the variant's own (impatient) stop.
+        if getattr(v, "envoy", None) is not None and v.envoy.poll() is None:
+            v.envoy.send_signal(signal.SIGTERM)
+            try:
+                v.envoy.wait(timeout=300)
+            except subprocess.TimeoutExpired:
+                pass
+        v.stop()
+        upstream.send_signal(signal.SIGTERM)
+        upstream.wait(timeout=5)
+        B.ENVOY, B.wait_http = real, slow_wait
+        shutil.rmtree(tmp, ignore_errors=True)
+    files = glob.glob(os.path.join(out_dir, "cg.*.out"))
+    if len(files) != 1:
+        raise RuntimeError(f"{name}: expected one callgrind output, found {files}")
+    for line in open(files[0]):
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"{name}: no totals in {files[0]}")
+
+
+def main():
+    if not shutil.which("valgrind"):
+        sys.exit("bench-instructions: valgrind not found")
+    out_dir = tempfile.mkdtemp(prefix="aqueduct-callgrind-")
+    names = ["baseline", "filter", "limits"] + (["filter@cmp", "limits@cmp"] if B.COMPARE_WASM else [])
+    per_request = {}
+    try:
+        for name in names:
+            low, high = count(name, LOW, out_dir), count(name, HIGH, out_dir)
+            per_request[name] = (high - low) / (HIGH - LOW)
+            print(f"{name:11} {per_request[name]:10,.0f} instructions/request", flush=True)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    base = per_request["baseline"]
+    out = {"method": f"valgrind callgrind on Envoy, ({HIGH} - {LOW} requests) difference, sequential 1 KB chat requests",
+           "instructions_per_request": per_request,
+           "added_over_baseline": {n: v - base for n, v in per_request.items()}}
+    path = os.environ.get("BENCH_OUT") or os.path.join(B.ROOT, "bench/instructions.json")
+    json.dump(out, open(path, "w"), indent=2)
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()
