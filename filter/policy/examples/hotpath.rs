@@ -4,11 +4,10 @@
 //! through [`RequestFilter`] over an in-memory host (shared data in a map), with caps at key,
 //! user and org level when `limits` is given — the bench's "limits" variant without Envoy.
 
-use aqueduct_policy::host::{ResponseHost, Shared};
+use aqueduct_policy::host::{MemShared, ResponseHost, Shared};
 use aqueduct_policy::snapshot::{CapSpec, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use aqueduct_policy::tokens::{hash_key, TokenTable};
 use aqueduct_policy::{Flow, Host, Policy, RequestFilter};
-use std::collections::HashMap;
 use std::rc::Rc;
 
 #[derive(Default)]
@@ -17,7 +16,7 @@ struct MapHost {
     body: Vec<u8>,
     response_headers: Vec<(String, String)>,
     response_body: Vec<u8>,
-    shared: HashMap<String, (Vec<u8>, u32)>,
+    shared: MemShared,
 }
 
 impl Host for MapHost {
@@ -61,19 +60,13 @@ impl ResponseHost for MapHost {
 
 impl Shared for MapHost {
     fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared.get(key).cloned()
+        self.shared.shared_get(key)
     }
     fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-        match self.shared.get_mut(key) {
-            Some(e) if e.1 == cas => {
-                *e = (value.to_vec(), cas + 1);
-                true
-            }
-            _ => false,
-        }
+        self.shared.shared_set(key, value, cas)
     }
     fn shared_create(&mut self, key: &str, initial: &[u8]) {
-        self.shared.entry(key.to_string()).or_insert_with(|| (initial.to_vec(), 1));
+        self.shared.shared_create(key, initial)
     }
 }
 

@@ -273,40 +273,8 @@ pub fn reconcile<S: Shared>(store: &mut S, admitted: &Admitted, input: u64, outp
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    /// Shared data in a map, with CAS tokens like Envoy's.
-    #[derive(Default)]
-    pub struct MemShared {
-        pub data: HashMap<String, (Vec<u8>, u32)>,
-        /// Makes the next N sets fail as if another worker wrote first.
-        pub conflicts: usize,
-    }
-
-    impl Shared for MemShared {
-        fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-            self.data.get(key).cloned()
-        }
-        fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-            if self.conflicts > 0 {
-                self.conflicts -= 1;
-                if let Some(e) = self.data.get_mut(key) {
-                    e.1 += 1;
-                }
-                return false;
-            }
-            match self.data.get_mut(key) {
-                Some(e) if e.1 == cas => {
-                    *e = (value.to_vec(), cas + 1);
-                    true
-                }
-                _ => false,
-            }
-        }
-        fn shared_create(&mut self, key: &str, initial: &[u8]) {
-            self.data.entry(key.to_string()).or_insert_with(|| (initial.to_vec(), 1));
-        }
-    }
+    use crate::host::MemShared;
 
     fn cap(key: &str, rpm: Option<u64>, itpm: Option<u64>) -> Cap {
         Cap { key: key.into(), label: key.into(), limits: [rpm, itpm, None] }

@@ -47,3 +47,40 @@ pub trait Shared {
     /// workers (creating a key is not atomic in Proxy-Wasm itself).
     fn shared_create(&mut self, key: &str, initial: &[u8]);
 }
+
+/// Shared data in a map, with compare-and-swap tokens like Envoy's: for tests and for profiling
+/// the policy natively (`examples/hotpath.rs`).
+#[derive(Debug, Default)]
+pub struct MemShared {
+    /// Values and their CAS tokens by key.
+    pub data: std::collections::HashMap<String, (Vec<u8>, u32)>,
+    /// Makes the next N writes fail as if another worker wrote first.
+    pub conflicts: usize,
+}
+
+impl Shared for MemShared {
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.data.get(key).cloned()
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        if self.conflicts > 0 {
+            self.conflicts -= 1;
+            if let Some(e) = self.data.get_mut(key) {
+                e.1 += 1;
+            }
+            return false;
+        }
+        match self.data.get_mut(key) {
+            Some(e) if e.1 == cas => {
+                *e = (value.to_vec(), cas + 1);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn shared_create(&mut self, key: &str, initial: &[u8]) {
+        self.data.entry(key.to_string()).or_insert_with(|| (initial.to_vec(), 1));
+    }
+}

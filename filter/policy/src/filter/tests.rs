@@ -1,5 +1,5 @@
 use super::*;
-use crate::admission::tests::MemShared;
+use crate::host::MemShared;
 use crate::ledger::{Outcome, UsageEvent};
 use crate::limits::Dim;
 use crate::snapshot::CapSpec;
