@@ -549,3 +549,77 @@ async fn role_refusals_case_by_case() {
     let v = e.expect("GET", "/tokens", None, 401).await;
     assert!(v["error"]["message"].as_str().unwrap().to_lowercase().contains("key"), "{v}");
 }
+
+/// The live keys the policy is built from, read from a real database: keys without policy
+/// fields of their own come folded into one string, the others as rows; both must arrive
+/// complete, with their owners and fields, and nothing revoked, deleted or long expired.
+async fn live_keys_read_every_kind_of_key(db: aqueduct::db::Db) {
+    use aqueduct::tenancy::policy::live_keys;
+    let now = 1_800_000_000;
+    let statements = [
+        "INSERT INTO orgs (id, name, created_at) VALUES (1, 'o', 0)",
+        "INSERT INTO teams (id, org_id, name, created_at) VALUES (1, 1, 't', 0)",
+        "INSERT INTO users (id, email, created_at, org_id) VALUES (1, 'a@x', 0, 1)",
+        "INSERT INTO users (id, email, created_at) VALUES (2, 'b@x', 0)",
+        "INSERT INTO service_accounts (id, team_id, owner_user_id, name, created_at) VALUES (1, 1, 1, 's', 0)",
+    ]
+    .map(str::to_string);
+    let hash = |i: i64| format!("{:064x}", i);
+    let mut tokens = Vec::new();
+    // 1-3: plain keys of two users; 4: a service account's; 5: own exclusions; 6: own limit;
+    // 7: expires later; 8: revoked; 9: deleted; 10: expired long ago; 11: merge switched off.
+    for (id, user, sa, extra_cols, extra_vals) in [
+        (1, 1, "NULL", "", ""),
+        (2, 1, "NULL", "", ""),
+        (3, 2, "NULL", "", ""),
+        (4, 1, "1", "", ""),
+        (5, 1, "NULL", ", excluded_models", ", '[\"m\"]'"),
+        (6, 2, "NULL", ", requests_per_minute", ", 5"),
+        (7, 2, "NULL", ", expires_at", ", 1800000100"),
+        (8, 1, "NULL", ", revoked_at", ", 1"),
+        (9, 1, "NULL", ", deleted_at", ", 1"),
+        (10, 1, "NULL", ", expires_at", ", 1"),
+        (11, 2, "NULL", ", merge_excluded_models", ", FALSE"),
+    ] {
+        tokens.push(format!(
+            "INSERT INTO tokens (id, user_id, service_account_id, name, key_hash, preview, created_at{extra_cols}) \
+             VALUES ({id}, {user}, {sa}, 'k{id}', '{}', 'sk-…', 0{extra_vals})",
+            hash(id)
+        ));
+    }
+    for sql in statements.iter().chain(tokens.iter()) {
+        aqueduct::with_pool!(&db, p => sqlx::query(sql).execute(p).await.map(|_| ())).unwrap();
+    }
+    let keys = live_keys(&db, now, 7 * 86_400).await.unwrap();
+    let mut ids: Vec<i64> = keys.iter().map(|k| k.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [1, 2, 3, 4, 5, 6, 7, 11], "revoked, deleted and long-expired keys are left out");
+    let key = |id: i64| keys.iter().find(|k| k.id == id).unwrap();
+    assert_eq!((key(1).user_id, key(1).service_account_id, key(1).key_hash.clone()), (1, None, hash(1)));
+    assert_eq!((key(4).user_id, key(4).service_account_id), (1, Some(1)));
+    assert_eq!(key(5).fields.excluded_models.0, ["m"]);
+    assert_eq!(key(6).fields.requests_per_minute, Some(5));
+    assert_eq!(key(7).expires_at, Some(1_800_000_100));
+    assert_eq!(key(1).expires_at, None);
+    assert!(!key(11).fields.merge_excluded_models);
+    assert_eq!(key(3).fields, Default::default());
+    // Alike keys are adjacent, so the policy resolves each owner once.
+    let owners: Vec<(i64, Option<i64>)> = keys.iter().map(|k| (k.user_id, k.service_account_id)).collect();
+    let mut sorted = owners.clone();
+    sorted.sort_unstable();
+    assert_eq!(owners, sorted);
+}
+
+#[tokio::test]
+async fn live_keys_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    live_keys_read_every_kind_of_key(aqueduct::db::Db::open(None, dir.path()).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn live_keys_on_postgres() {
+    let (server, name, url) = crate::harness::create_pg_database().await;
+    live_keys_read_every_kind_of_key(aqueduct::db::Db::open(Some(&url), std::path::Path::new(".")).await.unwrap())
+        .await;
+    crate::harness::drop_pg_database(server, name);
+}
