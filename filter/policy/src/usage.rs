@@ -297,5 +297,12 @@ mod tests {
         let u = from_json(bare).unwrap();
         assert_eq!((u.output_tokens, u.estimated), (2, true));
         assert!(from_json(b"\xff\xd8 binary").is_none());
+        // A usage report counts even when the rest of the body is not the shape we know.
+        let odd = br#"{"choices":5,"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+        let u = from_json(odd).unwrap();
+        assert_eq!((u.input_tokens, u.output_tokens, u.estimated), (3, 4, false));
+        // Without one, the text is estimated; with neither, nothing is counted but it is JSON.
+        let bare = br#"{"choices":[{"message":{"content":"12345678"}}],"usage":null}"#;
+        assert_eq!(from_json(bare).unwrap(), Usage { output_tokens: 2, estimated: true, ..Usage::default() });
     }
 }
