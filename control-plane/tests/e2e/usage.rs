@@ -171,8 +171,13 @@ impl Load {
 }
 
 /// Stored events for `token` and the rollups' request count for it: once `expect` are there
-/// (and a little longer, for any straggling duplicate), or once the counts stop moving.
+/// (and a little longer, for any straggling duplicate), or once the counts stop moving for
+/// longer than the filter's own recovery takes. A batch whose answer was lost (its call timed
+/// out, or the control plane died mid-request) is sent again only after the in-flight timeout,
+/// so "stopped moving" must outlast it; a pause shorter than that is not a loss.
 async fn stored_for(h: &Harness, token: i64, expect: u64) -> (u64, u64) {
+    let patience =
+        Duration::from_millis(u64::try_from(aqueduct_policy::ledger::IN_FLIGHT_TIMEOUT_MS).unwrap_or(10_000) + 2_000);
     let path = format!("/api/v1/usage/requests?limit=10000&token_id={token}");
     let total = format!("/api/v1/usage?token_id={token}");
     let read = || async {
@@ -182,7 +187,7 @@ async fn stored_for(h: &Harness, token: i64, expect: u64) -> (u64, u64) {
             (rows["data"].as_array().map_or(0, |a| a.len() as u64), sum["totals"]["requests"].as_u64().unwrap_or(0))
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     let (mut last, mut since) = ((0, 0), Instant::now());
     while Instant::now() < deadline {
         if let Some(now) = read().await {
@@ -192,7 +197,7 @@ async fn stored_for(h: &Harness, token: i64, expect: u64) -> (u64, u64) {
             }
             if now != last {
                 (last, since) = (now, Instant::now());
-            } else if since.elapsed() > Duration::from_secs(3) {
+            } else if since.elapsed() > patience {
                 return now;
             }
         }
