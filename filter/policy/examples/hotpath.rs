@@ -102,6 +102,7 @@ fn policy(limits: bool) -> Rc<Policy> {
         principals: vec![principal],
         tokens: TokenTable::build(vec![(hash_key("sk-bench-key-0000000000000000000000"), 1, None, 0)]),
         mcp_servers: vec![],
+        journal: None,
     };
     match Policy::decode(&snapshot.encode().unwrap_or_default()) {
         Ok(p) => Rc::new(p),

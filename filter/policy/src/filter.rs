@@ -167,7 +167,7 @@ impl RequestFilter {
     ) -> Result<(), ApiError> {
         let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
         let (principal, token) = authenticate(&policy, headers, now)?;
-        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principals.get(principal as usize)) {
+        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principal(principal)) {
             r.token_id = Some(token);
             r.user_id = Some(p.user_id);
             r.service_account_id = p.service_account_id;
@@ -183,7 +183,7 @@ impl RequestFilter {
                 return Err(ApiError::mcp_server_not_found(name));
             }
         }
-        let Some(p) = policy.principals.get(principal as usize) else {
+        let Some(p) = policy.principal(principal) else {
             return Err(ApiError::invalid_key());
         };
         let secret = &policy.settings.identity_secret;
@@ -225,7 +225,7 @@ impl RequestFilter {
         }
         let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
         let (principal, token) = authenticate(&policy, headers, now)?;
-        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principals.get(principal as usize)) {
+        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principal(principal)) {
             r.token_id = Some(token);
             r.user_id = Some(p.user_id);
             r.service_account_id = p.service_account_id;
@@ -424,11 +424,11 @@ fn presented_key(headers: &Headers) -> Option<String> {
 /// The principal and token id behind the presented key.
 fn authenticate(policy: &Policy, headers: &Headers, now: i64) -> Result<(u32, u64), ApiError> {
     let key = presented_key(headers).ok_or_else(ApiError::missing_key)?;
-    let entry = policy.tokens.find_key(&key).ok_or_else(ApiError::invalid_key)?;
+    let entry = policy.find_key(&key).ok_or_else(ApiError::invalid_key)?;
     if entry.expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::expired_key());
     }
-    if policy.principals.get(entry.principal as usize).is_some_and(|p| p.terms_pending) {
+    if policy.principal(entry.principal).is_some_and(|p| p.terms_pending) {
         return Err(ApiError::terms_not_accepted());
     }
     Ok((entry.principal, entry.id))
@@ -444,7 +444,7 @@ struct Who {
 
 /// The caps on a request of this principal and token: the key's own, then its entities'.
 fn caps(policy: &Policy, who: Who) -> Vec<Cap> {
-    let Some(p) = policy.principals.get(who.principal as usize) else { return Vec::new() };
+    let Some(p) = policy.principal(who.principal) else { return Vec::new() };
     let mut caps = Vec::with_capacity(p.caps.len() + 1);
     if p.key_limits.iter().any(Option::is_some) {
         caps.push(Cap {

@@ -1,7 +1,7 @@
 //! Aqueduct's filter policy, free of any Proxy-Wasm dependency.
 //!
 //! Everything the filter decides lives here so it can be tested natively: the policy snapshot the
-//! control plane pushes ([`snapshot`]), its compact token table ([`tokens`]), request
+//! control plane pushes ([`snapshot`]), its compact token table ([`tokens`]), key changes between snapshots ([`journal`]), request
 //! classification and body inspection ([`request`]), OpenAI-shaped errors ([`error`]) and the
 //! per-request state machine ([`filter`]) that drives a [`Host`] — the thin boundary the Wasm
 //! adapter implements over Envoy's hostcalls.
@@ -11,6 +11,7 @@ pub mod admission;
 pub mod error;
 pub mod filter;
 pub mod host;
+pub mod journal;
 pub mod ledger;
 pub mod limits;
 pub mod request;

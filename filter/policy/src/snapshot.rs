@@ -9,9 +9,12 @@
 //! but the tokens, then the token table's blocks verbatim. At 100,000 tokens the binary form is
 //! 5.2 MB instead of 7.4 MB of JSON, and a VM adopts the blocks without parsing them.
 
-use crate::tokens::{TokenTable, TokenTableError, EXPIRES_LEN, HASH_LEN, ID_LEN, PRINCIPAL_LEN};
+use crate::admission::Cap;
+use crate::journal::{JournalDelta, JournalError, JournalMark, Overlay};
+use crate::tokens::{hash_key, TokenEntry, TokenTable, TokenTableError, EXPIRES_LEN, HASH_LEN, ID_LEN, PRINCIPAL_LEN};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Default cap on a request body the filter buffers (32 MiB, enough for audio uploads).
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 32 * 1024 * 1024;
@@ -41,6 +44,10 @@ pub struct PolicySnapshot {
     /// index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mcp_servers: Vec<String>,
+    /// The control plane's key journal position this snapshot includes: the filter polls the
+    /// journal for key changes after it ([`crate::journal`]). None: no journal, snapshots only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalMark>,
 }
 
 /// Gateway-wide settings carried in the snapshot.
@@ -255,6 +262,8 @@ struct Head<'a> {
     principals: &'a [PrincipalSpec],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     mcp_servers: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    journal: Option<JournalMark>,
 }
 
 impl PolicySnapshot {
@@ -268,6 +277,7 @@ impl PolicySnapshot {
             models: &self.models,
             principals: &self.principals,
             mcp_servers: &self.mcp_servers,
+            journal: self.journal,
         })?;
         let too_large = || SnapshotError::Binary("policy larger than 4 GiB");
         let json_len = u32::try_from(head.len()).map_err(|_| too_large())?;
@@ -296,18 +306,25 @@ pub struct Policy {
     pub settings: Settings,
     /// Models in snapshot order.
     pub models: Vec<ModelSpec>,
-    /// Principals by index.
-    pub principals: Vec<PrincipalSpec>,
-    /// The token table.
-    pub tokens: TokenTable,
     /// MCP server names in snapshot order.
     pub mcp_servers: Vec<String>,
+    /// See [`PolicySnapshot::journal`].
+    pub journal: Option<JournalMark>,
+    /// Principals by index (the snapshot's; the overlay's are numbered after them). Shared:
+    /// applying key changes makes a new `Policy` without copying the big parts.
+    principals: Arc<Vec<PrincipalSpec>>,
+    /// The token table.
+    tokens: Arc<TokenTable>,
     by_name: HashMap<String, usize>,
     mcp_by_name: HashMap<String, usize>,
     models_list_body: Vec<u8>,
     /// Per principal, its entities' caps with their shared-data keys, built once here rather
     /// than formatted on every request.
-    entity_caps: Vec<Vec<crate::admission::Cap>>,
+    entity_caps: Arc<Vec<Vec<Cap>>>,
+    /// Key changes since the snapshot, from the journal.
+    overlay: Overlay,
+    /// Entity caps of the overlay's principals.
+    overlay_caps: Vec<Vec<Cap>>,
 }
 
 impl Policy {
@@ -398,40 +415,74 @@ impl Policy {
             }
         }
         s.tokens.check_principals(s.principals.len())?;
-        let tokens = s.tokens;
         let models_list_body = models_list(&s.models, s.created);
-        let entity_caps = s
-            .principals
-            .iter()
-            .map(|p| {
-                p.caps
-                    .iter()
-                    .map(|c| crate::admission::Cap {
-                        key: format!("{}{}", crate::admission::KEY_PREFIX, c.window),
-                        label: c.label.clone(),
-                        limits: c.limits,
-                    })
-                    .collect()
-            })
-            .collect();
+        let entity_caps = s.principals.iter().map(caps_of).collect();
         Ok(Self {
             version: s.version,
             created: s.created,
             settings: s.settings,
             models: s.models,
-            principals: s.principals,
-            tokens,
             mcp_servers: s.mcp_servers,
+            journal: s.journal,
+            principals: Arc::new(s.principals),
+            tokens: Arc::new(s.tokens),
             by_name,
             mcp_by_name,
             models_list_body,
-            entity_caps,
+            entity_caps: Arc::new(entity_caps),
+            overlay: Overlay::default(),
+            overlay_caps: Vec::new(),
         })
     }
 
+    /// This policy with the key changes of a journal answer (replacing any applied before).
+    /// Refused when the answer is for another journal or does not fit the snapshot; the policy
+    /// then stays as it was until the next snapshot.
+    pub fn with_changes(&self, delta: &JournalDelta) -> Result<Self, JournalError> {
+        let mark = self.journal.ok_or(JournalError::NoJournal)?;
+        let overlay = Overlay::build(self, mark, delta)?;
+        let overlay_caps = overlay.principals.iter().map(caps_of).collect();
+        Ok(Self { overlay, overlay_caps, ..self.clone() })
+    }
+
+    /// The key changes applied.
+    pub fn overlay(&self) -> &Overlay {
+        &self.overlay
+    }
+
+    /// The snapshot's token table (without the overlay's changes).
+    pub fn token_table(&self) -> &TokenTable {
+        &self.tokens
+    }
+
+    /// The token whose plaintext key is `key`: the overlay's changes first, then the snapshot's
+    /// table, whose entries the overlay may have retired.
+    pub fn find_key(&self, key: &str) -> Option<TokenEntry> {
+        let digest = hash_key(key);
+        if self.overlay.is_empty() {
+            return self.tokens.find_hash(&digest);
+        }
+        if let Some(e) = self.overlay.live(&digest) {
+            return Some(e);
+        }
+        self.tokens.find_hash(&digest).filter(|e| !self.overlay.hides(e.id))
+    }
+
+    /// The principal at `index` (the snapshot's, then the overlay's).
+    pub fn principal(&self, index: u32) -> Option<&PrincipalSpec> {
+        let i = index as usize;
+        self.principals.get(i).or_else(|| self.overlay.principals.get(i - self.principals.len()))
+    }
+
+    /// The snapshot's principals.
+    pub fn principals(&self) -> &[PrincipalSpec] {
+        &self.principals
+    }
+
     /// The caps of the entities above `principal`'s keys (user or service account, team, org).
-    pub fn entity_caps(&self, principal: u32) -> &[crate::admission::Cap] {
-        self.entity_caps.get(principal as usize).map_or(&[], Vec::as_slice)
+    pub fn entity_caps(&self, principal: u32) -> &[Cap] {
+        let i = principal as usize;
+        self.entity_caps.get(i).or_else(|| self.overlay_caps.get(i - self.entity_caps.len())).map_or(&[], Vec::as_slice)
     }
 
     /// Index of an MCP server by name.
@@ -441,8 +492,7 @@ impl Policy {
 
     /// Whether `principal` may use the MCP server at `index`.
     pub fn allows_mcp(&self, principal: u32, index: usize) -> bool {
-        self.principals
-            .get(principal as usize)
+        self.principal(principal)
             .is_some_and(|p| u32::try_from(index).is_ok_and(|i| p.excluded_mcp_servers.binary_search(&i).is_err()))
     }
 
@@ -458,15 +508,14 @@ impl Policy {
 
     /// Whether `principal` may use the model at `index`.
     pub fn allows(&self, principal: u32, index: usize) -> bool {
-        self.principals
-            .get(principal as usize)
+        self.principal(principal)
             .is_some_and(|p| u32::try_from(index).is_ok_and(|i| p.excluded_models.binary_search(&i).is_err()))
     }
 
     /// The `GET /v1/models` body for `principal`: only the models it may use. Principals
     /// without exclusions share one body rendered with the snapshot.
     pub fn models_list_body(&self, principal: u32) -> std::borrow::Cow<'_, [u8]> {
-        match self.principals.get(principal as usize) {
+        match self.principal(principal) {
             Some(p) if p.excluded_models.is_empty() => std::borrow::Cow::Borrowed(&self.models_list_body),
             Some(_) => {
                 let allowed: Vec<ModelSpec> = (0..self.models.len())
@@ -478,6 +527,34 @@ impl Policy {
             None => std::borrow::Cow::Owned(models_list(&[], self.created)),
         }
     }
+}
+
+impl crate::journal::Base for Policy {
+    fn find_principal(&self, spec: &PrincipalSpec) -> Option<u32> {
+        // Linear, but only when a journal answer arrives, not per request.
+        self.principals.iter().position(|p| p == spec).and_then(|i| u32::try_from(i).ok())
+    }
+
+    fn principal_count(&self) -> usize {
+        self.principals.len()
+    }
+
+    fn fits(&self, spec: &PrincipalSpec) -> bool {
+        spec.excluded_models.iter().all(|m| (*m as usize) < self.models.len())
+            && spec.excluded_mcp_servers.iter().all(|m| (*m as usize) < self.mcp_servers.len())
+    }
+}
+
+/// A principal's entity caps with their shared-data keys.
+fn caps_of(p: &PrincipalSpec) -> Vec<Cap> {
+    p.caps
+        .iter()
+        .map(|c| Cap {
+            key: format!("{}{}", crate::admission::KEY_PREFIX, c.window),
+            label: c.label.clone(),
+            limits: c.limits,
+        })
+        .collect()
 }
 
 /// Whether `name` may name an MCP server: it appears in paths, in the comma-separated
@@ -540,6 +617,7 @@ mod tests {
             principals: vec![PrincipalSpec { user_id: 1, ..Default::default() }],
             tokens: TokenTable::build(vec![(hash_key("sk-a"), 1, None, 0)]),
             mcp_servers: vec![],
+            journal: None,
         }
     }
 
@@ -551,7 +629,7 @@ mod tests {
         assert_eq!(p.model("alias").unwrap().name, "m");
         assert_eq!(p.model("m").unwrap().provider_model, "p-m");
         assert!(p.model("p-m").is_none());
-        assert_eq!(p.tokens.find_key("sk-a").unwrap().id, 1);
+        assert_eq!(p.find_key("sk-a").unwrap().id, 1);
         let list: serde_json::Value = serde_json::from_slice(&p.models_list_body(0)).unwrap();
         assert_eq!(list["data"][0]["id"], "m");
         assert_eq!(list["data"].as_array().unwrap().len(), 1);
@@ -573,8 +651,8 @@ mod tests {
         let bin = s.encode().unwrap();
         assert_eq!(bin[..4], BINARY_MAGIC);
         let p = Policy::decode(&bin).unwrap();
-        assert_eq!(p.tokens, s.tokens);
-        assert_eq!(p.tokens.find_key("sk-7").unwrap().expires_at, Some(7));
+        assert_eq!(*p.token_table(), s.tokens);
+        assert_eq!(p.find_key("sk-7").unwrap().expires_at, Some(7));
         assert_eq!(p.model("alias").unwrap().name, "m");
         // Read as a VM does, piece by piece: header, JSON, then each block once.
         let mut reads = Vec::new();
@@ -583,11 +661,11 @@ mod tests {
             bin.get(start..start + len).map(<[u8]>::to_vec)
         })
         .unwrap();
-        assert_eq!(q.tokens, s.tokens);
+        assert_eq!(*q.token_table(), s.tokens);
         assert_eq!(reads.len(), 6, "{reads:?}");
         // The JSON form still loads, through the same entry point.
         let json = serde_json::to_vec(&s).unwrap();
-        assert_eq!(Policy::decode(&json).unwrap().tokens, s.tokens);
+        assert_eq!(*Policy::decode(&json).unwrap().token_table(), s.tokens);
     }
 
     #[test]
@@ -644,6 +722,7 @@ mod exclusion_tests {
             principals: vec![PrincipalSpec { user_id: 1, excluded_models: vec![3], ..Default::default() }],
             tokens: TokenTable::default(),
             mcp_servers: vec![],
+            journal: None,
         };
         assert!(matches!(Policy::from_snapshot(s), Err(SnapshotError::ExcludedModel(0, 3))));
     }
@@ -662,6 +741,7 @@ mod mcp_tests {
             principals: vec![PrincipalSpec { user_id: 1, excluded_mcp_servers: excluded, ..Default::default() }],
             tokens: TokenTable::default(),
             mcp_servers: servers.iter().map(|s| s.to_string()).collect(),
+            journal: None,
         }
     }
 

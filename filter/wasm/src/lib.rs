@@ -6,6 +6,7 @@
 #![deny(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod host;
+mod journal;
 mod ledger;
 
 use aqueduct_policy::{Flow, Policy, RequestFilter};
@@ -20,7 +21,7 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         log::error!("aqueduct filter panicked: {info}");
     }));
-    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id, policy: None, closing: false }) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id, policy: None, closing: false, journal: journal::Poller::default() }) });
 }}
 
 /// Holds the parsed policy. Envoy creates a new root context for every config push, so this
@@ -31,10 +32,22 @@ struct Root {
     policy: Option<Rc<Policy>>,
     /// `on_done` came: deliver what is queued, then signal `done()`.
     closing: bool,
+    /// The long poll for key changes since this root's snapshot.
+    journal: journal::Poller,
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, _body: usize, _trailers: usize) {
+    fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body: usize, _trailers: usize) {
+        if self.journal.answers(token_id) {
+            let now = host::now_unix_ms();
+            if let Some(p) = &self.policy {
+                if let Some(changed) = self.journal.on_response(p, body, now) {
+                    self.policy = Some(Rc::new(changed));
+                }
+            }
+            self.poll(now);
+            return;
+        }
         let acknowledged = ledger::on_response(token_id, host::now_unix_ms());
         if self.closing {
             // Keep handing over what is left while the control plane takes it, then let go.
@@ -75,6 +88,7 @@ impl RootContext for Root {
         if let Some(p) = &self.policy {
             ledger::flush(&p.settings.ledger, self.id, now);
         }
+        self.poll(now);
     }
 
     fn on_configure(&mut self, size: usize) -> bool {
@@ -99,11 +113,12 @@ impl RootContext for Root {
                     "aqueduct: policy version {} loaded ({} models, {} tokens, {} bytes parsed in {} ms)",
                     policy.version,
                     policy.models.len(),
-                    policy.tokens.len(),
+                    policy.token_table().len(),
                     size,
                     host::now_unix_ms() - started
                 );
                 self.policy = Some(Rc::new(policy));
+                self.poll(host::now_unix_ms());
                 true
             }
             Err(e) => {
@@ -120,6 +135,15 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+impl Root {
+    /// Keeps one journal poll open while this root serves.
+    fn poll(&mut self, now_ms: i64) {
+        if let (Some(p), false) = (&self.policy, self.closing) {
+            self.journal.poll(p, now_ms);
+        }
     }
 }
 

@@ -141,6 +141,7 @@ fn policy() -> Rc<Policy> {
             (hash_key("sk-excluder"), 7, None, 1),
         ]),
         mcp_servers: vec!["everything".into(), "secret-tools".into()],
+        journal: Some(crate::journal::JournalMark { epoch: 9, seq: 40 }),
     };
     Rc::new(Policy::from_snapshot(snap).unwrap())
 }
@@ -224,6 +225,62 @@ fn key_errors_are_401() {
     h.set_request_header("authorization", "Basic abc");
     run(&mut h, Some(policy()));
     assert_eq!(h.reply_json().0, 401);
+}
+
+#[test]
+fn journal_changes_take_effect_on_the_request_path() {
+    use crate::journal::{JournalDelta, KeyChange};
+    let base = policy();
+    let live = |id: u64, key: &str, principal: PrincipalSpec| KeyChange::Live {
+        id,
+        hash: hex::encode(hash_key(key)),
+        expires_at: None,
+        principal: Box::new(principal),
+    };
+    // A key for an existing principal, one for a user the snapshot has never seen (with an org
+    // cap of 1 request a minute), a revoked key and a regenerated one.
+    let newcomer = PrincipalSpec {
+        user_id: 50,
+        excluded_models: vec![1],
+        caps: vec![CapSpec { window: "o.50".into(), label: "org 50".into(), limits: [Some(1), None, None] }],
+        ..Default::default()
+    };
+    let delta = JournalDelta {
+        epoch: 9,
+        seq: 44,
+        changes: vec![
+            live(20, "sk-fresh", base.principals()[0].clone()),
+            live(21, "sk-newcomer", newcomer),
+            KeyChange::Gone { id: 1 },
+            live(3, "sk-later-regenerated", base.principals()[0].clone()),
+        ],
+    };
+    let p = Rc::new(base.with_changes(&delta).unwrap());
+    assert_eq!(p.overlay().seq, 44);
+    let status = |key: &str, policy: &Rc<Policy>| {
+        let mut h = chat(key);
+        run(&mut h, Some(policy.clone()));
+        h.reply.as_ref().map_or(200, |r| r.0)
+    };
+    assert_eq!(status("sk-fresh", &p), 200);
+    assert_eq!(status("sk-fresh", &base), 401, "the snapshot alone does not know it");
+    assert_eq!(status("sk-good", &p), 401, "revoked");
+    assert_eq!(status("sk-good", &base), 200, "requests under the old policy are unaffected");
+    assert_eq!(status("sk-later", &p), 401, "the old secret of a regenerated key");
+    assert_eq!(status("sk-later-regenerated", &p), 200);
+    assert_eq!(status("sk-capped-b", &p), 200, "other keys are untouched");
+    // The newcomer's principal carries its exclusions and its org cap.
+    let mut h = chat("sk-newcomer");
+    h.body = br#"{"model":"whisper"}"#.to_vec();
+    run(&mut h, Some(p.clone()));
+    assert_eq!(h.reply_json().0, 404, "excluded model");
+    let mut shared = MemShared::default();
+    let (first, _) = run_shared_with(&p, &mut shared, "sk-newcomer", CHAT, NOW * 1000);
+    assert!(first.reply.is_none());
+    let (second, _) = run_shared_with(&p, &mut shared, "sk-newcomer", CHAT, NOW * 1000 + 10);
+    assert_eq!(second.reply_json().0, 429, "the org cap of a principal only the overlay has");
+    // An answer from another journal is refused and changes nothing.
+    assert!(base.with_changes(&JournalDelta { epoch: 8, ..delta }).is_err());
 }
 
 #[test]
@@ -357,10 +414,20 @@ fn excluded_models_are_not_found_even_by_alias_and_not_listed() {
 
 /// Runs a request through headers and body with a shared store carried across requests.
 fn run_shared(shared: &mut MemShared, key: &str, body: &[u8], now_ms: i64) -> (TestHost, RequestFilter) {
+    run_shared_with(&policy(), shared, key, body, now_ms)
+}
+
+fn run_shared_with(
+    policy: &Rc<Policy>,
+    shared: &mut MemShared,
+    key: &str,
+    body: &[u8],
+    now_ms: i64,
+) -> (TestHost, RequestFilter) {
     let mut h = chat(key);
     h.body = body.to_vec();
     std::mem::swap(&mut h.shared, shared);
-    let mut f = RequestFilter::new(Some(policy()));
+    let mut f = RequestFilter::new(Some(policy.clone()));
     if f.on_request_headers(&mut h, false, now_ms) == Flow::Pause && h.reply.is_none() {
         let size = h.body.len();
         f.on_request_body(&mut h, size, true, now_ms);
