@@ -111,7 +111,9 @@ class Variant:
                                 f"api_base: \"http://127.0.0.1:{self.upstream_port}/v1\", api_key: sk-upstream }}\n")
         env = dict(os.environ, AQUEDUCT_LISTEN=f"127.0.0.1:{self.listen}", AQUEDUCT_XDS_LISTEN=f"127.0.0.1:{free_port()}",
                    AQUEDUCT_HTTP_LISTEN=f"127.0.0.1:{free_port()}", AQUEDUCT_MODELS=models, AQUEDUCT_DATA_DIR=self.tmp,
-                   AQUEDUCT_ADMIN_KEY=ADMIN_KEY, AQUEDUCT_WASM=self.wasm, AQUEDUCT_LOG="warn")
+                   AQUEDUCT_ADMIN_KEY=ADMIN_KEY, AQUEDUCT_WASM=self.wasm, AQUEDUCT_LOG="warn",
+                   # Only the probes' own rebuilds, never a periodic one, in the propagation figures.
+                   AQUEDUCT_RESYNC_SECS="3600")
         env.pop("DATABASE_URL", None)
         # The control plane shares the load generator's CPU: Envoy's core measures Envoy alone
         # (in production the control plane runs elsewhere; its usage ingestion every 200 ms
@@ -200,8 +202,33 @@ class Variant:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def snapshot_loads(self):
+        """ECDS config reloads Envoy has applied (each pushed snapshot counts once)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/stats?filter=config_reload", timeout=5) as r:
+            lines = r.read().decode().splitlines()
+        return sum(int(l.rsplit(":", 1)[1]) for l in lines
+                   if l.startswith("extension_config_discovery.") and l.split(":")[0].endswith(".config_reload"))
+
+    def key_status(self, key):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.listen}/v1/models", headers={"Authorization": "Bearer " + key})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except Exception:
+            return 0
+
+    def until(self, what, t0, cond):
+        while not cond():
+            if time.time() - t0 > 60:
+                raise RuntimeError(f"{what} not seen within 60 s")
+            time.sleep(0.002)
+        return (time.time() - t0) * 1000
+
     def propagation(self, sizes=(1_000, 10_000, 100_000)):
-        """Grows the token table and times one new key from API call to acceptance."""
+        """Grows the token table; times one new key from API call to acceptance (through the key
+        journal), the snapshot that follows it (until Envoy applied it), and the key's revocation."""
         db = sqlite3.connect(os.path.join(self.tmp, "aqueduct.db"), timeout=30)
         out = {"tokens_0": {"envoy_rss_mb": self.rss_mb()}}
         # The bulk keys belong to a user of their own (the admin's personal keys are capped).
@@ -214,22 +241,20 @@ class Variant:
             db.executemany("INSERT INTO tokens (user_id, name, key_hash, preview, created_at) VALUES (?, ?, ?, ?, ?)", rows)
             db.commit()
             have = size
+            loads = self.snapshot_loads()
             t0 = time.time()
-            key = self.api("POST", "/api/v1/tokens", {"name": f"probe-{size}"})["key"]
-            while True:
-                req = urllib.request.Request(f"http://127.0.0.1:{self.listen}/v1/models", headers={"Authorization": "Bearer " + key})
-                try:
-                    with urllib.request.urlopen(req, timeout=5) as r:
-                        if r.status == 200:
-                            break
-                except Exception:
-                    pass
-                if time.time() - t0 > 60:
-                    raise RuntimeError(f"key not accepted within 60 s at {size} tokens")
-                time.sleep(0.005)
-            took = (time.time() - t0) * 1000
-            time.sleep(1)  # let every VM finish parsing before reading memory
-            out[f"tokens_{size}"] = {"new_key_accepted_ms": took, "envoy_rss_mb": self.rss_mb()}
+            probe = self.api("POST", "/api/v1/tokens", {"name": f"probe-{size}"})
+            accepted = self.until("new key", t0, lambda: self.key_status(probe["key"]) == 200)
+            # The rebuild the key asked for reads every key: the full snapshot at this size.
+            snapshot = self.until("snapshot", t0, lambda: self.snapshot_loads() > loads)
+            time.sleep(1)  # let every VM finish loading before reading memory
+            rss = self.rss_mb()
+            t1 = time.time()
+            self.api("DELETE", f"/api/v1/tokens/{probe['id']}", {})
+            revoked = self.until("revocation", t1, lambda: self.key_status(probe["key"]) == 401)
+            out[f"tokens_{size}"] = {"new_key_accepted_ms": accepted, "snapshot_applied_ms": snapshot,
+                                     "revoked_key_refused_ms": revoked, "envoy_rss_mb": rss}
+            time.sleep(0.5)  # the revocation's own snapshot
         db.close()
         return out
 

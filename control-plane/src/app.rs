@@ -67,6 +67,11 @@ pub struct Settings {
     /// picks up keys written by `aqueduct admin create-key` or another process.
     #[arg(long, env = "AQUEDUCT_RESYNC_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub resync_secs: u64,
+    /// Wait this many milliseconds after a change before rebuilding the snapshot, so a burst of
+    /// changes (a script creating keys) costs Envoy one push. Key creation and revocation reach
+    /// the filter through the key journal at once either way; other changes wait this long.
+    #[arg(long, env = "AQUEDUCT_SNAPSHOT_DEBOUNCE_MS", default_value_t = 0)]
+    pub snapshot_debounce_ms: u64,
     /// Models no key may use unless a level of its chain sets `merge_excluded_models: false`
     /// (comma-separated model names or aliases).
     #[arg(long, env = "AQUEDUCT_DEFAULT_EXCLUDED_MODELS", value_delimiter = ',', default_value = "")]
@@ -327,7 +332,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Gateway::new(db, layout, settings.models.clone(), models)
             .with_limits(defaults, settings.output_reservation)
             .with_ledger(ledger)
-            .with_terms_required(settings.terms_required),
+            .with_terms_required(settings.terms_required)
+            .with_snapshot_debounce(Duration::from_millis(settings.snapshot_debounce_ms)),
     );
     gw.set_default_excluded_models(settings.default_excluded_models.clone());
     let registry = gw.mcp_registry.clone();

@@ -7,12 +7,15 @@
 use crate::config::models::ModelsConfig;
 use crate::db::Db;
 use crate::tenancy::policy::{
-    entity_caps, excluded_mcp_servers, excluded_models, hierarchy, key_limits, live_keys, Hierarchy, KeyRow,
+    entity_caps, excluded_mcp_servers, excluded_models, hierarchy, hierarchy_of, key_limits, live_key, live_keys,
+    Hierarchy, KeyRow,
 };
+use crate::tokens::journal::KeyJournal;
 use crate::xds::cache::SnapshotCache;
 use crate::xds::resources::{self, Layout};
 use crate::xds::server::XdsMetrics;
 use crate::xds::type_url;
+use aqueduct_policy::journal::KeyChange;
 use aqueduct_policy::snapshot::{CapSpec, LedgerSettings, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use aqueduct_policy::tokens::{TokenTable, HASH_LEN};
 use std::collections::{BTreeMap, HashMap};
@@ -82,6 +85,10 @@ pub struct Gateway {
     pub ingest_lock: tokio::sync::Mutex<()>,
     /// Whether users must accept the current Terms of Service before their keys work.
     pub terms_required: bool,
+    /// Key changes since this process started, long-polled by the filter between snapshots.
+    pub journal: KeyJournal,
+    /// Wait after a change before rebuilding (changes meanwhile join the same rebuild).
+    snapshot_debounce: Duration,
 }
 
 /// Failure to rebuild the snapshot.
@@ -121,7 +128,15 @@ impl Gateway {
             usage_metrics: crate::usage::metrics::UsageMetrics::default(),
             ingest_lock: tokio::sync::Mutex::new(()),
             terms_required: false,
+            journal: KeyJournal::new(),
+            snapshot_debounce: Duration::ZERO,
         }
+    }
+
+    /// Waits `debounce` after a change before rebuilding (before the gateway is shared).
+    pub fn with_snapshot_debounce(mut self, debounce: Duration) -> Self {
+        self.snapshot_debounce = debounce;
+        self
     }
 
     /// Sets where the filter sends usage events (before the gateway is shared).
@@ -197,6 +212,54 @@ impl Gateway {
         self.dirty.notify_one();
     }
 
+    /// A key was created, changed, regenerated or revoked (its row is committed): journals the
+    /// change for the filter, which applies it within milliseconds, and asks for a rebuild,
+    /// which makes it part of the next snapshot. Without a journal entry (the store failed
+    /// here) the change still arrives with the snapshot.
+    pub async fn key_changed(&self, id: i64) {
+        match self.key_change(id).await {
+            Ok(change) => self.journal.record(change),
+            Err(e) => {
+                tracing::warn!(token = id, error = %e, "key change not journaled; it applies with the next snapshot")
+            }
+        }
+        self.request_rebuild();
+    }
+
+    /// What the filter must know about key `id` now: its hash and principal, or that it is gone.
+    async fn key_change(&self, id: i64) -> Result<KeyChange, RebuildError> {
+        let gone = KeyChange::Gone { id: self::id(id) };
+        let Some(key) = live_key(&self.db, id, now(), EXPIRED_GRACE_SECS).await? else { return Ok(gone) };
+        let hierarchy = hierarchy_of(&self.db, &key).await?;
+        let terms_pending =
+            if self.terms_required { crate::terms::pending_users(&self.db).await? } else { Default::default() };
+        let defaults = self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_default();
+        let mcp_servers = self.mcp_servers.read().map(|d| d.clone()).unwrap_or_default();
+        let mcp_defaults = self.default_excluded_mcp_servers.read().map(|d| d.clone()).unwrap_or_default();
+        let keys = [key];
+        let inputs = PolicyInputs {
+            keys: &keys,
+            hierarchy: &hierarchy,
+            default_excluded_models: &defaults,
+            default_key_limits: self.default_key_limits,
+            terms_pending: &terms_pending,
+            mcp_servers: &mcp_servers,
+            default_excluded_mcp_servers: &mcp_defaults,
+        };
+        // The same code as a full snapshot, over this one key: the principal comes out exactly
+        // as the next snapshot will have it.
+        let one = build_snapshot(0, 0, &self.models(), inputs, Settings::default());
+        let (false, Some(principal)) = (one.tokens.is_empty(), one.principals.first()) else {
+            return Ok(gone); // the owner is gone or inactive
+        };
+        Ok(KeyChange::Live {
+            id: self::id(keys[0].id),
+            hash: keys[0].key_hash.to_ascii_lowercase(),
+            expires_at: keys[0].expires_at,
+            principal: Box::new(principal.clone()),
+        })
+    }
+
     /// Asks for a rebuild that other control planes need not hear about (a resync, or a change
     /// one of them made and announced).
     fn request_resync(&self) {
@@ -219,6 +282,9 @@ impl Gateway {
     /// Reads the store and publishes every resource type.
     pub async fn rebuild(&self) -> Result<(), RebuildError> {
         let started = std::time::Instant::now();
+        // Taken before the keys are read: a change journaled meanwhile may be in the snapshot
+        // too, and the filter applying it twice is harmless; taken after, it could be lost.
+        let mark = self.journal.mark();
         let tokens = live_keys(&self.db, now(), EXPIRED_GRACE_SECS).await?;
         let hierarchy = hierarchy(&self.db).await?;
         let defaults = self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_default();
@@ -245,6 +311,7 @@ impl Gateway {
         };
         let loaded = started.elapsed();
         let mut snapshot = build_snapshot(0, created, &models, inputs, settings);
+        snapshot.journal = Some(mark);
         let built = started.elapsed();
         // Held until published, so concurrent rebuilds cannot publish out of order.
         let mut last = self.last_policy.lock().await;
@@ -265,6 +332,7 @@ impl Gateway {
             (type_url::EXTENSION, vec![resources::filter_config(&self.layout, policy)]),
         ]));
         drop(last);
+        self.journal.prune(mark.seq);
         if !changed.is_empty() {
             self.published.fetch_add(1, Ordering::Relaxed);
             // The phases of a rebuild, for operators sizing large key tables.
@@ -285,6 +353,9 @@ impl Gateway {
     pub async fn run_rebuilder(self: Arc<Self>) {
         loop {
             self.dirty.notified().await;
+            if !self.snapshot_debounce.is_zero() {
+                tokio::time::sleep(self.snapshot_debounce).await;
+            }
             let local = self.local_change.swap(false, Ordering::Relaxed);
             match self.rebuild().await {
                 Ok(()) if local => self.notify_peers().await,
@@ -510,5 +581,6 @@ pub fn build_snapshot(
         principals,
         tokens: TokenTable::build(entries),
         mcp_servers: inputs.mcp_servers.to_vec(),
+        journal: None,
     }
 }

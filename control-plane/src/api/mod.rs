@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod common;
 pub mod error;
+pub mod journal;
 pub mod openapi;
 pub mod tenancy;
 pub mod tokens;
@@ -42,6 +43,7 @@ pub fn router(gw: Arc<Gateway>, settings: TenancySettings) -> Router {
         .route("/api/v1/usage", get(usage::summary))
         .route("/api/v1/usage/requests", get(usage::requests))
         .route(aqueduct_policy::ledger::INGEST_PATH, post(usage::ingest))
+        .route(aqueduct_policy::journal::JOURNAL_PATH, get(journal::poll))
         .route("/api/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/health", get(|| async { "ok" }))
         .route("/metrics", get(metrics))

@@ -200,7 +200,7 @@ pub async fn create(
         .collect();
     let id = ts::insert_tx(&gw.db, &ins, &rest).await?;
     tracing::info!(token = id, user = owner, by = a.user_id, "token created");
-    gw.request_rebuild();
+    gw.key_changed(id).await;
     let mut v = token_view_by_id(&gw, id).await?;
     v["key"] = key.into();
     Ok((StatusCode::CREATED, Json(v)))
@@ -263,7 +263,7 @@ pub async fn patch(
     sets.extend(policy.0);
     if let Some(q) = update_sql("tokens", &sets, k.id, " AND deleted_at IS NULL") {
         ts::execute_tx(&gw.db, &[q]).await?;
-        gw.request_rebuild();
+        gw.key_changed(k.id).await;
     }
     get_one(State(gw), a, Path(id)).await
 }
@@ -285,7 +285,7 @@ pub async fn revoke(
         return Err(not_found("Token", &id));
     }
     tracing::info!(token = %id, by = a.user_id, "token revoked");
-    gw.request_rebuild();
+    gw.key_changed(k.id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -314,7 +314,7 @@ pub async fn regenerate(
         return Err(not_found("Token", &id));
     }
     tracing::info!(token = %id, by = a.user_id, "token regenerated");
-    gw.request_rebuild();
+    gw.key_changed(k.id).await;
     let mut v = token_view_by_id(&gw, k.id).await?;
     v["key"] = key.into();
     Ok(Json(v))
@@ -335,6 +335,11 @@ pub async fn status(State(gw): State<Arc<Gateway>>, a: Authed) -> Result<impl In
             "streams": gw.xds_metrics.streams.load(Ordering::Relaxed),
             "acks": gw.xds_metrics.acks.load(Ordering::Relaxed),
             "nacks": gw.xds_metrics.nacks.load(Ordering::Relaxed),
+        },
+        "key_journal": {
+            "epoch": gw.journal.epoch(),
+            "position": gw.journal.mark().seq,
+            "held": gw.journal.len(),
         },
     })))
 }

@@ -242,6 +242,53 @@ fn plain_key(member: &str) -> Result<KeyRow, sqlx::Error> {
     })
 }
 
+/// One key, if it is live (as [`live_keys`] would read it), for journaling a change to it.
+pub async fn live_key(db: &Db, id: i64, now: i64, expired_grace: i64) -> Result<Option<KeyRow>, sqlx::Error> {
+    let sql = format!(
+        "SELECT t.id, t.key_hash, t.expires_at, t.user_id, t.service_account_id, {} FROM tokens t \
+         WHERE t.id = $1 AND t.revoked_at IS NULL AND t.deleted_at IS NULL \
+         AND (t.expires_at IS NULL OR t.expires_at > $2)",
+        cols("t")
+    );
+    let key = with_pool!(db, p => sqlx::query_as::<_, KeyRow>(&sql).bind(id).bind(now - expired_grace).fetch_optional(p).await?);
+    Ok(key)
+}
+
+/// The entities one key's chain passes through (what [`hierarchy`] would hold for it), read by
+/// id: a handful of rows instead of every user.
+pub async fn hierarchy_of(db: &Db, key: &KeyRow) -> Result<Hierarchy, sqlx::Error> {
+    async fn one(db: &Db, table: &str, parent: &str, live: &str, id: i64) -> Result<Option<Entity>, sqlx::Error> {
+        let sql = format!("SELECT x.id, {parent} AS parent, {} FROM {table} x WHERE x.id = $1 AND {live}", cols("x"));
+        Ok(with_pool!(db, p => sqlx::query_as::<_, Entity>(&sql).bind(id).fetch_optional(p).await?))
+    }
+    let mut h = Hierarchy::default();
+    let org = match key.service_account_id {
+        Some(sa) => {
+            let Some(a) = one(db, "service_accounts", "x.team_id", "x.deleted_at IS NULL", sa).await? else {
+                return Ok(h);
+            };
+            let team = a.parent;
+            h.service_accounts.insert(sa, (a.parent, a.fields));
+            let Some(t) = team else { return Ok(h) };
+            let Some(t) = one(db, "teams", "x.org_id", "x.deleted_at IS NULL", t).await? else { return Ok(h) };
+            h.teams.insert(t.id, (t.parent, t.fields));
+            t.parent
+        }
+        None => {
+            let live = "x.active AND x.deleted_at IS NULL";
+            let Some(u) = one(db, "users", "x.org_id", live, key.user_id).await? else { return Ok(h) };
+            h.users.insert(u.id, (u.parent, u.fields));
+            u.parent
+        }
+    };
+    if let Some(o) = org {
+        if let Some(o) = one(db, "orgs", "NULL", "x.deleted_at IS NULL", o).await? {
+            h.orgs.insert(o.id, o.fields);
+        }
+    }
+    Ok(h)
+}
+
 /// Loads every user, service account, team and org a chain can pass through.
 pub async fn hierarchy(db: &Db) -> Result<Hierarchy, sqlx::Error> {
     let q = |table: &str, parent: &str, live: &str| {

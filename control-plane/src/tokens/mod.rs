@@ -3,6 +3,7 @@
 //! A key is `sk-aq-` followed by 256 random bits in hex. Only its SHA-256 (hex) and a short
 //! preview are stored; the plaintext is returned once, at creation.
 
+pub mod journal;
 pub mod store;
 
 use rand::rngs::OsRng;

@@ -197,3 +197,107 @@ async fn resync_picks_up_out_of_band_keys_and_does_not_repush_an_unchanged_polic
     h.eventually(Duration::from_secs(3), || async { status(&h, &key).await == 200 }).await;
     assert_ne!(ext_version().await, before);
 }
+
+/// The extension config's xDS version: it changes with every snapshot pushed.
+async fn snapshot_version(h: &Harness) -> String {
+    let v: serde_json::Value =
+        http().get(h.url("/api/v1/status")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    v["xds_versions"]["type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn key_changes_apply_through_the_journal_before_any_snapshot() {
+    // Snapshots wait 8 s after a change, so whatever applies sooner came through the journal.
+    let h = Harness::start_env(&[("AQUEDUCT_SNAPSHOT_DEBOUNCE_MS", "8000")]).await;
+    let before = snapshot_version(&h).await;
+    let started = Instant::now();
+    let (id, key) = h.create_token("journal", None).await;
+    let accepted = h.eventually(Duration::from_secs(2), || async { status(&h, &key).await == 200 }).await;
+
+    // A regenerated key answers only to its new secret.
+    let r = http().post(h.url(&format!("/api/v1/tokens/{id}/regenerate"))).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let fresh = r.json::<serde_json::Value>().await.unwrap()["key"].as_str().unwrap().to_string();
+    h.eventually(Duration::from_secs(2), || async { status(&h, &fresh).await == 200 }).await;
+    assert_eq!(status(&h, &key).await, 401, "the old secret");
+
+    // New limits give the key a principal the snapshot does not have: 1 request a minute.
+    let r = http()
+        .patch(h.url(&format!("/api/v1/tokens/{id}")))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"requests_per_minute": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    h.eventually(Duration::from_secs(2), || async { status(&h, &fresh).await == 429 }).await;
+
+    h.revoke_token(id).await;
+    h.eventually(Duration::from_secs(2), || async { status(&h, &fresh).await == 401 }).await;
+    assert_eq!(
+        snapshot_version(&h).await,
+        before,
+        "no snapshot was pushed: {:?} since the first change",
+        started.elapsed()
+    );
+    eprintln!("key accepted {accepted:?} after creation, all changes applied {:?} after it", started.elapsed());
+
+    // The snapshot that follows carries the same state, and the overlay starts again from it.
+    h.eventually(Duration::from_secs(15), || async { snapshot_version(&h).await != before }).await;
+    assert_eq!(status(&h, &fresh).await, 401);
+    assert_eq!(status(&h, &key).await, 401);
+    let (_, later) = h.create_token("after-snapshot", None).await;
+    h.eventually(Duration::from_secs(2), || async { status(&h, &later).await == 200 }).await;
+}
+
+#[tokio::test]
+async fn journal_endpoint_wants_the_secret_and_a_current_snapshot() {
+    let h = Harness::start().await;
+    let db_url = format!("sqlite://{}", h.dir.path().join("aqueduct.db").display());
+    let db = aqueduct::db::Db::open(Some(&db_url), h.dir.path()).await.unwrap();
+    let secret = aqueduct::usage::ledger_secret(&db).await.unwrap();
+    let cp = |q: &str| format!("http://{}/internal/v1/keys{q}", h.http);
+    let header = aqueduct_policy::ledger::SECRET_HEADER;
+
+    let r = http().get(cp("?epoch=1&since=0&known=0")).send().await.unwrap();
+    crate::harness::expect_error(r, 403, "permission_denied_error").await;
+    let r = http().get(cp("?epoch=1&since=0&known=0")).header(header, "wrong").send().await.unwrap();
+    crate::harness::expect_error(r, 403, "permission_denied_error").await;
+    let r = http().get(cp("?epoch=x")).header(header, &secret).send().await.unwrap();
+    crate::harness::expect_error(r, 400, "invalid_request_error").await;
+    let r = http().get(cp("?epoch=1&since=0&known=0")).header(header, &secret).send().await.unwrap();
+    crate::harness::expect_error(r, 409, "invalid_request_error").await; // another process's journal
+                                                                         // The public listener does not route it at all.
+    let r =
+        http().get(h.url("/internal/v1/keys?epoch=1&since=0&known=0")).header(header, &secret).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Through the real journal: the status shows its epoch; a key change is journaled.
+    let st: serde_json::Value =
+        http().get(h.url("/api/v1/status")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
+    let epoch = st["key_journal"]["epoch"].as_u64().unwrap();
+    let position = st["key_journal"]["position"].as_u64().unwrap();
+    let (id, _) = h.create_token("journaled", None).await;
+    let get = |q: String| http().get(cp(&q)).header(header, secret.clone()).send();
+    let r = get(format!("?epoch={epoch}&since={position}&known={position}")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let delta: aqueduct_policy::journal::JournalDelta = r.json().await.unwrap();
+    assert_eq!((delta.epoch, delta.seq), (epoch, position + 1));
+    assert!(
+        matches!(&delta.changes[..], [aqueduct_policy::journal::KeyChange::Live { id: i, .. }] if *i == id as u64),
+        "{delta:?}"
+    );
+    // Nothing after what the poller knows: held (the control plane answers 204 after 20 s).
+    let held = tokio::spawn(get(format!("?epoch={epoch}&since={position}&known={}", position + 1)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "held while nothing changes");
+    // A change releases it with everything since the poller's snapshot.
+    h.revoke_token(id).await;
+    let r = tokio::time::timeout(Duration::from_secs(2), held).await.expect("released").unwrap().unwrap();
+    let delta: aqueduct_policy::journal::JournalDelta = r.json().await.unwrap();
+    assert_eq!(delta.changes.len(), 2);
+    assert_eq!(delta.changes[1], aqueduct_policy::journal::KeyChange::Gone { id: id as u64 });
+    // A position this journal never reached.
+    let r = get(format!("?epoch={epoch}&since={}&known=0", position + 50)).await.unwrap();
+    assert_eq!(r.status(), 409);
+}
