@@ -7,7 +7,8 @@ LOW and HIGH sequential requests; the difference over HIGH - LOW requests cancel
 creation, xDS) and leaves the cost of one request. Envoy's binary is stripped, so this counts,
 it does not attribute: for where the filter's own instructions go, profile
 filter/policy/examples/hotpath.rs natively. About 7 minutes (Envoy starts in ~1 min under
-valgrind). BENCH_COMPARE_WASM=/path/other.wasm adds filter@cmp and limits@cmp.
+valgrind). BENCH_COMPARE_WASM=/path/other.wasm adds filter@cmp and limits@cmp; BENCH_VARIANTS
+(comma-separated names) runs only those.
 """
 import glob, http.client, json, os, shutil, signal, subprocess, sys, tempfile, time
 
@@ -88,6 +89,9 @@ def main():
         sys.exit("bench-instructions: valgrind not found")
     out_dir = tempfile.mkdtemp(prefix="aqueduct-callgrind-")
     names = ["baseline", "filter", "limits"] + (["filter@cmp", "limits@cmp"] if B.COMPARE_WASM else [])
+    # BENCH_VARIANTS=filter,filter@cmp: only these (a quicker A/B).
+    if os.environ.get("BENCH_VARIANTS"):
+        names = [n for n in os.environ["BENCH_VARIANTS"].split(",") if n]
     per_request = {}
     try:
         for name in names:
@@ -96,7 +100,7 @@ def main():
             print(f"{name:11} {per_request[name]:10,.0f} instructions/request", flush=True)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
-    base = per_request["baseline"]
+    base = per_request.get("baseline", 0)
     out = {"method": f"valgrind callgrind on Envoy, ({HIGH} - {LOW} requests) difference, sequential 1 KB chat requests",
            "instructions_per_request": per_request,
            "added_over_baseline": {n: v - base for n, v in per_request.items()}}

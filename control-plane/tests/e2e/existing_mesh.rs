@@ -54,6 +54,7 @@ async fn platform_envoy_gets_the_filter_by_ecds() {
         .replace("port_value: 10000", &format!("port_value: {listen}"))
         .replace("port_value: 9902", &format!("port_value: {admin}"))
         .replace("port_value: 18000", &format!("port_value: {}", h.xds.port()))
+        .replace("port_value: 18001", &format!("port_value: {}", h.http.port()))
         .replace("port_value: 18090", &format!("port_value: {}", h.upstream.addr().port()));
     let path = h.dir.path().join("platform.yaml");
     std::fs::write(&path, config).unwrap();
@@ -74,6 +75,14 @@ async fn platform_envoy_gets_the_filter_by_ecds() {
     assert_eq!(r.status(), 404);
     let r = http().post(&url).json(&body).send().await.unwrap();
     expect_error(r, 401, "invalid_request_error").await;
+    // A new key works and a revoked one stops, here too (key journal over aqueduct_control_plane).
+    let (id, key) = h.create_token("platform", None).await;
+    let ok = || async {
+        http().post(&url).bearer_auth(&key).json(&body).send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+    };
+    h.eventually(Duration::from_secs(2), || async { ok().await == 200 }).await;
+    h.revoke_token(id).await;
+    h.eventually(Duration::from_secs(2), || async { ok().await == 401 }).await;
 }
 
 #[tokio::test]
