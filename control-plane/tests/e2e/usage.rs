@@ -257,6 +257,44 @@ async fn an_envoy_restart_loses_only_requests_in_flight() {
     assert!(rows <= ok + failed, "nothing stored twice: {rows} > {ok} + {failed}");
 }
 
+#[tokio::test]
+async fn policy_pushes_under_load_do_not_stall_delivery() {
+    let h = Harness::start().await;
+    let (token, key) = h.create_token("pushed", None).await;
+    let probes = ready(&h, &key).await;
+    let load = Load::start(&h, &key, WORKERS);
+    // Each change to the admin's cap is a new snapshot: every VM gets a new root context while
+    // requests that began under the old one are still in flight (and the old one still ticks).
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let r = http()
+            .patch(h.url("/api/v1/users/1"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&json!({"requests_per_minute": 1_000_000 + i}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let (answered, failed) = load.stop().await;
+    assert_eq!(failed, 0, "pushes do not fail requests");
+    let ok = answered + probes;
+    let stored = || async {
+        let (s, sum) = get(&h, ADMIN_KEY, &format!("/api/v1/usage?token_id={token}")).await;
+        if s == 200 {
+            sum["totals"]["requests"].as_u64().unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    // Well inside the 10 s after which a batch whose answer never came is sent again: losing an
+    // answer across a push would show as that stall.
+    let took = h.eventually(Duration::from_secs(6), || async { stored().await >= ok }).await;
+    eprintln!("{ok} events across 8 pushes under load, all stored {took:?} after the load stopped");
+    assert_eq!(stored().await, ok, "each once");
+}
+
 async fn org_user_key(admin: &str, h: &Harness, org: &str, email: &str, role: &str) -> (String, String) {
     let c = http();
     let u: Value = c

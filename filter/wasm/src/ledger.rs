@@ -35,6 +35,9 @@ struct Metrics {
 
 thread_local! {
     static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+    /// The newest root context: only it sends. An older one may live on while requests that
+    /// began under it finish, but a call it made could lose its answer when it goes.
+    static CURRENT: std::cell::Cell<Option<u32>> = const { std::cell::Cell::new(None) };
 }
 
 fn with<R>(queue_bytes: u64, f: impl FnOnce(&mut State) -> R) -> R {
@@ -61,9 +64,11 @@ pub fn record(mut event: UsageEvent, settings: &LedgerSettings) {
     });
 }
 
-/// A new root context `root` took over (a policy push): the answer to a call made by the one
-/// it replaced goes to a context that no longer exists, so that batch is sent again.
+/// A new root context `root` took over (a policy push): from now on only it sends, and a batch
+/// still in flight from the one it replaced is sent again (that answer may never arrive: the
+/// old context can be gone by then).
 pub fn adopt(root: u32) {
+    CURRENT.with(|c| c.set(Some(root)));
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         let Some(st) = s.as_mut() else { return };
@@ -74,9 +79,17 @@ pub fn adopt(root: u32) {
     });
 }
 
+/// Whether a batch call made by root context `root` awaits its answer: that root must live until
+/// it comes. (An old root keeps ticking, and sending, while requests that started under it are in
+/// flight; deleted with a call open, its answer would be lost and delivery would stall until
+/// [`aqueduct_policy::ledger::IN_FLIGHT_TIMEOUT_MS`].)
+pub fn awaiting(root: u32) -> bool {
+    STATE.with(|s| s.borrow().as_ref().is_some_and(|st| st.call.is_some_and(|(_, _, r)| r == root)))
+}
+
 /// Sends the next batch if one is due (from root context `root`); true if a call went out.
 pub fn flush(settings: &LedgerSettings, root: u32, now_ms: i64) -> bool {
-    if settings.cluster.is_empty() {
+    if settings.cluster.is_empty() || CURRENT.with(|c| c.get()).is_some_and(|r| r != root) {
         return false;
     }
     with(settings.queue_bytes, |st| {
@@ -103,14 +116,14 @@ pub fn flush(settings: &LedgerSettings, root: u32, now_ms: i64) -> bool {
     })
 }
 
-/// Settles the batch whose call `token` answered (from the root context's callback); true if
-/// it was acknowledged.
-pub fn on_response(token: u32, now_ms: i64) -> bool {
+/// Settles the batch whose call `token` answered (from root context `root`'s callback); true
+/// if it was acknowledged. Tokens are numbered per root context, so the root must match too.
+pub fn on_response(token: u32, root: u32, now_ms: i64) -> bool {
     STATE.with(|s| {
         let mut s = s.borrow_mut();
         let Some(st) = s.as_mut() else { return false };
-        let Some((t, batch, _)) = st.call else { return false };
-        if t != token {
+        let Some((t, batch, r)) = st.call else { return false };
+        if t != token || r != root {
             return false;
         }
         st.call = None;

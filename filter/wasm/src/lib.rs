@@ -48,7 +48,7 @@ impl Context for Root {
             self.poll(now);
             return;
         }
-        let acknowledged = ledger::on_response(token_id, host::now_unix_ms());
+        let acknowledged = ledger::on_response(token_id, self.id, host::now_unix_ms());
         if self.closing {
             // Keep handing over what is left while the control plane takes it, then let go.
             let sent = acknowledged
@@ -56,19 +56,22 @@ impl Context for Root {
                     .policy
                     .as_ref()
                     .is_some_and(|p| ledger::flush(&p.settings.ledger, self.id, host::now_unix_ms()));
-            if !sent {
+            if !sent && !ledger::awaiting(self.id) {
                 self.done();
             }
         }
     }
 
     fn on_done(&mut self) -> bool {
-        // The plugin is going away (listener drained, Envoy stopping, or a newer config): hand
-        // over the queued events first; Envoy keeps this context until `done()`.
+        // The plugin is going away (listener drained, Envoy stopping) or a newer config took
+        // over. Without a successor, hand over the queued events first (Envoy keeps this context
+        // until `done()`); with one, the successor sends them and this root sends nothing.
         self.closing = true;
         let sent =
             self.policy.as_ref().is_some_and(|p| ledger::flush(&p.settings.ledger, self.id, host::now_unix_ms()));
-        !sent
+        // Also wait for a call this root made earlier (an old root keeps ticking while requests
+        // that began under it finish): deleting it now would lose that call's answer.
+        !(sent || ledger::awaiting(self.id))
     }
 }
 
