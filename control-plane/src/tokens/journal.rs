@@ -34,6 +34,8 @@ struct Entries {
     seq: u64,
     /// Every change at or before this position has been pruned.
     pruned: u64,
+    /// The newest position a published snapshot includes.
+    covered: u64,
 }
 
 impl Default for KeyJournal {
@@ -103,6 +105,7 @@ impl KeyJournal {
     /// [`KEEP`] old.
     pub fn prune(&self, covered: u64) {
         let mut e = self.lock();
+        e.covered = e.covered.max(covered);
         while let Some((s, at, _)) = e.list.front() {
             if *s > covered || at.elapsed() < KEEP {
                 break;
@@ -110,6 +113,12 @@ impl KeyJournal {
             e.pruned = *s;
             e.list.pop_front();
         }
+    }
+
+    /// Changes no published snapshot includes yet (what every VM's overlay holds).
+    pub fn pending(&self) -> u64 {
+        let e = self.lock();
+        e.seq - e.covered.min(e.seq)
     }
 
     /// Number of changes held.
@@ -139,9 +148,11 @@ mod tests {
         assert_eq!((d.epoch, d.seq), (j.epoch(), 3));
         assert_eq!(d.changes, vec![KeyChange::Gone { id: 2 }, KeyChange::Gone { id: 3 }]);
         assert!(j.since(4).is_none(), "a position this journal never had");
+        assert_eq!(j.pending(), 3);
         // Young entries stay even when a snapshot covers them.
-        j.prune(3);
+        j.prune(2);
         assert_eq!(j.len(), 3);
+        assert_eq!(j.pending(), 1);
     }
 
     #[test]
