@@ -35,7 +35,7 @@ dynamic_resources:
   cds_config: {{ ads: {{}}, resource_api_version: V3 }}
   lds_config: {{ ads: {{}}, resource_api_version: V3 }}
 # Hand freed heap back to the OS. A policy push at 100,000 keys briefly holds several copies of
-# the 5 MB configuration; without this the allocator keeps ~20 MB of them mapped for good.
+# the 3 MB configuration; without this the allocator keeps ~20 MB of them mapped for good.
 memory_allocator_manager:
   bytes_to_release: 16777216
   memory_release_interval: 1s

@@ -225,7 +225,7 @@ impl Gateway {
             Ok(change) => {
                 self.journal.record(change);
                 // The journal carries the change; a snapshot including it can wait for the next
-                // resync, so key churn at 100,000 keys does not cost Envoy a 5 MB push per key.
+                // resync, so key churn at 100,000 keys does not cost Envoy a 3 MB push per key.
                 // A long overlay is compacted into a snapshot at once.
                 if self.journal.pending() >= COMPACT_AFTER {
                     self.request_rebuild();

@@ -1,8 +1,8 @@
 //! Key changes between snapshots: the control plane's key journal and the overlay a filter VM
 //! keeps on top of its snapshot.
 //!
-//! A snapshot carries every live key, so at 100,000 keys it is a 5 MB resource that costs Envoy
-//! about 50 ms to take in whatever the control plane does. Creating or revoking one key should not
+//! A snapshot carries every live key, so at 100,000 keys it is a 3 MB resource that costs Envoy
+//! tens of milliseconds to take in whatever the control plane does. Creating or revoking one key should not
 //! wait for that. The control plane therefore also appends each key change to a journal, and every
 //! filter VM long-polls it ([`JOURNAL_PATH`]) from the journal position its snapshot was built at
 //! ([`JournalMark`]). The answer ([`JournalDelta`]) holds every change after that position, so
