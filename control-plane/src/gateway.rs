@@ -246,21 +246,9 @@ impl Gateway {
         let gone = KeyChange::Gone { id: self::id(id) };
         let Some(key) = live_key(&self.db, id, now(), EXPIRED_GRACE_SECS).await? else { return Ok(gone) };
         let hierarchy = hierarchy_of(&self.db, &key).await?;
-        let terms_pending =
-            if self.terms_required { crate::terms::pending_users(&self.db).await? } else { Default::default() };
-        let defaults = self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_default();
-        let mcp_servers = self.mcp_servers.read().map(|d| d.clone()).unwrap_or_default();
-        let mcp_defaults = self.default_excluded_mcp_servers.read().map(|d| d.clone()).unwrap_or_default();
+        let context = self.policy_context().await?;
         let keys = [key];
-        let inputs = PolicyInputs {
-            keys: &keys,
-            hierarchy: &hierarchy,
-            default_excluded_models: &defaults,
-            default_key_limits: self.default_key_limits,
-            terms_pending: &terms_pending,
-            mcp_servers: &mcp_servers,
-            default_excluded_mcp_servers: &mcp_defaults,
-        };
+        let inputs = context.inputs(&keys, &hierarchy);
         // The same code as a full snapshot, over this one key: the principal comes out exactly
         // as the next snapshot will have it.
         let one = build_snapshot(0, 0, &self.models(), inputs, Settings::default());
@@ -272,6 +260,23 @@ impl Gateway {
             hash: keys[0].key_hash.to_ascii_lowercase(),
             expires_at: keys[0].expires_at,
             principal: Box::new(principal.clone()),
+        })
+    }
+
+    /// What principals are built from besides keys and their entities: the global defaults,
+    /// the configured MCP servers and who has Terms of Service pending.
+    async fn policy_context(&self) -> Result<PolicyContext, sqlx::Error> {
+        let read = |l: &RwLock<Vec<String>>| l.read().map(|d| d.clone()).unwrap_or_default();
+        Ok(PolicyContext {
+            default_excluded_models: read(&self.default_excluded_models),
+            default_key_limits: self.default_key_limits,
+            terms_pending: if self.terms_required {
+                crate::terms::pending_users(&self.db).await?
+            } else {
+                Default::default()
+            },
+            mcp_servers: read(&self.mcp_servers),
+            default_excluded_mcp_servers: read(&self.default_excluded_mcp_servers),
         })
     }
 
@@ -302,20 +307,8 @@ impl Gateway {
         let mark = self.journal.mark();
         let tokens = live_keys(&self.db, now(), EXPIRED_GRACE_SECS).await?;
         let hierarchy = hierarchy(&self.db).await?;
-        let defaults = self.default_excluded_models.read().map(|d| d.clone()).unwrap_or_default();
-        let terms_pending =
-            if self.terms_required { crate::terms::pending_users(&self.db).await? } else { Default::default() };
-        let mcp_servers = self.mcp_servers.read().map(|d| d.clone()).unwrap_or_default();
-        let mcp_defaults = self.default_excluded_mcp_servers.read().map(|d| d.clone()).unwrap_or_default();
-        let inputs = PolicyInputs {
-            keys: &tokens,
-            hierarchy: &hierarchy,
-            default_excluded_models: &defaults,
-            default_key_limits: self.default_key_limits,
-            terms_pending: &terms_pending,
-            mcp_servers: &mcp_servers,
-            default_excluded_mcp_servers: &mcp_defaults,
-        };
+        let context = self.policy_context().await?;
+        let inputs = context.inputs(&tokens, &hierarchy);
         let models = self.models();
         let created = i64::try_from(self.models_loaded_at.load(Ordering::Relaxed)).unwrap_or(0);
         let settings = Settings {
@@ -486,6 +479,30 @@ pub struct PolicyInputs<'a> {
     pub mcp_servers: &'a [String],
     /// The global default MCP server exclusions.
     pub default_excluded_mcp_servers: &'a [String],
+}
+
+/// The owned part of [`PolicyInputs`], read once per build.
+#[derive(Debug, Clone, Default)]
+struct PolicyContext {
+    default_excluded_models: Vec<String>,
+    default_key_limits: [Option<u64>; 3],
+    terms_pending: std::collections::HashSet<i64>,
+    mcp_servers: Vec<String>,
+    default_excluded_mcp_servers: Vec<String>,
+}
+
+impl PolicyContext {
+    fn inputs<'a>(&'a self, keys: &'a [KeyRow], hierarchy: &'a Hierarchy) -> PolicyInputs<'a> {
+        PolicyInputs {
+            keys,
+            hierarchy,
+            default_excluded_models: &self.default_excluded_models,
+            default_key_limits: self.default_key_limits,
+            terms_pending: &self.terms_pending,
+            mcp_servers: &self.mcp_servers,
+            default_excluded_mcp_servers: &self.default_excluded_mcp_servers,
+        }
+    }
 }
 
 fn id(v: i64) -> u64 {
