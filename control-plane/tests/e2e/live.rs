@@ -179,14 +179,9 @@ async fn metrics_count_xds_traffic_and_stay_off_the_public_listener() {
 #[tokio::test]
 async fn resync_picks_up_out_of_band_keys_and_does_not_repush_an_unchanged_policy() {
     let h = Harness::start().await;
-    let ext_version = || async {
-        let v: serde_json::Value =
-            http().get(h.url("/api/v1/status")).bearer_auth(ADMIN_KEY).send().await.unwrap().json().await.unwrap();
-        v["xds_versions"]["type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"].as_str().unwrap().to_string()
-    };
-    let before = ext_version().await;
+    let before = snapshot_version(&h).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(ext_version().await, before, "periodic resyncs of an unchanged store push nothing");
+    assert_eq!(snapshot_version(&h).await, before, "periodic resyncs of an unchanged store push nothing");
 
     // A key written straight to the store (as `aqueduct admin create-key` does) reaches the
     // filter at the next resync.
@@ -195,7 +190,7 @@ async fn resync_picks_up_out_of_band_keys_and_does_not_repush_an_unchanged_polic
     let key = aqueduct::tokens::generate_key();
     aqueduct::tokens::store::insert(&db, 1, "cli", &aqueduct::tokens::hash_hex(&key), "p", 0, None).await.unwrap();
     h.eventually(Duration::from_secs(3), || async { status(&h, &key).await == 200 }).await;
-    assert_ne!(ext_version().await, before);
+    assert_ne!(snapshot_version(&h).await, before);
 }
 
 /// The extension config's xDS version: it changes with every snapshot pushed.
