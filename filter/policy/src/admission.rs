@@ -6,31 +6,35 @@
 
 use crate::host::Shared;
 use crate::limits::{Denied, Dim, Window, REQUEST_SCALE, WINDOW_MS};
+use std::sync::Arc;
 
 /// Attempts of one compare-and-swap update before giving up (contention is brief: a worker
 /// holds no lock between its read and its write).
 const CAS_ATTEMPTS: usize = 64;
 
-/// Prefix of the filter's shared-data keys.
-pub const KEY_PREFIX: &str = "aqueduct.rl.";
+/// Prefix of the filter's rate-limit windows in shared data. It names the window format: a
+/// release that changes the format changes the prefix, so while an old VM drains next to a new
+/// one (an upgrade) neither reads the other's windows as empty and overwrites them.
+pub const KEY_PREFIX: &str = "aqueduct.rl2.";
 
 /// Shared-data key listing every window created, for the sweeper (shared data cannot be
 /// enumerated).
-pub const INDEX_KEY: &str = "aqueduct.rl.index";
+pub const INDEX_KEY: &str = "aqueduct.rl2.index";
 
 /// Shared-data key holding when the last sweep started (unix ms), so one VM sweeps at a time.
-pub const SWEEP_KEY: &str = "aqueduct.rl.swept";
+pub const SWEEP_KEY: &str = "aqueduct.rl2.swept";
 
 /// How often idle windows are swept.
 pub const SWEEP_EVERY_MS: i64 = 30_000;
 
 /// One cap on a request: a window and its per-minute limits (requests in whole requests).
+/// Names are shared, not copied: each request takes the caps of its principal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cap {
     /// Shared-data key of the window.
-    pub key: String,
+    pub key: Arc<str>,
     /// What the cap belongs to, for messages (`org 3`, `key 17`).
-    pub label: String,
+    pub label: Arc<str>,
     /// Limits per dimension: requests, input tokens, output tokens.
     pub limits: [Option<u64>; 3],
 }
@@ -41,14 +45,18 @@ impl Cap {
         [self.limits[0].is_some(), self.limits[1].is_some(), self.limits[2].is_some()]
     }
 
-    fn window_limits(&self) -> Vec<(Dim, u64)> {
-        Dim::ALL
-            .iter()
-            .filter_map(|d| {
-                self.limits[*d as usize]
-                    .map(|l| (*d, if *d == Dim::Requests { l.saturating_mul(REQUEST_SCALE) } else { l }))
-            })
-            .collect()
+    /// The window's limits per limited dimension (requests in thousandths), without
+    /// allocating: the first `n` entries of the array.
+    fn window_limits(&self) -> ([(Dim, u64); 3], usize) {
+        let mut out = [(Dim::Requests, 0); 3];
+        let mut n = 0;
+        for d in Dim::ALL {
+            if let Some(l) = self.limits[d as usize] {
+                out[n] = (d, if d == Dim::Requests { l.saturating_mul(REQUEST_SCALE) } else { l });
+                n += 1;
+            }
+        }
+        (out, n)
     }
 }
 
@@ -56,7 +64,7 @@ impl Cap {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// The cap that was full.
-    pub label: String,
+    pub label: Arc<str>,
     /// Its full dimension.
     pub dim: Dim,
     /// Its limit in that dimension (whole requests or tokens).
@@ -81,7 +89,7 @@ pub struct DimStatus {
 pub struct Admitted {
     /// Keys charged, with the dimensions each one limits (only those are charged: a window
     /// never carries a reservation it does not need, so it has nothing to reconcile).
-    pub keys: Vec<(String, [bool; 3])>,
+    pub keys: Vec<(Arc<str>, [bool; 3])>,
     /// When.
     pub at_ms: i64,
     /// What was charged per dimension (requests in thousandths).
@@ -95,7 +103,7 @@ fn update<S: Shared, T>(store: &mut S, key: &str, mut f: impl FnMut(&mut Window)
         let (bytes, cas) = match store.shared_get(key) {
             Some(v) => v,
             None => {
-                store.shared_create(key, &Window::default().to_bytes());
+                store.shared_create(key, Window::default().as_bytes());
                 register(store, key);
                 continue;
             }
@@ -104,9 +112,9 @@ fn update<S: Shared, T>(store: &mut S, key: &str, mut f: impl FnMut(&mut Window)
             // Swept earlier and in use again: back in the index.
             register(store, key);
         }
-        let mut w = Window::from_bytes(&bytes);
+        let mut w = Window::from_vec(bytes);
         let out = f(&mut w);
-        if store.shared_set(key, &w.to_bytes(), cas) {
+        if store.shared_set(key, w.as_bytes(), cas) {
             return Some(out);
         }
     }
@@ -182,25 +190,21 @@ pub fn sweep<S: Shared>(store: &mut S, now_ms: i64) -> usize {
 pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64) -> Result<Admitted, Refusal> {
     let mut admitted = Admitted { keys: Vec::new(), at_ms: now_ms, cost, status: [None; 3] };
     for cap in caps {
-        let limits = cap.window_limits();
+        let (limits, n) = cap.window_limits();
+        let limits = &limits[..n];
         if limits.is_empty() {
             continue;
         }
         let limited = cap.limited();
         let charge = [0, 1, 2].map(|d| if limited[d] { cost[d] } else { 0 });
-        let outcome = update(store, &cap.key, |w| {
-            w.admit_with_status(&limits, charge, now_ms).map(|(used, reset)| {
-                limits
-                    .iter()
-                    .map(|(d, l)| (*d, l.saturating_sub(used[*d as usize]), reset[*d as usize].min(WINDOW_MS)))
-                    .collect::<Vec<_>>()
-            })
-        });
+        let outcome = update(store, &cap.key, |w| w.admit_with_status(limits, charge, now_ms));
         match outcome {
-            Some(Ok(statuses)) => {
+            Some(Ok((used, reset))) => {
                 admitted.keys.push((cap.key.clone(), limited));
-                for (d, remaining, reset_ms) in statuses {
+                for &(d, window_limit) in limits {
                     let scale = if d == Dim::Requests { REQUEST_SCALE } else { 1 };
+                    let remaining = window_limit.saturating_sub(used[d as usize]);
+                    let reset_ms = reset[d as usize].min(WINDOW_MS);
                     let limit = cap.limits[d as usize].unwrap_or(0);
                     let s = DimStatus { limit, remaining: remaining / scale, reset_ms };
                     let slot = &mut admitted.status[d as usize];
@@ -288,7 +292,7 @@ pub(crate) mod tests {
         assert!(admit(&mut s, &caps, one, 0).is_ok());
         assert!(admit(&mut s, &caps, one, 0).is_ok());
         let r = admit(&mut s, &caps, one, 0).unwrap_err();
-        assert_eq!((r.label.as_str(), r.dim, r.limit), ("org", Dim::Requests, 2));
+        assert_eq!((&*r.label, r.dim, r.limit), ("org", Dim::Requests, 2));
         let key = Window::from_bytes(&s.data["key"].0).used(Dim::Requests, 0);
         assert_eq!(key, 2 * REQUEST_SCALE, "the key's charge for the refused request was taken back");
     }
@@ -318,20 +322,20 @@ pub(crate) mod tests {
     #[test]
     fn idle_windows_are_swept_and_come_back_empty() {
         let mut s = MemShared::default();
-        let caps = [cap("aqueduct.rl.k.1", Some(1), None), cap("aqueduct.rl.k.2", Some(1), None)];
+        let caps = [cap("aqueduct.rl2.k.1", Some(1), None), cap("aqueduct.rl2.k.2", Some(1), None)];
         admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 0).unwrap();
         admit(&mut s, &caps[1..], [REQUEST_SCALE, 0, 0], 50_000).unwrap();
         assert_eq!(sweep(&mut s, 0), 0, "the first call only starts the clock");
         assert_eq!(sweep(&mut s, 10_000), 0, "not yet time");
         // At 70 s the first window is idle, the second still counts.
         assert_eq!(sweep(&mut s, 70_000), 1);
-        assert!(s.data["aqueduct.rl.k.1"].0.is_empty());
-        assert_eq!(s.data[INDEX_KEY].0, b"aqueduct.rl.k.2\n");
+        assert!(s.data["aqueduct.rl2.k.1"].0.is_empty());
+        assert_eq!(s.data[INDEX_KEY].0, b"aqueduct.rl2.k.2\n");
         assert!(admit(&mut s, &caps[1..], [REQUEST_SCALE, 0, 0], 70_000).is_err(), "live counts untouched");
         // An emptied window works again from zero.
         assert!(admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_ok());
         assert!(admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_err());
-        assert!(String::from_utf8_lossy(&s.data[INDEX_KEY].0).contains("aqueduct.rl.k.1"), "re-registered");
+        assert!(String::from_utf8_lossy(&s.data[INDEX_KEY].0).contains("aqueduct.rl2.k.1"), "re-registered");
     }
 
     #[test]

@@ -448,8 +448,8 @@ fn caps(policy: &Policy, who: Who) -> Vec<Cap> {
     let mut caps = Vec::with_capacity(p.caps.len() + 1);
     if p.key_limits.iter().any(Option::is_some) {
         caps.push(Cap {
-            key: format!("{KEY_PREFIX}k.{}", who.token),
-            label: format!("key {}", who.token),
+            key: format!("{KEY_PREFIX}k.{}", who.token).into(),
+            label: format!("key {}", who.token).into(),
             limits: p.key_limits,
         });
     }

@@ -16,7 +16,8 @@
 //! - limit 3 at cost 2 (multiplier 0.5): two pass, the third is refused;
 //! - limit 1: the second request within the minute is refused; one a minute later passes.
 //!
-//! The state is 862 bytes, one Proxy-Wasm shared-data value updated with compare-and-swap.
+//! The state is 886 bytes, one Proxy-Wasm shared-data value updated with compare-and-swap; an
+//! update touches only the slots it changes and running totals, not the whole ring.
 
 /// Slot width.
 pub const SLOT_MS: i64 = 1_000;
@@ -26,10 +27,12 @@ pub const WINDOW_MS: i64 = 60_000;
 pub const SLOTS: usize = 61;
 /// Requests are counted in thousandths so fractional costs (`1 / multiplier`) add up exactly.
 pub const REQUEST_SCALE: u64 = 1_000;
-/// Bytes of one slot in [`Window::to_bytes`]: three counters and the last-charge offset.
+/// Bytes of one slot in [`Window::as_bytes`]: three counters and the last-charge offset.
 const SLOT_LEN: usize = 3 * 4 + 2;
-/// Bytes of [`Window::to_bytes`].
-pub const ENCODED_LEN: usize = 8 + SLOTS * SLOT_LEN;
+/// Bytes before the slots in [`Window::as_bytes`]: the newest slot and three totals.
+const HEADER_LEN: usize = 8 + 3 * 8;
+/// Bytes of [`Window::as_bytes`].
+pub const ENCODED_LEN: usize = HEADER_LEN + SLOTS * SLOT_LEN;
 
 /// What is limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,27 +59,33 @@ pub struct Denied {
     pub retry_after_ms: i64,
 }
 
-/// One second of charges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Slot {
-    /// Per dimension.
-    counts: [u32; 3],
-    /// Milliseconds into the second of the latest charge: the slot counts until then + 60 s.
-    last_ms: u16,
+/// One entity's window, kept in its shared-data encoding so that an update reads and writes
+/// only the slots it touches: no decoding of the whole ring on the way in, no encoding on the
+/// way out (the limiter does this once per cap per request, and again to settle tokens).
+///
+/// Layout (little-endian): the absolute index (ms / SLOT_MS) of the newest slot written (i64;
+/// `i64::MIN` when nothing was), what the ring holds per dimension (3 × u64, kept as slots
+/// change, so what is counted needs no pass over the ring), then [`SLOTS`] slots (absolute
+/// index modulo SLOTS) of three u32 counters and the u16 offset of the latest charge.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Window {
+    bytes: Vec<u8>,
 }
 
-/// One entity's window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Window {
-    /// Absolute index (ms / SLOT_MS) of the newest slot written.
-    latest: i64,
-    /// Per slot (absolute index modulo SLOTS).
-    slots: [Slot; SLOTS],
+impl std::fmt::Debug for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Window")
+            .field("latest", &self.latest())
+            .field("totals", &Dim::ALL.map(|d| self.total(d)))
+            .finish()
+    }
 }
 
 impl Default for Window {
     fn default() -> Self {
-        Self { latest: i64::MIN, slots: [Slot::default(); SLOTS] }
+        let mut w = Self { bytes: vec![0; ENCODED_LEN] };
+        w.set_latest(i64::MIN);
+        w
     }
 }
 
@@ -92,64 +101,156 @@ fn offset_in_slot(ms: i64) -> u16 {
     ms.rem_euclid(SLOT_MS) as u16
 }
 
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(v)
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(v)
+}
+
 impl Window {
-    /// Moves the window to `now_ms`, clearing slots that slid out; returns the current slot
-    /// index and the time actually used. A clock that goes back is treated as standing still.
-    fn advance(&mut self, now_ms: i64) -> (i64, i64) {
-        let now = slot_of(now_ms);
-        if self.latest == i64::MIN || now - self.latest >= SLOTS as i64 {
-            self.slots = [Slot::default(); SLOTS];
-        } else {
-            for abs in (self.latest + 1)..=now {
-                self.slots[pos(abs)] = Slot::default();
+    // Field access over the encoding (offsets are in range: `bytes` is always ENCODED_LEN).
+
+    fn latest(&self) -> i64 {
+        read_u64(&self.bytes, 0) as i64
+    }
+
+    fn set_latest(&mut self, abs: i64) {
+        self.bytes[..8].copy_from_slice(&abs.to_le_bytes());
+    }
+
+    fn total(&self, dim: Dim) -> u64 {
+        read_u64(&self.bytes, 8 + 8 * dim as usize)
+    }
+
+    fn set_total(&mut self, dim: Dim, v: u64) {
+        let at = 8 + 8 * dim as usize;
+        self.bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    }
+
+    fn totals(&self) -> [u64; 3] {
+        Dim::ALL.map(|d| self.total(d))
+    }
+
+    fn slot_at(p: usize) -> usize {
+        HEADER_LEN + p * SLOT_LEN
+    }
+
+    fn count(&self, p: usize, dim: Dim) -> u32 {
+        read_u32(&self.bytes, Self::slot_at(p) + 4 * dim as usize)
+    }
+
+    /// Sets a counter, keeping the dimension's total in step.
+    fn set_count(&mut self, p: usize, dim: Dim, v: u32) {
+        let old = self.count(p, dim);
+        let at = Self::slot_at(p) + 4 * dim as usize;
+        self.bytes[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        let total = self.total(dim);
+        self.set_total(
+            dim,
+            if v >= old { total.saturating_add(u64::from(v - old)) } else { total.saturating_sub(u64::from(old - v)) },
+        );
+    }
+
+    fn last_ms(&self, p: usize) -> u16 {
+        let at = Self::slot_at(p) + 12;
+        u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]).min((SLOT_MS - 1) as u16)
+    }
+
+    fn set_last_ms(&mut self, p: usize, ms: u16) {
+        let at = Self::slot_at(p) + 12;
+        self.bytes[at..at + 2].copy_from_slice(&ms.to_le_bytes());
+    }
+
+    fn clear_slot(&mut self, p: usize) {
+        for d in Dim::ALL {
+            if self.count(p, d) != 0 {
+                self.set_count(p, d, 0);
             }
         }
-        if now >= self.latest {
-            self.latest = now;
+        self.set_last_ms(p, 0);
+    }
+
+    /// Moves the window to `now_ms`, clearing slots that slid out; returns the current slot
+    /// index and the time actually used. A clock that goes back is treated as standing still.
+    /// Afterwards the ring holds exactly the slots `now - 60 ..= now`.
+    fn advance(&mut self, now_ms: i64) -> (i64, i64) {
+        let now = slot_of(now_ms);
+        let latest = self.latest();
+        if latest == i64::MIN || now.saturating_sub(latest) >= SLOTS as i64 {
+            self.bytes[8..].fill(0);
+        } else {
+            for abs in (latest + 1)..=now {
+                self.clear_slot(pos(abs));
+            }
+        }
+        if now >= latest {
+            self.set_latest(now);
             (now, now_ms)
         } else {
             // Standing still at the end of the latest slot seen.
-            (self.latest, self.latest * SLOT_MS + SLOT_MS - 1)
+            (latest, latest * SLOT_MS + SLOT_MS - 1)
         }
     }
 
     /// When slot `abs` stops counting.
     fn expiry(&self, abs: i64) -> i64 {
-        abs * SLOT_MS + i64::from(self.slots[pos(abs)].last_ms) + WINDOW_MS
+        abs * SLOT_MS + i64::from(self.last_ms(pos(abs))) + WINDOW_MS
     }
 
-    /// Slots still counted at `now_ms` (after [`Window::advance`]), oldest first.
-    fn alive(&self, now: i64, now_ms: i64) -> impl Iterator<Item = i64> + '_ {
-        ((now - SLOTS as i64 + 1)..=now).filter(move |abs| self.expiry(*abs) > now_ms)
+    /// What each dimension holds at `at` (after [`Window::advance`] to slot `now`). Every slot
+    /// of the ring counts except, possibly, the oldest: a slot of the last 59 seconds expires
+    /// at least a second from now, the oldest once its latest charge is a minute old.
+    fn used_all(&self, now: i64, at: i64) -> [u64; 3] {
+        let mut used = self.totals();
+        let oldest = now - SLOTS as i64 + 1;
+        if self.expiry(oldest) <= at {
+            let p = pos(oldest);
+            for d in Dim::ALL {
+                used[d as usize] = used[d as usize].saturating_sub(u64::from(self.count(p, d)));
+            }
+        }
+        used
     }
 
-    fn sum(&self, dim: Dim, now: i64, now_ms: i64) -> u64 {
-        self.alive(now, now_ms).map(|abs| u64::from(self.slots[pos(abs)].counts[dim as usize])).sum()
+    /// The newest counted slot holding something in `dim` (slots expire oldest first, so
+    /// that one empties the window), given what the dimension holds.
+    fn newest(&self, dim: Dim, used: u64, now: i64, at: i64) -> Option<i64> {
+        if used == 0 {
+            return None;
+        }
+        ((now - SLOTS as i64 + 1)..=now).rev().find(|abs| self.count(pos(*abs), dim) > 0 && self.expiry(*abs) > at)
     }
 
     /// What each dimension holds and the milliseconds until it is empty (the full budget is
-    /// back), in one pass: the figures of the `x-ratelimit-*` headers.
+    /// back): the figures of the `x-ratelimit-*` headers.
     pub fn status(&mut self, now_ms: i64) -> ([u64; 3], [i64; 3]) {
         let (now, at) = self.advance(now_ms);
-        let (used, newest) = self.scan(now, at);
-        (used, newest.map(|abs| abs.map_or(0, |abs| self.expiry(abs) - at)))
+        let used = self.used_all(now, at);
+        (used, Dim::ALL.map(|d| self.newest(d, used[d as usize], now, at).map_or(0, |abs| self.expiry(abs) - at)))
     }
 
     /// Adds `delta` (negative subtracts) to slot `abs`, as charged at `at_ms`.
     fn charge(&mut self, abs: i64, dim: Dim, delta: i64, at_ms: i64) {
-        let slot = &mut self.slots[pos(abs)];
-        let v = &mut slot.counts[dim as usize];
+        let p = pos(abs);
+        let v = self.count(p, dim);
         let d = u32::try_from(delta.unsigned_abs()).unwrap_or(u32::MAX);
-        *v = if delta < 0 { v.saturating_sub(d) } else { v.saturating_add(d) };
+        self.set_count(p, dim, if delta < 0 { v.saturating_sub(d) } else { v.saturating_add(d) });
         if delta > 0 {
-            slot.last_ms = slot.last_ms.max(offset_in_slot(at_ms));
+            let last = self.last_ms(p).max(offset_in_slot(at_ms));
+            self.set_last_ms(p, last);
         }
     }
 
     /// What the window holds in `dim` at `now_ms`.
     pub fn used(&mut self, dim: Dim, now_ms: i64) -> u64 {
-        let (now, now_ms) = self.advance(now_ms);
-        self.sum(dim, now, now_ms)
+        let (now, at) = self.advance(now_ms);
+        self.used_all(now, at)[dim as usize]
     }
 
     /// Admits a request if every `(dim, limit)` has room, adding `cost` (per dimension) to the
@@ -158,8 +259,8 @@ impl Window {
         self.admit_with_status(limits, cost, now_ms).map(|_| ())
     }
 
-    /// [`Window::admit`], returning what [`Window::status`] would after it, from the same
-    /// single pass over the slots (the limiter's hottest loop: once per cap per request).
+    /// [`Window::admit`], returning what [`Window::status`] would after it (the limiter's
+    /// hottest path: once per cap per request, touching only the current and oldest slots).
     pub fn admit_with_status(
         &mut self,
         limits: &[(Dim, u64)],
@@ -167,47 +268,28 @@ impl Window {
         now_ms: i64,
     ) -> Result<([u64; 3], [i64; 3]), Denied> {
         let (now, at) = self.advance(now_ms);
-        let (mut used, mut newest) = self.scan(now, at);
+        let mut used = self.used_all(now, at);
         for &(dim, limit) in limits {
             if used[dim as usize] >= limit {
                 return Err(Denied { dim, retry_after_ms: self.retry_after(dim, limit, now_ms) });
             }
         }
+        let mut charged = [false; 3];
         for d in Dim::ALL {
             let c = i64::try_from(cost[d as usize]).unwrap_or(i64::MAX);
             if c > 0 {
-                let before = self.slots[pos(now)].counts[d as usize];
+                let before = self.count(pos(now), d);
                 self.charge(now, d, c, at);
-                used[d as usize] += u64::from(self.slots[pos(now)].counts[d as usize] - before);
-                newest[d as usize] = Some(now);
+                used[d as usize] += u64::from(self.count(pos(now), d) - before);
+                charged[d as usize] = true;
             }
         }
         // Computed after charging: the charge moves the current slot's expiry.
-        let reset = newest.map(|abs| abs.map_or(0, |abs| self.expiry(abs) - at));
+        let reset = Dim::ALL.map(|d| {
+            let newest = if charged[d as usize] { Some(now) } else { self.newest(d, used[d as usize], now, at) };
+            newest.map_or(0, |abs| self.expiry(abs) - at)
+        });
         Ok((used, reset))
-    }
-
-    /// In one pass over the ring: what each dimension holds at `at` and the newest slot
-    /// holding something in it (slots expire oldest first, so that one empties the window).
-    fn scan(&self, now: i64, at: i64) -> ([u64; 3], [Option<i64>; 3]) {
-        let mut used = [0u64; 3];
-        let mut newest = [None; 3];
-        let first = now - SLOTS as i64 + 1;
-        let mut p = pos(first);
-        for abs in first..=now {
-            let slot = &self.slots[p];
-            p = if p + 1 == SLOTS { 0 } else { p + 1 };
-            if slot.counts == [0; 3] || abs * SLOT_MS + i64::from(slot.last_ms) + WINDOW_MS <= at {
-                continue;
-            }
-            for d in 0..3 {
-                if slot.counts[d] > 0 {
-                    used[d] += u64::from(slot.counts[d]);
-                    newest[d] = Some(abs);
-                }
-            }
-        }
-        (used, newest)
     }
 
     /// Reconciles a reservation made at `charged_at_ms` by `delta` units (negative refunds).
@@ -229,13 +311,16 @@ impl Window {
     /// Milliseconds until the window in `dim` holds less than `limit` (0 if it already does).
     pub fn retry_after(&mut self, dim: Dim, limit: u64, now_ms: i64) -> i64 {
         let (now, at) = self.advance(now_ms);
-        let mut used = self.sum(dim, now, at);
+        let mut used = self.used_all(now, at)[dim as usize];
         if used < limit {
             return 0;
         }
         // Slots leave oldest first.
-        for abs in self.alive(now, at).collect::<Vec<_>>() {
-            used -= u64::from(self.slots[pos(abs)].counts[dim as usize]);
+        for abs in (now - SLOTS as i64 + 1)..=now {
+            if self.expiry(abs) <= at {
+                continue;
+            }
+            used = used.saturating_sub(u64::from(self.count(pos(abs), dim)));
             if used < limit {
                 return (self.expiry(abs) - at).max(1);
             }
@@ -251,37 +336,31 @@ impl Window {
     /// Whether nothing is counted any more at `now_ms` (the window can be dropped).
     pub fn is_idle(&mut self, now_ms: i64) -> bool {
         let (now, at) = self.advance(now_ms);
-        Dim::ALL.iter().all(|d| self.sum(*d, now, at) == 0)
+        self.used_all(now, at) == [0; 3]
     }
 
     /// The state as bytes, for shared data.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut b = vec![0u8; ENCODED_LEN];
-        b[..8].copy_from_slice(&self.latest.to_le_bytes());
-        for (s, out) in self.slots.iter().zip(b[8..].chunks_exact_mut(SLOT_LEN)) {
-            out[0..4].copy_from_slice(&s.counts[0].to_le_bytes());
-            out[4..8].copy_from_slice(&s.counts[1].to_le_bytes());
-            out[8..12].copy_from_slice(&s.counts[2].to_le_bytes());
-            out[12..14].copy_from_slice(&s.last_ms.to_le_bytes());
-        }
-        b
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
-    /// Parses [`Window::to_bytes`]; anything else reads as an empty window.
+    /// Takes over a shared-data value; anything but a window's encoding reads as an empty
+    /// window (a swept window's empty value, or another release's format).
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        if bytes.len() == ENCODED_LEN {
+            Self { bytes }
+        } else {
+            Self::default()
+        }
+    }
+
+    /// [`Window::from_vec`] over a borrowed value.
     pub fn from_bytes(b: &[u8]) -> Self {
-        if b.len() != ENCODED_LEN {
-            return Self::default();
+        if b.len() == ENCODED_LEN {
+            Self { bytes: b.to_vec() }
+        } else {
+            Self::default()
         }
-        let mut w =
-            Self { latest: i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]), ..Self::default() };
-        for (i, chunk) in b[8..].chunks_exact(SLOT_LEN).enumerate() {
-            let s = &mut w.slots[i];
-            for (d, v) in s.counts.iter_mut().enumerate() {
-                *v = u32::from_le_bytes([chunk[d * 4], chunk[d * 4 + 1], chunk[d * 4 + 2], chunk[d * 4 + 3]]);
-            }
-            s.last_ms = u16::from_le_bytes([chunk[12], chunk[13]]).min((SLOT_MS - 1) as u16);
-        }
-        w
     }
 }
 
@@ -334,6 +413,66 @@ mod tests {
                 .map(|()| (Dim::ALL.map(|d| slow.used(d, t)), Dim::ALL.map(|d| slow.reset_ms(d, t))));
             assert_eq!(a, b, "at {t}");
             assert_eq!(fast, slow);
+        }
+    }
+
+    /// What the window holds and when each dimension empties, by definition: every slot whose
+    /// latest charge is less than a minute old, read one by one.
+    fn by_definition(w: &Window, now_ms: i64) -> ([u64; 3], [i64; 3]) {
+        let mut w = w.clone();
+        let (now, at) = w.advance(now_ms);
+        let mut used = [0u64; 3];
+        let mut newest = [None; 3];
+        for abs in (now - SLOTS as i64 + 1)..=now {
+            if w.expiry(abs) > at {
+                for d in Dim::ALL {
+                    let c = w.count(pos(abs), d);
+                    used[d as usize] += u64::from(c);
+                    if c > 0 {
+                        newest[d as usize] = Some(abs);
+                    }
+                }
+            }
+        }
+        (used, newest.map(|n| n.map_or(0, |abs| w.expiry(abs) - at)))
+    }
+
+    #[test]
+    fn running_totals_agree_with_reading_every_slot() {
+        // Charges, refunds, debts, idle gaps and a clock that steps back, against the definition.
+        let mut w = Window::default();
+        let limits = [(Dim::Requests, 30 * REQUEST_SCALE), (Dim::InputTokens, 4_000)];
+        let mut seed: u64 = 11;
+        let mut t = 5_000_000;
+        let mut charged = Vec::new();
+        for i in 0..20_000 {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            t += (seed >> 35) as i64 % 2_500 + if seed.is_multiple_of(89) { 61_000 } else { 0 };
+            let t_now = if seed.is_multiple_of(53) { t - 1_500 } else { t };
+            match i % 3 {
+                0 | 1 => {
+                    let cost = [REQUEST_SCALE, (seed >> 20) % 300, (seed >> 40) % 200];
+                    let expected_ok = {
+                        let (used, _) = by_definition(&w, t_now);
+                        limits.iter().all(|(d, l)| used[*d as usize] < *l)
+                    };
+                    let got = w.admit_with_status(&limits, cost, t_now);
+                    assert_eq!(got.is_ok(), expected_ok, "at {t_now}");
+                    if let Ok(status) = got {
+                        assert_eq!(status, by_definition(&w, t_now), "status after admission at {t_now}");
+                        charged.push(t_now);
+                    }
+                }
+                _ => {
+                    if let Some(at) = charged.pop() {
+                        let delta = (seed >> 30) as i64 % 400 - 200;
+                        w.adjust(Dim::InputTokens, delta, at, t_now);
+                    }
+                }
+            }
+            assert_eq!(w.status(t_now), by_definition(&w, t_now), "at {t_now}");
+            let all: Vec<u64> = Dim::ALL.iter().map(|d| (0..SLOTS).map(|p| u64::from(w.count(p, *d))).sum()).collect();
+            assert_eq!(all, w.totals().to_vec(), "totals are the ring's sums");
         }
     }
 
@@ -449,9 +588,9 @@ mod tests {
     fn bytes_round_trip_and_garbage_is_empty() {
         let mut w = Window::default();
         w.admit(&req(5), [REQUEST_SCALE, 7, 9], 1_234_567).unwrap();
-        let back = Window::from_bytes(&w.to_bytes());
+        let back = Window::from_vec(w.as_bytes().to_vec());
         assert_eq!(back, w);
-        assert_eq!(w.to_bytes().len(), ENCODED_LEN);
+        assert_eq!(w.as_bytes().len(), ENCODED_LEN);
         assert_eq!(Window::from_bytes(b"short"), Window::default());
     }
 

@@ -552,8 +552,8 @@ fn caps_of(p: &PrincipalSpec) -> Vec<Cap> {
     p.caps
         .iter()
         .map(|c| Cap {
-            key: format!("{}{}", crate::admission::KEY_PREFIX, c.window),
-            label: c.label.clone(),
+            key: format!("{}{}", crate::admission::KEY_PREFIX, c.window).into(),
+            label: c.label.as_str().into(),
             limits: c.limits,
         })
         .collect()

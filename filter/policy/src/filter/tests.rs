@@ -493,7 +493,7 @@ fn streams_ask_for_usage_and_reservations_settle_with_it() {
     f.on_response_body(&h, n);
     let used = f.on_done(&mut shared, t0 + 500).unwrap();
     assert_eq!((used.input_tokens, used.output_tokens, used.estimated), (3, 30, false));
-    let w = crate::limits::Window::from_bytes(&shared.data["aqueduct.rl.k.5"].0).used(Dim::OutputTokens, t0 + 500);
+    let w = crate::limits::Window::from_bytes(&shared.data["aqueduct.rl2.k.5"].0).used(Dim::OutputTokens, t0 + 500);
     assert_eq!(w, 30, "80 reserved, 30 used: 50 refunded");
     assert!(f.on_done(&mut shared, t0 + 600).is_none(), "settled once");
 }
@@ -507,7 +507,7 @@ fn failed_or_abandoned_responses_refund() {
     h.response_headers = vec![(":status".into(), "503".into())];
     f.on_response_headers(&mut h, t0 + 5);
     f.on_done(&mut shared, t0 + 10);
-    let w = crate::limits::Window::from_bytes(&shared.data["aqueduct.rl.k.5"].0).used(Dim::OutputTokens, t0 + 10);
+    let w = crate::limits::Window::from_bytes(&shared.data["aqueduct.rl2.k.5"].0).used(Dim::OutputTokens, t0 + 10);
     assert_eq!(w, 0);
     // A client that leaves mid-stream pays for what was streamed (estimated), not the reservation.
     let (mut h, mut f) =
