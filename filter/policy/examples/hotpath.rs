@@ -4,71 +4,12 @@
 //! through [`RequestFilter`] over an in-memory host (shared data in a map), with caps at key,
 //! user and org level when `limits` is given — the bench's "limits" variant without Envoy.
 
-use aqueduct_policy::host::{MemShared, ResponseHost, Shared};
+use aqueduct_policy::host::MemHost;
+use aqueduct_policy::ledger::{IdSource, Outbox};
 use aqueduct_policy::snapshot::{CapSpec, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use aqueduct_policy::tokens::{hash_key, TokenTable};
-use aqueduct_policy::{Flow, Host, Policy, RequestFilter};
+use aqueduct_policy::{Flow, Policy, RequestFilter};
 use std::rc::Rc;
-
-#[derive(Default)]
-struct MapHost {
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    response_headers: Vec<(String, String)>,
-    response_body: Vec<u8>,
-    shared: MemShared,
-}
-
-impl Host for MapHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
-    }
-    fn set_request_header(&mut self, name: &str, value: &str) {
-        self.remove_request_header(name);
-        self.headers.push((name.into(), value.into()));
-    }
-    fn remove_request_header(&mut self, name: &str) {
-        self.headers.retain(|(k, _)| k != name);
-    }
-    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.body.get(..size).map(<[u8]>::to_vec)
-    }
-    fn set_request_body(&mut self, body: &[u8]) {
-        self.body = body.to_vec();
-    }
-    fn send_response(&mut self, status: u16, _headers: &[(&str, &str)], _body: &[u8]) {
-        eprintln!("unexpected local reply {status}");
-        std::process::exit(1);
-    }
-    fn clear_route_cache(&mut self) {}
-    fn peer_address(&self) -> Option<String> {
-        Some("127.0.0.1:40000".into())
-    }
-}
-
-impl ResponseHost for MapHost {
-    fn response_headers(&self) -> Vec<(String, String)> {
-        self.response_headers.clone()
-    }
-    fn replace_response_headers(&mut self, headers: &[(String, String)]) {
-        self.response_headers = headers.to_vec();
-    }
-    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.response_body.get(..size).map(<[u8]>::to_vec)
-    }
-}
-
-impl Shared for MapHost {
-    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared.shared_get(key)
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-        self.shared.shared_set(key, value, cas)
-    }
-    fn shared_create(&mut self, key: &str, initial: &[u8]) {
-        self.shared.shared_create(key, initial)
-    }
-}
 
 fn policy(limits: bool) -> Rc<Policy> {
     let high = [Some(1_000_000_000), Some(1_000_000_000_000), Some(1_000_000_000_000)];
@@ -121,8 +62,10 @@ fn main() {
     let content = "x".repeat(900);
     let body = format!(r#"{{"model":"bench","messages":[{{"role":"user","content":"{content}"}}],"max_tokens":64}}"#);
     let response = br#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":2,"total_tokens":252}}"#;
-    let mut host = MapHost::default();
+    let mut host = MemHost::default();
     let mut events = 0usize;
+    let mut outbox = Outbox::new(8 << 20, 1 << 20);
+    let mut ids = IdSource::new(7);
     for i in 0..n {
         let now = 1_800_000_000_000 + i as i64;
         host.headers = vec![
@@ -140,7 +83,7 @@ fn main() {
             ("content-type".into(), "application/json".into()),
             ("content-length".into(), response.len().to_string()),
         ];
-        host.response_body = response.to_vec();
+        host.response_chunk = response.to_vec();
         let mut f = RequestFilter::new(Some(policy.clone()));
         if f.on_request_headers(&mut host, false, now) != Flow::Pause {
             eprintln!("headers did not pause");
@@ -148,11 +91,24 @@ fn main() {
         }
         let size = host.body.len();
         f.on_request_body(&mut host, size, true, now);
+        if let Some((status, _, body)) = &host.reply {
+            // Every request must take the whole path, or the counts measure something else.
+            eprintln!("unexpected local reply {status}: {}", String::from_utf8_lossy(body));
+            std::process::exit(1);
+        }
         f.on_response_headers(&mut host, now + 1);
-        let size = host.response_body.len();
+        let size = host.response_chunk.len();
         f.on_response_body(&host, size);
-        if let Some(event) = f.on_done(&mut host, now + 2) {
-            events += serde_json::to_vec(&event).map_or(0, |_| 1);
+        if let Some(mut event) = f.on_done(&mut host, now + 2) {
+            // Queued as the Wasm adapter does; batches leave every 200 ms there, about every
+            // 100 requests at the rates measured.
+            event.request_id = ids.next_id();
+            events += usize::from(outbox.push(&event));
+            if i % 100 == 99 {
+                if let Some(b) = outbox.next_batch(now) {
+                    outbox.settle(b.id, true, now);
+                }
+            }
         }
     }
     println!("{n} requests, {events} usage events, limits: {limits}");

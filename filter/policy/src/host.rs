@@ -19,8 +19,6 @@ pub trait Host {
     fn set_request_body(&mut self, body: &[u8]);
     /// Answers the request locally; the upstream is never contacted.
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]);
-    /// Makes the proxy pick the route again after headers changed.
-    fn clear_route_cache(&mut self);
     /// The downstream peer's address (`ip:port`), for the ledger's client address.
     fn peer_address(&self) -> Option<String>;
 }
@@ -82,5 +80,101 @@ impl Shared for MemShared {
 
     fn shared_create(&mut self, key: &str, initial: &[u8]) {
         self.data.entry(key.to_string()).or_insert_with(|| (initial.to_vec(), 1));
+    }
+}
+
+/// A local reply: status, headers, body.
+pub type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A proxy over plain maps that records what the filter did: for tests and for profiling the
+/// policy natively (`examples/hotpath.rs`).
+#[derive(Debug, Default)]
+pub struct MemHost {
+    /// Request headers, as the filter leaves them.
+    pub headers: Vec<(String, String)>,
+    /// The buffered request body, as the filter leaves it.
+    pub body: Vec<u8>,
+    /// The first local reply the filter sent, if any.
+    pub reply: Option<Reply>,
+    /// Local replies sent (a filter sends at most one per request).
+    pub replies: usize,
+    /// Shared data.
+    pub shared: MemShared,
+    /// Response headers, as the filter leaves them.
+    pub response_headers: Vec<(String, String)>,
+    /// The response body chunk being streamed.
+    pub response_chunk: Vec<u8>,
+}
+
+impl MemHost {
+    /// A request with `:method`, `:path`, further headers and a body.
+    pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Self {
+        let mut h = vec![(":method".to_string(), method.to_string()), (":path".to_string(), path.to_string())];
+        h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self { headers: h, body: body.to_vec(), ..Default::default() }
+    }
+
+    /// A request header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// A response header's value.
+    pub fn response_header(&self, name: &str) -> Option<String> {
+        self.response_headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+}
+
+impl Shared for MemHost {
+    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.shared.shared_get(key)
+    }
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
+        self.shared.shared_set(key, value, cas)
+    }
+    fn shared_create(&mut self, key: &str, initial: &[u8]) {
+        self.shared.shared_create(key, initial)
+    }
+}
+
+impl ResponseHost for MemHost {
+    fn response_headers(&self) -> Vec<(String, String)> {
+        self.response_headers.clone()
+    }
+    fn replace_response_headers(&mut self, headers: &[(String, String)]) {
+        self.response_headers = headers.to_vec();
+    }
+    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.response_chunk.get(..size).map(<[u8]>::to_vec)
+    }
+}
+
+impl Host for MemHost {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        self.remove_request_header(name);
+        self.headers.push((name.into(), value.into()));
+    }
+    fn remove_request_header(&mut self, name: &str) {
+        self.headers.retain(|(k, _)| k != name);
+    }
+    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.body.get(..size).map(<[u8]>::to_vec)
+    }
+    fn set_request_body(&mut self, body: &[u8]) {
+        self.body = body.to_vec();
+    }
+    fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        // A second reply would be a filter bug: counted, and the first (the client's) kept.
+        self.replies += 1;
+        if self.reply.is_none() {
+            self.reply =
+                Some((status, headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), body.to_vec()));
+        }
+    }
+    fn peer_address(&self) -> Option<String> {
+        Some("192.0.2.7:40000".into())
     }
 }

@@ -19,6 +19,11 @@ pub fn now_unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A header value as text: UTF-8 values (nearly all) keep their buffer; others are read lossily.
+fn text(value: Vec<u8>) -> String {
+    String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Shared-data key serializing key creation across workers (creating a key is not atomic).
 const LOCK: &str = "aqueduct.rl.lock";
 /// Bounded spin on the creation lock; after it, creation goes ahead unlocked (a rare double
@@ -72,7 +77,7 @@ impl ResponseHost for WasmHost {
         // Values as bytes: the SDK's string form unwraps UTF-8 and would trap the VM on a
         // provider's header value that is not.
         hostcalls::get_map_bytes(MapType::HttpResponseHeaders)
-            .map(|m| m.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect())
+            .map(|m| m.into_iter().map(|(k, v)| (k, text(v))).collect())
             .unwrap_or_default()
     }
 
@@ -93,7 +98,7 @@ impl Host for WasmHost {
         // Values as bytes: a client may send any octets in a header value, and the SDK's string
         // form would trap the VM on one that is not UTF-8. (Names are tokens, checked by Envoy.)
         hostcalls::get_map_bytes(MapType::HttpRequestHeaders)
-            .map(|m| m.into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect())
+            .map(|m| m.into_iter().map(|(k, v)| (k, text(v))).collect())
             .unwrap_or_default()
     }
 
@@ -130,12 +135,5 @@ impl Host for WasmHost {
     fn peer_address(&self) -> Option<String> {
         let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten()?;
         String::from_utf8(bytes).ok()
-    }
-
-    fn clear_route_cache(&mut self) {
-        // Envoy 1.40 already re-routes on header mutation; this is cheap insurance.
-        if let Err(s) = hostcalls::call_foreign_function("clear_route_cache", None) {
-            log::debug!("aqueduct: clear_route_cache unavailable: {s:?}");
-        }
     }
 }

@@ -1,98 +1,24 @@
 use super::*;
-use crate::host::MemShared;
+use crate::host::{MemHost, MemShared};
 use crate::ledger::{Outcome, UsageEvent};
 use crate::limits::Dim;
 use crate::snapshot::CapSpec;
 use crate::snapshot::{ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use crate::tokens::{hash_key, TokenTable};
 
-/// A local reply: status, headers, body.
-type Reply = (u16, Vec<(String, String)>, Vec<u8>);
+/// The host the tests drive the filter over.
+type TestHost = MemHost;
 
-/// A host over plain maps, recording what the filter did.
-#[derive(Default)]
-struct TestHost {
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    reply: Option<Reply>,
-    route_cleared: bool,
-    shared: MemShared,
-    response_headers: Vec<(String, String)>,
-    response_chunk: Vec<u8>,
+trait Replies {
+    /// The local reply's status and JSON body (there must be exactly one).
+    fn reply_json(&self) -> (u16, serde_json::Value);
 }
 
-impl Shared for TestHost {
-    fn shared_get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.shared.shared_get(key)
-    }
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> bool {
-        self.shared.shared_set(key, value, cas)
-    }
-    fn shared_create(&mut self, key: &str, initial: &[u8]) {
-        self.shared.shared_create(key, initial)
-    }
-}
-
-impl TestHost {
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.response_headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-    }
-}
-
-impl ResponseHost for TestHost {
-    fn response_headers(&self) -> Vec<(String, String)> {
-        self.response_headers.clone()
-    }
-    fn replace_response_headers(&mut self, headers: &[(String, String)]) {
-        self.response_headers = headers.to_vec();
-    }
-    fn response_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.response_chunk.get(..size).map(<[u8]>::to_vec)
-    }
-}
-
-impl TestHost {
-    fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Self {
-        let mut h = vec![(":method".to_string(), method.to_string()), (":path".to_string(), path.to_string())];
-        h.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Self { headers: h, body: body.to_vec(), ..Default::default() }
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-    }
+impl Replies for TestHost {
     fn reply_json(&self) -> (u16, serde_json::Value) {
+        assert_eq!(self.replies, 1, "one reply per request");
         let (status, _, body) = self.reply.as_ref().expect("a local reply");
         (*status, serde_json::from_slice(body).unwrap())
-    }
-}
-
-impl Host for TestHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
-    }
-    fn set_request_header(&mut self, name: &str, value: &str) {
-        self.remove_request_header(name);
-        self.headers.push((name.into(), value.into()));
-    }
-    fn remove_request_header(&mut self, name: &str) {
-        self.headers.retain(|(k, _)| k != name);
-    }
-    fn request_body(&self, size: usize) -> Option<Vec<u8>> {
-        self.body.get(..size).map(<[u8]>::to_vec)
-    }
-    fn set_request_body(&mut self, body: &[u8]) {
-        self.body = body.to_vec();
-    }
-    fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-        assert!(self.reply.is_none(), "one reply per request");
-        self.reply =
-            Some((status, headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), body.to_vec()));
-    }
-    fn clear_route_cache(&mut self) {
-        self.route_cleared = true;
-    }
-    fn peer_address(&self) -> Option<String> {
-        Some("192.0.2.7:40000".into())
     }
 }
 
@@ -156,7 +82,9 @@ fn run(host: &mut TestHost, policy: Option<Rc<Policy>>) -> Flow {
     }
     assert_eq!(flow, Flow::Pause, "the body decides the route");
     let size = host.body.len();
-    f.on_request_body(host, size, true, NOW * 1000)
+    let flow = f.on_request_body(host, size, true, NOW * 1000);
+    assert!(host.replies <= 1, "one reply per request");
+    flow
 }
 
 const CHAT: &[u8] = br#"{"model":"demo","messages":[{"role":"user","content":"hi"}]}"#;
@@ -180,7 +108,6 @@ fn routes_an_authenticated_request() {
     assert_eq!(h.header(ROUTE_HEADER), Some("route-chat"));
     assert_eq!(h.header("authorization"), Some("Bearer sk-provider"));
     assert!(h.header("X-Aqueduct-User").is_none(), "inbound identity headers stripped");
-    assert!(h.route_cleared);
     let v: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
     assert_eq!(v["model"], "provider-chat");
     assert_eq!(h.header("content-length"), Some(h.body.len().to_string().as_str()));
