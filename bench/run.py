@@ -26,7 +26,8 @@ import hashlib, http.client, json, os, re, shutil, signal, socket, sqlite3, subp
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENVOY = os.environ.get("ENVOY") or os.path.join(ROOT, ".venv/bin/envoy")
 REL = os.path.join(ROOT, "target/release")
-WASM = os.path.join(ROOT, "target/wasm32-wasip1/release/aqueduct_filter.wasm")
+# BENCH_WASM: measure a copy of the build, so rebuilding during a long run cannot change it.
+WASM = os.environ.get("BENCH_WASM") or os.path.join(ROOT, "target/wasm32-wasip1/release/aqueduct_filter.wasm")
 # Another build of the filter (e.g. from an earlier commit) measured in the same run as
 # "filter@cmp" and "limits@cmp": a change's effect without the machine's drift between runs.
 COMPARE_WASM = os.environ.get("BENCH_COMPARE_WASM")
