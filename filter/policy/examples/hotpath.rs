@@ -4,11 +4,13 @@
 //! through [`RequestFilter`] over an in-memory host (shared data in a map), with caps at key,
 //! user and org level when `limits` is given — the bench's "limits" variant without Envoy.
 
+use aqueduct_policy::admission::{self, Refunds};
 use aqueduct_policy::host::MemHost;
 use aqueduct_policy::ledger::{IdSource, Outbox};
 use aqueduct_policy::snapshot::{CapSpec, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use aqueduct_policy::tokens::{hash_key, TokenTable};
 use aqueduct_policy::{Flow, Policy, RequestFilter};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 fn policy(limits: bool) -> Rc<Policy> {
@@ -66,6 +68,7 @@ fn main() {
     let mut events = 0usize;
     let mut outbox = Outbox::new(8 << 20, 1 << 20);
     let mut ids = IdSource::new(7);
+    let refunds = Rc::new(RefCell::new(Refunds::default()));
     for i in 0..n {
         let now = 1_800_000_000_000 + i as i64;
         host.headers = vec![
@@ -84,7 +87,7 @@ fn main() {
             ("content-length".into(), response.len().to_string()),
         ];
         host.response_chunk = response.to_vec();
-        let mut f = RequestFilter::new(Some(policy.clone()));
+        let mut f = RequestFilter::with_refunds(Some(policy.clone()), refunds.clone());
         if f.on_request_headers(&mut host, false, now) != Flow::Pause {
             eprintln!("headers did not pause");
             std::process::exit(1);
@@ -108,6 +111,7 @@ fn main() {
                 if let Some(b) = outbox.next_batch(now) {
                     outbox.settle(b.id, true, now);
                 }
+                admission::flush(&mut host, &mut refunds.borrow_mut(), now);
             }
         }
     }

@@ -5,7 +5,8 @@
 //! refuses, the charges already made on earlier caps are taken back.
 
 use crate::host::Shared;
-use crate::limits::{Denied, Dim, Window, REQUEST_SCALE, WINDOW_MS};
+use crate::limits::{Denied, Dim, Window, REQUEST_SCALE, SLOT_MS, WINDOW_MS};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Attempts of one compare-and-swap update before giving up (contention is brief: a worker
@@ -87,15 +88,97 @@ pub struct DimStatus {
 /// An admitted request's charges, to reconcile when its usage is known.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admitted {
-    /// Keys charged, with the dimensions each one limits (only those are charged: a window
-    /// never carries a reservation it does not need, so it has nothing to reconcile).
-    pub keys: Vec<(Arc<str>, [bool; 3])>,
+    /// Keys charged, with their cap's limits: only the dimensions limited are charged (a
+    /// window never carries a reservation it does not need, so it has nothing to reconcile).
+    pub keys: Vec<(Arc<str>, [Option<u64>; 3])>,
     /// When.
     pub at_ms: i64,
     /// What was charged per dimension (requests in thousandths).
     pub cost: [u64; 3],
     /// Per dimension, the tightest cap after the charge (None where nothing is limited).
     pub status: [Option<DimStatus>; 3],
+}
+
+/// A refund smaller than a cap's limit divided by this (0.1 %) is not written on its own: the
+/// worker carries it to its next write to the window (see [`Refunds`]).
+pub const DEFER_REFUNDS_BELOW: u64 = 1_000;
+
+/// Token refunds a worker has not written yet, by window.
+///
+/// Settling a request costs a shared-data read and write per token-limited window, as much as
+/// admitting it. Most refunds are tiny next to an org's or a user's limit (a prompt estimated
+/// at 256 tokens that was 250), so those wait: the worker's next admission on the window writes
+/// them in the same compare-and-swap, and its timer ([`flush`]) writes the rest within 200 ms.
+/// Only refunds wait, never debts, and only below [`DEFER_REFUNDS_BELOW`]: while one waits,
+/// other workers see at most 0.1 % of the limit more in use than there is, never less.
+#[derive(Debug, Default)]
+pub struct Refunds {
+    by_window: HashMap<Arc<str>, Vec<Refund>>,
+}
+
+/// Tokens to give back to the slot a request was charged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Refund {
+    dim: Dim,
+    /// When the request was charged (its slot receives the refund while it still counts).
+    charged_at_ms: i64,
+    amount: u64,
+}
+
+impl Refunds {
+    /// Refunds waiting.
+    pub fn len(&self) -> usize {
+        self.by_window.values().map(Vec::len).sum()
+    }
+
+    /// Whether none wait.
+    pub fn is_empty(&self) -> bool {
+        self.by_window.is_empty()
+    }
+
+    fn add(&mut self, key: &Arc<str>, refund: Refund) {
+        let list = self.by_window.entry(key.clone()).or_default();
+        // Refunds to one slot add up: a refund never moves the slot's expiry.
+        let slot = refund.charged_at_ms.div_euclid(SLOT_MS);
+        match list.iter_mut().find(|r| r.dim == refund.dim && r.charged_at_ms.div_euclid(SLOT_MS) == slot) {
+            Some(r) => r.amount = r.amount.saturating_add(refund.amount),
+            None => list.push(refund),
+        }
+    }
+
+    fn take(&mut self, key: &str) -> Vec<Refund> {
+        if self.by_window.is_empty() {
+            return Vec::new();
+        }
+        self.by_window.remove(key).unwrap_or_default()
+    }
+
+    fn put_back(&mut self, key: &Arc<str>, refunds: Vec<Refund>) {
+        for r in refunds {
+            self.add(key, r);
+        }
+    }
+}
+
+fn apply(w: &mut Window, refunds: &[Refund], now_ms: i64) {
+    for r in refunds {
+        w.adjust(r.dim, -i64::try_from(r.amount).unwrap_or(i64::MAX), r.charged_at_ms, now_ms);
+    }
+}
+
+/// Writes every waiting refund (the adapter's timer calls this); returns how many windows were
+/// written. A window that will not settle keeps its refunds for the next call.
+pub fn flush<S: Shared>(store: &mut S, refunds: &mut Refunds, now_ms: i64) -> usize {
+    let pending: Vec<(Arc<str>, Vec<Refund>)> = refunds.by_window.drain().collect();
+    let mut written = 0;
+    for (key, list) in pending {
+        if update(store, &key, |w| apply(w, &list, now_ms)).is_some() {
+            written += 1;
+        } else {
+            refunds.put_back(&key, list);
+        }
+    }
+    written
 }
 
 fn update<S: Shared, T>(store: &mut S, key: &str, mut f: impl FnMut(&mut Window) -> T) -> Option<T> {
@@ -186,8 +269,15 @@ pub fn sweep<S: Shared>(store: &mut S, now_ms: i64) -> usize {
     emptied.len()
 }
 
-/// Admits a request costing `cost` against every cap, or refuses it charging nothing.
-pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64) -> Result<Admitted, Refusal> {
+/// Admits a request costing `cost` against every cap, or refuses it charging nothing. Refunds
+/// waiting for a window are written with the admission's own update of it.
+pub fn admit<S: Shared>(
+    store: &mut S,
+    mut refunds: Option<&mut Refunds>,
+    caps: &[Cap],
+    cost: [u64; 3],
+    now_ms: i64,
+) -> Result<Admitted, Refusal> {
     let mut admitted = Admitted { keys: Vec::new(), at_ms: now_ms, cost, status: [None; 3] };
     for cap in caps {
         let (limits, n) = cap.window_limits();
@@ -197,10 +287,19 @@ pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64
         }
         let limited = cap.limited();
         let charge = [0, 1, 2].map(|d| if limited[d] { cost[d] } else { 0 });
-        let outcome = update(store, &cap.key, |w| w.admit_with_status(limits, charge, now_ms));
+        let carried = refunds.as_deref_mut().map(|r| r.take(&cap.key)).unwrap_or_default();
+        let outcome = update(store, &cap.key, |w| {
+            apply(w, &carried, now_ms);
+            w.admit_with_status(limits, charge, now_ms)
+        });
+        if outcome.is_none() {
+            if let Some(r) = refunds.as_deref_mut() {
+                r.put_back(&cap.key, carried);
+            }
+        }
         match outcome {
             Some(Ok((used, reset))) => {
-                admitted.keys.push((cap.key.clone(), limited));
+                admitted.keys.push((cap.key.clone(), cap.limits));
                 for &(d, window_limit) in limits {
                     let scale = if d == Dim::Requests { REQUEST_SCALE } else { 1 };
                     let remaining = window_limit.saturating_sub(used[d as usize]);
@@ -231,9 +330,9 @@ pub fn admit<S: Shared>(store: &mut S, caps: &[Cap], cost: [u64; 3], now_ms: i64
 }
 
 fn rollback<S: Shared>(store: &mut S, admitted: &Admitted) {
-    for (key, limited) in &admitted.keys {
+    for (key, limits) in &admitted.keys {
         update(store, key, |w| {
-            for d in Dim::ALL.into_iter().filter(|d| limited[*d as usize]) {
+            for d in Dim::ALL.into_iter().filter(|d| limits[*d as usize].is_some()) {
                 w.adjust(
                     d,
                     -i64::try_from(admitted.cost[d as usize]).unwrap_or(i64::MAX),
@@ -247,11 +346,18 @@ fn rollback<S: Shared>(store: &mut S, admitted: &Admitted) {
 
 /// Reconciles an admitted request's token reservations with its real usage.
 ///
-/// Written at once, not held back for a later write: the next request may land on another
-/// Envoy worker, and a refund it did not see would refuse it for nothing (a key with 1,000
-/// output tokens a minute and a default reservation of 4,096 would be refused right after a
-/// request that used ten).
-pub fn reconcile<S: Shared>(store: &mut S, admitted: &Admitted, input: u64, output: u64, now_ms: i64) {
+/// Written at once, except refunds below 0.1 % of the cap's limit when `refunds` is given (see
+/// [`Refunds`]): the next request may land on another Envoy worker, and a refund it did not
+/// see would refuse it for nothing (a key with 1,000 output tokens a minute and a default
+/// reservation of 4,096 would be refused right after a request that used ten).
+pub fn reconcile<S: Shared>(
+    store: &mut S,
+    mut refunds: Option<&mut Refunds>,
+    admitted: &Admitted,
+    input: u64,
+    output: u64,
+    now_ms: i64,
+) {
     let delta = |actual: u64, reserved: u64| {
         i64::try_from(actual).unwrap_or(i64::MAX) - i64::try_from(reserved).unwrap_or(i64::MAX)
     };
@@ -262,15 +368,34 @@ pub fn reconcile<S: Shared>(store: &mut S, admitted: &Admitted, input: u64, outp
     }
     // Windows that limit no token dimension hold no reservation: nothing to do there (for
     // the common requests-only cap this saves a shared-data round trip per request).
-    for (key, limited) in admitted.keys.iter().filter(|(_, l)| l[1] || l[2]) {
-        update(store, key, |w| {
-            if limited[Dim::InputTokens as usize] {
-                w.adjust(Dim::InputTokens, din, admitted.at_ms, now_ms);
+    for (key, limits) in admitted.keys.iter().filter(|(_, l)| l[1].is_some() || l[2].is_some()) {
+        let changes = [(Dim::InputTokens, din), (Dim::OutputTokens, dout)]
+            .map(|(d, delta)| (d, if limits[d as usize].is_some() { delta } else { 0 }));
+        if let Some(r) = refunds.as_deref_mut() {
+            let small = |(d, delta): (Dim, i64)| {
+                delta == 0
+                    || (delta < 0
+                        && delta.unsigned_abs().saturating_mul(DEFER_REFUNDS_BELOW) < limits[d as usize].unwrap_or(0))
+            };
+            if changes.iter().all(|c| small(*c)) {
+                for (dim, delta) in changes.into_iter().filter(|(_, delta)| *delta < 0) {
+                    r.add(key, Refund { dim, charged_at_ms: admitted.at_ms, amount: delta.unsigned_abs() });
+                }
+                continue;
             }
-            if limited[Dim::OutputTokens as usize] {
-                w.adjust(Dim::OutputTokens, dout, admitted.at_ms, now_ms);
+        }
+        let carried = refunds.as_deref_mut().map(|r| r.take(key)).unwrap_or_default();
+        let written = update(store, key, |w| {
+            apply(w, &carried, now_ms);
+            for (d, delta) in changes.into_iter().filter(|(_, delta)| *delta != 0) {
+                w.adjust(d, delta, admitted.at_ms, now_ms);
             }
         });
+        if written.is_none() {
+            if let Some(r) = refunds.as_deref_mut() {
+                r.put_back(key, carried);
+            }
+        }
     }
 }
 
@@ -289,9 +414,9 @@ pub(crate) mod tests {
         let mut s = MemShared::default();
         let caps = [cap("key", Some(10), None), cap("org", Some(2), None)];
         let one = [REQUEST_SCALE, 0, 0];
-        assert!(admit(&mut s, &caps, one, 0).is_ok());
-        assert!(admit(&mut s, &caps, one, 0).is_ok());
-        let r = admit(&mut s, &caps, one, 0).unwrap_err();
+        assert!(admit(&mut s, None, &caps, one, 0).is_ok());
+        assert!(admit(&mut s, None, &caps, one, 0).is_ok());
+        let r = admit(&mut s, None, &caps, one, 0).unwrap_err();
         assert_eq!((&*r.label, r.dim, r.limit), ("org", Dim::Requests, 2));
         let key = Window::from_bytes(&s.data["key"].0).used(Dim::Requests, 0);
         assert_eq!(key, 2 * REQUEST_SCALE, "the key's charge for the refused request was taken back");
@@ -301,7 +426,7 @@ pub(crate) mod tests {
     fn headers_report_the_tightest_cap() {
         let mut s = MemShared::default();
         let caps = [cap("key", Some(10), Some(1000)), cap("org", Some(5), Some(100_000))];
-        let a = admit(&mut s, &caps, [REQUEST_SCALE, 100, 0], 0).unwrap();
+        let a = admit(&mut s, None, &caps, [REQUEST_SCALE, 100, 0], 0).unwrap();
         assert_eq!(a.status[0], Some(DimStatus { limit: 5, remaining: 4, reset_ms: 60_000 }));
         assert_eq!(a.status[1].unwrap().limit, 1000);
         assert_eq!(a.status[1].unwrap().remaining, 900);
@@ -312,29 +437,29 @@ pub(crate) mod tests {
     fn survives_contention_and_reconciles() {
         let mut s = MemShared { conflicts: 10, ..Default::default() };
         let caps = [cap("key", None, Some(1000))];
-        let a = admit(&mut s, &caps, [0, 800, 0], 0).unwrap();
+        let a = admit(&mut s, None, &caps, [0, 800, 0], 0).unwrap();
         assert_eq!(Window::from_bytes(&s.data["key"].0).used(Dim::InputTokens, 0), 800);
-        reconcile(&mut s, &a, 50, 0, 1_000);
+        reconcile(&mut s, None, &a, 50, 0, 1_000);
         assert_eq!(Window::from_bytes(&s.data["key"].0).used(Dim::InputTokens, 1_000), 50);
-        assert!(admit(&mut s, &caps, [0, 10, 0], 1_000).is_ok());
+        assert!(admit(&mut s, None, &caps, [0, 10, 0], 1_000).is_ok());
     }
 
     #[test]
     fn idle_windows_are_swept_and_come_back_empty() {
         let mut s = MemShared::default();
         let caps = [cap("aqueduct.rl2.k.1", Some(1), None), cap("aqueduct.rl2.k.2", Some(1), None)];
-        admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 0).unwrap();
-        admit(&mut s, &caps[1..], [REQUEST_SCALE, 0, 0], 50_000).unwrap();
+        admit(&mut s, None, &caps[..1], [REQUEST_SCALE, 0, 0], 0).unwrap();
+        admit(&mut s, None, &caps[1..], [REQUEST_SCALE, 0, 0], 50_000).unwrap();
         assert_eq!(sweep(&mut s, 0), 0, "the first call only starts the clock");
         assert_eq!(sweep(&mut s, 10_000), 0, "not yet time");
         // At 70 s the first window is idle, the second still counts.
         assert_eq!(sweep(&mut s, 70_000), 1);
         assert!(s.data["aqueduct.rl2.k.1"].0.is_empty());
         assert_eq!(s.data[INDEX_KEY].0, b"aqueduct.rl2.k.2\n");
-        assert!(admit(&mut s, &caps[1..], [REQUEST_SCALE, 0, 0], 70_000).is_err(), "live counts untouched");
+        assert!(admit(&mut s, None, &caps[1..], [REQUEST_SCALE, 0, 0], 70_000).is_err(), "live counts untouched");
         // An emptied window works again from zero.
-        assert!(admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_ok());
-        assert!(admit(&mut s, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_err());
+        assert!(admit(&mut s, None, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_ok());
+        assert!(admit(&mut s, None, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_err());
         assert!(String::from_utf8_lossy(&s.data[INDEX_KEY].0).contains("aqueduct.rl2.k.1"), "re-registered");
     }
 
@@ -342,19 +467,78 @@ pub(crate) mod tests {
     fn windows_carry_only_the_dimensions_their_cap_limits() {
         let mut s = MemShared::default();
         let caps = [cap("reqs", Some(10), None), cap("toks", None, Some(1_000))];
-        let a = admit(&mut s, &caps, [REQUEST_SCALE, 300, 0], 0).unwrap();
+        let a = admit(&mut s, None, &caps, [REQUEST_SCALE, 300, 0], 0).unwrap();
         let mut reqs = Window::from_bytes(&s.data["reqs"].0);
         assert_eq!((reqs.used(Dim::Requests, 0), reqs.used(Dim::InputTokens, 0)), (REQUEST_SCALE, 0));
         let before = s.data["reqs"].1;
-        reconcile(&mut s, &a, 20, 0, 10);
+        reconcile(&mut s, None, &a, 20, 0, 10);
         assert_eq!(s.data["reqs"].1, before, "a requests-only window is not touched by settlement");
         assert_eq!(Window::from_bytes(&s.data["toks"].0).used(Dim::InputTokens, 10), 20);
     }
 
     #[test]
+    fn small_refunds_ride_on_the_next_admission_and_large_ones_are_written_at_once() {
+        let mut s = MemShared::default();
+        let mut r = Refunds::default();
+        // 0.1 % of 1,000,000 is 1,000: a refund of 999 waits, one of 1,000 does not.
+        let caps = [cap("org", None, Some(1_000_000))];
+        let a = admit(&mut s, Some(&mut r), &caps, [0, 2_000, 0], 500).unwrap();
+        let version = s.data["org"].1;
+        reconcile(&mut s, Some(&mut r), &a, 1_001, 0, 900);
+        assert_eq!(s.data["org"].1, version, "a small refund is not written on its own");
+        assert_eq!(r.len(), 1);
+        let used = |s: &MemShared, at| Window::from_bytes(&s.data["org"].0).used(Dim::InputTokens, at);
+        assert_eq!(used(&s, 900), 2_000, "until it is carried, other workers see the reservation");
+        // The next admission on the window carries it, in the same write.
+        admit(&mut s, Some(&mut r), &caps, [0, 10, 0], 1_200).unwrap();
+        assert_eq!(s.data["org"].1, version + 1, "one write for admission and refund");
+        assert!(r.is_empty());
+        assert_eq!(used(&s, 1_200), 1_001 + 10);
+        // A refund of 0.1 % or more, and any debt, is written at once.
+        let b = admit(&mut s, Some(&mut r), &caps, [0, 5_000, 0], 2_000).unwrap();
+        reconcile(&mut s, Some(&mut r), &b, 4_000, 0, 2_100);
+        assert!(r.is_empty());
+        assert_eq!(used(&s, 2_100), 1_011 + 4_000);
+        let c = admit(&mut s, Some(&mut r), &caps, [0, 100, 0], 3_000).unwrap();
+        reconcile(&mut s, Some(&mut r), &c, 150, 0, 3_100);
+        assert!(r.is_empty(), "a debt never waits");
+        assert_eq!(used(&s, 3_100), 5_011 + 150);
+    }
+
+    #[test]
+    fn waiting_refunds_are_flushed_and_survive_contention() {
+        let mut s = MemShared::default();
+        let mut r = Refunds::default();
+        let caps = [cap("user", Some(1_000), Some(1_000_000)), cap("org", None, Some(1_000_000))];
+        let mut admitted = Vec::new();
+        for i in 0..3 {
+            admitted.push(admit(&mut s, Some(&mut r), &caps, [REQUEST_SCALE, 300, 0], 1_000 + i).unwrap());
+        }
+        for (i, a) in admitted.iter().enumerate() {
+            reconcile(&mut s, Some(&mut r), a, 200, 0, 1_500 + i as i64);
+        }
+        assert_eq!(r.len(), 2, "refunds to one slot add up, per window");
+        // The shared data will not take a write: the refunds stay for the next flush.
+        s.conflicts = usize::MAX;
+        assert_eq!(flush(&mut s, &mut r, 2_000), 0);
+        assert_eq!(r.len(), 2);
+        s.conflicts = 0;
+        assert_eq!(flush(&mut s, &mut r, 2_000), 2);
+        assert!(r.is_empty());
+        for key in ["user", "org"] {
+            assert_eq!(Window::from_bytes(&s.data[key].0).used(Dim::InputTokens, 2_000), 600, "{key}");
+        }
+        // A requests-only window never holds a reservation, so nothing waits for it.
+        let caps = [cap("key", Some(5), None)];
+        let a = admit(&mut s, Some(&mut r), &caps, [REQUEST_SCALE, 300, 0], 3_000).unwrap();
+        reconcile(&mut s, Some(&mut r), &a, 1, 0, 3_100);
+        assert!(r.is_empty());
+    }
+
+    #[test]
     fn caps_without_limits_are_skipped() {
         let mut s = MemShared::default();
-        let a = admit(&mut s, &[cap("none", None, None)], [REQUEST_SCALE, 1, 1], 0).unwrap();
+        let a = admit(&mut s, None, &[cap("none", None, None)], [REQUEST_SCALE, 1, 1], 0).unwrap();
         assert!(a.keys.is_empty() && s.data.is_empty());
     }
 }

@@ -4,7 +4,7 @@
 //! [`RequestFilter::on_request_body`] from the matching Proxy-Wasm callbacks and maps [`Flow`]
 //! to the SDK's `Action`. Time is a parameter so tests control expiry.
 
-use crate::admission::{self, Admitted, Cap, Refusal, KEY_PREFIX};
+use crate::admission::{self, Admitted, Cap, Refunds, Refusal, KEY_PREFIX};
 use crate::error::ApiError;
 use crate::host::{Host, ResponseHost, Shared};
 use crate::ledger::{self, Outcome, UsageEvent};
@@ -12,6 +12,7 @@ use crate::limits::request_cost;
 use crate::request::{self, BodyFacts, BodyKind, Endpoint, RouteClass};
 use crate::snapshot::Policy;
 use crate::usage::{self, SseUsage};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// Largest JSON response kept to read its `usage` (bigger ones are estimated).
@@ -85,6 +86,8 @@ pub struct RequestFilter {
     replied: Option<u16>,
     /// The request's `content-type` (the body phase needs it for multipart).
     content_type: Option<String>,
+    /// The worker's waiting token refunds, when small ones may wait (see [`Refunds`]).
+    refunds: Option<Rc<RefCell<Refunds>>>,
 }
 
 /// The request headers as read once at the start.
@@ -99,7 +102,22 @@ impl Headers {
 impl RequestFilter {
     /// A filter for one request under `policy` (`None` until the first snapshot arrives).
     pub fn new(policy: Option<Rc<Policy>>) -> Self {
-        Self { policy, state: State::Done, metering: None, record: None, replied: None, content_type: None }
+        Self {
+            policy,
+            state: State::Done,
+            metering: None,
+            record: None,
+            replied: None,
+            content_type: None,
+            refunds: None,
+        }
+    }
+
+    /// [`RequestFilter::new`], sharing the worker's waiting refunds: small token refunds wait
+    /// there for the worker's next write to their window instead of costing a write of their
+    /// own (the owner writes what is left on a timer, [`admission::flush`]).
+    pub fn with_refunds(policy: Option<Rc<Policy>>, refunds: Rc<RefCell<Refunds>>) -> Self {
+        Self { refunds: Some(refunds), ..Self::new(policy) }
     }
 
     /// Decides on the request headers. `now_ms` is unix milliseconds.
@@ -284,7 +302,19 @@ impl RequestFilter {
         self.state = State::Done;
         let who = Who { principal, token, now_ms };
         let content_type = self.content_type.clone().unwrap_or_default();
-        match route_body(&policy, host, endpoint, who, body_size, &content_type, self.record.as_mut()) {
+        let mut refunds = self.refunds.as_ref().and_then(|r| r.try_borrow_mut().ok());
+        let routed = route_body(
+            &policy,
+            host,
+            refunds.as_deref_mut(),
+            endpoint,
+            who,
+            body_size,
+            &content_type,
+            self.record.as_mut(),
+        );
+        drop(refunds);
+        match routed {
             Ok((admitted, reserved_input)) => {
                 self.metering = Some(Metering {
                     admitted,
@@ -394,7 +424,8 @@ impl RequestFilter {
             u
         };
         if let Some(a) = &m.admitted {
-            admission::reconcile(store, a, counted.input_tokens, counted.output_tokens, now_ms);
+            let mut refunds = self.refunds.as_ref().and_then(|r| r.try_borrow_mut().ok());
+            admission::reconcile(store, refunds.as_deref_mut(), a, counted.input_tokens, counted.output_tokens, now_ms);
         }
         Some(counted)
     }
@@ -506,9 +537,11 @@ fn header_name(kind: &str, dim: &str) -> &'static str {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn route_body(
     policy: &Policy,
     host: &mut (impl Host + Shared),
+    refunds: Option<&mut Refunds>,
     endpoint: Endpoint,
     who: Who,
     size: usize,
@@ -543,7 +576,7 @@ fn route_body(
             _ => 0,
         };
         let cost = [request_cost(model.request_limit_multiplier), input, output];
-        Some(admission::admit(host, &caps, cost, who.now_ms).map_err(|r| rate_limited(&r))?)
+        Some(admission::admit(host, refunds, &caps, cost, who.now_ms).map_err(|r| rate_limited(&r))?)
     };
     let mut rewritten = if multipart {
         request::rewrite_multipart_model(&body, facts.model_span, &model.provider_model, facts.user_id_part)

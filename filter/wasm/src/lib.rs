@@ -9,11 +9,30 @@ mod host;
 mod journal;
 mod ledger;
 
+use aqueduct_policy::admission::Refunds;
 use aqueduct_policy::{Flow, Policy, RequestFilter};
 use host::WasmHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel};
+use std::cell::RefCell;
 use std::rc::Rc;
+
+thread_local! {
+    /// This VM's (this worker's) token refunds waiting for its next write to their window; any
+    /// root context's timer writes what is left, so they outlive policy pushes.
+    static REFUNDS: Rc<RefCell<Refunds>> = Rc::new(RefCell::new(Refunds::default()));
+}
+
+/// Writes the refunds waiting in this VM.
+fn flush_refunds(now_ms: i64) {
+    REFUNDS.with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            if !r.is_empty() {
+                aqueduct_policy::admission::flush(&mut WasmHost, &mut r, now_ms);
+            }
+        }
+    });
+}
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -67,6 +86,7 @@ impl Context for Root {
         // over. Without a successor, hand over the queued events first (Envoy keeps this context
         // until `done()`); with one, the successor sends them and this root sends nothing.
         self.closing = true;
+        flush_refunds(host::now_unix_ms());
         let sent =
             self.policy.as_ref().is_some_and(|p| ledger::flush(&p.settings.ledger, self.id, host::now_unix_ms()));
         // Also wait for a call this root made earlier (an old root keeps ticking while requests
@@ -84,6 +104,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let now = host::now_unix_ms();
+        flush_refunds(now);
         let swept = aqueduct_policy::admission::sweep(&mut WasmHost, now);
         if swept > 0 {
             log::debug!("aqueduct: emptied {swept} idle rate-limit windows");
@@ -133,7 +154,11 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request { filter: RequestFilter::new(self.policy.clone()), policy: self.policy.clone() }))
+        let refunds = REFUNDS.with(Rc::clone);
+        Some(Box::new(Request {
+            filter: RequestFilter::with_refunds(self.policy.clone(), refunds),
+            policy: self.policy.clone(),
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
