@@ -4,7 +4,7 @@
 //! through [`RequestFilter`] over an in-memory host (shared data in a map), with caps at key,
 //! user and org level when `limits` is given — the bench's "limits" variant without Envoy.
 
-use aqueduct_policy::admission::{self, Refunds};
+use aqueduct_policy::admission::{self, Worker};
 use aqueduct_policy::host::MemHost;
 use aqueduct_policy::ledger::{IdSource, Outbox};
 use aqueduct_policy::snapshot::{CapSpec, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
@@ -68,7 +68,7 @@ fn main() {
     let mut events = 0usize;
     let mut outbox = Outbox::new(8 << 20, 1 << 20);
     let mut ids = IdSource::new(7);
-    let refunds = Rc::new(RefCell::new(Refunds::default()));
+    let worker = Rc::new(RefCell::new(Worker::default()));
     for i in 0..n {
         let now = 1_800_000_000_000 + i as i64;
         host.headers = vec![
@@ -87,7 +87,7 @@ fn main() {
             ("content-length".into(), response.len().to_string()),
         ];
         host.response_chunk = response.to_vec();
-        let mut f = RequestFilter::with_refunds(Some(policy.clone()), refunds.clone());
+        let mut f = RequestFilter::with_worker(Some(policy.clone()), worker.clone());
         if f.on_request_headers(&mut host, false, now) != Flow::Pause {
             eprintln!("headers did not pause");
             std::process::exit(1);
@@ -111,7 +111,7 @@ fn main() {
                 if let Some(b) = outbox.next_batch(now) {
                     outbox.settle(b.id, true, now);
                 }
-                admission::flush(&mut host, &mut refunds.borrow_mut(), now);
+                admission::flush(&mut host, &mut worker.borrow_mut(), now);
             }
         }
     }

@@ -91,6 +91,9 @@ pub struct Admitted {
     /// Keys charged, with their cap's limits: only the dimensions limited are charged (a
     /// window never carries a reservation it does not need, so it has nothing to reconcile).
     pub keys: Vec<(Arc<str>, [Option<u64>; 3])>,
+    /// Per entry of `keys`, whether the charge came out of the worker's lease on the window
+    /// (already counted in shared data) rather than a write of its own.
+    pub leased: Vec<bool>,
     /// When.
     pub at_ms: i64,
     /// What was charged per dimension (requests in thousandths).
@@ -100,23 +103,80 @@ pub struct Admitted {
 }
 
 /// A refund smaller than a cap's limit divided by this (0.1 %) is not written on its own: the
-/// worker carries it to its next write to the window (see [`Refunds`]).
+/// worker carries it to its next write to the window (see [`Worker`]).
 pub const DEFER_REFUNDS_BELOW: u64 = 1_000;
 
-/// Token refunds a worker has not written yet, by window.
+/// A worker leases a window's budget in slices of its limit divided by this (0.1 %).
+pub const LEASE_FRACTION: u64 = 1_000;
+
+/// Leases stop once a window would hold more than its limit less this fraction (1 %): near the
+/// limit every request is admitted against the window itself, one write each, so budget a
+/// worker holds unspent never refuses another worker's request.
+pub const LEASE_HEADROOM: u64 = 100;
+
+/// The largest slice leased at once in a dimension (a window's per-slot counters are 32-bit;
+/// with limits this high a larger slice would save nothing).
+pub const MAX_LEASE: u64 = 1 << 24;
+
+/// What one worker (one Wasm VM) holds of the shared windows: token refunds not written yet,
+/// and budget leased for the current second.
 ///
-/// Settling a request costs a shared-data read and write per token-limited window, as much as
-/// admitting it. Most refunds are tiny next to an org's or a user's limit (a prompt estimated
-/// at 256 tokens that was 250), so those wait: the worker's next admission on the window writes
-/// them in the same compare-and-swap, and its timer ([`flush`]) writes the rest within 200 ms.
-/// Only refunds wait, never debts, and only below [`DEFER_REFUNDS_BELOW`]: while one waits,
-/// other workers see at most 0.1 % of the limit more in use than there is, never less.
+/// **Refunds.** Settling a request costs a shared-data read and write per token-limited window,
+/// as much as admitting it. Most refunds are tiny next to an org's or a user's limit (a prompt
+/// estimated at 256 tokens that was 250), so those wait: the worker's next write to the window
+/// carries them in the same compare-and-swap, and its timer ([`flush`]) writes the rest within
+/// 200 ms. Only refunds wait, never debts, and only below [`DEFER_REFUNDS_BELOW`].
+///
+/// **Leases.** Under load, admitting every request with a read and a write of each window is
+/// most of what rate limiting costs. When a window is far from its limit, the write that admits
+/// a request also charges a slice of the limit ([`LEASE_FRACTION`]) to the worker, and the
+/// worker's next requests in the same one-second slot are admitted from that slice without
+/// touching shared data. The slice is charged to the slot at once, as if spent at the slot's
+/// end, so it never counts for less time than the requests it admits; what is left when the
+/// slot ends is given back like a refund. Near the limit ([`LEASE_HEADROOM`]) there are no
+/// leases and admission is exact.
+///
+/// So other workers see at most 0.1 % of a window's limit per worker more in use than there
+/// is (plus refunds that wait), for at most a second and 200 ms — never less.
 #[derive(Debug, Default)]
-pub struct Refunds {
+pub struct Worker {
     by_window: HashMap<Arc<str>, Vec<Refund>>,
+    leases: HashMap<Arc<str>, Lease>,
 }
 
-/// Tokens to give back to the slot a request was charged in.
+/// Budget of one window charged to the worker for one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lease {
+    /// The slot (unix seconds) the budget was charged to, and the only one it is spent in.
+    slot: i64,
+    /// Per dimension, what is left to spend (window units: requests in thousandths).
+    left: [u64; 3],
+    /// Per dimension, what was leased.
+    granted: [u64; 3],
+    /// Per dimension, what the window held at the lease after its own request, without the
+    /// lease: with `granted - left` it gives the headers' figures.
+    base: [u64; 3],
+    /// The cap's limits when leased: a policy push that changes them ends the lease.
+    limits: [Option<u64>; 3],
+}
+
+impl Lease {
+    fn covers(&self, cap: &Cap, slot: i64, charge: [u64; 3]) -> bool {
+        self.slot == slot && self.limits == cap.limits && (0..3).all(|d| self.left[d] >= charge[d])
+    }
+
+    /// The leftover, as refunds to the lease's slot (as charged: at its end).
+    fn leftover(&self) -> impl Iterator<Item = Refund> + '_ {
+        let charged_at_ms = self.slot * SLOT_MS + SLOT_MS - 1;
+        Dim::ALL.into_iter().filter(|d| self.left[*d as usize] > 0).map(move |dim| Refund {
+            dim,
+            charged_at_ms,
+            amount: self.left[dim as usize],
+        })
+    }
+}
+
+/// Units to give back to the slot a request (or a lease) was charged in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Refund {
     dim: Dim,
@@ -125,15 +185,20 @@ struct Refund {
     amount: u64,
 }
 
-impl Refunds {
-    /// Refunds waiting.
+impl Worker {
+    /// Refunds waiting (per window, slot and dimension).
     pub fn len(&self) -> usize {
         self.by_window.values().map(Vec::len).sum()
     }
 
-    /// Whether none wait.
+    /// Whether no refund waits.
     pub fn is_empty(&self) -> bool {
         self.by_window.is_empty()
+    }
+
+    /// Windows the worker holds a lease on.
+    pub fn leases(&self) -> usize {
+        self.leases.len()
     }
 
     fn add(&mut self, key: &Arc<str>, refund: Refund) {
@@ -158,6 +223,41 @@ impl Refunds {
             self.add(key, r);
         }
     }
+
+    /// Ends the lease on `key`, its leftover becoming refunds.
+    fn release(&mut self, key: &Arc<str>) {
+        if let Some(lease) = self.leases.remove(key) {
+            for r in lease.leftover() {
+                self.add(key, r);
+            }
+        }
+    }
+
+    /// Ends the leases of slots before `now_ms`'s (all of them with `all`).
+    fn release_expired(&mut self, now_ms: i64, all: bool) {
+        let slot = now_ms.div_euclid(SLOT_MS);
+        let ended: Vec<Arc<str>> =
+            self.leases.iter().filter(|(_, l)| all || l.slot != slot).map(|(k, _)| k.clone()).collect();
+        for key in ended {
+            self.release(&key);
+        }
+    }
+}
+
+/// Per dimension, the slice to lease with a request that leaves `used` in a window with these
+/// limits, or `None` when leasing would not pay or the window is near its limit.
+fn lease_slice(limits: &[(Dim, u64)], charge: [u64; 3], used: [u64; 3]) -> Option<[u64; 3]> {
+    let mut slice = [0; 3];
+    for &(d, limit) in limits {
+        let i = d as usize;
+        let s = (limit / LEASE_FRACTION).min(MAX_LEASE);
+        // A slice must admit at least two more such requests, and leave the headroom free.
+        if s < charge[i].saturating_mul(2) || used[i].saturating_add(s) > limit - limit / LEASE_HEADROOM {
+            return None;
+        }
+        slice[i] = s;
+    }
+    Some(slice)
 }
 
 fn apply(w: &mut Window, refunds: &[Refund], now_ms: i64) {
@@ -166,9 +266,11 @@ fn apply(w: &mut Window, refunds: &[Refund], now_ms: i64) {
     }
 }
 
-/// Writes every waiting refund (the adapter's timer calls this); returns how many windows were
-/// written. A window that will not settle keeps its refunds for the next call.
-pub fn flush<S: Shared>(store: &mut S, refunds: &mut Refunds, now_ms: i64) -> usize {
+/// Ends leases of past slots and writes every waiting refund (the adapter's timer calls this);
+/// returns how many windows were written. A window that will not settle keeps its refunds for
+/// the next call.
+pub fn flush<S: Shared>(store: &mut S, refunds: &mut Worker, now_ms: i64) -> usize {
+    refunds.release_expired(now_ms, false);
     let pending: Vec<(Arc<str>, Vec<Refund>)> = refunds.by_window.drain().collect();
     let mut written = 0;
     for (key, list) in pending {
@@ -269,16 +371,25 @@ pub fn sweep<S: Shared>(store: &mut S, now_ms: i64) -> usize {
     emptied.len()
 }
 
-/// Admits a request costing `cost` against every cap, or refuses it charging nothing. Refunds
-/// waiting for a window are written with the admission's own update of it.
+/// Ends every lease (their leftovers become refunds) and writes what waits: for a VM that
+/// stops serving, so its unspent budget goes back now rather than when its windows expire.
+pub fn release_all<S: Shared>(store: &mut S, worker: &mut Worker, now_ms: i64) -> usize {
+    worker.release_expired(now_ms, true);
+    flush(store, worker, now_ms)
+}
+
+/// Admits a request costing `cost` against every cap, or refuses it charging nothing. With a
+/// [`Worker`], refunds waiting for a window are written with the admission's own update of it,
+/// and far from the limit budget is leased and spent without shared-data calls.
 pub fn admit<S: Shared>(
     store: &mut S,
-    mut refunds: Option<&mut Refunds>,
+    mut worker: Option<&mut Worker>,
     caps: &[Cap],
     cost: [u64; 3],
     now_ms: i64,
 ) -> Result<Admitted, Refusal> {
-    let mut admitted = Admitted { keys: Vec::new(), at_ms: now_ms, cost, status: [None; 3] };
+    let mut admitted = Admitted { keys: Vec::new(), leased: Vec::new(), at_ms: now_ms, cost, status: [None; 3] };
+    let slot = now_ms.div_euclid(SLOT_MS);
     for cap in caps {
         let (limits, n) = cap.window_limits();
         let limits = &limits[..n];
@@ -287,33 +398,70 @@ pub fn admit<S: Shared>(
         }
         let limited = cap.limited();
         let charge = [0, 1, 2].map(|d| if limited[d] { cost[d] } else { 0 });
-        let carried = refunds.as_deref_mut().map(|r| r.take(&cap.key)).unwrap_or_default();
+        if let Some(lease) = worker.as_deref_mut().and_then(|w| w.leases.get_mut(&cap.key)) {
+            if lease.covers(cap, slot, charge) {
+                for (left, c) in lease.left.iter_mut().zip(charge) {
+                    *left -= c;
+                }
+                let lease = *lease;
+                admitted.keys.push((cap.key.clone(), cap.limits));
+                admitted.leased.push(true);
+                let reset = lease.slot * SLOT_MS + SLOT_MS - 1 + WINDOW_MS - now_ms;
+                for &(d, window_limit) in limits {
+                    let i = d as usize;
+                    let used = lease.base[i].saturating_add(lease.granted[i] - lease.left[i]);
+                    record_status(&mut admitted, cap, d, window_limit, used, reset);
+                }
+                continue;
+            }
+        }
+        // A lease that cannot cover this request (or is from an earlier second) ends here: its
+        // leftover goes back in the same write.
+        let mut carried = Vec::new();
+        if let Some(w) = worker.as_deref_mut() {
+            w.release(&cap.key);
+            carried = w.take(&cap.key);
+        }
+        let leasing = worker.is_some();
         let outcome = update(store, &cap.key, |w| {
             apply(w, &carried, now_ms);
-            w.admit_with_status(limits, charge, now_ms)
+            let (used, reset) = w.admit_with_status(limits, charge, now_ms)?;
+            let slice = if leasing { lease_slice(limits, charge, used) } else { None };
+            if let Some(slice) = slice {
+                // Charged as at the slot's end: the lease counts at least as long as any
+                // request it admits.
+                for d in Dim::ALL.into_iter().filter(|d| slice[*d as usize] > 0) {
+                    w.adjust(
+                        d,
+                        i64::try_from(slice[d as usize]).unwrap_or(i64::MAX),
+                        slot * SLOT_MS + SLOT_MS - 1,
+                        now_ms,
+                    );
+                }
+            }
+            Ok((used, reset, slice))
         });
         if outcome.is_none() {
-            if let Some(r) = refunds.as_deref_mut() {
-                r.put_back(&cap.key, carried);
+            if let Some(w) = worker.as_deref_mut() {
+                w.put_back(&cap.key, carried);
             }
         }
         match outcome {
-            Some(Ok((used, reset))) => {
+            Some(Ok((used, reset, slice))) => {
                 admitted.keys.push((cap.key.clone(), cap.limits));
+                admitted.leased.push(false);
+                if let (Some(granted), Some(w)) = (slice, worker.as_deref_mut()) {
+                    w.leases.insert(
+                        cap.key.clone(),
+                        Lease { slot, left: granted, granted, base: used, limits: cap.limits },
+                    );
+                }
                 for &(d, window_limit) in limits {
-                    let scale = if d == Dim::Requests { REQUEST_SCALE } else { 1 };
-                    let remaining = window_limit.saturating_sub(used[d as usize]);
-                    let reset_ms = reset[d as usize].min(WINDOW_MS);
-                    let limit = cap.limits[d as usize].unwrap_or(0);
-                    let s = DimStatus { limit, remaining: remaining / scale, reset_ms };
-                    let slot = &mut admitted.status[d as usize];
-                    if slot.is_none_or(|cur| s.remaining < cur.remaining) {
-                        *slot = Some(s);
-                    }
+                    record_status(&mut admitted, cap, d, window_limit, used[d as usize], reset[d as usize]);
                 }
             }
             Some(Err(Denied { dim, retry_after_ms })) => {
-                rollback(store, &admitted);
+                rollback(store, worker, &admitted);
                 return Err(Refusal {
                     label: cap.label.clone(),
                     dim,
@@ -329,16 +477,37 @@ pub fn admit<S: Shared>(
     Ok(admitted)
 }
 
-fn rollback<S: Shared>(store: &mut S, admitted: &Admitted) {
-    for (key, limits) in &admitted.keys {
+/// Keeps the cap's figures for `d` in the headers if it is the tightest so far.
+fn record_status(admitted: &mut Admitted, cap: &Cap, d: Dim, window_limit: u64, used: u64, reset_ms: i64) {
+    let scale = if d == Dim::Requests { REQUEST_SCALE } else { 1 };
+    let remaining = window_limit.saturating_sub(used);
+    let s = DimStatus {
+        limit: cap.limits[d as usize].unwrap_or(0),
+        remaining: remaining / scale,
+        reset_ms: reset_ms.clamp(0, WINDOW_MS),
+    };
+    let slot = &mut admitted.status[d as usize];
+    if slot.is_none_or(|cur| s.remaining < cur.remaining) {
+        *slot = Some(s);
+    }
+}
+
+/// Takes back a refused request's charges on the caps that admitted it: into the lease it was
+/// spent from, or written back to the window.
+fn rollback<S: Shared>(store: &mut S, mut worker: Option<&mut Worker>, admitted: &Admitted) {
+    for ((key, limits), leased) in admitted.keys.iter().zip(&admitted.leased) {
+        let charged = |d: Dim| if limits[d as usize].is_some() { admitted.cost[d as usize] } else { 0 };
+        if *leased {
+            if let Some(lease) = worker.as_deref_mut().and_then(|w| w.leases.get_mut(key)) {
+                for d in Dim::ALL {
+                    lease.left[d as usize] += charged(d);
+                }
+            }
+            continue;
+        }
         update(store, key, |w| {
             for d in Dim::ALL.into_iter().filter(|d| limits[*d as usize].is_some()) {
-                w.adjust(
-                    d,
-                    -i64::try_from(admitted.cost[d as usize]).unwrap_or(i64::MAX),
-                    admitted.at_ms,
-                    admitted.at_ms,
-                );
+                w.adjust(d, -i64::try_from(charged(d)).unwrap_or(i64::MAX), admitted.at_ms, admitted.at_ms);
             }
         });
     }
@@ -347,12 +516,12 @@ fn rollback<S: Shared>(store: &mut S, admitted: &Admitted) {
 /// Reconciles an admitted request's token reservations with its real usage.
 ///
 /// Written at once, except refunds below 0.1 % of the cap's limit when `refunds` is given (see
-/// [`Refunds`]): the next request may land on another Envoy worker, and a refund it did not
+/// [`Worker`]): the next request may land on another Envoy worker, and a refund it did not
 /// see would refuse it for nothing (a key with 1,000 output tokens a minute and a default
 /// reservation of 4,096 would be refused right after a request that used ten).
 pub fn reconcile<S: Shared>(
     store: &mut S,
-    mut refunds: Option<&mut Refunds>,
+    mut refunds: Option<&mut Worker>,
     admitted: &Admitted,
     input: u64,
     output: u64,
@@ -479,7 +648,7 @@ pub(crate) mod tests {
     #[test]
     fn small_refunds_ride_on_the_next_admission_and_large_ones_are_written_at_once() {
         let mut s = MemShared::default();
-        let mut r = Refunds::default();
+        let mut r = Worker::default();
         // 0.1 % of 1,000,000 is 1,000: a refund of 999 waits, one of 1,000 does not.
         let caps = [cap("org", None, Some(1_000_000))];
         let a = admit(&mut s, Some(&mut r), &caps, [0, 2_000, 0], 500).unwrap();
@@ -493,22 +662,23 @@ pub(crate) mod tests {
         admit(&mut s, Some(&mut r), &caps, [0, 10, 0], 1_200).unwrap();
         assert_eq!(s.data["org"].1, version + 1, "one write for admission and refund");
         assert!(r.is_empty());
-        assert_eq!(used(&s, 1_200), 1_001 + 10);
+        // (Far from the limit, that write also leased a slice of 1,000 tokens.)
+        assert_eq!(used(&s, 1_200), 1_001 + 10 + 1_000);
         // A refund of 0.1 % or more, and any debt, is written at once.
         let b = admit(&mut s, Some(&mut r), &caps, [0, 5_000, 0], 2_000).unwrap();
         reconcile(&mut s, Some(&mut r), &b, 4_000, 0, 2_100);
         assert!(r.is_empty());
-        assert_eq!(used(&s, 2_100), 1_011 + 4_000);
+        assert_eq!(used(&s, 2_100), 1_011 + 4_000, "the lease of the second before went back");
         let c = admit(&mut s, Some(&mut r), &caps, [0, 100, 0], 3_000).unwrap();
         reconcile(&mut s, Some(&mut r), &c, 150, 0, 3_100);
         assert!(r.is_empty(), "a debt never waits");
-        assert_eq!(used(&s, 3_100), 5_011 + 150);
+        assert_eq!(used(&s, 3_100), 5_011 + 150 + 1_000);
     }
 
     #[test]
     fn waiting_refunds_are_flushed_and_survive_contention() {
         let mut s = MemShared::default();
-        let mut r = Refunds::default();
+        let mut r = Worker::default();
         let caps = [cap("user", Some(1_000), Some(1_000_000)), cap("org", None, Some(1_000_000))];
         let mut admitted = Vec::new();
         for i in 0..3 {
@@ -540,5 +710,143 @@ pub(crate) mod tests {
         let mut s = MemShared::default();
         let a = admit(&mut s, None, &[cap("none", None, None)], [REQUEST_SCALE, 1, 1], 0).unwrap();
         assert!(a.keys.is_empty() && s.data.is_empty());
+    }
+    fn used(s: &MemShared, key: &str, dim: Dim, at: i64) -> u64 {
+        Window::from_bytes(&s.data[key].0).used(dim, at)
+    }
+
+    #[test]
+    fn far_from_the_limit_a_lease_admits_without_shared_data_calls() {
+        let mut s = MemShared::default();
+        let mut w = Worker::default();
+        // 1,000,000 requests a minute: slices of 1,000 requests; a billion tokens: of 1,000,000.
+        let caps = [cap("org", Some(1_000_000), Some(1_000_000_000))];
+        let cost = [REQUEST_SCALE, 300, 0];
+        let first = admit(&mut s, Some(&mut w), &caps, cost, 500).unwrap();
+        assert_eq!(first.leased, [false]);
+        assert_eq!(first.status[0].unwrap().remaining, 999_999);
+        let version = s.data["org"].1;
+        assert_eq!(used(&s, "org", Dim::Requests, 500), 1_001 * REQUEST_SCALE, "the slice is charged at once");
+        assert_eq!(used(&s, "org", Dim::InputTokens, 500), 1_000_300);
+        for i in 1..=10 {
+            let a = admit(&mut s, Some(&mut w), &caps, cost, 500 + i).unwrap();
+            assert_eq!(a.leased, [true]);
+            assert_eq!(a.status[0].unwrap().remaining, 999_999 - i as u64, "headers count each request");
+            assert_eq!(a.status[1].unwrap().remaining, 1_000_000_000 - 300 * (i as u64 + 1));
+        }
+        assert_eq!(s.data["org"].1, version, "no shared-data write while the lease lasts");
+        // New limits (a policy push) end the lease: the next request is admitted against them.
+        let lowered = [cap("org", Some(5), Some(1_000_000_000))];
+        assert!(admit(&mut s, Some(&mut w), &lowered, cost, 600).is_err(), "11 of 5 in use");
+        assert_eq!(w.leases(), 0);
+        assert_eq!(used(&s, "org", Dim::Requests, 600), 11 * REQUEST_SCALE, "the leftover went back");
+        let version = s.data["org"].1;
+        // The next second needs a new lease; the old one's leftover goes back in the same write.
+        let a = admit(&mut s, Some(&mut w), &caps, cost, 1_200).unwrap();
+        assert_eq!(a.leased, [false]);
+        assert_eq!(s.data["org"].1, version + 1);
+        assert_eq!(used(&s, "org", Dim::Requests, 1_200), (12 + 1_000) * REQUEST_SCALE);
+        assert_eq!(used(&s, "org", Dim::InputTokens, 1_200), 12 * 300 + 1_000_000);
+        // The lease counts as long as the requests it admitted: to the end of their slot.
+        assert_eq!(used(&s, "org", Dim::Requests, 60_998), (12 + 1_000) * REQUEST_SCALE);
+        assert_eq!(used(&s, "org", Dim::Requests, 61_000), (1 + 1_000) * REQUEST_SCALE);
+    }
+
+    #[test]
+    fn flush_ends_past_leases_and_release_all_ends_every_lease() {
+        let mut s = MemShared::default();
+        let mut w = Worker::default();
+        let caps = [cap("org", Some(1_000_000), None)];
+        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 500).unwrap();
+        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 600).unwrap();
+        assert_eq!(flush(&mut s, &mut w, 900), 0, "a lease of the current second stays");
+        assert_eq!(w.leases(), 1);
+        assert_eq!(flush(&mut s, &mut w, 1_100), 1);
+        assert_eq!((w.leases(), w.len()), (0, 0));
+        assert_eq!(used(&s, "org", Dim::Requests, 1_100), 2 * REQUEST_SCALE);
+        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 1_500).unwrap();
+        assert_eq!(release_all(&mut s, &mut w, 1_600), 1);
+        assert_eq!(used(&s, "org", Dim::Requests, 1_600), 3 * REQUEST_SCALE);
+        // A write that does not settle keeps the leftover for the next flush.
+        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 2_500).unwrap();
+        s.conflicts = usize::MAX;
+        assert_eq!(flush(&mut s, &mut w, 3_000), 0);
+        assert_eq!((w.leases(), w.len()), (0, 1));
+        s.conflicts = 0;
+        assert_eq!(flush(&mut s, &mut w, 3_000), 1);
+        assert_eq!(used(&s, "org", Dim::Requests, 3_000), 4 * REQUEST_SCALE);
+    }
+
+    #[test]
+    fn a_refused_request_gives_its_charge_back_to_the_lease() {
+        let mut s = MemShared::default();
+        let mut w = Worker::default();
+        let caps = [cap("org", Some(1_000_000), None), cap("key", Some(1), None)];
+        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 0).unwrap();
+        let r = admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 10).unwrap_err();
+        assert_eq!(&*r.label, "key");
+        assert_eq!(w.leases["org"].left[0], 1_000 * REQUEST_SCALE, "the org's lease is whole again");
+        release_all(&mut s, &mut w, 20);
+        assert_eq!(used(&s, "org", Dim::Requests, 20), REQUEST_SCALE);
+    }
+
+    #[test]
+    fn no_lease_when_it_would_not_pay_or_the_window_is_near_its_limit() {
+        let mut s = MemShared::default();
+        let mut w = Worker::default();
+        // A slice of 0.1 % of 1,000 requests is one request: not worth a lease.
+        admit(&mut s, Some(&mut w), &[cap("small", Some(1_000), None)], [REQUEST_SCALE, 0, 0], 0).unwrap();
+        // Nor when a request costs more than half a slice (1,000 of 1,000,000 tokens).
+        admit(&mut s, Some(&mut w), &[cap("toks", Some(1_000_000), Some(1_000_000))], [REQUEST_SCALE, 600, 0], 0)
+            .unwrap();
+        assert_eq!(w.leases(), 0);
+        // Past 99 % in use less a slice, admission is exact.
+        let caps = [cap("big", Some(100_000), None)];
+        admit(&mut s, None, &caps, [98_900 * REQUEST_SCALE, 0, 0], 0).unwrap();
+        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 0).unwrap();
+        assert_eq!(w.leases(), 0);
+        assert_eq!(used(&s, "big", Dim::Requests, 0), 98_901 * REQUEST_SCALE);
+    }
+
+    #[test]
+    fn workers_with_leases_admit_exactly_the_limit() {
+        // Three workers share windows of 20,000 requests and 5,000,000 input tokens a minute;
+        // requests of 1 to 2,000 tokens arrive at random workers within one second. Leases
+        // must neither let more through nor refuse any while there is room.
+        let mut s = MemShared::default();
+        let mut workers: Vec<Worker> = (0..3).map(|_| Worker::default()).collect();
+        let caps = [cap("user", Some(20_000), Some(5_000_000)), cap("org", Some(1_000_000), None)];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut requests, mut tokens, mut leased, mut refusals_in_a_row) = (0u64, 0u64, 0usize, 0);
+        while refusals_in_a_row < 50 {
+            let w = &mut workers[(next() % 3) as usize];
+            let input = 1 + next() % 2_000;
+            let now = (next() % 1_000) as i64;
+            match admit(&mut s, Some(w), &caps, [REQUEST_SCALE, input, 0], now) {
+                Ok(a) => {
+                    requests += 1;
+                    tokens += input;
+                    leased += usize::from(a.leased[0]);
+                    refusals_in_a_row = 0;
+                }
+                Err(_) => refusals_in_a_row += 1,
+            }
+        }
+        assert!(leased > 1_000, "most requests came out of leases ({leased})");
+        // The window admits while it holds less than the limit: the last request may pass it.
+        let full = requests >= 20_000 || tokens >= 5_000_000;
+        assert!(full, "refused with room left: {requests} requests, {tokens} tokens");
+        assert!(requests <= 20_000 && tokens < 5_000_000 + 2_000, "{requests} requests, {tokens} tokens");
+        for w in &mut workers {
+            release_all(&mut s, w, 999);
+        }
+        assert_eq!(used(&s, "user", Dim::InputTokens, 999), tokens, "every lease given back");
+        assert_eq!(used(&s, "org", Dim::Requests, 999), requests * REQUEST_SCALE);
     }
 }

@@ -4,7 +4,7 @@
 //! [`RequestFilter::on_request_body`] from the matching Proxy-Wasm callbacks and maps [`Flow`]
 //! to the SDK's `Action`. Time is a parameter so tests control expiry.
 
-use crate::admission::{self, Admitted, Cap, Refunds, Refusal, KEY_PREFIX};
+use crate::admission::{self, Admitted, Cap, Refusal, Worker, KEY_PREFIX};
 use crate::error::ApiError;
 use crate::host::{Host, ResponseHost, Shared};
 use crate::ledger::{self, Outcome, UsageEvent};
@@ -86,8 +86,9 @@ pub struct RequestFilter {
     replied: Option<u16>,
     /// The request's `content-type` (the body phase needs it for multipart).
     content_type: Option<String>,
-    /// The worker's waiting token refunds, when small ones may wait (see [`Refunds`]).
-    refunds: Option<Rc<RefCell<Refunds>>>,
+    /// What the worker holds of the shared windows (refunds that wait, leased budget), when
+    /// it may hold anything (see [`Worker`]).
+    worker: Option<Rc<RefCell<Worker>>>,
 }
 
 /// The request headers as read once at the start.
@@ -109,15 +110,16 @@ impl RequestFilter {
             record: None,
             replied: None,
             content_type: None,
-            refunds: None,
+            worker: None,
         }
     }
 
-    /// [`RequestFilter::new`], sharing the worker's waiting refunds: small token refunds wait
-    /// there for the worker's next write to their window instead of costing a write of their
-    /// own (the owner writes what is left on a timer, [`admission::flush`]).
-    pub fn with_refunds(policy: Option<Rc<Policy>>, refunds: Rc<RefCell<Refunds>>) -> Self {
-        Self { refunds: Some(refunds), ..Self::new(policy) }
+    /// [`RequestFilter::new`], sharing what the worker holds of the rate-limit windows: small
+    /// token refunds wait there for the worker's next write to their window, and budget leased
+    /// far from the limit admits requests without shared-data calls (the owner's timer ends
+    /// past leases and writes what waits, [`admission::flush`]).
+    pub fn with_worker(policy: Option<Rc<Policy>>, worker: Rc<RefCell<Worker>>) -> Self {
+        Self { worker: Some(worker), ..Self::new(policy) }
     }
 
     /// Decides on the request headers. `now_ms` is unix milliseconds.
@@ -302,18 +304,18 @@ impl RequestFilter {
         self.state = State::Done;
         let who = Who { principal, token, now_ms };
         let content_type = self.content_type.clone().unwrap_or_default();
-        let mut refunds = self.refunds.as_ref().and_then(|r| r.try_borrow_mut().ok());
+        let mut worker = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok());
         let routed = route_body(
             &policy,
             host,
-            refunds.as_deref_mut(),
+            worker.as_deref_mut(),
             endpoint,
             who,
             body_size,
             &content_type,
             self.record.as_mut(),
         );
-        drop(refunds);
+        drop(worker);
         match routed {
             Ok((admitted, reserved_input)) => {
                 self.metering = Some(Metering {
@@ -424,8 +426,8 @@ impl RequestFilter {
             u
         };
         if let Some(a) = &m.admitted {
-            let mut refunds = self.refunds.as_ref().and_then(|r| r.try_borrow_mut().ok());
-            admission::reconcile(store, refunds.as_deref_mut(), a, counted.input_tokens, counted.output_tokens, now_ms);
+            let mut worker = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok());
+            admission::reconcile(store, worker.as_deref_mut(), a, counted.input_tokens, counted.output_tokens, now_ms);
         }
         Some(counted)
     }
@@ -541,7 +543,7 @@ fn header_name(kind: &str, dim: &str) -> &'static str {
 fn route_body(
     policy: &Policy,
     host: &mut (impl Host + Shared),
-    refunds: Option<&mut Refunds>,
+    worker: Option<&mut Worker>,
     endpoint: Endpoint,
     who: Who,
     size: usize,
@@ -576,7 +578,7 @@ fn route_body(
             _ => 0,
         };
         let cost = [request_cost(model.request_limit_multiplier), input, output];
-        Some(admission::admit(host, refunds, &caps, cost, who.now_ms).map_err(|r| rate_limited(&r))?)
+        Some(admission::admit(host, worker, &caps, cost, who.now_ms).map_err(|r| rate_limited(&r))?)
     };
     let mut rewritten = if multipart {
         request::rewrite_multipart_model(&body, facts.model_span, &model.provider_model, facts.user_id_part)

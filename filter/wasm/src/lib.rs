@@ -9,7 +9,7 @@ mod host;
 mod journal;
 mod ledger;
 
-use aqueduct_policy::admission::Refunds;
+use aqueduct_policy::admission::Worker;
 use aqueduct_policy::{Flow, Policy, RequestFilter};
 use host::WasmHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -18,17 +18,24 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 thread_local! {
-    /// This VM's (this worker's) token refunds waiting for its next write to their window; any
-    /// root context's timer writes what is left, so they outlive policy pushes.
-    static REFUNDS: Rc<RefCell<Refunds>> = Rc::new(RefCell::new(Refunds::default()));
+    /// What this VM (this worker) holds of the rate-limit windows: token refunds waiting for its
+    /// next write to their window, and budget it leased for the current second. Any root
+    /// context's timer ends past leases and writes what waits, so both outlive policy pushes.
+    static WORKER: Rc<RefCell<Worker>> = Rc::new(RefCell::new(Worker::default()));
 }
 
-/// Writes the refunds waiting in this VM.
-fn flush_refunds(now_ms: i64) {
-    REFUNDS.with(|r| {
-        if let Ok(mut r) = r.try_borrow_mut() {
-            if !r.is_empty() {
-                aqueduct_policy::admission::flush(&mut WasmHost, &mut r, now_ms);
+/// Ends this VM's leases of past seconds (all of them with `all`) and writes the refunds
+/// waiting in it.
+fn flush_worker(now_ms: i64, all: bool) {
+    WORKER.with(|w| {
+        if let Ok(mut w) = w.try_borrow_mut() {
+            if w.is_empty() && w.leases() == 0 {
+                return;
+            }
+            if all {
+                aqueduct_policy::admission::release_all(&mut WasmHost, &mut w, now_ms);
+            } else {
+                aqueduct_policy::admission::flush(&mut WasmHost, &mut w, now_ms);
             }
         }
     });
@@ -86,7 +93,7 @@ impl Context for Root {
         // over. Without a successor, hand over the queued events first (Envoy keeps this context
         // until `done()`); with one, the successor sends them and this root sends nothing.
         self.closing = true;
-        flush_refunds(host::now_unix_ms());
+        flush_worker(host::now_unix_ms(), true);
         let sent =
             self.policy.as_ref().is_some_and(|p| ledger::flush(&p.settings.ledger, self.id, host::now_unix_ms()));
         // Also wait for a call this root made earlier (an old root keeps ticking while requests
@@ -104,7 +111,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         let now = host::now_unix_ms();
-        flush_refunds(now);
+        flush_worker(now, false);
         let swept = aqueduct_policy::admission::sweep(&mut WasmHost, now);
         if swept > 0 {
             log::debug!("aqueduct: emptied {swept} idle rate-limit windows");
@@ -154,9 +161,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let refunds = REFUNDS.with(Rc::clone);
+        let worker = WORKER.with(Rc::clone);
         Some(Box::new(Request {
-            filter: RequestFilter::with_refunds(self.policy.clone(), refunds),
+            filter: RequestFilter::with_worker(self.policy.clone(), worker),
             policy: self.policy.clone(),
         }))
     }
