@@ -189,3 +189,58 @@ async fn query_strings_survive_the_path_rewrite() {
     assert_eq!(r.status(), 200);
     assert_eq!(h.upstream.requests().last().unwrap().path, "/v1/embeddings?trace=1");
 }
+
+/// Sends a chat request over HTTP/2 whose body ends with trailers (no data frame carries the
+/// end of the stream); the status and body of the answer.
+async fn chat_with_trailers(h: &Harness, key: &str, model: &str) -> (u16, serde_json::Value) {
+    let tcp = tokio::net::TcpStream::connect(h.listen).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!("http://{}/v1/chat/completions", h.listen))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(())
+        .unwrap();
+    let (response, mut stream) = client.send_request(request, false).unwrap();
+    let body = serde_json::json!({"model": model, "messages": [{"role": "user", "content": "ends in trailers"}]});
+    stream.send_data(bytes::Bytes::from(body.to_string()), false).unwrap();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc"));
+    stream.send_trailers(trailers).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), response).await.expect("an answer").unwrap();
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        bytes.extend_from_slice(&chunk);
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    drop(client);
+    driver.abort();
+    (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("JSON: {}", String::from_utf8_lossy(&bytes))))
+}
+
+#[tokio::test]
+async fn requests_ending_in_trailers_are_checked_and_routed_like_any_other() {
+    let h = Harness::start().await;
+    let (_, key) = h.create_token("trailers", None).await;
+    h.eventually(Duration::from_secs(5), || async {
+        http().get(h.url("/v1/models")).bearer_auth(&key).send().await.map(|r| r.status() == 200).unwrap_or(false)
+    })
+    .await;
+    h.upstream.clear_requests();
+    let (status, body) = chat_with_trailers(&h, &key, "chat-alias").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["choices"][0]["message"]["content"].as_str().unwrap().contains("ends in trailers"), "{body}");
+    let seen = h.upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("authorization"), Some(format!("Bearer {PROVIDER_KEY}").as_str()));
+    assert!(seen[0].body_text().contains("provider-chat"), "the model is rewritten: {}", seen[0].body_text());
+    // The body is inspected too: an unknown model is refused, not forwarded.
+    let (status, body) = chat_with_trailers(&h, &key, "no-such-model").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "model_not_found");
+    assert_eq!(h.upstream.requests().len(), 1);
+}
