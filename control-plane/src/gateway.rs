@@ -7,8 +7,8 @@
 use crate::config::models::ModelsConfig;
 use crate::db::Db;
 use crate::tenancy::policy::{
-    entity_caps, excluded_mcp_servers, excluded_models, hierarchy, hierarchy_of, key_limits, live_key, live_keys,
-    Hierarchy, KeyRow,
+    entity_caps, excluded_mcp_servers, excluded_models, hierarchy, hierarchy_of, key_limits, live_key, Hierarchy,
+    KeyCache, KeyRow,
 };
 use crate::tokens::journal::KeyJournal;
 use crate::xds::cache::SnapshotCache;
@@ -93,6 +93,8 @@ pub struct Gateway {
     pub journal: KeyJournal,
     /// Wait after a change before rebuilding (changes meanwhile join the same rebuild).
     snapshot_debounce: Duration,
+    /// The keys read by the last rebuild, reused while the tokens table has not changed.
+    keys: KeyCache,
 }
 
 /// Failure to rebuild the snapshot.
@@ -134,6 +136,7 @@ impl Gateway {
             terms_required: false,
             journal: KeyJournal::new(),
             snapshot_debounce: Duration::ZERO,
+            keys: KeyCache::default(),
         }
     }
 
@@ -305,7 +308,7 @@ impl Gateway {
         // Taken before the keys are read: a change journaled meanwhile may be in the snapshot
         // too, and the filter applying it twice is harmless; taken after, it could be lost.
         let mark = self.journal.mark();
-        let tokens = live_keys(&self.db, now(), EXPIRED_GRACE_SECS).await?;
+        let (tokens, keys_read) = self.keys.live_keys(&self.db, now(), EXPIRED_GRACE_SECS).await?;
         let hierarchy = hierarchy(&self.db).await?;
         let context = self.policy_context().await?;
         let inputs = context.inputs(&tokens, &hierarchy);
@@ -346,6 +349,7 @@ impl Gateway {
             // The phases of a rebuild, for operators sizing large key tables.
             tracing::info!(
                 tokens = tokens.len(),
+                ?keys_read,
                 models = models.groups.len(),
                 ?changed,
                 load_ms = loaded.as_millis(),

@@ -296,3 +296,55 @@ async fn journal_endpoint_wants_the_secret_and_a_current_snapshot() {
     let r = get(format!("?epoch={epoch}&since={}&known=0", position + 50)).await.unwrap();
     assert_eq!(r.status(), 409);
 }
+
+/// A rebuild rereads only the keys stamped (by triggers) since its last read: usage
+/// bookkeeping must not count as a change, and edits made straight in the database must.
+async fn key_rows_are_reread_only_after_key_changes(h: Harness) {
+    let db = aqueduct::db::Db::open(h.database_url.as_deref(), h.dir.path()).await.unwrap();
+    let (id, key) = h.create_token("counted", None).await;
+    h.eventually(Duration::from_secs(3), || async { status(&h, &key).await == 200 }).await;
+    let before = aqueduct::tenancy::policy::tokens_changes(&db).await.unwrap().0;
+    for _ in 0..3 {
+        assert_eq!(status(&h, &key).await, 200);
+    }
+    // The ledger stores the requests and stamps the key's `last_used_at`.
+    h.eventually(Duration::from_secs(5), || async {
+        let used: Option<i64> = aqueduct::with_pool!(&db, p => sqlx::query_scalar("SELECT last_used_at FROM tokens WHERE id = $1")
+            .bind(id)
+            .fetch_one(p)
+            .await
+            .unwrap());
+        used.is_some()
+    })
+    .await;
+    assert_eq!(aqueduct::tenancy::policy::tokens_changes(&db).await.unwrap().0, before, "usage is not a key change");
+    // Revoked straight in the database: the next periodic rebuild reads the keys again.
+    aqueduct::with_pool!(&db, p => sqlx::query("UPDATE tokens SET revoked_at = 1 WHERE id = $1")
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected())
+        .unwrap());
+    assert!(aqueduct::tenancy::policy::tokens_changes(&db).await.unwrap().0 > before);
+    h.eventually(Duration::from_secs(5), || async { status(&h, &key).await == 401 }).await;
+    // Deleted outright (no row is left to read): every key is read again.
+    let (other, other_key) = h.create_token("deleted", None).await;
+    h.eventually(Duration::from_secs(3), || async { status(&h, &other_key).await == 200 }).await;
+    aqueduct::with_pool!(&db, p => sqlx::query("DELETE FROM tokens WHERE id = $1")
+        .bind(other)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected())
+        .unwrap());
+    h.eventually(Duration::from_secs(5), || async { status(&h, &other_key).await == 401 }).await;
+}
+
+#[tokio::test]
+async fn key_rows_are_reread_only_after_key_changes_sqlite() {
+    key_rows_are_reread_only_after_key_changes(Harness::start().await).await;
+}
+
+#[tokio::test]
+async fn key_rows_are_reread_only_after_key_changes_postgres() {
+    key_rows_are_reread_only_after_key_changes(Harness::start_pg(&[]).await).await;
+}
