@@ -97,6 +97,46 @@ async fn a_burst_across_workers_admits_exactly_the_limit() {
 }
 
 #[tokio::test]
+async fn leased_budget_still_admits_exactly_the_limit() {
+    // 2,000 a minute: far from the limit each worker leases two requests at a time (0.1 %),
+    // in the last 1 % every request is admitted against the window itself. Whatever the two
+    // workers hold when the window fills goes back within a second, so once the burst is over
+    // exactly the limit has been admitted.
+    let h = Harness::start_with(models).await;
+    let key = limited_key(&h, serde_json::json!({"requests_per_minute": 2000})).await;
+    let client = http();
+    let url = h.url("/v1/chat/completions");
+    let body = serde_json::json!({"model": "single", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    let send = |n: usize| {
+        let (c, u, b, k) = (client.clone(), url.clone(), body.clone(), key.clone());
+        async move {
+            let mut counts = (0usize, 0usize);
+            for _ in 0..n {
+                match c.post(&u).bearer_auth(&k).json(&b).send().await.unwrap().status().as_u16() {
+                    200 => counts.0 += 1,
+                    429 => counts.1 += 1,
+                    s => panic!("unexpected status {s}"),
+                }
+            }
+            counts
+        }
+    };
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..32).map(|_| tokio::spawn(send(70))).collect();
+    let (mut ok, mut limited) = (0, 0);
+    for t in tasks {
+        let (o, l) = t.await.unwrap();
+        ok += o;
+        limited += l;
+    }
+    // Unspent leases go back at the end of their second (the filter's 200 ms tick).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (o, l) = send(40).await;
+    assert!(started.elapsed() < Duration::from_secs(55), "the burst must fit in one window");
+    assert_eq!((ok + o, limited + l), (1999, 2280 - 1999), "one of 2,000 was spent while waiting for the limit");
+}
+
+#[tokio::test]
 async fn output_tokens_are_reserved_then_settled_with_real_usage() {
     let h = Harness::start_with(models).await;
     let key = limited_key(&h, serde_json::json!({"output_tokens_per_minute": 1000})).await;
