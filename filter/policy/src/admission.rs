@@ -409,7 +409,7 @@ pub fn admit<S: Shared>(
                 let reset = lease.slot * SLOT_MS + SLOT_MS - 1 + WINDOW_MS - now_ms;
                 for &(d, window_limit) in limits {
                     let i = d as usize;
-                    let used = lease.base[i].saturating_add(lease.granted[i] - lease.left[i]);
+                    let used = lease.base[i].saturating_add(lease.granted[i].saturating_sub(lease.left[i]));
                     record_status(&mut admitted, cap, d, window_limit, used, reset);
                 }
                 continue;
@@ -499,8 +499,11 @@ fn rollback<S: Shared>(store: &mut S, mut worker: Option<&mut Worker>, admitted:
         let charged = |d: Dim| if limits[d as usize].is_some() { admitted.cost[d as usize] } else { 0 };
         if *leased {
             if let Some(lease) = worker.as_deref_mut().and_then(|w| w.leases.get_mut(key)) {
+                // Never more than was leased: were the lease renewed meanwhile (the same
+                // window twice in one request), the charge stays counted, which is safe.
                 for d in Dim::ALL {
-                    lease.left[d as usize] += charged(d);
+                    let i = d as usize;
+                    lease.left[i] = lease.left[i].saturating_add(charged(d)).min(lease.granted[i]);
                 }
             }
             continue;
@@ -788,6 +791,27 @@ pub(crate) mod tests {
         assert_eq!(w.leases["org"].left[0], 1_000 * REQUEST_SCALE, "the org's lease is whole again");
         release_all(&mut s, &mut w, 20);
         assert_eq!(used(&s, "org", Dim::Requests, 20), REQUEST_SCALE);
+    }
+
+    #[test]
+    fn one_window_twice_in_a_request_keeps_the_lease_consistent() {
+        let mut s = MemShared::default();
+        let mut w = Worker::default();
+        let org = cap("org", Some(1_000_000), None);
+        admit(&mut s, Some(&mut w), std::slice::from_ref(&org), [REQUEST_SCALE, 0, 0], 0).unwrap();
+        // The second time the lease is spent out, the window is written and the lease renewed;
+        // then a full cap refuses and both charges are taken back.
+        w.leases.get_mut("org").unwrap().left[0] = REQUEST_SCALE;
+        let caps = [org.clone(), org, cap("key", Some(1), None), cap("key", Some(1), None)];
+        assert!(admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 10).is_err());
+        let lease = w.leases["org"];
+        assert!(lease.left[0] <= lease.granted[0]);
+        let a = admit(&mut s, Some(&mut w), &caps[..1], [REQUEST_SCALE, 0, 0], 20).unwrap();
+        assert!(a.status[0].unwrap().remaining < 1_000_000);
+        release_all(&mut s, &mut w, 30);
+        // Taking back the renewed lease's charge only up to its size leaves it counted: never
+        // less than used.
+        assert!(used(&s, "org", Dim::Requests, 30) >= 3 * REQUEST_SCALE);
     }
 
     #[test]
