@@ -93,7 +93,7 @@ pub struct Gateway {
     pub journal: KeyJournal,
     /// Wait after a change before rebuilding (changes meanwhile join the same rebuild).
     snapshot_debounce: Duration,
-    /// The keys read by the last rebuild, reused while the tokens table has not changed.
+    /// The live keys as of the last rebuild; the next one rereads only the keys changed since.
     keys: KeyCache,
 }
 
