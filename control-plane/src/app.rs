@@ -133,6 +133,13 @@ pub struct Settings {
     /// address in the usage ledger (0: the address that connected to Envoy).
     #[arg(long, env = "AQUEDUCT_TRUSTED_PROXY_HOPS", default_value_t = 0)]
     pub trusted_proxy_hops: u32,
+    /// Whether every Envoy the filter runs in appends the address that connected to it to
+    /// `X-Forwarded-For` (the HTTP connection manager's `use_remote_address: true`; the control
+    /// plane's own listener and `envoy/existing-mesh.yaml` set it). The ledger's client address
+    /// then comes from that header, saving a call into Envoy per request. Set false for an
+    /// Envoy that does not append: the filter asks Envoy for the peer address instead.
+    #[arg(long, env = "AQUEDUCT_ENVOY_APPENDS_PEER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub envoy_appends_peer: bool,
     /// Bytes of usage events each Envoy worker holds while the control plane is unreachable;
     /// beyond that new events are dropped and counted (`wasmcustom.aqueduct_usage_events_dropped`).
     #[arg(long, env = "AQUEDUCT_USAGE_QUEUE_BYTES", default_value_t = aqueduct_policy::snapshot::DEFAULT_QUEUE_BYTES)]
@@ -325,6 +332,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         authority: settings.http_listen.to_string(),
         secret: crate::usage::ledger_secret(&db).await.context("reading the ledger secret")?,
         trusted_hops: settings.trusted_proxy_hops,
+        peer_in_xff: settings.envoy_appends_peer,
         queue_bytes: settings.usage_queue_bytes,
     };
     tokio::spawn(crate::usage::retention::run(db.clone(), settings.usage_retention_days, Duration::from_secs(3600)));

@@ -277,6 +277,10 @@ pub fn listener(layout: &Layout) -> Listener {
         })),
         http_filters: vec![filter_via_ecds(ads()), router],
         local_reply_config: Some(local_replies()),
+        // Envoy appends the connecting address to X-Forwarded-For (and, as an edge proxy,
+        // treats the client's x-envoy-* headers as untrusted): the filter reads the ledger's
+        // client address from the header instead of asking Envoy for it per request.
+        use_remote_address: Some(BoolValue { value: true }),
         ..Default::default()
     };
     // Envoy's own buffer limit sits above the filter's so the filter answers 413 in OpenAI's

@@ -104,6 +104,8 @@ pub struct MemHost {
     pub response_headers: Vec<(String, String)>,
     /// The response body chunk being streamed.
     pub response_chunk: Vec<u8>,
+    /// How often the filter asked for the peer address (a call into Envoy in the proxy).
+    pub peer_reads: std::cell::Cell<usize>,
 }
 
 impl MemHost {
@@ -175,6 +177,7 @@ impl Host for MemHost {
         }
     }
     fn peer_address(&self) -> Option<String> {
+        self.peer_reads.set(self.peer_reads.get() + 1);
         Some("192.0.2.7:40000".into())
     }
 }

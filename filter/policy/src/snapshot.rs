@@ -91,6 +91,13 @@ pub struct LedgerSettings {
     /// address is the client).
     #[serde(default)]
     pub trusted_hops: u32,
+    /// Envoy appends the address that connected to it to `X-Forwarded-For` before the filter
+    /// runs (the HTTP connection manager's `use_remote_address: true`, as on the control
+    /// plane's own listener). The client address then comes from that header alone, and the
+    /// filter asks Envoy for the peer address only when the header is missing (which shows
+    /// Envoy did not append). Off: the peer address is asked for on every API request.
+    #[serde(default)]
+    pub peer_in_xff: bool,
     /// Most bytes of events one Envoy worker holds while the control plane is away; beyond
     /// that new events are dropped and counted.
     #[serde(default = "default_queue_bytes")]
@@ -111,6 +118,7 @@ impl Default for LedgerSettings {
             authority: String::new(),
             secret: String::new(),
             trusted_hops: 0,
+            peer_in_xff: false,
             queue_bytes: DEFAULT_QUEUE_BYTES,
         }
     }

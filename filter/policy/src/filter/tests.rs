@@ -25,6 +25,10 @@ impl Replies for TestHost {
 const NOW: i64 = 1_800_000_000;
 
 fn policy() -> Rc<Policy> {
+    policy_with(Settings { max_body_bytes: 4096, identity_secret: "s3cret".into(), ..Default::default() })
+}
+
+fn policy_with(settings: Settings) -> Rc<Policy> {
     let model = |name: &str, aliases: &[&str], auth: Option<&str>| ModelSpec {
         name: name.into(),
         aliases: aliases.iter().map(|a| a.to_string()).collect(),
@@ -37,7 +41,7 @@ fn policy() -> Rc<Policy> {
     let snap = PolicySnapshot {
         version: 3,
         created: 1_700_000_000,
-        settings: Settings { max_body_bytes: 4096, identity_secret: "s3cret".into(), ..Default::default() },
+        settings,
         models: vec![model("chat", &["demo"], Some("Bearer sk-provider")), model("whisper", &[], None)],
         principals: vec![
             PrincipalSpec { user_id: 1, ..Default::default() },
@@ -508,6 +512,32 @@ fn mcp_without_policy_fails_closed() {
     let mut f = RequestFilter::new(None);
     assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Pause);
     assert_eq!(h.reply_json().0, 503);
+}
+
+#[test]
+fn client_address_is_read_from_the_header_envoy_appends_to() {
+    use crate::snapshot::LedgerSettings;
+    // (Envoy appends the peer, trusted hops, X-Forwarded-For) -> (client address, peer asked).
+    let cases = [
+        (true, 0, Some("6.6.6.6, 192.0.2.9"), "192.0.2.9", 0),
+        (true, 1, Some("6.6.6.6, 198.51.100.4, 192.0.2.9"), "198.51.100.4", 0),
+        // No header at all: this Envoy did not append, so it is asked.
+        (true, 0, None, "192.0.2.7", 1),
+        (false, 0, Some("6.6.6.6"), "192.0.2.7", 1),
+        (false, 1, Some("6.6.6.6, 198.51.100.4"), "198.51.100.4", 1),
+    ];
+    for (peer_in_xff, trusted_hops, xff, want, reads) in cases {
+        let ledger = LedgerSettings { trusted_hops, peer_in_xff, ..Default::default() };
+        let mut f = RequestFilter::new(Some(policy_with(Settings { ledger, ..Default::default() })));
+        let mut h = chat("sk-nope");
+        if let Some(x) = xff {
+            h.headers.push(("x-forwarded-for".into(), x.into()));
+        }
+        f.on_request_headers(&mut h, false, NOW * 1000);
+        let e = f.on_done(&mut MemShared::default(), NOW * 1000).expect("an event");
+        assert_eq!(e.client_ip.as_deref(), Some(want), "{peer_in_xff} {trusted_hops} {xff:?}");
+        assert_eq!(h.peer_reads.get(), reads, "{peer_in_xff} {trusted_hops} {xff:?}");
+    }
 }
 
 /// Runs `host` through the whole exchange and returns the ledger's event.
