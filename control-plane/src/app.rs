@@ -335,6 +335,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         peer_in_xff: settings.envoy_appends_peer,
         queue_bytes: settings.usage_queue_bytes,
     };
+    tokio::spawn(crate::usage::ingest::run_folder(db.clone()));
     tokio::spawn(crate::usage::retention::run(db.clone(), settings.usage_retention_days, Duration::from_secs(3600)));
     let gw = Arc::new(
         Gateway::new(db, layout, settings.models.clone(), models)

@@ -4,6 +4,8 @@ use crate::db::Db;
 use crate::with_pool;
 use aqueduct_policy::ledger::{Outcome, UsageEvent};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// Rollup granularities and their widths in milliseconds.
 pub const BUCKETS: [(&str, i64); 3] = [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
@@ -200,14 +202,15 @@ async fn store_pg(p: &sqlx::PgPool, events: &[UsageEvent], received_at_ms: i64) 
     let new = fresh(events, &inserted);
     let groups: Vec<(GroupKey, Sums)> = rollups(&new).into_iter().collect();
     if !groups.is_empty() {
+        // Staged, not upserted: `fold` moves them into the rollups in bulk.
         let g = |f: &dyn Fn(&(GroupKey, Sums)) -> i64| groups.iter().map(f).collect::<Vec<_>>();
-        sqlx::query(&format!(
-            "INSERT INTO usage_rollups (bucket, start_ms, org_id, team_id, user_id, service_account_id, token_id, \
-             model, end_user, status, requests, input_tokens, output_tokens, cached_tokens, reasoning_tokens, \
-             latency_ms_sum) SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], \
-             $6::int8[], $7::int8[], $8::text[], $9::text[], $10::int4[], $11::int8[], $12::int8[], $13::int8[], \
-             $14::int8[], $15::int8[], $16::int8[]){ROLLUP_CONFLICT}"
-        ))
+        sqlx::query(
+            "INSERT INTO usage_rollups_pending (bucket, start_ms, org_id, team_id, user_id, service_account_id, \
+             token_id, model, end_user, status, requests, input_tokens, output_tokens, cached_tokens, \
+             reasoning_tokens, latency_ms_sum) SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], \
+             $5::int8[], $6::int8[], $7::int8[], $8::text[], $9::text[], $10::int4[], $11::int8[], $12::int8[], \
+             $13::int8[], $14::int8[], $15::int8[], $16::int8[])",
+        )
         .bind(groups.iter().map(|(k, _)| k.bucket.to_string()).collect::<Vec<_>>())
         .bind(g(&|(k, _)| k.start_ms))
         .bind(g(&|(k, _)| k.org_id))
@@ -239,7 +242,75 @@ async fn store_pg(p: &sqlx::PgPool, events: &[UsageEvent], received_at_ms: i64) 
         .await?;
     }
     tx.commit().await?;
+    if !groups.is_empty() {
+        STAGED.store(true, Ordering::Release);
+    }
     Ok(Stored { inserted: new.len(), duplicates: events.len() - new.len() })
+}
+
+/// This process staged rollup increments since its last fold.
+static STAGED: AtomicBool = AtomicBool::new(false);
+
+/// Advisory lock held by a fold, so folds (of every replica) run one at a time: two folds
+/// updating the same rollup rows in different orders could deadlock.
+const FOLD_LOCK: i64 = 0x4171_7565_6475_6374; // "Aqueduct"
+
+/// Moves every staged rollup increment into `usage_rollups`, summed per group first; returns
+/// the rollup rows written. The usage queries fold first, so what was stored is always what is
+/// read. SQLite writes its rollups as it stores (one writer at a time; nothing is staged): a
+/// no-op there.
+///
+/// The staging table is emptied with `TRUNCATE` under an exclusive lock, not `DELETE`: deleted
+/// rows would stay in its pages until autovacuum came by (a minute apart by default), and every
+/// fold in between, a read's too, would scan them all again (measured: a read after 600,000
+/// staged rows took 90 ms instead of 1). The lock makes batches that arrive meanwhile wait for
+/// the fold (milliseconds) and keeps rows staged after the read from being truncated unread.
+pub async fn fold(db: &Db) -> Result<u64, sqlx::Error> {
+    let Db::Postgres(p) = db else { return Ok(0) };
+    let mut tx = p.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FOLD_LOCK).execute(&mut *tx).await?;
+    let staged: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM usage_rollups_pending)").fetch_one(&mut *tx).await?;
+    if !staged {
+        // Nothing to move: no exclusive lock, batches go on undisturbed.
+        tx.commit().await?;
+        return Ok(0);
+    }
+    sqlx::query("LOCK TABLE usage_rollups_pending IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await?;
+    const DIMS: &str =
+        "bucket, start_ms, org_id, team_id, user_id, service_account_id, token_id, model, end_user, status";
+    let done = sqlx::query(&format!(
+        "INSERT INTO usage_rollups ({DIMS}, requests, input_tokens, output_tokens, cached_tokens, \
+         reasoning_tokens, latency_ms_sum) SELECT {DIMS}, SUM(requests)::int8, SUM(input_tokens)::int8, \
+         SUM(output_tokens)::int8, SUM(cached_tokens)::int8, SUM(reasoning_tokens)::int8, \
+         SUM(latency_ms_sum)::int8 FROM usage_rollups_pending GROUP BY {DIMS}{ROLLUP_CONFLICT}"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("TRUNCATE usage_rollups_pending").execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
+/// How often [`run_folder`] folds after this process staged increments.
+pub const FOLD_EVERY: Duration = Duration::from_millis(250);
+
+/// Folds what this process staged every [`FOLD_EVERY`], and whatever is staged (by another
+/// replica, or before a restart) every few seconds. Runs until the process ends.
+pub async fn run_folder(db: Db) {
+    let mut round: u32 = 0;
+    loop {
+        tokio::time::sleep(FOLD_EVERY).await;
+        round = round.wrapping_add(1);
+        if !(STAGED.swap(false, Ordering::AcqRel) || round.is_multiple_of(20)) {
+            continue;
+        }
+        if let Err(e) = fold(&db).await {
+            // Nothing is lost: the increments stay staged for the next fold.
+            tracing::warn!(error = %e, "folding usage rollups failed; retrying");
+            STAGED.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// The portable path (SQLite): multi-row `VALUES`.

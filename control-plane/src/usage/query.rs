@@ -145,6 +145,7 @@ fn rollup_base(select: &str, bucket: &str, width_ms: i64, scope: &Scope, f: &Fil
 
 /// Totals over the range.
 pub async fn totals(db: &Db, bucket: &str, width_ms: i64, scope: &Scope, f: &Filters) -> Result<Totals, sqlx::Error> {
+    super::ingest::fold(db).await?;
     let sql = rollup_base(SUMS, bucket, width_ms, scope, f);
     Ok(fetch_all::<Totals>(db, &sql).await?.into_iter().next().unwrap_or_default())
 }
@@ -158,6 +159,7 @@ pub async fn series(
     f: &Filters,
     max_points: usize,
 ) -> Result<Vec<Point>, sqlx::Error> {
+    super::ingest::fold(db).await?;
     let mut sql = rollup_base(&format!("start_ms, {SUMS}"), bucket, width_ms, scope, f);
     sql.push(" GROUP BY start_ms ORDER BY start_ms");
     let rows = fetch_all::<Point>(db, &sql).await?;
@@ -185,6 +187,7 @@ pub async fn groups(
     dims: &[&str],
     limit: i64,
 ) -> Result<Vec<Group>, sqlx::Error> {
+    super::ingest::fold(db).await?;
     let cols: Vec<String> = DIMENSIONS
         .iter()
         .map(|(d, ty)| if dims.contains(d) { (*d).to_string() } else { format!("CAST(NULL AS {ty}) AS {d}") })

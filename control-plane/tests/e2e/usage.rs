@@ -487,6 +487,33 @@ async fn store_and_retention(db: aqueduct::db::Db) {
     assert_eq!(rows.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(), ["c", "b"]);
     let t = query::totals(&db, "day", day, &query::Scope::All, &f).await.unwrap();
     assert_eq!(t.requests, 2, "its rollups went with it");
+
+    // Batches stored concurrently while folds run (PostgreSQL stages rollup increments and
+    // folds them in bulk): every event is in the rollups exactly once, and a read right after
+    // the last store sees them all.
+    let tasks: Vec<_> = (0..6)
+        .map(|t| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for b in 0..8 {
+                    let batch: Vec<UsageEvent> =
+                        (0..40).map(|i| ev(&format!("p{t}-{b}-{i}"), now - 2000 - i)).collect();
+                    assert_eq!(ingest::store(&db, &batch, now).await.unwrap().inserted, 40);
+                    if b % 3 == t % 3 {
+                        ingest::fold(&db).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for (bucket, width) in [("minute", 60_000), ("hour", 3_600_000), ("day", day)] {
+        let t = query::totals(&db, bucket, width, &query::Scope::All, &f).await.unwrap();
+        assert_eq!((t.requests, t.input_tokens), (2 + 6 * 8 * 40, 10 * (2 + 6 * 8 * 40)), "{bucket}");
+    }
+    assert_eq!(ingest::fold(&db).await.unwrap(), 0, "nothing left staged");
 }
 
 #[tokio::test]
