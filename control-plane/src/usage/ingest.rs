@@ -260,36 +260,35 @@ const FOLD_LOCK: i64 = 0x4171_7565_6475_6374; // "Aqueduct"
 /// read. SQLite writes its rollups as it stores (one writer at a time; nothing is staged): a
 /// no-op there.
 ///
-/// The staging table is emptied with `TRUNCATE` under an exclusive lock, not `DELETE`: deleted
-/// rows would stay in its pages until autovacuum came by (a minute apart by default), and every
-/// fold in between, a read's too, would scan them all again (measured: a read after 600,000
-/// staged rows took 90 ms instead of 1). The lock makes batches that arrive meanwhile wait for
-/// the fold (milliseconds) and keeps rows staged after the read from being truncated unread.
+/// Batches never wait for a fold: the fold deletes the rows it read (`DELETE … RETURNING`), and
+/// rows staged meanwhile stay for the next one. Deleted rows would stay in the table's pages
+/// until autovacuum came by (a minute apart by default), and every fold in between, a read's
+/// too, would scan them again (measured: a read after 600,000 staged rows took 90 ms instead of
+/// 1), so a fold that moved rows vacuums the table after it commits.
 pub async fn fold(db: &Db) -> Result<u64, sqlx::Error> {
     let Db::Postgres(p) = db else { return Ok(0) };
     let mut tx = p.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FOLD_LOCK).execute(&mut *tx).await?;
-    let staged: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM usage_rollups_pending)").fetch_one(&mut *tx).await?;
-    if !staged {
-        // Nothing to move: no exclusive lock, batches go on undisturbed.
-        tx.commit().await?;
-        return Ok(0);
-    }
-    sqlx::query("LOCK TABLE usage_rollups_pending IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await?;
     const DIMS: &str =
         "bucket, start_ms, org_id, team_id, user_id, service_account_id, token_id, model, end_user, status";
     let done = sqlx::query(&format!(
-        "INSERT INTO usage_rollups ({DIMS}, requests, input_tokens, output_tokens, cached_tokens, \
+        "WITH moved AS (DELETE FROM usage_rollups_pending RETURNING *) \
+         INSERT INTO usage_rollups ({DIMS}, requests, input_tokens, output_tokens, cached_tokens, \
          reasoning_tokens, latency_ms_sum) SELECT {DIMS}, SUM(requests)::int8, SUM(input_tokens)::int8, \
          SUM(output_tokens)::int8, SUM(cached_tokens)::int8, SUM(reasoning_tokens)::int8, \
-         SUM(latency_ms_sum)::int8 FROM usage_rollups_pending GROUP BY {DIMS}{ROLLUP_CONFLICT}"
+         SUM(latency_ms_sum)::int8 FROM moved GROUP BY {DIMS}{ROLLUP_CONFLICT}"
     ))
     .execute(&mut *tx)
     .await?;
-    sqlx::query("TRUNCATE usage_rollups_pending").execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(done.rows_affected())
+    let moved = done.rows_affected();
+    if moved > 0 {
+        // Outside the transaction (VACUUM cannot run in one). Failing it loses nothing.
+        if let Err(e) = sqlx::query("VACUUM usage_rollups_pending").execute(p).await {
+            tracing::debug!(error = %e, "vacuuming the staged rollups failed");
+        }
+    }
+    Ok(moved)
 }
 
 /// How often [`run_folder`] folds after this process staged increments.
