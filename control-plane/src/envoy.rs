@@ -112,6 +112,10 @@ impl EnvoyProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group: Ctrl-C in a terminal signals the whole foreground group,
+            // and an Envoy that got SIGINT too would stop at once, before the control plane
+            // drains it and its filter hands over the usage events it still holds.
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
     }

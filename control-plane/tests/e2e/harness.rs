@@ -281,6 +281,9 @@ impl Harness {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
+        // Leader of its own process group, as a shell starts a job: `interrupt_cp_group` signals
+        // that group the way Ctrl-C in a terminal does.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -288,6 +291,14 @@ impl Harness {
             .spawn()
             .expect("start control plane");
         self.cp = Some(child);
+    }
+
+    /// Sends SIGINT to the control plane's whole process group, as Ctrl-C in a terminal does
+    /// to the foreground job, and waits for the control plane to exit.
+    pub fn interrupt_cp_group(&mut self) -> std::process::ExitStatus {
+        let mut c = self.cp.take().expect("a running control plane");
+        let _ = Command::new("kill").args(["-INT", "--", &format!("-{}", c.id())]).status();
+        c.wait().expect("control plane exit")
     }
 
     /// Stops the control plane as an operator would (SIGTERM) and waits for it to exit.

@@ -531,7 +531,19 @@ async fn store_and_retention_on_postgres() {
 
 #[tokio::test]
 async fn a_supervised_envoy_is_drained_on_shutdown_and_hands_over_its_events() {
-    // The control plane runs Envoy itself (as `make run` does) and stops it with a drain.
+    supervised_envoy_drained(false).await;
+}
+
+#[tokio::test]
+async fn ctrl_c_drains_the_supervised_envoy_too() {
+    // A terminal's Ctrl-C signals the whole foreground group; Envoy, in a group of its own,
+    // still stops only when the control plane has drained it.
+    supervised_envoy_drained(true).await;
+}
+
+/// The control plane runs Envoy itself (as `make run` does) and stops it with a drain, when
+/// terminated alone or interrupted with its process group.
+async fn supervised_envoy_drained(ctrl_c: bool) {
     let admin = crate::harness::free_port();
     let env = [
         ("AQUEDUCT_ENVOY", crate::harness::envoy_bin().display().to_string()),
@@ -544,7 +556,7 @@ async fn a_supervised_envoy_is_drained_on_shutdown_and_hands_over_its_events() {
     let probes = ready(&h, &key).await;
     let load = Load::start(&h, &key, WORKERS);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let status = h.terminate_cp();
+    let status = if ctrl_c { h.interrupt_cp_group() } else { h.terminate_cp() };
     let (answered, _failed) = load.stop().await;
     assert!(status.success(), "clean exit: {status:?}");
     assert!(
