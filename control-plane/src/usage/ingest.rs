@@ -267,6 +267,12 @@ const FOLD_LOCK: i64 = 0x4171_7565_6475_6374; // "Aqueduct"
 /// 1), so a fold that moved rows vacuums the table after it commits.
 pub async fn fold(db: &Db) -> Result<u64, sqlx::Error> {
     let Db::Postgres(p) = db else { return Ok(0) };
+    // Every usage query folds first, most often with nothing staged: one look, instead of a
+    // transaction and the lock. What a batch staged and committed before is seen here.
+    let staged: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM usage_rollups_pending)").fetch_one(p).await?;
+    if !staged {
+        return Ok(0);
+    }
     let mut tx = p.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FOLD_LOCK).execute(&mut *tx).await?;
     const DIMS: &str =
