@@ -93,7 +93,7 @@ fn main() {
             std::process::exit(1);
         }
         let size = host.body.len();
-        f.on_request_body(&mut host, size, true, now);
+        f.on_request_body(&mut host, size, true, || now);
         if let Some((status, _, body)) = &host.reply {
             // Every request must take the whole path, or the counts measure something else.
             eprintln!("unexpected local reply {status}: {}", String::from_utf8_lossy(body));

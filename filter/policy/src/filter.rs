@@ -289,14 +289,15 @@ impl RequestFilter {
         Ok(Flow::Pause)
     }
 
-    /// Decides on the request body; `body_size` is the total buffered so far, `now_ms` unix
-    /// milliseconds (rate-limit windows).
+    /// Decides on the request body; `body_size` is the total buffered so far. `now_ms` reads
+    /// the clock (unix milliseconds) for the rate-limit windows: it is called only when a cap
+    /// applies, because in the proxy each reading is a call out of the VM.
     pub fn on_request_body(
         &mut self,
         host: &mut (impl Host + Shared),
         body_size: usize,
         end_of_stream: bool,
-        now_ms: i64,
+        now_ms: impl FnOnce() -> i64,
     ) -> Flow {
         let State::AwaitBody(endpoint, principal, token) = self.state else {
             return Flow::Continue;
@@ -313,7 +314,7 @@ impl RequestFilter {
             return Flow::Pause;
         }
         self.state = State::Done;
-        let who = Who { principal, token, now_ms };
+        let who = Who { principal, token };
         let content_type = self.content_type.clone().unwrap_or_default();
         let mut worker = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok());
         let routed = route_body(
@@ -322,6 +323,7 @@ impl RequestFilter {
             worker.as_deref_mut(),
             endpoint,
             who,
+            now_ms,
             body_size,
             &content_type,
             self.record.as_mut(),
@@ -478,12 +480,11 @@ fn authenticate(policy: &Policy, headers: &Headers, now: i64) -> Result<(u32, u6
     Ok((entry.principal, entry.id))
 }
 
-/// Who is asking, and when.
+/// Who is asking.
 #[derive(Debug, Clone, Copy)]
 struct Who {
     principal: u32,
     token: u64,
-    now_ms: i64,
 }
 
 /// The caps on a request of this principal and token: the key's own, then its entities'.
@@ -557,6 +558,7 @@ fn route_body(
     worker: Option<&mut Worker>,
     endpoint: Endpoint,
     who: Who,
+    now_ms: impl FnOnce() -> i64,
     size: usize,
     content_type: &str,
     record: Option<&mut UsageEvent>,
@@ -589,7 +591,7 @@ fn route_body(
             _ => 0,
         };
         let cost = [request_cost(model.request_limit_multiplier), input, output];
-        Some(admission::admit(host, worker, &caps, cost, who.now_ms).map_err(|r| rate_limited(&r))?)
+        Some(admission::admit(host, worker, &caps, cost, now_ms()).map_err(|r| rate_limited(&r))?)
     };
     let mut rewritten = if multipart {
         request::rewrite_multipart_model(&body, facts.model_span, &model.provider_model, facts.user_id_part)

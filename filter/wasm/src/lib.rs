@@ -200,13 +200,13 @@ impl HttpContext for Request {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         self.body_size = body_size;
-        action(self.filter.on_request_body(&mut WasmHost, body_size, end_of_stream, host::now_unix_ms()))
+        action(self.filter.on_request_body(&mut WasmHost, body_size, end_of_stream, host::now_unix_ms))
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         // Trailers (HTTP/2) end the request without a last body call: the body is complete
         // now. Continuing by default would forward it unrouted and unmetered.
-        action(self.filter.on_request_body(&mut WasmHost, self.body_size, true, host::now_unix_ms()))
+        action(self.filter.on_request_body(&mut WasmHost, self.body_size, true, host::now_unix_ms))
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {

@@ -86,7 +86,7 @@ fn run(host: &mut TestHost, policy: Option<Rc<Policy>>) -> Flow {
     }
     assert_eq!(flow, Flow::Pause, "the body decides the route");
     let size = host.body.len();
-    let flow = f.on_request_body(host, size, true, NOW * 1000);
+    let flow = f.on_request_body(host, size, true, || NOW * 1000);
     assert!(host.replies <= 1, "one reply per request");
     flow
 }
@@ -282,8 +282,8 @@ fn streamed_body_over_limit_is_413_without_content_length() {
     let mut h = chat("sk-good");
     let mut f = RequestFilter::new(Some(policy()));
     assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Pause);
-    assert_eq!(f.on_request_body(&mut h, 4000, false, 0), Flow::Pause);
-    assert_eq!(f.on_request_body(&mut h, 5000, false, 0), Flow::Pause);
+    assert_eq!(f.on_request_body(&mut h, 4000, false, || 0), Flow::Pause);
+    assert_eq!(f.on_request_body(&mut h, 5000, false, || 0), Flow::Pause);
     assert_eq!(h.reply_json().0, 413);
 }
 
@@ -361,7 +361,7 @@ fn run_shared_with(
     let mut f = RequestFilter::new(Some(policy.clone()));
     if f.on_request_headers(&mut h, false, now_ms) == Flow::Pause && h.reply.is_none() {
         let size = h.body.len();
-        f.on_request_body(&mut h, size, true, now_ms);
+        f.on_request_body(&mut h, size, true, || now_ms);
     }
     std::mem::swap(&mut h.shared, shared);
     (h, f)
@@ -549,7 +549,7 @@ fn event_of(mut h: TestHost, status: Option<(&str, &[u8])>) -> UsageEvent {
     if f.on_request_headers(&mut h, !has_body, t0) == Flow::Pause && h.reply.is_none() {
         let size = h.body.len();
         std::mem::swap(&mut h.shared, &mut shared);
-        f.on_request_body(&mut h, size, true, t0 + 1);
+        f.on_request_body(&mut h, size, true, || t0 + 1);
         std::mem::swap(&mut h.shared, &mut shared);
     }
     if let Some((code, body)) = status {
@@ -616,13 +616,39 @@ fn aqueducts_user_id_is_recorded_and_not_forwarded() {
     let mut f = RequestFilter::new(Some(policy()));
     assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Pause);
     let size = h.body.len();
-    assert_eq!(f.on_request_body(&mut h, size, true, NOW * 1000), Flow::Continue);
+    assert_eq!(f.on_request_body(&mut h, size, true, || NOW * 1000), Flow::Continue);
     let sent: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
     assert!(sent.get("user_id").is_none(), "{sent}");
     assert_eq!(sent["model"], "provider-chat");
     assert_eq!(h.header("content-length"), Some(h.body.len().to_string().as_str()));
     let e = f.on_done(&mut MemShared::default(), NOW * 1000 + 5).unwrap();
     assert_eq!(e.end_user.as_deref(), Some("1234"));
+}
+
+#[test]
+fn the_body_phase_reads_the_clock_only_when_a_cap_applies() {
+    // In the proxy every clock reading is a call out of the VM: a key without caps never
+    // needs one in the body phase.
+    let reads = std::cell::Cell::new(0);
+    let clock = || {
+        reads.set(reads.get() + 1);
+        NOW * 1000
+    };
+    let mut h = chat("sk-good");
+    let mut f = RequestFilter::new(Some(policy()));
+    assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Pause);
+    let size = h.body.len();
+    assert_eq!(f.on_request_body(&mut h, size, true, clock), Flow::Continue);
+    assert_eq!(reads.get(), 0);
+    // A capped key is charged to the current second's window.
+    let mut h = chat("sk-capped-a");
+    h.body = SMALL.to_vec();
+    let mut f = RequestFilter::new(Some(policy()));
+    assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Pause);
+    let size = h.body.len();
+    assert_eq!(f.on_request_body(&mut h, size, true, clock), Flow::Continue);
+    assert_eq!(reads.get(), 1);
+    assert!(h.shared.data.keys().any(|k| k.starts_with(KEY_PREFIX)), "{:?}", h.shared.data.keys());
 }
 
 #[test]
