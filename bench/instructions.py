@@ -9,8 +9,15 @@ it does not attribute: for where the filter's own instructions go, profile
 filter/policy/examples/hotpath.rs natively. About 7 minutes (Envoy starts in ~1 min under
 valgrind). BENCH_COMPARE_WASM=/path/other.wasm adds filter@cmp and limits@cmp; BENCH_VARIANTS
 (comma-separated names) runs only those.
+
+Each count is also split by where the instructions ran (callgrind_annotate, by object): the
+Wasm code V8 compiled (the filter itself, the SDK and the VM's allocator: code far above every
+mapped file), Envoy's binary (the Wasm host, V8's runtime, HTTP), Envoy's allocator (tcmalloc's
+`google_malloc` section, which callgrind leaves unattributed: low addresses outside the mapped
+files, checked against the binary's section table at valgrind's load address 0x108000), and the
+C library (memcpy, memset).
 """
-import glob, http.client, json, os, shutil, signal, subprocess, sys, tempfile, time
+import glob, http.client, json, os, re, shutil, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as B  # noqa: E402
@@ -31,8 +38,32 @@ def envoy_binary():
     return found[0]
 
 
+def split(path):
+    """A callgrind output's instructions by region (see the module's doc)."""
+    out = subprocess.run(["callgrind_annotate", "--threshold=100", path], capture_output=True, text=True,
+                         check=True).stdout
+    parts = {"wasm_jit": 0, "envoy": 0, "envoy_allocator": 0, "libc": 0, "other": 0}
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*?)\s*$", line)
+        if not m or "PROGRAM TOTALS" in line:
+            continue
+        n, what = int(m.group(1).replace(",", "")), m.group(2)
+        addr = re.match(r"\?\?\?:(0x[0-9a-f]+) \[\?\?\?\]$", what)
+        if addr:
+            # V8 places compiled Wasm far above the binary's mappings.
+            parts["wasm_jit" if int(addr.group(1), 16) >= 1 << 32 else "envoy_allocator"] += n
+        elif what.endswith("/envoy]"):
+            parts["envoy"] += n
+        elif "libc.so" in what:
+            parts["libc"] += n
+        else:
+            parts["other"] += n
+    return parts
+
+
 def count(name, n, out_dir):
-    """Total instructions of an Envoy that served `n` requests of variant `name`."""
+    """Total instructions of an Envoy that served `n` requests of variant `name`, and their split
+    by region."""
     real = B.ENVOY
     wrapper = os.path.join(out_dir, "envoy-callgrind.sh")
     with open(wrapper, "w") as f:
@@ -80,7 +111,7 @@ def count(name, n, out_dir):
         raise RuntimeError(f"{name}: expected one callgrind output, found {files}")
     for line in open(files[0]):
         if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
+            return int(line.split()[1]), split(files[0])
     raise RuntimeError(f"{name}: no totals in {files[0]}")
 
 
@@ -92,18 +123,21 @@ def main():
     # BENCH_VARIANTS=filter,filter@cmp: only these (a quicker A/B).
     if os.environ.get("BENCH_VARIANTS"):
         names = [n for n in os.environ["BENCH_VARIANTS"].split(",") if n]
-    per_request = {}
+    per_request, by_region = {}, {}
     try:
         for name in names:
-            low, high = count(name, LOW, out_dir), count(name, HIGH, out_dir)
+            (low, low_parts), (high, high_parts) = count(name, LOW, out_dir), count(name, HIGH, out_dir)
             per_request[name] = (high - low) / (HIGH - LOW)
-            print(f"{name:11} {per_request[name]:10,.0f} instructions/request", flush=True)
+            by_region[name] = {k: round((high_parts[k] - low_parts[k]) / (HIGH - LOW)) for k in high_parts}
+            parts = ", ".join(f"{k} {v:,}" for k, v in by_region[name].items())
+            print(f"{name:11} {per_request[name]:10,.0f} instructions/request ({parts})", flush=True)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)
     base = per_request.get("baseline", 0)
     out = {"method": f"valgrind callgrind on Envoy, ({HIGH} - {LOW} requests) difference, sequential 1 KB chat requests",
            "instructions_per_request": per_request,
-           "added_over_baseline": {n: v - base for n, v in per_request.items()}}
+           "added_over_baseline": {n: v - base for n, v in per_request.items()},
+           "per_request_by_region": by_region}
     path = os.environ.get("BENCH_OUT") or os.path.join(B.ROOT, "bench/instructions.json")
     json.dump(out, open(path, "w"), indent=2)
     print(f"written to {path}")
