@@ -126,14 +126,14 @@ impl RequestFilter {
     pub fn on_request_headers(&mut self, host: &mut impl Host, end_of_stream: bool, now_ms: i64) -> Flow {
         let headers = Headers(host.request_headers());
         strip_own_headers(host, &headers);
-        let path = headers.get(":path").unwrap_or_default().to_string();
-        let class = request::classify(&path);
+        let path = headers.get(":path").unwrap_or_default();
+        let class = request::classify(path);
         if matches!(class, RouteClass::Management | RouteClass::Health | RouteClass::Other) {
             return Flow::Continue;
         }
-        self.start_record(host, &headers, &path, now_ms);
+        self.start_record(host, &headers, path, now_ms);
         if matches!(class, RouteClass::McpServer | RouteClass::McpAggregate) {
-            return match self.admit_mcp(host, &headers, class, &path, now_ms.div_euclid(1000)) {
+            return match self.admit_mcp(host, &headers, class, path, now_ms.div_euclid(1000)) {
                 // The control plane records what it serves (one record per JSON-RPC message,
                 // with the MCP method and tool); the filter's ledger keeps the refusals it
                 // answers itself, so each MCP request is recorded once.
@@ -146,7 +146,7 @@ impl RequestFilter {
         }
         let endpoint = match class {
             RouteClass::Api(e) => e,
-            _ => return self.reject(host, &ApiError::unknown_path(&path)),
+            _ => return self.reject(host, &ApiError::unknown_path(path)),
         };
         self.content_type = headers.get("content-type").map(str::to_string);
         match self.admit_headers(host, &headers, endpoint, end_of_stream, now_ms.div_euclid(1000)) {
@@ -315,7 +315,7 @@ impl RequestFilter {
         }
         self.state = State::Done;
         let who = Who { principal, token };
-        let content_type = self.content_type.clone().unwrap_or_default();
+        let content_type = self.content_type.take().unwrap_or_default();
         let mut worker = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok());
         let routed = route_body(
             &policy,
@@ -381,6 +381,8 @@ impl RequestFilter {
         let Some(chunk) = host.response_body(size) else { return };
         match m.sse.as_mut() {
             Some(sse) => sse.feed(&chunk),
+            // Most JSON responses come in one chunk: keep it rather than copy it.
+            None if m.json.is_empty() && chunk.len() <= MAX_METERED_JSON => m.json = chunk,
             None if m.json.len() + chunk.len() <= MAX_METERED_JSON => m.json.extend_from_slice(&chunk),
             None => m.json_overflow = true,
         }
@@ -456,21 +458,21 @@ fn strip_own_headers(host: &mut impl Host, headers: &Headers) {
 }
 
 /// The key from `Authorization: Bearer <key>` or `x-api-key`.
-fn presented_key(headers: &Headers) -> Option<String> {
+fn presented_key(headers: &Headers) -> Option<&str> {
     if let Some(auth) = headers.get("authorization") {
         let auth = auth.trim();
         let (scheme, rest) = auth.split_once(' ').unwrap_or((auth, ""));
         if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
-            return Some(rest.trim().to_string());
+            return Some(rest.trim());
         }
     }
-    headers.get("x-api-key").map(|k| k.trim().to_string()).filter(|k| !k.is_empty())
+    headers.get("x-api-key").map(str::trim).filter(|k| !k.is_empty())
 }
 
 /// The principal and token id behind the presented key.
 fn authenticate(policy: &Policy, headers: &Headers, now: i64) -> Result<(u32, u64), ApiError> {
     let key = presented_key(headers).ok_or_else(ApiError::missing_key)?;
-    let entry = policy.find_key(&key).ok_or_else(ApiError::invalid_key)?;
+    let entry = policy.find_key(key).ok_or_else(ApiError::invalid_key)?;
     if entry.expires_at.is_some_and(|at| at <= now) {
         return Err(ApiError::expired_key());
     }
@@ -490,15 +492,20 @@ struct Who {
 /// The caps on a request of this principal and token: the key's own, then its entities'.
 fn caps(policy: &Policy, who: Who) -> Vec<Cap> {
     let Some(p) = policy.principal(who.principal) else { return Vec::new() };
-    let mut caps = Vec::with_capacity(p.caps.len() + 1);
-    if p.key_limits.iter().any(Option::is_some) {
+    let entity = policy.entity_caps(who.principal);
+    let keyed = p.key_limits.iter().any(Option::is_some);
+    if !keyed && entity.is_empty() {
+        return Vec::new();
+    }
+    let mut caps = Vec::with_capacity(entity.len() + 1);
+    if keyed {
         caps.push(Cap {
             key: format!("{KEY_PREFIX}k.{}", who.token).into(),
             label: format!("key {}", who.token).into(),
             limits: p.key_limits,
         });
     }
-    caps.extend(policy.entity_caps(who.principal).iter().cloned());
+    caps.extend(entity.iter().cloned());
     caps
 }
 
@@ -593,25 +600,28 @@ fn route_body(
         let cost = [request_cost(model.request_limit_multiplier), input, output];
         Some(admission::admit(host, worker, &caps, cost, now_ms()).map_err(|r| rate_limited(&r))?)
     };
+    // The common case changes nothing (the provider's model name is the client's, no stream
+    // option to add, no `user_id`): the body then stays as Envoy holds it, neither copied nor
+    // compared, and no call into the proxy replaces it.
     let mut rewritten = if multipart {
-        request::rewrite_multipart_model(&body, facts.model_span, &model.provider_model, facts.user_id_part)
+        Some(request::rewrite_multipart_model(&body, facts.model_span, &model.provider_model, facts.user_id_part))
+    } else if facts.model != model.provider_model {
+        Some(request::rewrite_json_model(&body, facts.model_span, &model.provider_model))
     } else {
-        request::rewrite_json_model(&body, facts.model_span, &model.provider_model)
+        None
     };
-    if facts.stream && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
+    if facts.stream && !facts.includes_usage && matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions) {
         // Streams are metered from the provider's final usage chunk.
-        rewritten = request::request_stream_usage(&rewritten, &facts);
+        rewritten = Some(request::request_stream_usage(rewritten.as_deref().unwrap_or(&body), &facts));
     }
     if facts.json_user_id {
         // Aqueduct's own end-user field is recorded, never forwarded.
-        rewritten = request::remove_json_member(&rewritten, "user_id");
+        rewritten = Some(request::remove_json_member(rewritten.as_deref().unwrap_or(&body), "user_id"));
     }
-    // A body the gateway did not change (the provider's model name is the client's, the common
-    // case) stays as Envoy holds it: two calls into the proxy and a copy fewer.
-    if rewritten != body {
-        host.set_request_body(&rewritten);
+    if let Some(new) = rewritten.filter(|new| *new != body) {
+        host.set_request_body(&new);
         // Headers are still held (we paused on them), so they can change with the body.
-        host.set_request_header("content-length", &rewritten.len().to_string());
+        host.set_request_header("content-length", &new.len().to_string());
     }
     match &model.authorization {
         Some(auth) => host.set_request_header("authorization", auth),

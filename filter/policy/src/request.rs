@@ -125,14 +125,17 @@ pub fn media_type(content_type: &str) -> String {
 /// Checks the content type against what the endpoint accepts.
 pub fn check_content_type(kind: BodyKind, content_type: Option<&str>) -> Result<(), ApiError> {
     let got = content_type.unwrap_or_default();
-    let mt = media_type(got);
+    // Compared without case rather than lowercased: no copy on every request.
+    let mt = got.split(';').next().unwrap_or_default().trim().as_bytes();
+    let is = |expected: &str| mt.eq_ignore_ascii_case(expected.as_bytes());
+    let json_suffix = mt.len() >= "application/+json".len()
+        && mt[.."application/".len()].eq_ignore_ascii_case(b"application/")
+        && mt[mt.len() - "+json".len()..].eq_ignore_ascii_case(b"+json");
     match kind {
         BodyKind::None => Ok(()),
-        BodyKind::Json if mt == "application/json" || (mt.starts_with("application/") && mt.ends_with("+json")) => {
-            Ok(())
-        }
+        BodyKind::Json if is("application/json") || json_suffix => Ok(()),
         BodyKind::Json => Err(ApiError::unsupported_media_type(got, "application/json")),
-        BodyKind::Multipart if mt == "multipart/form-data" => Ok(()),
+        BodyKind::Multipart if is("multipart/form-data") => Ok(()),
         BodyKind::Multipart => Err(ApiError::unsupported_media_type(got, "multipart/form-data")),
     }
 }
@@ -484,6 +487,11 @@ mod tests {
     fn content_types() {
         assert!(check_content_type(BodyKind::Json, Some("application/json; charset=utf-8")).is_ok());
         assert!(check_content_type(BodyKind::Json, Some("Application/JSON")).is_ok());
+        assert!(check_content_type(BodyKind::Json, Some("application/vnd.api+json")).is_ok());
+        assert!(check_content_type(BodyKind::Json, Some(" APPLICATION/X+JSON ; charset=utf-8")).is_ok());
+        assert_eq!(check_content_type(BodyKind::Json, Some("application/json5")).unwrap_err().status, 415);
+        assert_eq!(check_content_type(BodyKind::Json, Some("text/x+json")).unwrap_err().status, 415);
+        assert_eq!(check_content_type(BodyKind::Json, Some("é+json")).unwrap_err().status, 415);
         assert_eq!(check_content_type(BodyKind::Json, Some("text/plain")).unwrap_err().status, 415);
         assert_eq!(check_content_type(BodyKind::Json, None).unwrap_err().status, 415);
         assert!(check_content_type(BodyKind::Multipart, Some("multipart/form-data; boundary=x")).is_ok());

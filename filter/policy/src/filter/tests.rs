@@ -626,6 +626,52 @@ fn aqueducts_user_id_is_recorded_and_not_forwarded() {
 }
 
 #[test]
+fn a_body_the_gateway_would_not_change_is_left_as_envoy_holds_it() {
+    let snap = PolicySnapshot {
+        version: 1,
+        created: 1_700_000_000,
+        settings: Settings { max_body_bytes: 4096, ..Default::default() },
+        models: vec![ModelSpec {
+            name: "same".into(),
+            aliases: vec![],
+            provider_model: "same".into(),
+            authorization: None,
+            route: "route-same".into(),
+            mode: None,
+            request_limit_multiplier: 1.0,
+        }],
+        principals: vec![PrincipalSpec { user_id: 1, ..Default::default() }],
+        tokens: TokenTable::build(vec![(hash_key("sk-same"), 1, None, 0)]),
+        mcp_servers: vec![],
+        journal: None,
+    };
+    let policy = Rc::new(Policy::from_snapshot(snap).unwrap());
+    // The provider's model name is the client's: routed, body untouched, no new length.
+    let body = br#"{"model":"same","messages":[{"role":"user","content":"hi"}]}"#;
+    let mut h = chat("sk-same");
+    h.body = body.to_vec();
+    assert_eq!(run(&mut h, Some(policy.clone())), Flow::Continue);
+    assert_eq!(h.header(ROUTE_HEADER), Some("route-same"));
+    assert_eq!(h.body, body);
+    assert_eq!(h.header("content-length"), None);
+    // A stream still gets the usage option added, with the new length.
+    let mut h = chat("sk-same");
+    h.body = br#"{"model":"same","stream":true,"messages":[]}"#.to_vec();
+    assert_eq!(run(&mut h, Some(policy.clone())), Flow::Continue);
+    let sent: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
+    assert_eq!(sent["stream_options"]["include_usage"], true, "{sent}");
+    assert_eq!(sent["model"], "same");
+    assert_eq!(h.header("content-length"), Some(h.body.len().to_string().as_str()));
+    // ... and one that already asks for usage is left alone again.
+    let mut h = chat("sk-same");
+    let asks = br#"{"model":"same","stream":true,"stream_options":{"include_usage":true}}"#;
+    h.body = asks.to_vec();
+    assert_eq!(run(&mut h, Some(policy)), Flow::Continue);
+    assert_eq!(h.body, asks);
+    assert_eq!(h.header("content-length"), None);
+}
+
+#[test]
 fn the_body_phase_reads_the_clock_only_when_a_cap_applies() {
     // In the proxy every clock reading is a call out of the VM: a key without caps never
     // needs one in the body phase.
