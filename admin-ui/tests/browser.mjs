@@ -118,7 +118,7 @@ try {
   await alice.page.getByRole("button", { name: "Create key" }).click();
   await alice.page.getByRole("heading", { name: "Key alice-laptop created" }).waitFor();
   const aliceKey = await newSecret(alice.page);
-  assert.match(aliceKey, /^sk-aq-[0-9a-f]{64}$/);
+  assert.match(aliceKey, /^sk-aq-[0-9A-Za-z]{43}$/);
   await alice.page.getByRole("button", { name: "Copy key" }).click();
   await alice.page.getByText("Copied.").waitFor();
   await shot(alice.page, "key-created");
