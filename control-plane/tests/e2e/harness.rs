@@ -134,7 +134,8 @@ async fn pg_admin(server: &str) -> sqlx::PgPool {
 /// Creates a fresh database `aq_<random>` on the test server; returns (server URL, name, URL).
 pub async fn create_pg_database() -> (String, String, String) {
     let server = pg_server_url();
-    let name = format!("aq_{}", &aqueduct::tokens::generate_key()[6..22]);
+    // Lowercase: PostgreSQL folds the unquoted name in CREATE DATABASE, but not in the URL.
+    let name = format!("aq_{}", aqueduct::tokens::generate_key()[6..22].to_ascii_lowercase());
     let pool = pg_admin(&server).await;
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&pool).await.expect("create database");
     pool.close().await;

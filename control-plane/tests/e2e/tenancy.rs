@@ -421,7 +421,7 @@ async fn admin_bootstrap_cli_creates_org_admin_and_key() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(key.starts_with("sk-aq-") && key.len() == 6 + 64, "{key}");
+    assert!(key.starts_with("sk-aq-") && key.len() == 6 + aqueduct::tokens::KEY_CHARS, "{key}");
     let db = aqueduct::db::Db::open(None, dir.path()).await.unwrap();
     let caller = aqueduct::tokens::store::caller(&db, &aqueduct::tokens::hash_hex(&key), 0).await.unwrap().unwrap();
     assert_eq!(caller.role, "admin");
