@@ -75,6 +75,7 @@ bench: build ## Measure the data plane against plain Envoy, and the usage ledger
 	@command -v wrk >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1 || \
 	  (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null))
 	cargo build --release -p loadgen
+	cargo build --release -p floor-filter --target $(WASM_TARGET)
 	@command -v taskset >/dev/null || echo "bench: taskset not found; processes are not pinned"
 	python3 bench/run.py
 	python3 bench/ledger.py
@@ -83,6 +84,7 @@ bench: build ## Measure the data plane against plain Envoy, and the usage ledger
 bench-instructions: build ## Instructions Envoy runs per request (valgrind callgrind; repeatable; ~7 min)
 	@command -v valgrind >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null 2>&1 || \
 	  (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null))
+	cargo build --release -p floor-filter --target $(WASM_TARGET)
 	python3 bench/instructions.py
 
 .PHONY: fmt
@@ -93,7 +95,7 @@ fmt: ## Format the code
 lint: deps ## rustfmt check and clippy (native and wasm) with -D warnings
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy -p aqueduct-filter --target $(WASM_TARGET) -- -D warnings
+	cargo clippy -p aqueduct-filter -p floor-filter --target $(WASM_TARGET) -- -D warnings
 
 .PHONY: test
 test: wasm lint deps-browser $(MCP_TEST) ## Run every test: unit, end to end (real Envoy, real .wasm, Chromium, MCP reference server, SQLite and PostgreSQL)

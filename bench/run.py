@@ -4,6 +4,8 @@
 Variants (each an Envoy with one worker pinned to CPU 0; load from wrk and the fake upstream on
 CPU 1; a 1 KB chat request; alternating rounds, medians reported):
   baseline  plain Envoy (buffer filter + router) to the fake upstream, no Aqueduct filter;
+  floor     the baseline with a Proxy-Wasm filter that does nothing (bench/floor-filter): what
+            any Wasm filter costs, so that the gateway's cost splits into that and its own work;
   filter    the gateway: control plane + Envoy + the .wasm filter (auth, exclusions, routing,
             usage metering), no rate limits;
   limits    the same with caps at key, user and org level (set far above the load, so every
@@ -31,6 +33,8 @@ WASM = os.environ.get("BENCH_WASM") or os.path.join(ROOT, "target/wasm32-wasip1/
 # Another build of the filter (e.g. from an earlier commit) measured in the same run as
 # "filter@cmp" and "limits@cmp": a change's effect without the machine's drift between runs.
 COMPARE_WASM = os.environ.get("BENCH_COMPARE_WASM")
+# The do-nothing filter of the floor variant (make bench builds it).
+FLOOR_WASM = os.environ.get("BENCH_FLOOR_WASM") or os.path.join(ROOT, "target/wasm32-wasip1/release/floor_filter.wasm")
 DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
@@ -104,9 +108,11 @@ class Variant:
         self.listen, self.admin = free_port(), free_port()
 
     def start(self):
-        if self.name == "baseline":
-            cfg = open(os.path.join(ROOT, "bench/baseline-envoy.yaml")).read()
-            for k, v in [("ADMIN_PORT", self.admin), ("LISTEN_PORT", self.listen), ("UPSTREAM_PORT", self.upstream_port)]:
+        static = os.path.join(ROOT, f"bench/{self.kind}-envoy.yaml")
+        if os.path.exists(static):
+            cfg = open(static).read()
+            for k, v in [("ADMIN_PORT", self.admin), ("LISTEN_PORT", self.listen), ("UPSTREAM_PORT", self.upstream_port),
+                         ("FLOOR_WASM", FLOOR_WASM)]:
                 cfg = cfg.replace(k, str(v))
             path = os.path.join(self.tmp, "envoy.yaml"); open(path, "w").write(cfg)
             self.envoy = self.spawn(pinned(ENVOY_CPU, [ENVOY, "-c", path, "--concurrency", "1", "--base-id", str(self.admin),
@@ -299,7 +305,10 @@ def main():
     upstream_port = free_port()
     upstream = subprocess.Popen(pinned(LOAD_CPU, [os.path.join(REL, "fake-upstream"), "--listen", f"127.0.0.1:{upstream_port}", "--no-record"]),
                                 stdout=subprocess.DEVNULL)
-    names = ["baseline", "filter", "limits"] + (["filter@cmp", "limits@cmp"] if COMPARE_WASM else [])
+    names = ["baseline", "filter", "limits", "floor"] + (["filter@cmp", "limits@cmp"] if COMPARE_WASM else [])
+    # BENCH_VARIANTS=baseline,filter,filter@cmp: only these (the baseline is always needed).
+    if os.environ.get("BENCH_VARIANTS"):
+        names = ["baseline"] + [n for n in os.environ["BENCH_VARIANTS"].split(",") if n and n != "baseline"]
     variants = [Variant(n, tmp, upstream_port) for n in names]
     results = {v.name: [] for v in variants}
     try:
@@ -317,8 +326,9 @@ def main():
                 rated[v.name].append(v.fixed_rate())
         # BENCH_QUICK=1: throughput rounds only (a quick A/B of two builds).
         quick = bool(os.environ.get("BENCH_QUICK"))
-        streaming = {} if quick else {v.name: v.stream_timing() for v in variants[:2]}
-        propagation = {} if quick else variants[1].propagation()
+        by_name = {v.name: v for v in variants}
+        streaming = {} if quick else {n: by_name[n].stream_timing() for n in ("baseline", "filter") if n in by_name}
+        propagation = {} if quick or "filter" not in by_name else by_name["filter"].propagation()
     finally:
         for v in variants:
             v.stop()
