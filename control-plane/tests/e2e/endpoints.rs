@@ -188,6 +188,16 @@ async fn query_strings_survive_the_path_rewrite() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(h.upstream.requests().last().unwrap().path, "/v1/embeddings?trace=1");
+    // The bare form has a route of its own (the base path goes in front): the same there.
+    let r = http()
+        .post(h.url("/embeddings?trace=2"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"model":"embed","input":"x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.upstream.requests().last().unwrap().path, "/v1/embeddings?trace=2");
 }
 
 /// Sends a chat request over HTTP/2 whose body ends with trailers (no data frame carries the

@@ -70,6 +70,12 @@ async fn platform_envoy_gets_the_filter_by_ecds() {
     let up = h.upstream.requests().into_iter().last().unwrap();
     assert_eq!(up.json().unwrap()["model"], "provider-chat");
     assert_eq!(up.header("authorization"), Some(format!("Bearer {PROVIDER_KEY}").as_str()));
+    assert_eq!(up.path, "/v1/chat/completions");
+    // The bare form of the path reaches the provider under its base path too.
+    let bare = format!("http://127.0.0.1:{listen}/chat/completions");
+    let r = http().post(&bare).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h.upstream.requests().into_iter().last().unwrap().path, "/v1/chat/completions");
     // The platform's own routes still work, and the filter guards the API.
     let r = http().get(format!("http://127.0.0.1:{listen}/elsewhere")).send().await.unwrap();
     assert_eq!(r.status(), 404);
