@@ -71,7 +71,7 @@ run: build $(MCP_TEST) ## Start the gateway (control plane + Envoy + demo upstre
 	@tools/run.sh
 
 .PHONY: bench
-bench: build ## Measure the data plane against plain Envoy, and the usage ledger (bench/results.json; ~8 min)
+bench: build ## Measure the data plane against plain Envoy, and the usage ledger (bench/results.json; ~9 min)
 	@command -v wrk >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null 2>&1 || \
 	  (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >/dev/null))
 	cargo build --release -p loadgen
@@ -81,7 +81,7 @@ bench: build ## Measure the data plane against plain Envoy, and the usage ledger
 	python3 bench/ledger.py
 
 .PHONY: bench-instructions
-bench-instructions: build ## Instructions Envoy runs per request (valgrind callgrind; repeatable; ~7 min)
+bench-instructions: build ## Instructions Envoy runs per request (valgrind callgrind; repeatable; ~16 min)
 	@command -v valgrind >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null 2>&1 || \
 	  (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null))
 	cargo build --release -p floor-filter --target $(WASM_TARGET)

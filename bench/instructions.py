@@ -6,7 +6,7 @@ For each variant (baseline, floor, filter, limits; as in run.py) Envoy runs unde
 LOW and HIGH sequential requests; the difference over HIGH - LOW requests cancels start-up (VM
 creation, xDS) and leaves the cost of one request. Envoy's binary is stripped, so this counts,
 it does not attribute: for where the filter's own instructions go, profile
-filter/policy/examples/hotpath.rs natively. About 7 minutes (Envoy starts in ~1 min under
+filter/policy/examples/hotpath.rs natively. About 16 minutes (Envoy starts in ~1 min under
 valgrind). BENCH_COMPARE_WASM=/path/other.wasm adds filter@cmp and limits@cmp; BENCH_VARIANTS
 (comma-separated names) runs only those.
 

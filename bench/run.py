@@ -20,7 +20,7 @@ Then, against the same processes:
                Envoy accepts it, its revocation until Envoy refuses it (both by the key journal),
                and a change to the bulk keys' owner until Envoy applied the full snapshot; and
                Envoy's resident memory at each size.
-Writes bench/results.json and prints a table. Bounded: about 5 minutes.
+Writes bench/results.json and prints a table. Bounded: about 8 minutes.
 """
 from fixed_rate import fixed_rate
 import hashlib, http.client, json, os, re, shutil, signal, socket, sqlite3, subprocess, sys, tempfile, time, urllib.request, statistics
