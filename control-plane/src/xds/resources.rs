@@ -342,7 +342,8 @@ pub fn model_route(group: &ModelGroup, form: ClientPath) -> Route {
     };
     // Another endpoint only exists to try with more than one; with one, a retry goes to the
     // same host (a pooled connection the provider closed as the request went out).
-    let retry_host_predicate = if endpoints > 1 {
+    let several = endpoints > 1;
+    let retry_host_predicate = if several {
         vec![retry_policy::RetryHostPredicate {
             name: "envoy.retry_host_predicates.previous_hosts".into(),
             config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(pack(
@@ -371,7 +372,7 @@ pub fn model_route(group: &ModelGroup, form: ClientPath) -> Route {
                 // Only failures before the provider saw the request: retrying is always safe.
                 retry_on: "connect-failure,refused-stream,reset-before-request".into(),
                 num_retries: Some(UInt32Value { value: retries }),
-                host_selection_retry_max_attempts: if endpoints > 1 { 3 } else { 0 },
+                host_selection_retry_max_attempts: if several { 3 } else { 0 },
                 retry_host_predicate,
                 ..Default::default()
             }),
