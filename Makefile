@@ -81,7 +81,7 @@ bench: build ## Measure the data plane against plain Envoy, and the usage ledger
 	python3 bench/ledger.py
 
 .PHONY: bench-instructions
-bench-instructions: build ## Instructions Envoy runs per request (valgrind callgrind; repeatable; ~16 min)
+bench-instructions: build ## Instructions Envoy runs per request (valgrind callgrind; repeatable; ~20 min)
 	@command -v valgrind >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null 2>&1 || \
 	  (apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind >/dev/null))
 	cargo build --release -p floor-filter --target $(WASM_TARGET)

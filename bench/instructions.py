@@ -2,11 +2,11 @@
 """make bench-instructions: instructions Envoy executes per request, counted by valgrind's
 callgrind — repeatable where wall-clock figures on a shared 2-core machine are not.
 
-For each variant (baseline, floor, filter, limits; as in run.py) Envoy runs under callgrind twice, for
+For each variant (baseline, floor, calls, filter, limits; as in run.py) Envoy runs under callgrind twice, for
 LOW and HIGH sequential requests; the difference over HIGH - LOW requests cancels start-up (VM
 creation, xDS) and leaves the cost of one request. Envoy's binary is stripped, so this counts,
 it does not attribute: for where the filter's own instructions go, profile
-filter/policy/examples/hotpath.rs natively. About 16 minutes (Envoy starts in ~1 min under
+filter/policy/examples/hotpath.rs natively. About 20 minutes (Envoy starts in ~1 min under
 valgrind). BENCH_COMPARE_WASM=/path/other.wasm adds filter@cmp and limits@cmp; BENCH_VARIANTS
 (comma-separated names) runs only those.
 
@@ -119,7 +119,7 @@ def main():
     if not shutil.which("valgrind"):
         sys.exit("bench-instructions: valgrind not found")
     out_dir = tempfile.mkdtemp(prefix="aqueduct-callgrind-")
-    names = ["baseline", "floor", "filter", "limits"] + (["filter@cmp", "limits@cmp"] if B.COMPARE_WASM else [])
+    names = ["baseline", "floor", "calls", "filter", "limits"] + (["filter@cmp", "limits@cmp"] if B.COMPARE_WASM else [])
     # BENCH_VARIANTS=filter,filter@cmp: only these (a quicker A/B).
     if os.environ.get("BENCH_VARIANTS"):
         names = [n for n in os.environ["BENCH_VARIANTS"].split(",") if n]

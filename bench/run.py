@@ -35,6 +35,8 @@ WASM = os.environ.get("BENCH_WASM") or os.path.join(ROOT, "target/wasm32-wasip1/
 COMPARE_WASM = os.environ.get("BENCH_COMPARE_WASM")
 # The do-nothing filter of the floor variant (make bench builds it).
 FLOOR_WASM = os.environ.get("BENCH_FLOOR_WASM") or os.path.join(ROOT, "target/wasm32-wasip1/release/floor_filter.wasm")
+# The calls the `calls` variant's probe filter makes (bench/floor-filter: `calls`, or a subset).
+CALLS = os.environ.get("BENCH_CALLS", "calls")
 DURATION = int(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "16"))
@@ -112,7 +114,7 @@ class Variant:
         if os.path.exists(static):
             cfg = open(static).read()
             for k, v in [("ADMIN_PORT", self.admin), ("LISTEN_PORT", self.listen), ("UPSTREAM_PORT", self.upstream_port),
-                         ("FLOOR_WASM", FLOOR_WASM)]:
+                         ("FLOOR_WASM", FLOOR_WASM), ("CALLS", CALLS)]:
                 cfg = cfg.replace(k, str(v))
             path = os.path.join(self.tmp, "envoy.yaml"); open(path, "w").write(cfg)
             self.envoy = self.spawn(pinned(ENVOY_CPU, [ENVOY, "-c", path, "--concurrency", "1", "--base-id", str(self.admin),
