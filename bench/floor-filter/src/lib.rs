@@ -131,6 +131,18 @@ const REQUEST_VALUES: [&str; 8] = [
     "user-agent",
 ];
 
+/// Eight request headers no request carries (`missing`): calls that find nothing.
+const ABSENT_VALUES: [&str; 8] = [
+    "x-absent-path",
+    "x-absent-method",
+    "x-absent-authorization",
+    "x-absent-api-key",
+    "x-absent-content-type",
+    "x-absent-content-length",
+    "x-absent-forwarded-for",
+    "x-absent-user-agent",
+];
+
 impl Context for Calls {}
 
 impl HttpContext for Calls {
@@ -145,8 +157,8 @@ impl HttpContext for Calls {
             }
         }
         if self.missing {
-            for name in REQUEST_VALUES {
-                let _ = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, &format!("x-absent-{name}"));
+            for name in ABSENT_VALUES {
+                let _ = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name);
             }
         }
         if self.pause && !end_of_stream {
