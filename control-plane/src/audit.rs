@@ -1,5 +1,5 @@
 //! The audit log: every management action, made through the API or the admin UI, with who
-//! made it, when, the answer's status, and the entity before and after (as the API shows it).
+//! made it (and with which key, and who created that key), when, the answer's status, and the entity before and after (as the API shows it).
 //!
 //! API calls are recorded by [`api_layer`] around the management routes; the UI acts through
 //! the same handlers without HTTP, so it records through `admin::act`. Both read the before and
@@ -25,6 +25,10 @@ pub struct Entry {
     pub at: i64,
     /// Email of the caller.
     pub actor_email: String,
+    /// The key the action was made with (none for the admin UI's session).
+    pub token_id: Option<i64>,
+    /// Who created that key, when it was someone other than the caller's own doing.
+    pub key_created_by: Option<i64>,
     /// `api` or `ui`.
     pub via: String,
     /// HTTP method of the action (the API's, for UI actions too).
@@ -41,11 +45,16 @@ pub struct Entry {
 
 /// The newest `limit` entries.
 pub async fn recent(gw: &Gateway, limit: i64) -> Result<Vec<Entry>, sqlx::Error> {
+    recent_db(&gw.db, limit).await
+}
+
+/// The newest `limit` entries of the log in `db`.
+pub async fn recent_db(db: &crate::db::Db, limit: i64) -> Result<Vec<Entry>, sqlx::Error> {
     let mut q = Sql::new(
-        "SELECT id, at, actor_email, via, method, path, status, before_json, after_json FROM audit_log ORDER BY id DESC LIMIT ",
+        "SELECT id, at, actor_email, token_id, key_created_by, via, method, path, status, before_json, after_json FROM audit_log ORDER BY id DESC LIMIT ",
     );
     q.arg(Val::Int(Some(limit)));
-    ts::fetch_all(&gw.db, &q).await
+    ts::fetch_all(db, &q).await
 }
 
 fn scrub(mut v: Value) -> Value {
@@ -69,13 +78,18 @@ pub async fn record(
 ) {
     let text = |v: Option<Value>| Val::Text(v.map(scrub).map(|v| v.to_string()).unwrap_or_default());
     let mut q = Sql::new(
-        "INSERT INTO audit_log (at, actor_id, actor_email, via, method, path, status, before_json, after_json) VALUES (",
+        "INSERT INTO audit_log (at, actor_id, actor_email, token_id, key_created_by, via, method, path, status, \
+         before_json, after_json) VALUES (",
     );
     q.arg(Val::Int(Some(now())))
         .push(", ")
         .id(a.user_id)
         .push(", ")
         .arg(Val::Text(a.email.clone()))
+        .push(", ")
+        .arg(Val::Int(a.token_id))
+        .push(", ")
+        .arg(Val::Int(a.key_created_by))
         .push(", ")
         .arg(Val::Text(via.into()))
         .push(", ")

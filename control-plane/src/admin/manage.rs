@@ -457,7 +457,11 @@ pub async fn audit(State(gw): State<Arc<Gateway>>, u: Ui) -> Response {
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                 .unwrap_or_default(),
             who: e.actor_email.clone(),
-            via: e.via.clone(),
+            via: match (e.token_id, e.key_created_by) {
+                (Some(k), Some(by)) => format!("{} (key {k}, created by user {by})", e.via),
+                (Some(k), None) => format!("{} (key {k})", e.via),
+                _ => e.via.clone(),
+            },
             action: format!("{} {}", e.method, e.path),
             outcome: if e.status < 400 { "done".into() } else { format!("refused ({})", e.status) },
             before: pretty(&e.before_json),

@@ -2,6 +2,7 @@
 
 use super::error::Error;
 use crate::gateway::{now, Gateway};
+use crate::tenancy::authz::{self, Actor};
 use crate::tenancy::model::Role;
 use crate::tenancy::store as tstore;
 use crate::tokens::hash_hex;
@@ -14,23 +15,28 @@ use std::sync::Arc;
 /// The authenticated caller of a management route: a live key (not revoked, deleted or
 /// expired) of an active, not deleted user, or else the admin UI's session cookie (a live
 /// session of such a user; state-changing requests must then carry the session's CSRF token in
-/// `x-csrf-token`). Both give the same caller, so the role rules are the same.
+/// `x-csrf-token`). Both give the same [`Actor`], so the role rules are the same. A service
+/// account's key is an actor of its own with no management rights: it reaches only
+/// [`authz::SERVICE_ACCOUNT_ROUTES`]. What the actor may do is decided in [`authz`] alone.
 #[derive(Debug, Clone)]
 pub struct Authed {
-    /// The user.
-    pub user_id: i64,
-    /// Their email.
+    /// Who acts, as the authorization model sees it.
+    pub actor: Actor,
+    /// The user's email (for a service account's key: the account's owner's, to attribute).
     pub email: String,
-    /// Their role.
-    pub role: Role,
-    /// Their org.
-    pub org_id: Option<i64>,
     /// The key used; `None` when signed in by a UI session.
     pub token_id: Option<i64>,
+    /// Who created the key used, when known (the audit log names them).
+    pub key_created_by: Option<i64>,
     /// The UI session's CSRF token; `None` when called with a key.
     pub csrf: Option<String>,
-    /// Team memberships: (team id, team admin).
-    pub teams: Vec<(i64, bool)>,
+}
+
+impl std::ops::Deref for Authed {
+    type Target = Actor;
+    fn deref(&self) -> &Actor {
+        &self.actor
+    }
 }
 
 impl FromRequestParts<Arc<Gateway>> for Authed {
@@ -63,15 +69,34 @@ impl FromRequestParts<Arc<Gateway>> for Authed {
             .ok_or_else(ApiError::missing_key)?;
         // Looked up by hash: the database compares digests, never the secret itself.
         let caller = store::caller(&gw.db, &hash_hex(&key), now()).await?.ok_or_else(ApiError::invalid_key)?;
-        let teams = tstore::memberships(&gw.db, caller.user_id).await?;
+        let actor = match (caller.service_account_id, caller.sa_team_id) {
+            (Some(sa), Some(team)) => {
+                // The account acts as itself, never as its owner: no role, no memberships.
+                if !authz::service_account_may_call(parts.method.as_str(), parts.uri.path()) {
+                    return Err(service_account_refused());
+                }
+                Actor {
+                    user_id: caller.user_id,
+                    role: Role::User,
+                    org_id: caller.org_id,
+                    teams: Vec::new(),
+                    service_account: Some((sa, team)),
+                }
+            }
+            _ => Actor {
+                user_id: caller.user_id,
+                role: Role::parse(&caller.role).unwrap_or(Role::User),
+                org_id: caller.org_id,
+                teams: tstore::memberships(&gw.db, caller.user_id).await?,
+                service_account: None,
+            },
+        };
         Ok(Authed {
-            user_id: caller.user_id,
+            actor,
             email: caller.email,
-            role: Role::parse(&caller.role).unwrap_or(Role::User),
-            org_id: caller.org_id,
             token_id: Some(caller.token_id),
+            key_created_by: caller.created_by,
             csrf: None,
-            teams,
         })
     }
 }
@@ -79,6 +104,16 @@ impl FromRequestParts<Arc<Gateway>> for Authed {
 /// 401 for a session cookie that is unknown, expired or whose user is gone.
 pub fn session_expired() -> Error {
     ApiError::new(401, "Your session has ended; sign in again.").code("invalid_session").into()
+}
+
+/// 403 for a service account's key on a route it may not call.
+pub fn service_account_refused() -> Error {
+    ApiError::new(
+        403,
+        "A service account's key has no management rights; it may call models and MCP servers and read its own usage.",
+    )
+    .code("forbidden")
+    .into()
 }
 
 /// 403 for a state-changing request made with the session cookie but without its CSRF token.
@@ -94,44 +129,18 @@ impl Authed {
         };
         let teams = tstore::memberships(&gw.db, s.user_id).await?;
         Ok(Some(Authed {
-            user_id: s.user_id,
+            actor: Actor {
+                user_id: s.user_id,
+                role: Role::parse(&s.role).unwrap_or(Role::User),
+                org_id: s.org_id,
+                teams,
+                service_account: None,
+            },
             email: s.email,
-            role: Role::parse(&s.role).unwrap_or(Role::User),
-            org_id: s.org_id,
             token_id: None,
+            key_created_by: None,
             csrf: Some(s.csrf),
-            teams,
         }))
-    }
-
-    /// Whether the caller is an admin.
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    /// Whether the caller is an org-admin of `org`.
-    pub fn org_admin_of(&self, org: i64) -> bool {
-        self.role == Role::OrgAdmin && self.org_id == Some(org)
-    }
-
-    /// Admin, or org-admin of `org`.
-    pub fn manages_org(&self, org: Option<i64>) -> bool {
-        self.is_admin() || org.is_some_and(|o| self.org_admin_of(o))
-    }
-
-    /// Whether the caller belongs to `team`.
-    pub fn member_of(&self, team: i64) -> bool {
-        self.teams.iter().any(|(t, _)| *t == team)
-    }
-
-    /// Whether the caller is a team-admin of `team`.
-    pub fn team_admin_of(&self, team: i64) -> bool {
-        self.teams.iter().any(|(t, a)| *t == team && *a)
-    }
-
-    /// Teams the caller administers.
-    pub fn admin_teams(&self) -> Vec<i64> {
-        self.teams.iter().filter(|(_, a)| *a).map(|(t, _)| *t).collect()
     }
 
     /// Refuses anyone but an admin.

@@ -5,8 +5,9 @@
 use super::auth::Authed;
 use super::common::*;
 use super::error::Error;
-use super::tokens::{new_key_row, token_view_by_id};
+use super::tokens::{new_key_row, token_view_by_id, NewKey};
 use crate::gateway::{now, Gateway};
+use crate::tenancy::authz::Target;
 use crate::tenancy::model::Role;
 use crate::tenancy::store::{self as ts, MemberRow, OrgRow, SaRow, Sql, TeamRow, UserRow, Val, NEW_ID};
 use aqueduct_policy::ApiError;
@@ -122,12 +123,17 @@ async fn count(gw: &Gateway, q: Sql) -> Result<i64, Error> {
 
 /// Whether the caller may see `team`.
 pub fn sees_team(a: &Authed, t: &TeamRow) -> bool {
-    a.manages_org(Some(t.org_id)) || a.member_of(t.id)
+    a.sees_team(t.id, t.org_id)
 }
 
 /// Whether the caller may manage `team`'s members, service accounts and their keys.
 pub fn manages_team(a: &Authed, t: &TeamRow) -> bool {
-    a.manages_org(Some(t.org_id)) || a.team_admin_of(t.id)
+    a.manages_team(t.id, t.org_id)
+}
+
+/// A user as the authorization model sees them.
+pub fn target(u: &UserRow) -> Target {
+    Target { id: u.id, role: Role::parse(&u.role).unwrap_or(Role::User), org_id: u.org_id }
 }
 
 /// A visible team, else 404.
@@ -162,12 +168,23 @@ async fn visible_user(gw: &Gateway, a: &Authed, id: &str) -> Result<UserRow, Err
     ts::fetch_opt(&gw.db, &q).await?.ok_or_else(|| not_found("User", id))
 }
 
-/// Policy fields may be set only by an admin or an org-admin of the entity's org.
-fn check_policy_rights(a: &Authed, org: Option<i64>, p: &PolicyPatch) -> Result<(), Error> {
-    match p.first() {
-        Some(f) if !a.manages_org(org) => {
-            Err(forbidden("Only an admin or an org-admin of this org may change limits and exclusions.").with_param(f))
+/// Policy fields may be set only by an admin or an org-admin of the entity's org; a merge flag
+/// may be turned off only by an admin (it drops the exclusions of every level above, the org's
+/// and the global default included).
+pub fn check_policy_rights(a: &Authed, org: Option<i64>, p: &PolicyPatch) -> Result<(), Error> {
+    if let Some(f) = p.first() {
+        if !a.may_set_policy(org) {
+            return Err(
+                forbidden("Only an admin or an org-admin of this org may change limits and exclusions.").with_param(f)
+            );
         }
+    }
+    let unmerges = p.0.iter().find(|(k, v)| k.starts_with("merge_") && matches!(v, Val::Bool(false)));
+    match unmerges {
+        Some((f, _)) if !a.may_unmerge() => Err(forbidden(
+            "Only an admin may stop a level inheriting the exclusions above it (the org's and the global ones).",
+        )
+        .with_param(f)),
         _ => Ok(()),
     }
 }
@@ -302,6 +319,7 @@ pub async fn create_team(State(gw): State<Arc<Gateway>>, a: Authed, body: Body) 
     if !a.manages_org(Some(org_id)) || load_org(&gw, org_id).await?.is_none() {
         return Err(not_found("Org", &id_str(org_id)).with_param("org_id"));
     }
+    check_policy_rights(&a, Some(org_id), &policy)?;
     let mut ins = Sql::new("INSERT INTO teams (org_id, name, description, oidc_group, created_at) VALUES (");
     ins.id(org_id)
         .push(", ")
@@ -369,7 +387,9 @@ pub async fn patch_team(
     if let Some(g) = f.opt_text("oidc_group", MAX_NAME)? {
         sets.push(("oidc_group", Val::Text(g)));
     }
-    sets.extend(f.policy()?.0);
+    let policy = f.policy()?;
+    check_policy_rights(&a, Some(t.org_id), &policy)?;
+    sets.extend(policy.0);
     if let Some(q) = update_sql("teams", &sets, t.id, " AND deleted_at IS NULL") {
         ts::execute_tx(&gw.db, &[q])
             .await
@@ -435,6 +455,9 @@ pub async fn put_member(
     }
     let existing = load_member(&gw, t.id, uid).await?;
     let was_admin = existing.as_ref().is_some_and(|m| m.team_admin);
+    if !a.may_manage_member(t.id, t.org_id, &target(&u), was_admin) {
+        return Err(forbidden("You may add or change only members your role outranks.").with_param("user_id"));
+    }
     let team_admin = flag.unwrap_or(was_admin);
     if team_admin != was_admin && !a.manages_org(Some(t.org_id)) {
         return Err(
@@ -472,6 +495,10 @@ pub async fn delete_member(
     let m = load_member(&gw, t.id, uid).await?.ok_or_else(|| not_found("Member", &user_id))?;
     if m.team_admin && !a.manages_org(Some(t.org_id)) {
         return Err(forbidden("Only an admin or an org-admin may remove a team-admin."));
+    }
+    let u = load_user(&gw, uid).await?.ok_or_else(|| not_found("Member", &user_id))?;
+    if !a.may_manage_member(t.id, t.org_id, &target(&u), m.team_admin) {
+        return Err(forbidden("You may remove only members your role outranks."));
     }
     let mut q = Sql::new("SELECT COUNT(*) FROM service_accounts WHERE deleted_at IS NULL AND team_id = ");
     q.id(t.id).push(" AND owner_user_id = ").id(uid);
@@ -516,6 +543,10 @@ pub async fn create_user(State(gw): State<Arc<Gateway>>, a: Authed, body: Body) 
     } else if role != Role::Admin {
         return Err(bad("org_id", "'org_id' is required."));
     }
+    if !a.may_grant(role, org_id) {
+        return Err(forbidden("You may not grant a role above your own.").with_param("role"));
+    }
+    check_policy_rights(&a, org_id, &policy)?;
     let mut ins = Sql::new("INSERT INTO users (email, org_id, role, created_at) VALUES (");
     ins.arg(Val::Text(email))
         .push(", ")
@@ -555,7 +586,7 @@ pub async fn get_user(State(gw): State<Arc<Gateway>>, a: Authed, Path(id): Path<
 }
 
 fn may_manage_user(a: &Authed, u: &UserRow) -> bool {
-    a.is_admin() || (a.manages_org(u.org_id) && Role::parse(&u.role) != Some(Role::Admin))
+    a.outranks(&target(u))
 }
 
 /// `PATCH /api/v1/users/{id}` (admin; org-admin for non-admins of their org).
@@ -581,6 +612,9 @@ pub async fn patch_user(
         let role = Role::parse(&r).ok_or_else(|| bad("role", "'role' must be user, org-admin or admin."))?;
         if role == Role::Admin && !a.is_admin() {
             return Err(forbidden("Only an admin may grant the admin role.").with_param("role"));
+        }
+        if !a.may_grant(role, u.org_id) {
+            return Err(forbidden("You may not grant a role above your own.").with_param("role"));
         }
         if role != Role::Admin && u.org_id.is_none() {
             return Err(bad("role", "A user without an org can only be an admin."));
@@ -678,7 +712,15 @@ pub async fn create_sa(
         .push(", ")
         .arg(Val::Int(Some(now)))
         .push(") RETURNING id");
-    let (key, key_sql) = new_key_row(owner, &name, None, now, Some(NEW_ID));
+    let new = NewKey {
+        user_id: owner,
+        created_by: a.user_id,
+        name: &name,
+        expires_at: None,
+        managed: true,
+        sa: Some(NEW_ID),
+    };
+    let (key, key_sql) = new_key_row(&new, now);
     let mut rest = vec![key_sql];
     rest.extend(update_sql("service_accounts", &policy.0, 0, "").map(with_new_id));
     let sid = ts::insert_tx(&gw.db, &ins, &rest)

@@ -5,6 +5,7 @@ use super::common::*;
 use super::error::Error;
 use super::tenancy::{load_sa, load_team, load_user, manages_team};
 use crate::gateway::{now, Gateway};
+use crate::tenancy::authz::{KeyTarget, Target};
 use crate::tenancy::model::Role;
 use crate::tenancy::store::{self as ts, Sql, TokenFull, Val, TOKEN_FROM};
 use crate::tokens::{generate_key, hash_hex, preview};
@@ -41,14 +42,33 @@ pub fn token_view(k: &TokenFull) -> Value {
     )
 }
 
-/// A fresh key and the INSERT storing it (by hash). `sa` is the service account id, or
-/// [`ts::NEW_ID`] inside [`ts::insert_tx`].
-pub fn new_key_row(user_id: i64, name: &str, expires_at: Option<i64>, now: i64, sa: Option<&str>) -> (String, Sql) {
+/// What a new key row holds besides its secret.
+pub struct NewKey<'a> {
+    /// Owner.
+    pub user_id: i64,
+    /// Who creates it.
+    pub created_by: i64,
+    /// Name.
+    pub name: &'a str,
+    /// Expiry.
+    pub expires_at: Option<i64>,
+    /// Whether a manager sets the expiry (then it binds the holder).
+    pub managed: bool,
+    /// Service account id, or [`ts::NEW_ID`] inside [`ts::insert_tx`].
+    pub sa: Option<&'a str>,
+}
+
+/// A fresh key and the INSERT storing it (by hash).
+pub fn new_key_row(k: &NewKey<'_>, now: i64) -> (String, Sql) {
+    let NewKey { user_id, created_by, name, expires_at, managed, sa } = *k;
     let key = generate_key();
     let mut q = Sql::new(
-        "INSERT INTO tokens (user_id, name, key_hash, preview, created_at, expires_at, service_account_id) VALUES (",
+        "INSERT INTO tokens (user_id, created_by, name, key_hash, preview, created_at, expires_at, max_expires_at, \
+         service_account_id) VALUES (",
     );
     q.id(user_id)
+        .push(", ")
+        .id(created_by)
         .push(", ")
         .arg(Val::Text(name.to_string()))
         .push(", ")
@@ -59,6 +79,8 @@ pub fn new_key_row(user_id: i64, name: &str, expires_at: Option<i64>, now: i64, 
         .arg(Val::Int(Some(now)))
         .push(", ")
         .arg(Val::Int(expires_at))
+        .push(", ")
+        .arg(Val::Int(expires_at.filter(|_| managed)))
         .push(", ")
         .push(sa.unwrap_or("NULL"))
         .push(") RETURNING id");
@@ -82,6 +104,10 @@ fn token_visibility(a: &Authed, q: &mut Sql) {
     if a.is_admin() {
         return;
     }
+    if a.is_service_account() {
+        q.push(" AND 1 = 0");
+        return;
+    }
     q.push(" AND (k.user_id = ").id(a.user_id);
     if a.role == Role::OrgAdmin {
         q.push(" OR u.org_id = ").arg(Val::Int(a.org_id));
@@ -91,13 +117,17 @@ fn token_visibility(a: &Authed, q: &mut Sql) {
         .push("))");
 }
 
-/// Whether the caller sees `k`: their own, their org's (org-admin), their teams' service
-/// accounts' (team-admin), or any (admin).
+/// The key as the authorization model sees it.
+fn key_target(k: &TokenFull) -> KeyTarget {
+    KeyTarget {
+        owner: Target { id: k.user_id, role: Role::parse(&k.owner_role).unwrap_or(Role::User), org_id: k.owner_org_id },
+        service_account_team: k.sa_team_id.zip(k.sa_org_id),
+    }
+}
+
+/// Whether the caller sees `k` (see [`crate::tenancy::authz::Actor::sees_key`]).
 fn sees_token(a: &Authed, k: &TokenFull) -> bool {
-    a.is_admin()
-        || k.user_id == a.user_id
-        || a.manages_org(k.owner_org_id)
-        || k.sa_team_id.is_some_and(|t| a.team_admin_of(t))
+    a.sees_key(&key_target(k))
 }
 
 async fn visible_token(gw: &Gateway, a: &Authed, id: &str) -> Result<TokenFull, Error> {
@@ -131,7 +161,7 @@ pub async fn create(
     let user_id = f.opt_id("user_id")?;
     let sa_id = f.opt_id("service_account_id")?;
     let policy = f.policy()?;
-    let (owner, owner_org, sa) = if let Some(sid) = sa_id {
+    let (owner, owner_org, sa, managed) = if let Some(sid) = sa_id {
         let sa_nf = || not_found("Service account", &id_str(sid)).with_param("service_account_id");
         let s = load_sa(&gw, sid).await?.ok_or_else(sa_nf)?;
         let t = load_team(&gw, s.team_id).await?.ok_or_else(sa_nf)?;
@@ -144,23 +174,26 @@ pub async fn create(
         if user_id.is_some_and(|u| u != s.owner_user_id) {
             return Err(bad("user_id", "A service account's key belongs to the account's owner."));
         }
+        let managed = true;
         if s.token_id.is_some() {
             return Err(conflict(
                 "service_account_id",
                 "The service account already has a live key; regenerate or revoke it instead.",
             ));
         }
-        (s.owner_user_id, Some(t.org_id), Some(sid))
+        (s.owner_user_id, Some(t.org_id), Some(sid), managed)
     } else {
         let uid = user_id.unwrap_or(a.user_id);
         let u = load_user(&gw, uid).await?;
         let Some(u) = u else {
             return Err(not_found("User", &id_str(uid)).with_param("user_id"));
         };
-        if uid != a.user_id && !a.manages_org(u.org_id) {
+        let owner = super::tenancy::target(&u);
+        if !a.acts_for(&owner) {
             let visible = a.is_admin() || (a.org_id.is_some() && a.org_id == u.org_id);
             return Err(if visible {
-                forbidden("Keys for other users need the admin or org-admin role.").with_param("user_id")
+                forbidden("Keys for other users need a role above theirs (admin, or org-admin for the plain users of its org).")
+                    .with_param("user_id")
             } else {
                 not_found("User", &id_str(uid)).with_param("user_id")
             });
@@ -180,15 +213,14 @@ pub async fn create(
             .code("quota_exceeded")
             .into());
         }
-        (uid, u.org_id, None)
+        (uid, u.org_id, None, a.outranks(&owner))
     };
-    if let Some(f) = policy.first() {
-        if !a.manages_org(owner_org) {
-            return Err(forbidden("Only an admin or an org-admin may set limits and exclusions.").with_param(f));
-        }
-    }
+    super::tenancy::check_policy_rights(&a, owner_org, &policy)?;
     let sa_text = sa.map(id_str);
-    let (key, ins) = new_key_row(owner, &name, expires_at, now, sa_text.as_deref());
+    // An expiry a manager sets binds the key's holder (who may shorten it, never lift it).
+    let new =
+        NewKey { user_id: owner, created_by: a.user_id, name: &name, expires_at, managed, sa: sa_text.as_deref() };
+    let (key, ins) = new_key_row(&new, now);
     let rest: Vec<Sql> = update_sql("tokens", &policy.0, 0, "")
         .map(|mut s| {
             let n = s.args.len();
@@ -225,10 +257,10 @@ pub async fn get_one(State(gw): State<Arc<Gateway>>, a: Authed, Path(id): Path<S
     Ok(Json(token_view(&visible_token(&gw, &a, &id).await?)))
 }
 
-/// Who may change, revoke or regenerate a visible key: its owner, the org's org-admin, the
-/// team-admin of its service account's team, an admin. (Everyone who sees it.)
+/// Who may change, revoke or regenerate a visible key (see
+/// [`crate::tenancy::authz::Actor::may_modify_key`]): never someone the owner outranks.
 fn may_modify(a: &Authed, k: &TokenFull) -> bool {
-    sees_token(a, k)
+    a.may_modify_key(&key_target(k))
 }
 
 /// `PATCH /api/v1/tokens/{id}`: `name`, `expires_at`, and (admin, org-admin) policy fields.
@@ -252,14 +284,21 @@ pub async fn patch(
         if e.is_some_and(|t| t <= now()) {
             return Err(bad("expires_at", "'expires_at' must be in the future."));
         }
+        if a.manages_key(&key_target(&k)) {
+            // A manager's expiry binds the holder from now on; none lifts the bond.
+            sets.push(("max_expires_at", Val::Int(e)));
+        } else if let Some(max) = k.max_expires_at {
+            if e.is_none_or(|t| t > max) {
+                return Err(forbidden(
+                    "An admin or manager set this key's expiry; you may bring it forward, not remove or extend it.",
+                )
+                .with_param("expires_at"));
+            }
+        }
         sets.push(("expires_at", Val::Int(e)));
     }
     let policy = f.policy()?;
-    if let Some(field) = policy.first() {
-        if !a.manages_org(k.owner_org_id) {
-            return Err(forbidden("Only an admin or an org-admin may change limits and exclusions.").with_param(field));
-        }
-    }
+    super::tenancy::check_policy_rights(&a, k.owner_org_id, &policy)?;
     sets.extend(policy.0);
     if let Some(q) = update_sql("tokens", &sets, k.id, " AND deleted_at IS NULL") {
         ts::execute_tx(&gw.db, &[q]).await?;

@@ -58,9 +58,12 @@ pub async fn ingest(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: By
     }
 }
 
-/// The caller's scope: admin all, org-admin their org, others their own keys and their teams'
-/// service accounts.
+/// The caller's scope: admin all, org-admin their org, a service account's key its own traffic,
+/// others their own keys and their teams' service accounts.
 fn scope(a: &Authed) -> Scope {
+    if let Some((sa, _)) = a.service_account {
+        return Scope::ServiceAccount(sa);
+    }
     match (a.role, a.org_id) {
         (Role::Admin, _) => Scope::All,
         (Role::OrgAdmin, Some(o)) => Scope::Org(o),

@@ -269,6 +269,12 @@ pub struct TokenFull {
     pub owner_org_id: Option<i64>,
     /// The service account's team.
     pub sa_team_id: Option<i64>,
+    /// The service account's team's org.
+    pub sa_org_id: Option<i64>,
+    /// The owner's role.
+    pub owner_role: String,
+    /// The latest expiry the key's holder may choose (set by a manager's expiry).
+    pub max_expires_at: Option<i64>,
     /// Policy.
     #[sqlx(flatten)]
     pub policy: PolicyFields,
@@ -279,14 +285,15 @@ pub struct TokenFull {
 pub fn token_cols() -> String {
     format!(
         "k.id, k.user_id, k.service_account_id, k.name, k.preview, k.created_at, k.expires_at, k.last_used_at, \
-         k.revoked_at, u.org_id AS owner_org_id, s.team_id AS sa_team_id, {}",
+         k.revoked_at, u.org_id AS owner_org_id, s.team_id AS sa_team_id, st.org_id AS sa_org_id, \
+         u.role AS owner_role, k.max_expires_at, {}",
         policy_cols("k")
     )
 }
 
 /// The FROM clause [`token_cols`] needs.
-pub const TOKEN_FROM: &str =
-    "tokens k JOIN users u ON u.id = k.user_id LEFT JOIN service_accounts s ON s.id = k.service_account_id";
+pub const TOKEN_FROM: &str = "tokens k JOIN users u ON u.id = k.user_id \
+     LEFT JOIN service_accounts s ON s.id = k.service_account_id LEFT JOIN teams st ON st.id = s.team_id";
 
 /// The caller's team memberships: (team id, team admin).
 pub async fn memberships(db: &Db, user_id: i64) -> Result<Vec<(i64, bool)>, sqlx::Error> {

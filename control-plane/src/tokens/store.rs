@@ -54,6 +54,12 @@ pub struct Caller {
     pub org_id: Option<i64>,
     /// The key used.
     pub token_id: i64,
+    /// Set for a service account's key: the account.
+    pub service_account_id: Option<i64>,
+    /// The service account's team.
+    pub sa_team_id: Option<i64>,
+    /// Who created the key (none for keys older than this column, and bootstrap keys).
+    pub created_by: Option<i64>,
 }
 
 const TOKEN_COLUMNS: &str = "id, user_id, name, preview, created_at, expires_at, last_used_at, revoked_at";
@@ -105,8 +111,11 @@ pub async fn live(db: &Db, now: i64, expired_grace: i64) -> Result<Vec<LiveToken
 /// active and not deleted).
 pub async fn caller(db: &Db, key_hash: &str, now: i64) -> Result<Option<Caller>, sqlx::Error> {
     with_pool!(db, p => sqlx::query_as::<_, Caller>(
-        "SELECT u.id AS user_id, u.email, u.role, u.org_id, t.id AS token_id FROM tokens t JOIN users u ON u.id = t.user_id \
+        "SELECT u.id AS user_id, u.email, u.role, u.org_id, t.id AS token_id, t.service_account_id, \
+         s.team_id AS sa_team_id, t.created_by FROM tokens t JOIN users u ON u.id = t.user_id \
+         LEFT JOIN service_accounts s ON s.id = t.service_account_id \
          WHERE t.key_hash = $1 AND t.revoked_at IS NULL AND t.deleted_at IS NULL AND u.active AND u.deleted_at IS NULL \
-         AND (t.expires_at IS NULL OR t.expires_at > $2)")
+         AND (t.expires_at IS NULL OR t.expires_at > $2) \
+         AND (t.service_account_id IS NULL OR s.deleted_at IS NULL)")
         .bind(key_hash).bind(now).fetch_optional(p).await)
 }

@@ -23,6 +23,8 @@ pub enum Scope {
     All,
     /// One org's traffic (org-admin).
     Org(i64),
+    /// One service account's traffic (its own key reading its usage).
+    ServiceAccount(i64),
     /// A user's own personal keys, and the service accounts of their teams.
     Own {
         /// The user.
@@ -109,6 +111,9 @@ fn conditions(sql: &mut Sql, scope: &Scope, f: &Filters, rollup: bool) {
         Scope::All => {}
         Scope::Org(o) => {
             sql.push(" AND org_id = ").id(*o);
+        }
+        Scope::ServiceAccount(sa) => {
+            sql.push(" AND service_account_id = ").id(*sa);
         }
         Scope::Own { user_id, teams } => {
             sql.push(&format!(" AND (({no_sa} AND user_id = ")).id(*user_id).push(")");

@@ -285,7 +285,10 @@ async fn ui_flow(h: &Harness) {
     assert_eq!(r.status(), 201);
     let p = b.get("/ui/audit").await;
     assert!(
-        p.body.contains("<td>admin@localhost</td><td>api</td><td><code>POST /api/v1/orgs</code></td><td>done</td>"),
+        // The entry names the key the action was made with (the bootstrap admin's first key).
+        p.body.contains(
+            "<td>admin@localhost</td><td>api (key 1)</td><td><code>POST /api/v1/orgs</code></td><td>done</td>"
+        ),
         "{}",
         p.body
     );

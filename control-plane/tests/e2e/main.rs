@@ -16,5 +16,6 @@ mod mcp;
 mod mcp_server;
 mod nack;
 mod replicas;
+mod role_matrix;
 mod tenancy;
 mod usage;
