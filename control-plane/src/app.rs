@@ -3,7 +3,7 @@
 
 use crate::config::models::ModelsConfig;
 use crate::db::Db;
-use crate::envoy::{bootstrap_yaml, EnvoyProcess};
+use crate::envoy::{bootstrap_yaml_with, EnvoyProcess};
 use crate::gateway::{now, Gateway};
 use crate::tokens::{generate_key, hash_hex, preview, store};
 use crate::xds::resources::Layout;
@@ -51,6 +51,25 @@ pub struct Settings {
     #[arg(long, env = "AQUEDUCT_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES,
           value_parser = clap::value_parser!(u64).range(1..=4_000_000_000))]
     pub max_body_bytes: u64,
+    /// Milliseconds a client has to send its request headers on the public listener; Envoy
+    /// answers 408 and closes the connection after that (slow-header clients).
+    #[arg(long, env = "AQUEDUCT_REQUEST_HEADERS_TIMEOUT_MS",
+          default_value_t = crate::xds::resources::DEFAULT_REQUEST_HEADERS_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_headers_timeout_ms: u64,
+    /// Seconds a stream on the public listener may go without activity before Envoy resets it.
+    /// Model routes wait for their own timeout instead (a slow model is not cut) and MCP routes
+    /// for an hour.
+    #[arg(long, env = "AQUEDUCT_STREAM_IDLE_TIMEOUT_SECS",
+          default_value_t = crate::xds::resources::DEFAULT_STREAM_IDLE_TIMEOUT_SECS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stream_idle_timeout_secs: u64,
+    /// Most connections the public listener holds open at once (all Envoy workers together);
+    /// further ones are closed on arrival.
+    #[arg(long, env = "AQUEDUCT_MAX_CONNECTIONS",
+          default_value_t = crate::xds::resources::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
     /// Envoy binary to run and supervise; unset: run no Envoy (point your own at the xDS address).
     #[arg(long, env = "AQUEDUCT_ENVOY")]
     pub envoy: Option<PathBuf>,
@@ -60,6 +79,11 @@ pub struct Settings {
     /// `--base-id` of the supervised Envoy (distinct per Envoy on one host).
     #[arg(long, env = "AQUEDUCT_ENVOY_BASE_ID", default_value_t = 0)]
     pub envoy_base_id: u32,
+    /// Seconds a supervised Envoy outlives a control plane killed outright (SIGKILL, a crash),
+    /// serving with its last configuration and holding its usage events for the next control
+    /// plane on the same data directory, which drains it. After that it is drained and stopped.
+    #[arg(long, env = "AQUEDUCT_ENVOY_ORPHAN_GRACE_SECS", default_value_t = 600)]
+    pub envoy_orphan_grace_secs: u64,
     /// Worker threads of the supervised Envoy.
     #[arg(long, env = "AQUEDUCT_ENVOY_CONCURRENCY", default_value_t = 2)]
     pub envoy_concurrency: u32,
@@ -213,6 +237,11 @@ impl Settings {
             control_plane_http: self.http_listen,
             wasm_path: wasm,
             max_body_bytes: self.max_body_bytes,
+            limits: crate::xds::resources::ListenerLimits {
+                request_headers_timeout: Duration::from_millis(self.request_headers_timeout_ms),
+                stream_idle_timeout: Duration::from_secs(self.stream_idle_timeout_secs),
+                max_connections: self.max_connections,
+            },
         })
     }
 }
@@ -280,7 +309,57 @@ pub async fn create_admin_key(settings: &Settings) -> anyhow::Result<String> {
 
 /// The Envoy bootstrap for these settings.
 pub fn bootstrap(settings: &Settings) -> String {
-    bootstrap_yaml("aqueduct-envoy", settings.xds_listen, settings.envoy_admin)
+    bootstrap_yaml_with("aqueduct-envoy", settings.xds_listen, settings.envoy_admin, settings.max_connections)
+}
+
+/// How long `/ready` waits for the database.
+pub const READY_DB_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /ready`: readiness, as opposed to `/health` (liveness, answered by Envoy itself). 200
+/// `{"status":"ready"}` when the database answers a query within [`READY_DB_TIMEOUT`] and a
+/// configuration for Envoy (listener, routes, clusters, filter) has been built; otherwise 503
+/// with `"status":"not_ready"` and a field per missing dependency (`database`, `xds`).
+pub async fn ready(
+    axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    use crate::xds::type_url;
+    let mut problems = serde_json::Map::new();
+    // A real table, not `SELECT 1`: SQLite answers that without reading its file.
+    let query = async {
+        crate::with_pool!(&gw.db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM gateway_secrets")
+            .fetch_one(p)
+            .await
+            .map(|_| ()))
+    };
+    match tokio::time::timeout(READY_DB_TIMEOUT, query).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            problems.insert("database".into(), format!("unreachable: {e}").into());
+        }
+        Err(_) => {
+            problems.insert("database".into(), format!("unreachable: no answer within {READY_DB_TIMEOUT:?}").into());
+        }
+    }
+    let snapshot = gw.cache.current();
+    let missing: Vec<&str> = [
+        ("listener", type_url::LISTENER),
+        ("routes", type_url::ROUTE),
+        ("clusters", type_url::CLUSTER),
+        ("filter", type_url::EXTENSION),
+    ]
+    .into_iter()
+    .filter(|(_, t)| snapshot.version(t).is_none())
+    .map(|(name, _)| name)
+    .collect();
+    if !missing.is_empty() {
+        problems.insert("xds".into(), format!("no configuration built yet: {}", missing.join(", ")).into());
+    }
+    if problems.is_empty() {
+        (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"})))
+    } else {
+        problems.insert("status".into(), "not_ready".into());
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::Value::Object(problems)))
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -439,6 +518,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             concurrency: settings.envoy_concurrency,
             bootstrap: bootstrap(&settings),
             admin: settings.envoy_admin,
+            orphan_grace: Duration::from_secs(settings.envoy_orphan_grace_secs),
         };
         tokio::spawn(proc.supervise(stopped(stop_envoy_rx)))
     });

@@ -24,6 +24,19 @@ enum Cmd {
         #[command(subcommand)]
         command: AdminCmd,
     },
+    /// Runs Envoy as its parent for the supervisor (internal: see docs/operations.md).
+    #[command(hide = true)]
+    EnvoyKeeper {
+        /// Envoy's admin address, to drain it when no control plane comes back.
+        #[arg(long)]
+        admin: std::net::SocketAddr,
+        /// Seconds Envoy outlives a control plane killed outright.
+        #[arg(long)]
+        grace_secs: u64,
+        /// Envoy's command line.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -57,6 +70,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Admin { command: AdminCmd::CreateKey } => {
             println!("{}", app::create_admin_key(&cli.settings).await?);
             Ok(())
+        }
+        Cmd::EnvoyKeeper { admin, grace_secs, command } => {
+            std::process::exit(aqueduct::envoy::keep(admin, std::time::Duration::from_secs(grace_secs), command).await)
         }
         Cmd::Admin { command: AdminCmd::Bootstrap { org, email } } => {
             println!("{}", app::bootstrap_org_admin(&cli.settings, &org, &email).await?);

@@ -80,6 +80,7 @@ pub fn router(gw: Arc<Gateway>, settings: TenancySettings) -> Router {
         .route(aqueduct_policy::journal::JOURNAL_PATH, get(journal::poll))
         .route("/api/v1/openapi.json", get(|| async { Json(openapi::document()) }))
         .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(crate::app::ready))
         .route("/metrics", get(metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -153,18 +153,9 @@ fn group_json(g: &Group, dims: &[&str]) -> Value {
     v
 }
 
-/// One CSV field.
+/// One CSV field (formula-neutralised: see [`crate::usage::csv`]).
 fn csv_field(v: &Value) -> String {
-    let s = match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
+    crate::usage::csv::field(v)
 }
 
 fn csv(columns: &[&str], rows: &[Value], name: &str) -> Response {

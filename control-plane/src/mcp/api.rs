@@ -1,9 +1,15 @@
 //! `/api/v1/mcp-servers`: MCP servers managed through the management API, stored in the
 //! database next to the file's (an API entry may not reuse a file entry's name; the file is
 //! edited as a file). Any caller may list them; only admins change them. Header values are
-//! never shown: a literal may be a credential; `os.environ/VAR` references are shown as written.
+//! never shown: a literal may be a credential; `os.environ/VAR` references (file entries only)
+//! are shown as written.
+//!
+//! An API entry may not use `os.environ/VAR`: the environment is the operator's (it holds the
+//! admin key and password), and an API caller could otherwise send any variable to a URL of
+//! its choosing, or learn from the answer which variables are set. Environment references are
+//! for the operator's MCP servers file only.
 
-use super::registry::{load_managed, Server, ServerEntry};
+use super::registry::{load_managed, Server, ServerEntry, ENV_PREFIX};
 use crate::api::auth::Authed;
 use crate::api::common::{bad, conflict, not_found, Fields};
 use crate::api::error::Error;
@@ -89,11 +95,21 @@ pub async fn get_one(
     Ok(Json(view(&s, source(&gw, &name), a.is_admin())))
 }
 
-/// Checks a body as a server entry, resolving `os.environ/VAR` in this process's environment.
+/// Checks a body as a server entry. A header that refers to the environment is refused before
+/// anything looks the variable up: the answer is the same whether or not it is set.
 fn checked(name: &str, map: Map<String, Value>) -> Result<Server, Error> {
     let entry: ServerEntry =
         serde_json::from_value(Value::Object(map)).map_err(|e| bad("body", format!("Invalid MCP server: {e}.")))?;
-    Server::check(name, entry, &|v| std::env::var(v).ok()).map_err(|e| {
+    if let Some(header) = env_reference(&entry) {
+        return Err(bad(
+            &format!("headers.{header}"),
+            format!(
+                "Header '{header}' refers to the environment (os.environ/…); environment references are allowed \
+                 only in the operator's MCP servers file, not through the API."
+            ),
+        ));
+    }
+    Server::check(name, entry, &|_| None).map_err(|e| {
         use super::registry::RegistryError as R;
         let param = match &e {
             R::Name(_) => "name",
@@ -104,6 +120,13 @@ fn checked(name: &str, map: Map<String, Value>) -> Result<Server, Error> {
         };
         bad(param, e.to_string())
     })
+}
+
+/// The first header (by name) whose name or value uses an `os.environ/` reference, in any case
+/// and with any surrounding space.
+fn env_reference(entry: &ServerEntry) -> Option<&str> {
+    let uses = |s: &str| s.trim().to_ascii_lowercase().contains(ENV_PREFIX);
+    entry.headers.iter().find(|(k, v)| uses(k) || uses(v)).map(|(k, _)| k.as_str())
 }
 
 /// `POST /api/v1/mcp-servers` (admin): adds a server; it is served at once.
@@ -181,4 +204,40 @@ fn managed_only(gw: &Gateway, name: &str) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(headers: Value) -> Map<String, Value> {
+        match json!({"url": "http://127.0.0.1:1/mcp", "headers": headers}) {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    /// (status, param, message) of a refused body.
+    fn refusal(headers: Value) -> (u16, Option<String>, String) {
+        let e = checked("s", body(headers)).expect_err("refused");
+        (e.0.status, e.1, e.0.message)
+    }
+
+    #[test]
+    fn environment_references_are_refused_alike_whether_set_or_not() {
+        // PATH is set in every test process; the other is set nowhere.
+        let set = refusal(json!({"Authorization": "os.environ/PATH"}));
+        let unset = refusal(json!({"Authorization": "os.environ/AQUEDUCT_SURELY_UNSET_VARIABLE"}));
+        assert_eq!((set.0, set.1.as_deref()), (400, Some("headers.Authorization")), "{set:?}");
+        assert_eq!(set, unset, "no oracle for which variables are set");
+        for sneaky in [" os.environ/PATH", "OS.ENVIRON/PATH", "Bearer os.environ/PATH"] {
+            assert_eq!(refusal(json!({"X-A": sneaky})).1.as_deref(), Some("headers.X-A"), "{sneaky}");
+        }
+    }
+
+    #[test]
+    fn literal_headers_are_kept() {
+        let s = checked("s", body(json!({"X-Team": "red"}))).unwrap();
+        assert_eq!(s.headers, vec![("x-team".to_string(), "red".to_string())]);
+    }
 }

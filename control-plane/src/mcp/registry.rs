@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 /// Prefix by which a header value refers to an environment variable, as in the models file.
-const ENV_PREFIX: &str = "os.environ/";
+/// Only the operator's file may use it; the management API refuses it.
+pub const ENV_PREFIX: &str = "os.environ/";
 
 /// The only transport Aqueduct (and this gateway) speaks to upstreams.
 pub const STREAMABLE_HTTP: &str = "streamable-http";
@@ -200,8 +201,9 @@ impl Registry {
     }
 }
 
-/// The servers managed through the management API. A stored entry that no longer checks (an
-/// environment variable it names was unset since) is left out and logged, never fatal.
+/// The servers managed through the management API. A stored entry that does not check is left
+/// out and logged, never fatal; environment references are never resolved for these (an entry
+/// stored before the API refused them is left out too).
 pub async fn load_managed(db: &crate::db::Db) -> Result<Vec<Server>, sqlx::Error> {
     let rows: Vec<(String, String)> = crate::with_pool!(db, p => sqlx::query_as::<_, (String, String)>(
         "SELECT name, config FROM mcp_servers ORDER BY name",
@@ -212,7 +214,7 @@ pub async fn load_managed(db: &crate::db::Db) -> Result<Vec<Server>, sqlx::Error
     for (name, config) in rows {
         let checked = serde_json::from_str::<ServerEntry>(&config)
             .map_err(|e| RegistryError::Json(e.to_string()))
-            .and_then(|entry| Server::check(&name, entry, &|v| std::env::var(v).ok()));
+            .and_then(|entry| Server::check(&name, entry, &|_| None));
         match checked {
             Ok(s) => out.push(s),
             Err(e) => tracing::error!(server = %name, error = %e, "stored MCP server left out"),

@@ -1,11 +1,118 @@
 //! Storing event batches: parse, insert each request id once, roll up what was new.
+//!
+//! Refusals of requests that carried no known key (anonymous 4xx: a missing or unknown key)
+//! cost an attacker nothing to make, so they are not all kept as rows: each is counted in the
+//! rollups (per minute, hour and day, without its end user) and in the metrics, and only a
+//! sample becomes a ledger row — at most one per client address per minute, and at most
+//! [`ANONYMOUS_ROWS_PER_MINUTE`] per minute in all (per control plane).
 
 use crate::db::Db;
 use crate::with_pool;
 use aqueduct_policy::ledger::{Outcome, UsageEvent};
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// Most anonymous refusals kept as ledger rows per minute, over every client address.
+pub const ANONYMOUS_ROWS_PER_MINUTE: usize = 60;
+/// Ids of anonymous refusals counted without a row that are remembered, so that a batch the
+/// filter sends again (its acknowledgement was lost) does not count them twice.
+const REMEMBERED_IDS: usize = 100_000;
+
+/// Whether `e` is a refusal of a request without a known key: a 4xx with no key id.
+pub fn is_anonymous_refusal(e: &UsageEvent) -> bool {
+    e.token_id.is_none() && (400..500).contains(&e.status)
+}
+
+/// Which anonymous refusals got a row, and which were counted without one.
+#[derive(Debug, Default)]
+struct Sampler {
+    /// (minute, client address) pairs that have their row.
+    kept: HashSet<(i64, String)>,
+    /// Rows kept per minute.
+    per_minute: HashMap<i64, usize>,
+    /// Ids of anonymous refusals already counted (with or without a row), oldest first (and
+    /// as a set).
+    counted: VecDeque<String>,
+    counted_set: HashSet<String>,
+}
+
+/// What to do with one batch: rows to insert and anonymous refusals counted only in the
+/// rollups. Applied to the [`Sampler`] only once the batch is stored.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Indices of the events stored as rows (all of them in a batch without anonymous
+    /// refusals: `None`).
+    rows: Option<Vec<usize>>,
+    /// Indices of the anonymous refusals counted without a row (ids new to this process).
+    counted: Vec<usize>,
+    /// (minute, client address) pairs that get their row with this batch.
+    kept: Vec<(i64, String)>,
+}
+
+static SAMPLER: Mutex<Option<Sampler>> = Mutex::new(None);
+
+fn minute(at_ms: i64) -> i64 {
+    at_ms.div_euclid(60_000)
+}
+
+impl Sampler {
+    fn plan(&self, events: &[UsageEvent]) -> Plan {
+        if !events.iter().any(is_anonymous_refusal) {
+            return Plan::default();
+        }
+        let mut plan = Plan { rows: Some(Vec::with_capacity(events.len())), ..Default::default() };
+        let mut per_minute: HashMap<i64, usize> = HashMap::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (i, e) in events.iter().enumerate() {
+            if !is_anonymous_refusal(e) {
+                plan.rows.get_or_insert_default().push(i);
+                continue;
+            }
+            if self.counted_set.contains(&e.request_id) || !seen.insert(e.request_id.as_str()) {
+                continue; // counted before: a duplicate
+            }
+            let m = minute(e.at_ms);
+            let key = (m, e.client_ip.clone().unwrap_or_default());
+            let taken = self.per_minute.get(&m).copied().unwrap_or(0) + per_minute.get(&m).copied().unwrap_or(0);
+            if !self.kept.contains(&key) && !plan.kept.contains(&key) && taken < ANONYMOUS_ROWS_PER_MINUTE {
+                *per_minute.entry(m).or_default() += 1;
+                plan.kept.push(key);
+                plan.rows.get_or_insert_default().push(i);
+            } else {
+                plan.counted.push(i);
+            }
+        }
+        plan
+    }
+
+    fn apply(&mut self, plan: &Plan, events: &[UsageEvent], now_ms: i64) {
+        for key in &plan.kept {
+            *self.per_minute.entry(key.0).or_default() += 1;
+            self.kept.insert(key.clone());
+        }
+        // Sampled rows are remembered as well: a resent batch must not count them again.
+        let sampled = plan.rows.iter().flatten().filter(|&&i| is_anonymous_refusal(&events[i]));
+        for &i in plan.counted.iter().chain(sampled) {
+            let id = events[i].request_id.clone();
+            if self.counted_set.insert(id.clone()) {
+                self.counted.push_back(id);
+            }
+        }
+        while self.counted.len() > REMEMBERED_IDS {
+            if let Some(old) = self.counted.pop_front() {
+                self.counted_set.remove(&old);
+            }
+        }
+        // Events arrive within minutes of their request (longer only after an outage, when
+        // a few more rows are harmless): forget minutes long past.
+        let horizon = minute(now_ms) - 10;
+        self.kept.retain(|(m, _)| *m >= horizon);
+        self.per_minute.retain(|m, _| *m >= horizon);
+    }
+}
 
 /// Rollup granularities and their widths in milliseconds.
 pub const BUCKETS: [(&str, i64); 3] = [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
@@ -98,7 +205,9 @@ fn rollups(events: &[&UsageEvent]) -> BTreeMap<GroupKey, Sums> {
                 service_account_id: id(e.service_account_id).unwrap_or(0),
                 token_id: id(e.token_id).unwrap_or(0),
                 model: e.model.clone().unwrap_or_default(),
-                end_user: e.end_user.clone().unwrap_or_default(),
+                // An anonymous refusal's end user is whatever the caller wrote: not a dimension
+                // worth a rollup row per value.
+                end_user: if is_anonymous_refusal(e) { String::new() } else { e.end_user.clone().unwrap_or_default() },
                 status: i32::from(e.status),
             };
             let s = out.entry(key).or_default();
@@ -115,14 +224,31 @@ fn rollups(events: &[&UsageEvent]) -> BTreeMap<GroupKey, Sums> {
 
 /// Stores `events` in one transaction: each request id once, rollups for the new ones, and the
 /// keys' `last_used_at`.
+///
+/// Anonymous refusals are sampled (see the module's documentation): those without a row count
+/// as inserted too, since they are new to the rollups.
 pub async fn store(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Result<Stored, sqlx::Error> {
     if events.is_empty() {
         return Ok(Stored::default());
     }
-    match db {
-        Db::Postgres(p) => store_pg(p, events, received_at_ms).await,
-        Db::Sqlite(_) => store_rows(db, events, received_at_ms).await,
+    let plan = {
+        let sampler = SAMPLER.lock().unwrap_or_else(|e| e.into_inner());
+        sampler.as_ref().map_or_else(|| Sampler::default().plan(events), |s| s.plan(events))
+    };
+    let rows: Cow<'_, [UsageEvent]> = match &plan.rows {
+        None => Cow::Borrowed(events),
+        Some(rows) => Cow::Owned(rows.iter().map(|&i| events[i].clone()).collect()),
+    };
+    let counted: Vec<&UsageEvent> = plan.counted.iter().map(|&i| &events[i]).collect();
+    let inserted = match db {
+        Db::Postgres(p) => store_pg(p, &rows, &counted, received_at_ms).await?,
+        Db::Sqlite(_) => store_rows(db, &rows, &counted, received_at_ms).await?,
+    };
+    if plan.rows.is_some() {
+        let mut sampler = SAMPLER.lock().unwrap_or_else(|e| e.into_inner());
+        sampler.get_or_insert_default().apply(&plan, events, received_at_ms);
     }
+    Ok(Stored { inserted, duplicates: events.len() - inserted })
 }
 
 /// The events of `events` whose ids are in `inserted`, each id once.
@@ -153,9 +279,15 @@ const ROLLUP_CONFLICT: &str =
      reasoning_tokens = usage_rollups.reasoning_tokens + excluded.reasoning_tokens, \
      latency_ms_sum = usage_rollups.latency_ms_sum + excluded.latency_ms_sum";
 
+/// Stores `events` as rows and rolls up the new ones plus `counted`; returns how many were new.
 /// PostgreSQL: whole columns as arrays (`UNNEST`), so a statement's size and parse cost do not
 /// grow with the batch.
-async fn store_pg(p: &sqlx::PgPool, events: &[UsageEvent], received_at_ms: i64) -> Result<Stored, sqlx::Error> {
+async fn store_pg(
+    p: &sqlx::PgPool,
+    events: &[UsageEvent],
+    counted: &[&UsageEvent],
+    received_at_ms: i64,
+) -> Result<usize, sqlx::Error> {
     let mut tx = p.begin().await?;
     let col = |f: &dyn Fn(&UsageEvent) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
     let text = |f: &dyn Fn(&UsageEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
@@ -199,7 +331,8 @@ async fn store_pg(p: &sqlx::PgPool, events: &[UsageEvent], received_at_ms: i64) 
     .fetch_all(&mut *tx)
     .await?;
     let inserted: BTreeSet<String> = inserted.into_iter().collect();
-    let new = fresh(events, &inserted);
+    let mut new = fresh(events, &inserted);
+    new.extend_from_slice(counted);
     let groups: Vec<(GroupKey, Sums)> = rollups(&new).into_iter().collect();
     if !groups.is_empty() {
         // Staged, not upserted: `fold` moves them into the rollups in bulk.
@@ -245,7 +378,7 @@ async fn store_pg(p: &sqlx::PgPool, events: &[UsageEvent], received_at_ms: i64) 
     if !groups.is_empty() {
         STAGED.store(true, Ordering::Release);
     }
-    Ok(Stored { inserted: new.len(), duplicates: events.len() - new.len() })
+    Ok(new.len())
 }
 
 /// This process staged rollup increments since its last fold.
@@ -318,8 +451,13 @@ pub async fn run_folder(db: Db) {
     }
 }
 
-/// The portable path (SQLite): multi-row `VALUES`.
-async fn store_rows(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Result<Stored, sqlx::Error> {
+/// The portable path (SQLite): multi-row `VALUES`; otherwise as [`store_pg`].
+async fn store_rows(
+    db: &Db,
+    events: &[UsageEvent],
+    counted: &[&UsageEvent],
+    received_at_ms: i64,
+) -> Result<usize, sqlx::Error> {
     with_pool!(db, p => {
         let mut tx = p.begin().await?;
         let mut inserted: BTreeSet<String> = BTreeSet::new();
@@ -364,7 +502,8 @@ async fn store_rows(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Resu
             inserted.extend(ids);
         }
         // A batch may repeat an id within itself: count each new id's first occurrence only.
-        let new = fresh(events, &inserted);
+        let mut new = fresh(events, &inserted);
+        new.extend_from_slice(counted);
         let groups: Vec<(GroupKey, Sums)> = rollups(&new).into_iter().collect();
         for chunk in groups.chunks(ROWS_PER_STATEMENT) {
             let mut qb = sqlx::QueryBuilder::new(
@@ -401,7 +540,7 @@ async fn store_rows(db: &Db, events: &[UsageEvent], received_at_ms: i64) -> Resu
                 .await?;
         }
         tx.commit().await?;
-        Ok(Stored { inserted: new.len(), duplicates: events.len() - new.len() })
+        Ok(new.len())
     })
 }
 
@@ -415,6 +554,55 @@ mod tests {
         let p = parse(body);
         assert_eq!((p.events.len(), p.invalid), (1, 2));
         assert_eq!(p.events[0].outcome, Some(Outcome::Ok));
+    }
+
+    fn anonymous(id: &str, at_ms: i64, ip: &str) -> UsageEvent {
+        UsageEvent {
+            request_id: id.into(),
+            at_ms,
+            status: 401,
+            outcome: Some(Outcome::Unauthorized),
+            client_ip: Some(ip.into()),
+            end_user: Some(format!("chosen-by-caller-{id}")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn anonymous_refusals_get_one_row_per_address_and_minute() {
+        let mut s = Sampler::default();
+        let keyed = UsageEvent { request_id: "k".into(), token_id: Some(1), status: 401, ..Default::default() };
+        let mut batch = vec![keyed];
+        batch.extend((0..100).map(|i| anonymous(&format!("a{i}"), 1_000 + i, "1.1.1.1")));
+        batch.push(anonymous("b", 2_000, "2.2.2.2"));
+        batch.push(anonymous("next-minute", 61_000, "1.1.1.1"));
+        batch.push(anonymous("a5", 1_005, "1.1.1.1")); // repeated within the batch
+        let plan = s.plan(&batch);
+        let rows: Vec<&str> = plan.rows.iter().flatten().map(|&i| batch[i].request_id.as_str()).collect();
+        assert_eq!(rows, ["k", "a0", "b", "next-minute"], "keyed events always, one per address and minute");
+        assert_eq!(plan.counted.len(), 99, "the rest are counted, each id once");
+        s.apply(&plan, &batch, 61_000);
+        // The same batch again (its acknowledgement was lost): nothing new is counted.
+        let again = s.plan(&batch[1..]);
+        assert!(again.counted.is_empty() && again.rows.as_ref().is_some_and(|r| r.is_empty()), "{again:?}");
+        // A later request from the same address in the same minute: counted only.
+        let later = s.plan(&[anonymous("late", 30_000, "1.1.1.1")]);
+        assert_eq!((later.rows.map(|r| r.len()), later.counted.len()), (Some(0), 1));
+        // Their rollups do not split by the end user the caller chose.
+        let refs: Vec<&UsageEvent> = batch.iter().skip(1).take(100).collect();
+        let r = rollups(&refs);
+        assert_eq!(r.len(), 3, "one row per bucket: {r:?}");
+        assert!(r.values().all(|s| s.requests == 100));
+    }
+
+    #[test]
+    fn rows_per_minute_are_capped_over_all_addresses() {
+        let s = Sampler::default();
+        let batch: Vec<UsageEvent> =
+            (0..1000).map(|i| anonymous(&format!("a{i}"), 1_000, &format!("10.0.{}.{}", i / 256, i % 256))).collect();
+        let plan = s.plan(&batch);
+        assert_eq!(plan.rows.map(|r| r.len()), Some(ANONYMOUS_ROWS_PER_MINUTE));
+        assert_eq!(plan.counted.len(), 1000 - ANONYMOUS_ROWS_PER_MINUTE);
     }
 
     #[test]

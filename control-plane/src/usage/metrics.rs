@@ -52,6 +52,9 @@ struct Inner {
     /// Model labels seen, to bound them.
     models: std::collections::BTreeSet<String>,
     lag: Histogram,
+    /// Refusals of requests without a known key, by status and outcome (most have no ledger
+    /// row: see [`crate::usage::ingest`]).
+    anonymous: BTreeMap<(u16, &'static str), u64>,
     batches_ok: u64,
     batches_failed: u64,
     inserted: u64,
@@ -85,6 +88,10 @@ impl UsageMetrics {
             *m.tokens.entry((model.clone(), "input")).or_default() += e.input_tokens;
             *m.tokens.entry((model.clone(), "output")).or_default() += e.output_tokens;
             m.latency.entry((model, e.status)).or_default().observe(e.latency_ms as f64 / 1000.0);
+            if crate::usage::ingest::is_anonymous_refusal(e) {
+                let outcome = e.outcome.map_or("unknown", |o| o.as_str());
+                *m.anonymous.entry((e.status, outcome)).or_default() += 1;
+            }
             let done_at = e.at_ms.saturating_add(i64::try_from(e.latency_ms).unwrap_or(0));
             m.lag.observe((now_ms - done_at).max(0) as f64 / 1000.0);
         }
@@ -128,6 +135,14 @@ impl UsageMetrics {
         );
         let _ = writeln!(out, "# TYPE aqueduct_usage_ingestion_lag_seconds histogram");
         m.lag.render(out, "aqueduct_usage_ingestion_lag_seconds", "");
+        let _ = writeln!(
+            out,
+            "# HELP aqueduct_anonymous_refusals_total Requests refused without a known key, by status and outcome."
+        );
+        let _ = writeln!(out, "# TYPE aqueduct_anonymous_refusals_total counter");
+        for ((status, outcome), v) in &m.anonymous {
+            let _ = writeln!(out, "aqueduct_anonymous_refusals_total{{status=\"{status}\",outcome=\"{outcome}\"}} {v}");
+        }
         let _ = writeln!(out, "# HELP aqueduct_usage_batches_total Event batches received from Envoy, by result.");
         let _ = writeln!(out, "# TYPE aqueduct_usage_batches_total counter");
         let _ = writeln!(out, "aqueduct_usage_batches_total{{result=\"ok\"}} {}", m.batches_ok);
@@ -167,5 +182,15 @@ mod tests {
         );
         assert!(out.contains("aqueduct_usage_ingestion_lag_seconds_bucket{le=\"1\"} 2"));
         assert!(out.contains("aqueduct_usage_events_total{result=\"duplicate\"} 1"));
+        assert!(!out.contains("aqueduct_anonymous_refusals_total{"), "{out}");
+        let refused = UsageEvent {
+            status: 401,
+            outcome: Some(aqueduct_policy::ledger::Outcome::Unauthorized),
+            ..Default::default()
+        };
+        m.observe(&[&refused, &refused, &refused], 2_000);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("aqueduct_anonymous_refusals_total{status=\"401\",outcome=\"unauthorized\"} 3"), "{out}");
     }
 }

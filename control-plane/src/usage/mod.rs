@@ -5,6 +5,7 @@
 //! exactly once (the insert is idempotent by request id, and only newly inserted events are
 //! rolled up), so a retried batch never counts twice.
 
+pub mod csv;
 pub mod ingest;
 pub mod mcp;
 pub mod metrics;

@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
+use envoy_types::pb::envoy::extensions::filters::network::connection_limit::v3::ConnectionLimit;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager, http_filter, HttpConnectionManager, HttpFilter, LocalReplyConfig, Rds, ResponseMapper,
 };
@@ -30,7 +31,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::envoy::extensions::wasm::v3::{plugin_config, FailurePolicy, PluginConfig, VmConfig};
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, StringMatcher};
-use envoy_types::pb::google::protobuf::{Any, BoolValue, BytesValue, Duration, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, BytesValue, Duration, UInt32Value, UInt64Value};
 use prost::Name;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +60,41 @@ pub struct Layout {
     pub wasm_path: PathBuf,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
+    /// Connection limits and timeouts of the public listener.
+    pub limits: ListenerLimits,
+}
+
+/// What one client may hold open on the public listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// A connection must send its request headers within this (Envoy's
+    /// `request_headers_timeout`), or Envoy answers 408 and closes it: slow-header clients
+    /// cannot hold connections open.
+    pub request_headers_timeout: std::time::Duration,
+    /// A stream with no activity in either direction for this long is reset (the connection
+    /// manager's `stream_idle_timeout`). Model routes wait for their own timeout instead, and
+    /// MCP routes for [`MCP_IDLE_TIMEOUT_SECS`], so a slow model or a quiet stream is not cut.
+    pub stream_idle_timeout: std::time::Duration,
+    /// Most connections open at once on the listener, across Envoy's workers; further ones are
+    /// closed as they arrive (`envoy.filters.network.connection_limit`).
+    pub max_connections: u64,
+}
+
+/// Default [`ListenerLimits::request_headers_timeout`], in milliseconds.
+pub const DEFAULT_REQUEST_HEADERS_TIMEOUT_MS: u64 = 10_000;
+/// Default [`ListenerLimits::stream_idle_timeout`], in seconds (Envoy's own default).
+pub const DEFAULT_STREAM_IDLE_TIMEOUT_SECS: u64 = 300;
+/// Default [`ListenerLimits::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        Self {
+            request_headers_timeout: std::time::Duration::from_millis(DEFAULT_REQUEST_HEADERS_TIMEOUT_MS),
+            stream_idle_timeout: std::time::Duration::from_secs(DEFAULT_STREAM_IDLE_TIMEOUT_SECS),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// The Envoy cluster serving a model group.
@@ -77,6 +113,13 @@ fn pack<M: prost::Message + Name>(m: &M) -> Any {
 
 fn secs(s: u64) -> Duration {
     Duration { seconds: i64::try_from(s).unwrap_or(i64::MAX), nanos: 0 }
+}
+
+fn duration(d: std::time::Duration) -> Duration {
+    Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
 }
 
 fn socket(host: &str, port: u16) -> Address {
@@ -279,6 +322,15 @@ pub fn listener(layout: &Layout) -> Listener {
         // treats the client's x-envoy-* headers as untrusted): the filter reads the ledger's
         // client address from the header instead of asking Envoy for it per request.
         use_remote_address: Some(BoolValue { value: true }),
+        request_headers_timeout: Some(duration(layout.limits.request_headers_timeout)),
+        stream_idle_timeout: Some(duration(layout.limits.stream_idle_timeout)),
+        ..Default::default()
+    };
+    // Counted across workers; a connection over the limit is closed at once, before any byte
+    // of it is read.
+    let limit = ConnectionLimit {
+        stat_prefix: "aqueduct".into(),
+        max_connections: Some(UInt64Value { value: layout.limits.max_connections }),
         ..Default::default()
     };
     // Envoy's own buffer limit sits above the filter's so the filter answers 413 in OpenAI's
@@ -289,10 +341,16 @@ pub fn listener(layout: &Layout) -> Listener {
         address: Some(socket(&layout.listen.ip().to_string(), layout.listen.port())),
         per_connection_buffer_limit_bytes: Some(UInt32Value { value: u32::try_from(buffer).unwrap_or(u32::MAX) }),
         filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack(&hcm))),
-            }],
+            filters: vec![
+                Filter {
+                    name: "envoy.filters.network.connection_limit".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(pack(&limit))),
+                },
+                Filter {
+                    name: "envoy.filters.network.http_connection_manager".into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(pack(&hcm))),
+                },
+            ],
             ..Default::default()
         }],
         ..Default::default()
@@ -331,10 +389,11 @@ pub enum ClientPath {
 pub fn model_route(group: &ModelGroup, form: ClientPath) -> Route {
     let endpoints = group.upstream.endpoints.len();
     let retries = u32::try_from(endpoints).unwrap_or(1).saturating_sub(1).max(1);
-    let timeout = group.timeout.map_or(secs(DEFAULT_MODEL_TIMEOUT_SECS), |t| Duration {
-        seconds: i64::try_from(t.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(t.subsec_nanos()).unwrap_or(0),
-    });
+    let timeout = group.timeout.map_or(secs(DEFAULT_MODEL_TIMEOUT_SECS), duration);
+    // A model may think for as long as its timeout allows before the first byte (or between
+    // chunks of a stream): the listener's shorter stream idle timeout must not cut it first.
+    // A timeout of 0 (none) leaves the listener's idle timeout in force.
+    let idle_timeout = (timeout.seconds > 0 || timeout.nanos > 0).then_some(timeout);
     let base = &group.upstream.base_path;
     let (name, prefix, rewrite) = match form {
         ClientPath::V1 => (format!("model:{}", group.name), "/v1/", base != "/v1"),
@@ -363,6 +422,7 @@ pub fn model_route(group: &ModelGroup, form: ClientPath) -> Route {
         action: Some(route::Action::Route(RouteAction {
             cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(model_cluster_name(group))),
             timeout: Some(timeout),
+            idle_timeout,
             // The provider gets its own base path; the query string is kept.
             prefix_rewrite: if rewrite { format!("{base}/") } else { String::new() },
             host_rewrite_specifier: Some(route_action::HostRewriteSpecifier::AutoHostRewrite(BoolValue {
@@ -435,6 +495,24 @@ fn health_route(path: &str) -> Route {
     }
 }
 
+/// `/ready` goes to the control plane, which checks its database and configuration; with the
+/// control plane away Envoy answers 503 itself. `/health` (above) is Envoy's own: liveness.
+fn ready_route() -> Route {
+    Route {
+        name: "ready".into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Path("/ready".into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(CONTROL_PLANE_CLUSTER.into())),
+            timeout: Some(secs(5)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 /// MCP traffic to the control plane. Server streams (GET) and long tool calls (SSE) stay open
 /// for as long as they run, so there is no overall timeout; a stream silent for an hour ends.
 fn mcp_route(name: &str, path: route_match::PathSpecifier) -> Route {
@@ -459,6 +537,7 @@ pub fn route_config(models: &ModelsConfig) -> RouteConfiguration {
     let mut routes = vec![
         health_route("/health"),
         health_route("/health/"),
+        ready_route(),
         blocked("metrics", route_match::PathSpecifier::Path("/metrics".into()), "/metrics"),
         blocked("internal", route_match::PathSpecifier::Prefix("/internal/".into()), "/internal/"),
     ];
@@ -573,6 +652,67 @@ mod tests {
     }
 
     #[test]
+    fn the_listener_limits_slow_headers_and_connections() {
+        let layout = Layout {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            control_plane_http: ([127, 0, 0, 1], 18001).into(),
+            wasm_path: PathBuf::from("/f.wasm"),
+            max_body_bytes: 1,
+            limits: ListenerLimits {
+                request_headers_timeout: std::time::Duration::from_millis(1500),
+                max_connections: 7,
+                ..Default::default()
+            },
+        };
+        let l = listener(&layout);
+        let filters = &l.filter_chains[0].filters;
+        let names: Vec<&str> = filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["envoy.filters.network.connection_limit", "envoy.filters.network.http_connection_manager"],
+            "the limit is counted before HTTP is parsed"
+        );
+        let typed = |i: usize| match &filters[i].config_type {
+            Some(filter::ConfigType::TypedConfig(a)) => a.value.clone(),
+            other => panic!("{other:?}"),
+        };
+        let limit = <ConnectionLimit as prost::Message>::decode(typed(0).as_slice()).unwrap();
+        assert_eq!(limit.max_connections, Some(UInt64Value { value: 7 }));
+        let hcm = <HttpConnectionManager as prost::Message>::decode(typed(1).as_slice()).unwrap();
+        assert_eq!(hcm.request_headers_timeout, Some(Duration { seconds: 1, nanos: 500_000_000 }));
+        assert_eq!(hcm.stream_idle_timeout, Some(secs(DEFAULT_STREAM_IDLE_TIMEOUT_SECS)));
+    }
+
+    #[test]
+    fn a_model_may_stay_silent_for_its_whole_timeout() {
+        let m = models(
+            "model_list:
+  - model_name: slow
+    litellm_params: { model: openai/a, api_base: \"http://127.0.0.1:9001/v1\", timeout: 1800 }
+  - model_name: default
+    litellm_params: { model: openai/b, api_base: \"http://127.0.0.1:9002/v1\" }
+",
+        );
+        let idle: Vec<(String, Option<Duration>)> = route_config(&m).virtual_hosts[0]
+            .routes
+            .iter()
+            .filter(|r| r.name.starts_with("model:") && !r.name.ends_with(":bare"))
+            .map(|r| match &r.action {
+                Some(route::Action::Route(a)) => (r.name.clone(), a.idle_timeout),
+                _ => panic!("not a route"),
+            })
+            .collect();
+        assert_eq!(
+            idle,
+            vec![
+                ("model:slow".to_string(), Some(secs(1800))),
+                ("model:default".to_string(), Some(secs(DEFAULT_MODEL_TIMEOUT_SECS)))
+            ],
+            "longer than the listener's {DEFAULT_STREAM_IDLE_TIMEOUT_SECS} s stream idle timeout"
+        );
+    }
+
+    #[test]
     fn other_hosts_are_preferred_on_retry_only_when_there_are_other_hosts() {
         let m = models(
             "model_list:
@@ -586,9 +726,9 @@ mod tests {
             model_routes(&m),
             vec![route("model:a", "/v1/", "", 1, 3), route("model:a:bare", "/", "/v1/", 1, 3)]
         );
-        let Some(route::Action::Route(a)) = &route_config(&m).virtual_hosts[0].routes[4].action else {
-            panic!("not a route")
-        };
+        let config = route_config(&m);
+        let first = config.virtual_hosts[0].routes.iter().find(|r| r.name == "model:a");
+        let Some(route::Action::Route(a)) = first.and_then(|r| r.action.as_ref()) else { panic!("not a route") };
         assert_eq!(a.retry_policy.as_ref().and_then(|r| r.num_retries), Some(UInt32Value { value: 1 }));
     }
 }

@@ -10,6 +10,7 @@ mod endpoints;
 mod errors;
 mod exclusions;
 mod existing_mesh;
+mod hardening;
 mod limits;
 mod live;
 mod mcp;

@@ -28,6 +28,7 @@ async fn refused_policy_is_nacked_and_the_last_good_one_stays() {
         control_plane_http: ([127, 0, 0, 1], free_port()).into(),
         wasm_path: wasm_path(),
         max_body_bytes: 1 << 20,
+        limits: Default::default(),
     };
     let key = KeyRow {
         id: 1,
