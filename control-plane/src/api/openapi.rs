@@ -168,7 +168,7 @@ fn schemas() -> Value {
         "url": {"type": "string", "format": "uri"}, "description": s("string"),
         "tags": {"type": "array", "items": s("string")}, "icon_url": s("string"),
         "headers": {"type": "object", "additionalProperties": s("string"),
-                    "description": "Sent upstream; a value os.environ/NAME is read from the control plane's environment."},
+                    "description": "Sent upstream as given. Environment references (os.environ/NAME) are refused here (400, param headers.<name>); only the operator's MCP servers file may use them."},
     });
     let mut mcp_create = obj(mcp_entry.clone(), &["name", "url"]);
     mcp_create["properties"]["name"] = mcp_name.clone();
