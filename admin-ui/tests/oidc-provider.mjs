@@ -3,6 +3,9 @@
 // Usage: node oidc-provider.mjs <port> <redirect_uri>
 // Users: <name>@acme.test; groups come from the name: "root" is in gw-admins, everyone is in
 // "acme" and in "team:Research".
+// Tests may set an account's claims first: POST /test/claims with JSON {"login", "email",
+// "email_verified" (true, false, or null for no claim), "groups"}; unset fields keep the
+// defaults above. The subject is always the login name.
 import Provider from "oidc-provider";
 
 const [port, redirectUri] = process.argv.slice(2);
@@ -32,7 +35,10 @@ const provider = new Provider(issuer, {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, email: `${id}@acme.test`, email_verified: true, groups: groupsOf(id) };
+        const claims = { sub: id, email: `${id}@acme.test`, email_verified: true, groups: groupsOf(id) };
+        Object.assign(claims, overrides.get(id) ?? {});
+        if (claims.email_verified === null) delete claims.email_verified;
+        return claims;
       },
     };
   },
@@ -43,6 +49,15 @@ const provider = new Provider(issuer, {
   pkce: { required: () => true },
   features: { devInteractions: { enabled: true } },
   cookies: { keys: ["browser-test-cookie-key"] },
+});
+const overrides = new Map();
+provider.use(async (ctx, next) => {
+  if (ctx.method !== "POST" || ctx.path !== "/test/claims") return next();
+  let body = "";
+  for await (const chunk of ctx.req) body += chunk;
+  const { login, ...claims } = JSON.parse(body);
+  overrides.set(login, claims);
+  ctx.status = 204;
 });
 const server = provider.listen(Number(port), "127.0.0.1", () => {
   console.log(`oidc-provider ready at ${issuer}`);

@@ -1,6 +1,7 @@
 //! Sign-in and sign-out: the local admin login, OIDC, and the session cookie.
 
 use super::{error_page, field, render, Nav, UiSettings};
+use crate::auth::throttle::{self, Throttle};
 use crate::auth::{self, oidc, password, session};
 use crate::gateway::{now, Gateway};
 use askama::Template;
@@ -9,10 +10,47 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// Cookie holding the login form's CSRF token (double submit: there is no session yet).
 const LOGIN_COOKIE: &str = "aqueduct_login";
+/// Cookie binding an OIDC login to the browser that started it: it holds the login's `state`,
+/// and the callback accepts only the `state` this browser's cookie names.
+pub const OIDC_COOKIE: &str = "aqueduct_oidc";
+
+/// Failed local sign-ins per account and per client address (this replica's memory).
+struct Throttles {
+    accounts: Throttle,
+    addresses: Throttle,
+}
+
+static THROTTLES: LazyLock<Mutex<Throttles>> = LazyLock::new(|| {
+    Mutex::new(Throttles {
+        accounts: Throttle::new(throttle::ACCOUNT_LIMIT, throttle::WINDOW_SECS, throttle::MAX_KEYS),
+        addresses: Throttle::new(throttle::ADDRESS_LIMIT, throttle::WINDOW_SECS, throttle::MAX_KEYS),
+    })
+});
+
+fn throttles() -> std::sync::MutexGuard<'static, Throttles> {
+    THROTTLES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The client's address from `X-Forwarded-For`: the gateway's Envoy appends the address that
+/// connected to it (`use_remote_address`), so the last entry is that address and cannot be
+/// forged; with `trusted_hops` proxies in front of Envoy (`AQUEDUCT_TRUSTED_PROXY_HOPS`, as for
+/// the usage ledger) the entry that many places further left. `-` without the header.
+fn client_address(headers: &HeaderMap, trusted_hops: u32) -> String {
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    let i = entries.len().saturating_sub(1).saturating_sub(trusted_hops as usize);
+    entries.get(i).copied().unwrap_or("-").to_string()
+}
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -82,16 +120,45 @@ pub async fn local(
     if expected.is_empty() || !auth::same_secret(expected, sent) {
         return login_page(&ui, StatusCode::FORBIDDEN, "", Some("The form expired; try again.".into()));
     }
-    let email = field(&f, "email").to_lowercase();
+    let email = field(&f, "email").trim().to_lowercase();
     let pass = f.get("password").map(String::as_str).unwrap_or_default();
-    match password::check(&gw.db, &email, pass).await {
+    let address = client_address(&headers, gw.ledger.trusted_hops);
+    let shown = if auth::printable(&email) { email.as_str() } else { "" };
+    let (account_key, address_key) = (format!("account:{email}"), format!("address:{address}"));
+    let wait = {
+        let t = throttles();
+        let at = now();
+        t.accounts.blocked(&account_key, at).max(t.addresses.blocked(&address_key, at))
+    };
+    if let Some(secs) = wait {
+        // Debug formatting escapes control characters: the email cannot forge log lines.
+        tracing::warn!(email = ?email, address = ?address, retry_after = secs, "local sign-in throttled");
+        let mut resp = login_page(
+            &ui,
+            StatusCode::TOO_MANY_REQUESTS,
+            shown,
+            Some(format!("Too many failed sign-ins; try again in {secs} seconds.")),
+        );
+        resp.headers_mut().insert(header::RETRY_AFTER, secs.into());
+        return resp;
+    }
+    // An email with control characters names no account (and would forge log lines).
+    let found = if auth::printable(&email) { password::check(&gw.db, &email, pass).await } else { Ok(None) };
+    match found {
         Ok(Some(user)) => {
+            throttles().accounts.clear(&account_key);
             tracing::info!(user, "signed in (local)");
             start_session(&gw, &ui, user).await
         }
         Ok(None) => {
-            tracing::info!(email = %email, "local sign-in refused");
-            login_page(&ui, StatusCode::UNAUTHORIZED, &email, Some("Wrong email or password.".into()))
+            {
+                let mut t = throttles();
+                let at = now();
+                t.accounts.failed(&account_key, at);
+                t.addresses.failed(&address_key, at);
+            }
+            tracing::info!(email = ?email, address = ?address, "local sign-in refused");
+            login_page(&ui, StatusCode::UNAUTHORIZED, shown, Some("Wrong email or password.".into()))
         }
         Err(e) => {
             tracing::error!(error = %e, "sign-in lookup failed");
@@ -106,7 +173,13 @@ pub async fn oidc_start(State(gw): State<Arc<Gateway>>, Extension(ui): Extension
         return error_page(StatusCode::NOT_FOUND, "Single sign-on is not configured.");
     };
     match o.start(&gw.db, now()).await {
-        Ok(url) => Redirect::to(&url).into_response(),
+        Ok((url, state)) => {
+            let mut resp = Redirect::to(&url).into_response();
+            if let Ok(v) = oidc_cookie(&state, oidc::LOGIN_TTL_SECS, ui.secure()).parse() {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+            resp
+        }
         Err(e) => {
             tracing::error!(error = %e, "OIDC login could not start");
             error_page(StatusCode::BAD_GATEWAY, "The sign-on provider cannot be reached; try again later.")
@@ -114,10 +187,33 @@ pub async fn oidc_start(State(gw): State<Arc<Gateway>>, Extension(ui): Extension
     }
 }
 
+/// The `Set-Cookie` value binding a login's `state` to this browser: HttpOnly, SameSite=Lax (the
+/// provider's redirect back is a top-level navigation from another site), only sent to the
+/// callback, and gone when the login expires.
+fn oidc_cookie(state: &str, ttl_secs: i64, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{OIDC_COOKIE}={state}; Path=/ui/auth; HttpOnly; SameSite=Lax; Max-Age={ttl_secs}{secure}")
+}
+
 /// `GET /ui/auth/callback`: the provider's redirect back with `code` and `state` (or `error`).
+/// The binding cookie is cleared whatever the outcome.
 pub async fn oidc_callback(
-    State(gw): State<Arc<Gateway>>,
+    gw: State<Arc<Gateway>>,
     Extension(ui): Extension<Arc<UiSettings>>,
+    headers: HeaderMap,
+    q: Query<HashMap<String, String>>,
+) -> Response {
+    let mut resp = oidc_callback_inner(gw, &ui, &headers, q).await;
+    if let Ok(v) = oidc_cookie("", 0, ui.secure()).parse() {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+async fn oidc_callback_inner(
+    State(gw): State<Arc<Gateway>>,
+    ui: &UiSettings,
+    headers: &HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(o) = &ui.oidc else {
@@ -126,7 +222,7 @@ pub async fn oidc_callback(
     if let Some(err) = q.get("error") {
         let desc = q.get("error_description").map(String::as_str).unwrap_or_default();
         return login_page(
-            &ui,
+            ui,
             StatusCode::UNAUTHORIZED,
             "",
             Some(format!("The provider refused the sign-in: {err} {desc}")),
@@ -134,27 +230,36 @@ pub async fn oidc_callback(
     }
     let (state, code) = (field(&q, "state"), field(&q, "code"));
     if state.is_empty() || code.is_empty() {
+        return login_page(ui, StatusCode::BAD_REQUEST, "", Some("The provider's answer has no code or state.".into()));
+    }
+    // Login CSRF: only the browser that started this login may finish it.
+    let bound = auth::cookie(headers, OIDC_COOKIE).unwrap_or_default();
+    if bound.is_empty() || !auth::same_secret(bound, state) {
+        tracing::warn!("OIDC callback refused: its state was not started by this browser");
         return login_page(
-            &ui,
+            ui,
             StatusCode::BAD_REQUEST,
             "",
-            Some("The provider's answer has no code or state.".into()),
+            Some("This sign-in was not started in this browser; start again.".into()),
         );
     }
     let who = match o.finish(&gw.db, state, code, now()).await {
         Ok(who) => who,
         Err(e) => {
             tracing::warn!(error = %e, "OIDC login failed");
-            return login_page(&ui, StatusCode::UNAUTHORIZED, "", Some(format!("Sign-in failed: {e}")));
+            return login_page(ui, StatusCode::UNAUTHORIZED, "", Some(format!("Sign-in failed: {e}")));
         }
     };
     match oidc::provision(&gw.db, &who, o.settings(), now()).await {
         Ok(user) => {
-            tracing::info!(user, email = %who.email, "signed in (OIDC)");
+            tracing::info!(user, email = ?who.email, "signed in (OIDC)");
             gw.request_rebuild();
-            start_session(&gw, &ui, user).await
+            start_session(&gw, ui, user).await
         }
-        Err(e) => login_page(&ui, StatusCode::FORBIDDEN, "", Some(e.to_string())),
+        Err(e) => {
+            tracing::warn!(email = ?who.email, error = %e, "OIDC sign-in refused");
+            login_page(ui, StatusCode::FORBIDDEN, "", Some(e.to_string()))
+        }
     }
 }
 
@@ -176,4 +281,27 @@ pub async fn logout(
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_address_is_the_entry_envoy_appended() {
+        let mut h = HeaderMap::new();
+        assert_eq!(client_address(&h, 0), "-");
+        h.append("x-forwarded-for", "6.6.6.6, 10.0.0.1".parse().unwrap_or_else(|_| unreachable!()));
+        h.append("x-forwarded-for", "192.0.2.7".parse().unwrap_or_else(|_| unreachable!()));
+        // A client's own entries (6.6.6.6) are left of the one Envoy appends.
+        assert_eq!(client_address(&h, 0), "192.0.2.7");
+        assert_eq!(client_address(&h, 1), "10.0.0.1");
+        assert_eq!(client_address(&h, 9), "6.6.6.6");
+    }
+
+    #[test]
+    fn oidc_cookie_is_short_lived_and_http_only() {
+        let c = oidc_cookie("st", oidc::LOGIN_TTL_SECS, true);
+        assert_eq!(c, "aqueduct_oidc=st; Path=/ui/auth; HttpOnly; SameSite=Lax; Max-Age=600; Secure");
+    }
 }

@@ -9,6 +9,7 @@
 pub mod oidc;
 pub mod password;
 pub mod session;
+pub mod throttle;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "aqueduct_session";
@@ -35,6 +36,12 @@ pub fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     hex::encode(bytes)
+}
+
+/// Whether `s` is free of control characters (CR, LF, ESC, …): such a string cannot forge log
+/// lines or terminal output. Emails with them are refused at sign-in.
+pub fn printable(s: &str) -> bool {
+    !s.chars().any(char::is_control)
 }
 
 /// Constant-time comparison of two secrets.
@@ -65,6 +72,17 @@ mod tests {
             session::clear_cookie(false).starts_with("aqueduct_session=; ")
                 && session::clear_cookie(false).contains("Max-Age=0")
         );
+    }
+
+    #[test]
+    fn control_characters_are_not_printable() {
+        assert!(printable("ann@example.com"));
+        assert!(!printable("ann@example.com\nINFO aqueduct: signed in (local) user=1"));
+        assert!(!printable("a\rb"));
+        assert!(!printable("a\u{1b}[2Jb"));
+        // Logged with Debug formatting, a forged line stays on one line.
+        let forged = "x@y\nINFO forged";
+        assert!(!format!("{forged:?}").contains('\n'));
     }
 
     #[test]

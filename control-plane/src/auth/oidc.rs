@@ -2,6 +2,13 @@
 //! provider found by discovery; the ID token is validated (signature by the provider's JWKS,
 //! issuer, audience, expiry, nonce) before any claim is read. Claims then map to a user: the
 //! email claim, the groups claim → org, admin group → role, and optionally groups → teams.
+//!
+//! Account binding: the email must be verified by the provider (`email_verified`), and an
+//! account is bound to the provider's subject (issuer + `sub`) on its first OIDC sign-in. Later
+//! sign-ins find it by subject; an account bound to another subject is never taken over by
+//! email. Whenever a sign-in raises a user's role, and on the first sign-in of an account that
+//! someone else created, the user's personal keys that existed before are revoked in the same
+//! transaction: keys minted before a promotion do not carry it.
 
 use crate::db::Db;
 use crate::tenancy::store::{self as ts, Sql, Val};
@@ -40,6 +47,10 @@ pub struct OidcSettings {
     /// ID-token claim holding the user's email.
     #[arg(long, env = "AQUEDUCT_OIDC_EMAIL_CLAIM", default_value = "email")]
     pub oidc_email_claim: String,
+    /// Accept ID tokens without an `email_verified` claim (for providers that never send it but
+    /// only hand out addresses they own). An explicit `email_verified: false` is always refused.
+    #[arg(long, env = "AQUEDUCT_OIDC_ALLOW_MISSING_EMAIL_VERIFIED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub oidc_allow_missing_email_verified: bool,
     /// ID-token claim holding the user's groups (an array of strings, or one string).
     #[arg(long, env = "AQUEDUCT_OIDC_GROUPS_CLAIM", default_value = "groups")]
     pub oidc_groups_claim: String,
@@ -81,7 +92,11 @@ pub struct Oidc {
 /// Who signed in, from validated claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// Email (lowercased).
+    /// The token's issuer (`iss`).
+    pub issuer: String,
+    /// The provider's stable id for the user (`sub`).
+    pub subject: String,
+    /// Email (lowercased, verified by the provider).
     pub email: String,
     /// Groups (possibly empty).
     pub groups: Vec<String>,
@@ -139,8 +154,8 @@ impl Oidc {
     }
 
     /// Starts a login: stores state, PKCE verifier and nonce, and returns the provider URL to
-    /// send the browser to.
-    pub async fn start(&self, db: &Db, now: i64) -> anyhow::Result<String> {
+    /// send the browser to and the state (for the cookie that binds the login to the browser).
+    pub async fn start(&self, db: &Db, now: i64) -> anyhow::Result<(String, String)> {
         let m = self.metadata().await?;
         let client = CoreClient::from_provider_metadata(m, self.client_id.clone(), self.client_secret.clone())
             .set_redirect_uri(self.redirect.clone());
@@ -163,7 +178,7 @@ impl Oidc {
             .arg(Val::Int(Some(now)))
             .push(")");
         ts::execute_tx(db, &[sweep, ins]).await?;
-        Ok(url.to_string())
+        Ok((url.to_string(), state.secret().clone()))
     }
 
     /// Finishes a login: takes the stored request for `state` (each works once), redeems `code`
@@ -211,19 +226,32 @@ impl Oidc {
     }
 }
 
-/// Reads email and groups from validated claims.
+/// Reads subject, email and groups from validated claims; the email must be verified.
 pub fn identity(claims: &Value, s: &OidcSettings) -> anyhow::Result<Identity> {
+    let subject = claims["sub"].as_str().filter(|v| !v.is_empty()).context("the ID token has no subject")?;
+    let issuer = claims["iss"].as_str().unwrap_or_default();
     let email = claims[&s.oidc_email_claim]
         .as_str()
         .map(|e| e.trim().to_lowercase())
         .filter(|e| e.split('@').count() == 2 && !e.starts_with('@') && !e.ends_with('@'))
+        .filter(|e| super::printable(e))
         .with_context(|| format!("the ID token has no email address in claim '{}'", s.oidc_email_claim))?;
+    match &claims["email_verified"] {
+        Value::Bool(true) => {}
+        // Some providers send the flag as a string.
+        Value::String(v) if v.eq_ignore_ascii_case("true") => {}
+        Value::Null if s.oidc_allow_missing_email_verified => {}
+        Value::Null => anyhow::bail!(
+            "the provider does not say that {email} is verified (no email_verified claim); ask an administrator"
+        ),
+        _ => anyhow::bail!("the provider has not verified {email}; verify it there and sign in again"),
+    }
     let groups = match &claims[&s.oidc_groups_claim] {
         Value::Array(a) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
         Value::String(g) => vec![g.clone()],
         _ => Vec::new(),
     };
-    Ok(Identity { email, groups })
+    Ok(Identity { issuer: issuer.to_string(), subject: subject.to_string(), email, groups })
 }
 
 /// Parses `group=Org,group2=Org 2`.
@@ -257,6 +285,9 @@ struct Existing {
     id: i64,
     role: String,
     active: bool,
+    org_id: Option<i64>,
+    oidc_subject: Option<String>,
+    password_hash: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -266,8 +297,41 @@ struct TeamRef {
     oidc_group: String,
 }
 
+/// Rank of a stored role: a higher one grants more.
+fn rank(role: &str) -> u8 {
+    match role {
+        "admin" => 2,
+        "org-admin" => 1,
+        _ => 0,
+    }
+}
+
+/// The role a sign-in leaves an existing user with. The admin group grants admin and leaving it
+/// takes it away; a role set by hand (org-admin) is kept only while the user stays in the same
+/// org: it is never carried into another org (`moved`) or kept without one.
+pub fn role_after(admin_group: bool, current: &str, moved: bool, has_org: bool) -> &'static str {
+    match current {
+        _ if admin_group => "admin",
+        "org-admin" if !moved && has_org => "org-admin",
+        _ => "user",
+    }
+}
+
+/// Whether a sign-in taking `old` to `new` raises the role.
+pub fn raises(old: &str, new: &str) -> bool {
+    rank(new) > rank(old)
+}
+
+const USER_COLS: &str =
+    "SELECT id, role, active, org_id, oidc_subject, password_hash FROM users WHERE deleted_at IS NULL";
+
 /// Creates or updates the user for a validated identity (org, role, teams); returns the user id.
-/// Deactivated users stay out.
+/// Deactivated users stay out, and so does an identity whose email belongs to an account bound
+/// to another subject.
+///
+/// Writes to the user run in one transaction: binding the subject, the role and org, revoking
+/// the personal keys that existed before a promotion or before the first sign-in of an account
+/// someone else created (see [`provision_existing`]), and leaving the old org's teams.
 pub async fn provision(db: &Db, who: &Identity, s: &OidcSettings, now: i64) -> anyhow::Result<i64> {
     let admin = s.oidc_admin_group.as_deref().is_some_and(|g| who.groups.iter().any(|x| x == g));
     let org_name = org_for(&who.groups, s);
@@ -276,31 +340,36 @@ pub async fn provision(db: &Db, who: &Identity, s: &OidcSettings, now: i64) -> a
         None if admin => None,
         None => anyhow::bail!("Your account is in no group that maps to an org here; ask an administrator."),
     };
-    let mut q = Sql::new("SELECT id, role, active FROM users WHERE deleted_at IS NULL AND email = ");
-    q.arg(Val::Text(who.email.clone()));
-    let existing: Option<Existing> = ts::fetch_opt(db, &q).await?;
+    let mut by_subject = Sql::new(USER_COLS);
+    by_subject
+        .push(" AND oidc_issuer = ")
+        .arg(Val::Text(who.issuer.clone()))
+        .push(" AND oidc_subject = ")
+        .arg(Val::Text(who.subject.clone()));
+    let existing = match ts::fetch_opt::<Existing>(db, &by_subject).await? {
+        Some(u) => Some(u),
+        None => {
+            let mut by_email = Sql::new(USER_COLS);
+            by_email.push(" AND email = ").arg(Val::Text(who.email.clone()));
+            match ts::fetch_opt::<Existing>(db, &by_email).await? {
+                Some(u) if u.oidc_subject.is_some() => {
+                    tracing::warn!(user = u.id, email = ?who.email, subject = ?who.subject,
+                        "OIDC sign-in refused: the email's account is bound to another subject");
+                    anyhow::bail!(
+                        "The account of {} belongs to another single sign-on identity; ask an administrator.",
+                        who.email
+                    )
+                }
+                other => other,
+            }
+        }
+    };
     let user_id = match existing {
         Some(u) if !u.active => anyhow::bail!("Your account is deactivated; ask an administrator."),
-        Some(u) => {
-            // The admin group grants admin and taking someone out of it takes it away; a role
-            // set by hand (org-admin) is left alone.
-            let role = match (admin, u.role.as_str()) {
-                (true, _) => "admin",
-                (false, "admin") => "user",
-                (false, r) => r,
-            };
-            let role = if role != "admin" && org_id.is_none() { "user" } else { role };
-            let mut up = Sql::new("UPDATE users SET role = ");
-            up.arg(Val::Text(role.to_string()));
-            if let Some(o) = org_id {
-                up.push(", org_id = ").id(o);
-            }
-            up.push(" WHERE id = ").id(u.id);
-            ts::execute_tx(db, &[up]).await?;
-            u.id
-        }
+        Some(u) => provision_existing(db, who, u, admin, org_id, now).await?,
         None => {
-            let mut ins = Sql::new("INSERT INTO users (email, org_id, role, created_at) VALUES (");
+            let mut ins =
+                Sql::new("INSERT INTO users (email, org_id, role, created_at, oidc_issuer, oidc_subject) VALUES (");
             ins.arg(Val::Text(who.email.clone()))
                 .push(", ")
                 .arg(Val::Int(org_id))
@@ -308,6 +377,10 @@ pub async fn provision(db: &Db, who: &Identity, s: &OidcSettings, now: i64) -> a
                 .arg(Val::Text(if admin { "admin" } else { "user" }.into()))
                 .push(", ")
                 .arg(Val::Int(Some(now)))
+                .push(", ")
+                .arg(Val::Text(who.issuer.clone()))
+                .push(", ")
+                .arg(Val::Text(who.subject.clone()))
                 .push(") RETURNING id");
             ts::insert_tx(db, &ins, &[]).await?
         }
@@ -318,6 +391,133 @@ pub async fn provision(db: &Db, who: &Identity, s: &OidcSettings, now: i64) -> a
         }
     }
     Ok(user_id)
+}
+
+/// Updates an existing user at sign-in, in one transaction:
+///
+/// - binds the account to the identity's subject (first OIDC sign-in);
+/// - sets role and org ([`role_after`]);
+/// - revokes every live personal key of the user when the role is raised (keys minted before a
+///   promotion do not carry it), and on the first sign-in of an account without a local
+///   password: its keys were all minted by someone else, since the person never signed in;
+/// - when the org changes, leaves every team of other orgs (team-admin rights included). Service
+///   accounts the user owns there stay, with their keys, until an admin transfers them.
+///
+/// The update is guarded by the role, org and binding read before: a concurrent change makes
+/// the sign-in fail (try again) rather than act on stale facts.
+async fn provision_existing(
+    db: &Db,
+    who: &Identity,
+    u: Existing,
+    admin: bool,
+    org_id: Option<i64>,
+    now: i64,
+) -> anyhow::Result<i64> {
+    let first = u.oidc_subject.is_none();
+    let new_org = org_id.or(u.org_id);
+    let moved = org_id.is_some() && u.org_id.is_some() && org_id != u.org_id;
+    let role = role_after(admin, &u.role, moved, new_org.is_some());
+    let role = if role != "admin" && org_id.is_none() { "user" } else { role };
+    let promoted = raises(&u.role, role);
+    let revoke = promoted || (first && u.password_hash.is_none());
+
+    let mut up = Sql::new("UPDATE users SET role = ");
+    up.arg(Val::Text(role.to_string()));
+    if let Some(o) = org_id {
+        up.push(", org_id = ").id(o);
+    }
+    up.push(", oidc_issuer = ")
+        .arg(Val::Text(who.issuer.clone()))
+        .push(", oidc_subject = ")
+        .arg(Val::Text(who.subject.clone()))
+        .push(" WHERE id = ")
+        .id(u.id)
+        .push(" AND deleted_at IS NULL AND role = ")
+        .arg(Val::Text(u.role.clone()));
+    match u.org_id {
+        Some(o) => up.push(" AND org_id = ").id(o),
+        None => up.push(" AND org_id IS NULL"),
+    };
+    if first {
+        up.push(" AND oidc_subject IS NULL");
+    } else {
+        up.push(" AND oidc_issuer = ")
+            .arg(Val::Text(who.issuer.clone()))
+            .push(" AND oidc_subject = ")
+            .arg(Val::Text(who.subject.clone()));
+    }
+    let mut rest = Vec::new();
+    if revoke {
+        let mut r = Sql::new("UPDATE tokens SET revoked_at = ");
+        r.arg(Val::Int(Some(now)))
+            .push(" WHERE user_id = ")
+            .id(u.id)
+            .push(" AND service_account_id IS NULL AND revoked_at IS NULL AND deleted_at IS NULL");
+        rest.push(r);
+    }
+    if moved {
+        if let Some(o) = org_id {
+            let mut d = Sql::new("DELETE FROM team_members WHERE user_id = ");
+            d.id(u.id).push(" AND team_id IN (SELECT id FROM teams WHERE org_id <> ").id(o).push(")");
+            rest.push(d);
+        }
+    }
+    let Some(affected) = guarded_tx(db, &up, &rest).await? else {
+        anyhow::bail!("Your account changed while signing in; try again.");
+    };
+    if revoke && affected.first().is_some_and(|n| *n > 0) {
+        tracing::warn!(
+            user = u.id,
+            keys = affected[0],
+            from = u.role,
+            to = role,
+            first_sign_in = first,
+            "revoked the personal keys minted before this OIDC sign-in"
+        );
+    }
+    if moved {
+        let mut q = Sql::new("SELECT COUNT(*) FROM service_accounts sa JOIN teams t ON t.id = sa.team_id WHERE sa.deleted_at IS NULL AND sa.owner_user_id = ");
+        q.id(u.id).push(" AND t.org_id <> ").id(new_org.unwrap_or_default());
+        let owned = ts::scalar(db, &q).await?.unwrap_or(0);
+        tracing::warn!(
+            user = u.id,
+            from_org = u.org_id,
+            to_org = org_id,
+            service_accounts_to_transfer = owned,
+            "user moved org at OIDC sign-in: left the old org's teams"
+        );
+    }
+    Ok(u.id)
+}
+
+/// Runs `first` and then `rest` in one transaction, committing only when `first` changed a row;
+/// returns the affected rows of `rest`, or `None` (nothing written) when `first` changed none.
+async fn guarded_tx(db: &Db, first: &Sql, rest: &[Sql]) -> Result<Option<Vec<u64>>, sqlx::Error> {
+    macro_rules! bind {
+        ($q:expr, $args:expr) => {{
+            let mut q = $q;
+            for a in $args {
+                q = match a {
+                    Val::Text(s) => q.bind(s.clone()),
+                    Val::Bool(b) => q.bind(*b),
+                    Val::Int(i) => q.bind(*i),
+                };
+            }
+            q
+        }};
+    }
+    crate::with_pool!(db, p => {
+        let mut tx = p.begin().await?;
+        if bind!(sqlx::query(&first.text), &first.args).execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(rest.len());
+        for s in rest {
+            out.push(bind!(sqlx::query(&s.text), &s.args).execute(&mut *tx).await?.rows_affected());
+        }
+        tx.commit().await?;
+        Ok(Some(out))
+    })
 }
 
 /// Joins the teams of the user's team groups (creating or renaming them as the flags say) and
@@ -416,15 +616,60 @@ mod tests {
     #[test]
     fn claims_map_to_identity_and_org() {
         let s = settings(&["--oidc-group-orgs", "eng=Engineering, ops=Operations", "--oidc-groups-claim", "roles"]);
-        let who = identity(&serde_json::json!({"email": " Ann@Example.com", "roles": ["x", "ops", "eng"]}), &s);
+        let who = identity(
+            &serde_json::json!({"sub": "u1", "iss": "https://idp", "email": " Ann@Example.com",
+                                "email_verified": true, "roles": ["x", "ops", "eng"]}),
+            &s,
+        );
         let who = who.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(who.email, "ann@example.com");
+        assert_eq!((who.issuer.as_str(), who.subject.as_str()), ("https://idp", "u1"));
         assert_eq!(org_for(&who.groups, &s).as_deref(), Some("Operations"));
         assert_eq!(org_for(&["none".into()], &s), None);
         let d = settings(&["--oidc-default-org", "Everyone"]);
         assert_eq!(org_for(&[], &d).as_deref(), Some("Everyone"));
-        assert!(identity(&serde_json::json!({"email": "not-an-address"}), &s).is_err());
+        assert!(
+            identity(&serde_json::json!({"sub": "u", "email": "not-an-address", "email_verified": true}), &s).is_err()
+        );
+        assert!(identity(&serde_json::json!({"sub": "u", "email": "a@b\nc", "email_verified": true}), &s).is_err());
+        assert!(identity(&serde_json::json!({"email": "a@b.c", "email_verified": true}), &s).is_err(), "no sub");
         assert!(identity(&serde_json::json!({}), &s).is_err());
+    }
+
+    #[test]
+    fn unverified_emails_are_refused() {
+        let strict = settings(&[]);
+        let claims = |v: Value| {
+            let mut c = serde_json::json!({"sub": "u", "iss": "i", "email": "admin@localhost"});
+            if !v.is_null() {
+                c["email_verified"] = v;
+            }
+            c
+        };
+        assert!(identity(&claims(Value::Bool(true)), &strict).is_ok());
+        assert!(identity(&claims("true".into()), &strict).is_ok());
+        for refused in [Value::Bool(false), "false".into(), Value::Null] {
+            let e = identity(&claims(refused.clone()), &strict).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("verified"), "{refused}: {e}");
+        }
+        // The relaxed setting accepts a missing claim, never an explicit false.
+        let relaxed = settings(&["--oidc-allow-missing-email-verified", "true"]);
+        assert!(identity(&claims(Value::Null), &relaxed).is_ok());
+        assert!(identity(&claims(Value::Bool(false)), &relaxed).is_err());
+    }
+
+    #[test]
+    fn roles_after_sign_in() {
+        assert_eq!(role_after(true, "user", false, true), "admin");
+        assert_eq!(role_after(true, "org-admin", true, true), "admin");
+        assert_eq!(role_after(false, "admin", false, true), "user");
+        assert_eq!(role_after(false, "org-admin", false, true), "org-admin");
+        // Never carried into another org, nor kept without one.
+        assert_eq!(role_after(false, "org-admin", true, true), "user");
+        assert_eq!(role_after(false, "org-admin", false, false), "user");
+        assert_eq!(role_after(false, "user", true, true), "user");
+        assert!(raises("user", "org-admin") && raises("user", "admin") && raises("org-admin", "admin"));
+        assert!(!raises("admin", "user") && !raises("org-admin", "org-admin") && !raises("admin", "admin"));
     }
 
     #[test]
@@ -441,7 +686,12 @@ mod tests {
     }
 
     fn who(email: &str, groups: &[&str]) -> Identity {
-        Identity { email: email.into(), groups: groups.iter().map(|g| g.to_string()).collect() }
+        Identity {
+            issuer: "https://idp".into(),
+            subject: format!("sub-{email}"),
+            email: email.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
     }
 
     #[derive(sqlx::FromRow, Debug, PartialEq)]

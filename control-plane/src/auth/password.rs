@@ -1,10 +1,32 @@
 //! The local login's password: argon2id hashes in PHC format, and the bootstrap admin's
 //! password set from configuration or generated once.
+//!
+//! Verifying a hash takes tens of milliseconds of CPU on purpose. Logins run it on tokio's
+//! blocking pool, at most [`MAX_CONCURRENT_HASHES`] at a time, so a burst of sign-ins queues
+//! behind the semaphore instead of stalling the runtime every other request runs on.
 
 use crate::db::Db;
 use crate::tenancy::store::{self as ts, Sql, Val};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use tokio::sync::Semaphore;
+
+/// How many password hashes are verified at once; further logins wait their turn.
+pub const MAX_CONCURRENT_HASHES: usize = 2;
+
+static HASHING: Semaphore = Semaphore::const_new(MAX_CONCURRENT_HASHES);
+
+/// Runs `f` on the blocking pool once `sem` gives a permit (held until `f` returns).
+async fn bounded<T: Send + 'static>(sem: &'static Semaphore, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _permit = sem.acquire().await.ok()?;
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// [`verify`] off the async runtime, bounded by [`MAX_CONCURRENT_HASHES`].
+pub async fn verify_bounded(password: &str, stored: &str) -> bool {
+    let (password, stored) = (password.to_string(), stored.to_string());
+    bounded(&HASHING, move || verify(&password, &stored)).await.unwrap_or(false)
+}
 
 /// Hashes `password` with argon2id and a random salt.
 pub fn hash(password: &str) -> anyhow::Result<String> {
@@ -37,7 +59,7 @@ pub async fn check(db: &Db, email: &str, password: &str) -> Result<Option<i64>, 
     let row = login_row(db, email).await?;
     // Hash even when there is no such user, so the answer takes as long either way.
     let stored = row.as_ref().and_then(|r| r.password_hash.clone());
-    let ok = verify(password, stored.as_deref().unwrap_or(DUMMY_HASH));
+    let ok = verify_bounded(password, stored.as_deref().unwrap_or(DUMMY_HASH)).await;
     Ok(row.filter(|r| ok && r.password_hash.is_some()).map(|r| r.id))
 }
 
@@ -86,5 +108,33 @@ mod tests {
         assert!(!verify("wrong horse", &h));
         assert!(!verify("correct horse", "not a hash"));
         assert!(PasswordHash::new(DUMMY_HASH).is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashing_concurrency_is_bounded() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        static SEM: Semaphore = Semaphore::const_new(MAX_CONCURRENT_HASHES);
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let jobs: Vec<_> = (0..8)
+            .map(|_| {
+                let (running, peak) = (running.clone(), peak.clone());
+                tokio::spawn(bounded(&SEM, move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                }))
+            })
+            .collect();
+        for j in jobs {
+            assert!(j.await.unwrap_or_default().is_some());
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), MAX_CONCURRENT_HASHES);
+        // The real verifier goes the same way and still answers correctly.
+        let h = hash("correct horse").unwrap_or_default();
+        assert!(verify_bounded("correct horse", &h).await);
+        assert!(!verify_bounded("wrong", &h).await);
     }
 }

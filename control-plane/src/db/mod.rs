@@ -19,6 +19,40 @@ pub enum Db {
     Postgres(PgPool),
 }
 
+/// `url` with any credentials replaced by `***`: the user info before `@` (whatever the
+/// scheme, even a misspelt one) and `password=` query parameters. For every message or log
+/// line that shows a database URL.
+pub fn redact_url(url: &str) -> String {
+    let (head, query) = match url.find(['?', '#']) {
+        Some(i) => url.split_at(i),
+        None => (url, ""),
+    };
+    let start = match head.find("://") {
+        Some(i) => i + 3,
+        None => head.find(':').map_or(0, |i| i + 1),
+    };
+    let head = match head.rfind('@') {
+        Some(at) if at >= start => format!("{}***{}", &head[..start], &head[at..]),
+        _ => head.to_string(),
+    };
+    let query: Vec<String> = query
+        .split_inclusive(['?', '&', '#'])
+        .map(|part| {
+            let (kv, sep) = match part.char_indices().last() {
+                Some((i, c)) if "?&#".contains(c) => part.split_at(i),
+                _ => (part, ""),
+            };
+            match kv.split_once('=') {
+                Some((k, _)) if ["password", "pass", "pwd"].iter().any(|p| k.eq_ignore_ascii_case(p)) => {
+                    format!("{k}=***{sep}")
+                }
+                _ => part.to_string(),
+            }
+        })
+        .collect();
+    format!("{head}{}", query.concat())
+}
+
 /// Failure to open or migrate the store.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -58,7 +92,7 @@ impl Db {
             Some(u) if u.starts_with("sqlite:") => {
                 Db::Sqlite(sqlite(SqliteConnectOptions::from_str(u).map_err(DbError::Open)?).await?)
             }
-            Some(u) => return Err(DbError::Scheme(u.to_string())),
+            Some(u) => return Err(DbError::Scheme(redact_url(u))),
             None => Db::Sqlite(sqlite(SqliteConnectOptions::new().filename(data_dir.join("aqueduct.db"))).await?),
         };
         db.migrate().await?;
@@ -89,4 +123,33 @@ async fn sqlite(opts: SqliteConnectOptions) -> Result<SqlitePool, DbError> {
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true);
     SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(DbError::Open)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        for (url, want) in [
+            ("postgress://aq:s3cret@db.example:5432/aq", "postgress://***@db.example:5432/aq"),
+            ("postgres:/aq:s3cret@db/aq", "postgres:***@db/aq"),
+            ("aq:s3cret@db/aq", "aq:***@db/aq"),
+            ("mysql://a:p@ss@h/db?sslmode=require", "mysql://***@h/db?sslmode=require"),
+            ("pg://h/db?user=a&password=s3cret&x=1", "pg://h/db?user=a&password=***&x=1"),
+            ("sqlite:///tmp/a.db", "sqlite:///tmp/a.db"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+        let e = DbError::Scheme(redact_url("postgress://aq:s3cret@db/aq")).to_string();
+        assert!(!e.contains("s3cret") && e.contains("postgress://"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_misspelt_scheme_does_not_print_the_password() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let e = Db::open(Some("postgress://aq:s3cret@127.0.0.1/aq"), dir.path()).await.err().map(|e| e.to_string());
+        let e = e.unwrap_or_default();
+        assert!(e.contains("unsupported DATABASE_URL scheme") && !e.contains("s3cret"), "{e}");
+    }
 }

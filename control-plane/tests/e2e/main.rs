@@ -16,6 +16,7 @@ mod live;
 mod mcp;
 mod mcp_server;
 mod nack;
+mod oidc_security;
 mod replicas;
 mod role_matrix;
 mod tenancy;
