@@ -87,6 +87,10 @@ bench-instructions: build ## Instructions Envoy runs per request (valgrind callg
 	cargo build --release -p floor-filter --target $(WASM_TARGET)
 	python3 bench/instructions.py
 
+.PHONY: fuzz
+fuzz: ## Fuzz the filter's body parsers at length (AQUEDUCT_FUZZ_CASES per property, default 100000)
+	AQUEDUCT_FUZZ_CASES=$${AQUEDUCT_FUZZ_CASES:-100000} cargo test -p aqueduct-policy --release --test fuzz -- --nocapture
+
 .PHONY: fmt
 fmt: ## Format the code
 	cargo fmt --all

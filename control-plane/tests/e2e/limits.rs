@@ -214,7 +214,7 @@ async fn stream_and_leave(h: &Harness, key: &str, max_tokens: u64, chunks: usize
 }
 
 #[tokio::test]
-async fn streams_without_usage_and_abandoned_streams_settle_their_reservation() {
+async fn streams_without_usage_settle_and_abandoned_streams_pay_their_reservation() {
     let h = Harness::start_with(models).await;
     let key = limited_key(&h, serde_json::json!({"output_tokens_per_minute": 500})).await;
     // The provider sends no usage: output is estimated from the streamed text, and the rest of
@@ -223,7 +223,10 @@ async fn streams_without_usage_and_abandoned_streams_settle_their_reservation() 
     stream_and_leave(&h, &key, 900, usize::MAX).await;
     h.eventually(Duration::from_secs(2), || async { chat(&h, &key, "single", Some(900)).await.status() == 200 }).await;
 
-    // A client that leaves mid-stream: the reservation is settled when Envoy ends the stream.
+    // A client that leaves mid-stream pays its reservation (the provider goes on generating):
+    // settled, not released, when Envoy ends the stream. Released, the next request would pass
+    // within a second or so (as it did before hang-ups were charged); charged, the 900 of 500
+    // keeps refusing for the rest of the window.
     let key = limited_key(&h, serde_json::json!({"output_tokens_per_minute": 500})).await;
     h.upstream.set_defaults(fake_upstream::Controls {
         chunk_delay_ms: Some(200),
@@ -232,7 +235,8 @@ async fn streams_without_usage_and_abandoned_streams_settle_their_reservation() 
     });
     stream_and_leave(&h, &key, 900, 2).await;
     h.upstream.set_defaults(fake_upstream::Controls::default());
-    h.eventually(Duration::from_secs(3), || async { chat(&h, &key, "single", Some(900)).await.status() == 200 }).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(chat(&h, &key, "single", Some(900)).await.status(), 429, "the hang-up paid its reservation");
 }
 
 /// Creates `path` as the admin and returns its id.

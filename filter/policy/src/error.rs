@@ -143,6 +143,22 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, message)
     }
+
+    /// A parameter the filter decides on, given more than once: providers differ on which
+    /// value they read (the first, the last), so none is forwarded.
+    pub fn duplicate_parameter(param: &'static str) -> Self {
+        Self::new(400, format!("Invalid request: duplicate parameter '{param}'; give it once."))
+            .param(param)
+            .code("duplicate_parameter")
+    }
+
+    /// A field spelled so that some providers would take it for `param` and others not
+    /// (`"Model"`, `name*=` in a multipart header, ...): refused rather than guessed.
+    pub fn ambiguous_parameter(param: &'static str, detail: &str) -> Self {
+        Self::new(400, format!("Invalid request: ambiguous field {detail}; name '{param}' exactly, once."))
+            .param(param)
+            .code("ambiguous_parameter")
+    }
 }
 
 /// The OpenAI error `type` used for a status code.

@@ -11,11 +11,12 @@ use crate::ledger::{self, Outcome, UsageEvent};
 use crate::limits::request_cost;
 use crate::request::{self, BodyFacts, BodyKind, Endpoint, RouteClass};
 use crate::snapshot::Policy;
-use crate::usage::{self, SseUsage};
+use crate::usage::{self, JsonUsageScan, SseUsage};
 use std::cell::RefCell;
 use std::rc::Rc;
 
-/// Largest JSON response kept to read its `usage` (bigger ones are estimated).
+/// Largest JSON response kept whole to read its `usage`; a bigger one is scanned for it as it
+/// streams past ([`JsonUsageScan`]), without being kept.
 const MAX_METERED_JSON: usize = 4 << 20;
 
 /// Request header the filter sets to pick a model's route; clients can never set it, because
@@ -24,6 +25,10 @@ pub const ROUTE_HEADER: &str = "x-aqueduct-route";
 
 /// Prefix of the gateway's own headers, stripped from every inbound request.
 pub const HEADER_PREFIX: &str = "x-aqueduct-";
+
+/// Client headers that choose what the operator's provider key bills to (OpenAI's organization
+/// and project), stripped from every inbound request: the provider key alone decides.
+pub const PROVIDER_ACCOUNT_HEADERS: [&str; 2] = ["openai-organization", "openai-project"];
 
 /// Header carrying the per-deployment secret with the identity headers on MCP routes; the
 /// control plane trusts the identity headers only when it matches.
@@ -67,11 +72,33 @@ struct Metering {
     admitted: Option<Admitted>,
     /// Input tokens estimated from the request (used when the provider reports none).
     reserved_input: u64,
+    /// Output tokens reserved for the answer: what is charged when the provider's usage was
+    /// never read (the client left before it, or it could not be found).
+    reserved_output: u64,
     status: u16,
     sse: Option<SseUsage>,
+    /// A JSON response so far, while it is small enough to keep.
     json: Vec<u8>,
-    json_overflow: bool,
+    /// A JSON response too large to keep, scanned for its usage instead.
+    scan: Option<JsonUsageScan>,
+    /// The response is not JSON and too large to keep: its usage cannot be read.
+    unreadable: bool,
+    /// The response came to its end (not cut short by the client leaving).
+    complete: bool,
     done: bool,
+}
+
+impl Metering {
+    /// What is charged when the provider's report was not read: the reservation (the input
+    /// estimate and the output reserved), or more when the text streamed says so.
+    fn reserved(&self, streamed_estimate: u64) -> usage::Usage {
+        usage::Usage {
+            input_tokens: self.reserved_input,
+            output_tokens: self.reserved_output.max(streamed_estimate),
+            estimated: true,
+            ..usage::Usage::default()
+        }
+    }
 }
 
 /// One request's filter.
@@ -330,14 +357,17 @@ impl RequestFilter {
         );
         drop(worker);
         match routed {
-            Ok((admitted, reserved_input)) => {
+            Ok((admitted, reserved_input, reserved_output)) => {
                 self.metering = Some(Metering {
                     admitted,
                     reserved_input,
+                    reserved_output,
                     status: 0,
                     sse: None,
                     json: Vec::new(),
-                    json_overflow: false,
+                    scan: None,
+                    unreadable: false,
+                    complete: false,
                     done: false,
                 });
                 Flow::Continue
@@ -353,7 +383,9 @@ impl RequestFilter {
         let mut headers = host.response_headers();
         let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         m.status = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
-        let streamed = get("content-type").is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
+        // An event stream is metered as one whatever the request said (a provider may stream
+        // what the gateway did not see as a stream request).
+        let streamed = get("content-type").is_some_and(is_event_stream);
         if streamed {
             m.sse = Some(SseUsage::new());
         }
@@ -378,13 +410,37 @@ impl RequestFilter {
         if size == 0 || m.status >= 400 {
             return;
         }
+        if m.unreadable {
+            return;
+        }
         let Some(chunk) = host.response_body(size) else { return };
-        match m.sse.as_mut() {
-            Some(sse) => sse.feed(&chunk),
+        match (m.sse.as_mut(), m.scan.as_mut()) {
+            (Some(sse), _) => sse.feed(&chunk),
+            (None, Some(scan)) => scan.feed(&chunk),
             // Most JSON responses come in one chunk: keep it rather than copy it.
-            None if m.json.is_empty() && chunk.len() <= MAX_METERED_JSON => m.json = chunk,
-            None if m.json.len() + chunk.len() <= MAX_METERED_JSON => m.json.extend_from_slice(&chunk),
-            None => m.json_overflow = true,
+            (None, None) if m.json.is_empty() && chunk.len() <= MAX_METERED_JSON => m.json = chunk,
+            (None, None) if m.json.len() + chunk.len() <= MAX_METERED_JSON => m.json.extend_from_slice(&chunk),
+            (None, None) => {
+                // Too large to keep: its usage is found as it streams past. Bodies that are not
+                // JSON (audio) are not worth scanning; their reservation is charged.
+                let json = std::mem::take(&mut m.json);
+                if json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+                    let mut scan = JsonUsageScan::new();
+                    scan.feed(&json);
+                    scan.feed(&chunk);
+                    m.scan = Some(scan);
+                } else {
+                    m.unreadable = true;
+                }
+            }
+        }
+    }
+
+    /// The response came to its end (its last body chunk, trailers, or headers without a
+    /// body): an answer cut short by the client leaving never gets here.
+    pub fn on_response_end(&mut self) {
+        if let Some(m) = self.metering.as_mut() {
+            m.complete = true;
         }
     }
 
@@ -423,20 +479,34 @@ impl RequestFilter {
             return None;
         }
         m.done = true;
-        let reserved_in = m.reserved_input;
-        let counted = if m.status >= 400 || m.status == 0 {
-            // The provider refused (or never answered): nothing to pay for.
+        let counted = if m.status >= 400 {
+            // The provider refused: nothing to pay for.
             usage::Usage::default()
+        } else if m.status == 0 {
+            // The client left before the answer began; the provider got the request and may
+            // well be generating it: the reservation is what it costs.
+            m.reserved(0)
         } else {
-            let mut u = match (&m.sse, m.json_overflow) {
-                (Some(sse), _) => sse.usage(),
-                (None, false) => {
-                    usage::from_json(&m.json).unwrap_or(usage::Usage { estimated: true, ..usage::Usage::default() })
+            let mut u = match (&m.sse, &m.scan) {
+                (Some(sse), _) => {
+                    let u = sse.usage();
+                    // Without the provider's report, a stream that ended is estimated from its
+                    // text; one the client left may have cost more than it showed (reasoning,
+                    // the rest of the answer): the reservation, or the text if that is more.
+                    if u.estimated && !m.complete && !sse.saw_done() {
+                        m.reserved(u.output_tokens)
+                    } else {
+                        u
+                    }
                 }
-                (None, true) => usage::Usage { estimated: true, ..usage::Usage::default() },
+                (None, Some(scan)) => scan.usage().unwrap_or_else(|| m.reserved(0)),
+                (None, None) if m.unreadable => m.reserved(0),
+                // A whole JSON body without a report is estimated from its text; one that is
+                // not JSON, or cut short, costs the reservation.
+                (None, None) => usage::from_json(&m.json).unwrap_or_else(|| m.reserved(0)),
             };
             if u.estimated {
-                u.input_tokens = reserved_in;
+                u.input_tokens = m.reserved_input;
             }
             u
         };
@@ -448,10 +518,12 @@ impl RequestFilter {
     }
 }
 
-/// Removes every inbound `x-aqueduct-*` header: only the gateway may set them.
+/// Removes every inbound `x-aqueduct-*` header (only the gateway may set them) and the
+/// [`PROVIDER_ACCOUNT_HEADERS`]: a call into the proxy only for a header that is there.
 fn strip_own_headers(host: &mut impl Host, headers: &Headers) {
     for (name, _) in &headers.0 {
-        if name.len() >= HEADER_PREFIX.len() && name[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX) {
+        let ours = name.len() >= HEADER_PREFIX.len() && name[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX);
+        if ours || PROVIDER_ACCOUNT_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             host.remove_request_header(name);
         }
     }
@@ -569,7 +641,7 @@ fn route_body(
     size: usize,
     content_type: &str,
     record: Option<&mut UsageEvent>,
-) -> Result<(Option<Admitted>, u64), ApiError> {
+) -> Result<(Option<Admitted>, u64, u64), ApiError> {
     let principal = who.principal;
     let body = host.request_body(size).unwrap_or_default();
     let multipart = endpoint.body_kind() == BodyKind::Multipart;
@@ -586,17 +658,15 @@ fn route_body(
         r.end_user = facts.end_user.as_deref().map(ledger::clip);
     }
     let input = if multipart { 0 } else { usage::estimate_tokens(body.len() as u64) };
+    let reservation = policy.settings.output_reservation;
+    let output = match endpoint {
+        Endpoint::ChatCompletions | Endpoint::Completions => facts.max_tokens.unwrap_or(reservation).min(reservation),
+        _ => 0,
+    };
     let caps = caps(policy, who);
     let admitted = if caps.is_empty() {
         None
     } else {
-        let reservation = policy.settings.output_reservation;
-        let output = match endpoint {
-            Endpoint::ChatCompletions | Endpoint::Completions => {
-                facts.max_tokens.unwrap_or(reservation).min(reservation)
-            }
-            _ => 0,
-        };
         let cost = [request_cost(model.request_limit_multiplier), input, output];
         Some(admission::admit(host, worker, &caps, cost, now_ms()).map_err(|r| rate_limited(&r))?)
     };
@@ -630,7 +700,14 @@ fn route_body(
     // Envoy picks the route again after a filter changes a request header (it clears the
     // route cache on every mutation), so this is all it takes to route by model.
     host.set_request_header(ROUTE_HEADER, &model.route);
-    Ok((admitted, input))
+    Ok((admitted, input, output))
+}
+
+/// Whether a `content-type` is `text/event-stream` (any case, any parameters).
+fn is_event_stream(content_type: &str) -> bool {
+    const SSE: &[u8] = b"text/event-stream";
+    let ct = content_type.trim_start().as_bytes();
+    ct.get(..SSE.len()).is_some_and(|p| p.eq_ignore_ascii_case(SSE))
 }
 
 fn reply_error(host: &mut impl Host, e: &ApiError) -> Flow {

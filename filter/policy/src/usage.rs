@@ -150,6 +150,176 @@ struct UsageOnly {
     usage: Option<UsageJson>,
 }
 
+/// Largest `usage` value [`JsonUsageScan`] keeps (real ones are a few hundred bytes).
+pub const MAX_USAGE_BYTES: usize = 64 << 10;
+
+/// What [`JsonUsageScan`] is copying: the value of the top-level `usage` member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Capture {
+    #[default]
+    Off,
+    /// An object or array: ends when its bracket closes.
+    Composite,
+    /// A string: ends at its closing quote.
+    Text,
+    /// `null`, a number, a literal: ends at the next `,` or `}` of the top-level object.
+    Scalar,
+}
+
+/// The top-level `usage` of a JSON response read in pieces, for bodies too large to keep
+/// whole (thousands of `top_logprobs`, many choices): it follows the JSON structure byte by
+/// byte and copies only the `usage` member's value, wherever it is (usually last).
+///
+/// Only member names at the top level count, so text in the answer that looks like a usage
+/// report (inside a string, or in a nested object) is never taken for one.
+#[derive(Debug, Default)]
+pub struct JsonUsageScan {
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// At the top level, the next string is a member name.
+    expect_key: bool,
+    /// Reading a top-level member name.
+    in_key: bool,
+    /// The member name so far (only whether it is `usage` matters).
+    key: [u8; 5],
+    key_len: usize,
+    /// The last top-level name was `usage`, and its `:` has not come yet.
+    usage_key: bool,
+    /// The next value is `usage`'s.
+    usage_value: bool,
+    capture: Capture,
+    captured: Vec<u8>,
+    usage: Option<Usage>,
+}
+
+impl JsonUsageScan {
+    /// A scanner at the start of a body.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds the next piece of the body.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut i = 0;
+        while let Some(&b) = chunk.get(i) {
+            if self.in_string
+                && !self.escaped
+                && !self.in_key
+                && self.capture == Capture::Off
+                && b != b'"'
+                && b != b'\\'
+            {
+                // Text inside a string nobody keeps (the answer itself): on to its next quote
+                // or escape in one step.
+                match chunk.get(i..).unwrap_or_default().iter().position(|c| *c == b'"' || *c == b'\\') {
+                    Some(n) => i += n,
+                    None => return,
+                }
+                continue;
+            }
+            self.byte(b);
+            i += 1;
+        }
+    }
+
+    fn byte(&mut self, b: u8) {
+        if self.capture != Capture::Off {
+            if self.captured.len() < MAX_USAGE_BYTES {
+                self.captured.push(b);
+            } else {
+                // Too large to be a usage report: dropped, the structure is still followed.
+                self.captured = Vec::new();
+                self.capture = Capture::Off;
+            }
+        }
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+                if self.in_key {
+                    self.in_key = false;
+                    self.usage_key = self.key_len == 5 && &self.key == b"usage";
+                } else if self.capture == Capture::Text {
+                    self.finish();
+                }
+            } else if self.in_key {
+                if let Some(k) = self.key.get_mut(self.key_len) {
+                    *k = b;
+                }
+                self.key_len += 1;
+            }
+            return;
+        }
+        if b.is_ascii_whitespace() {
+            return;
+        }
+        if self.usage_value && b != b':' {
+            self.usage_value = false;
+            self.capture = match b {
+                b'{' | b'[' => Capture::Composite,
+                b'"' => Capture::Text,
+                _ => Capture::Scalar,
+            };
+            self.captured.clear();
+            self.captured.push(b);
+        }
+        match b {
+            b'"' => {
+                self.in_string = true;
+                if self.depth == 1 && self.expect_key {
+                    self.expect_key = false;
+                    self.in_key = true;
+                    self.key_len = 0;
+                }
+            }
+            b'{' | b'[' => {
+                self.depth = self.depth.saturating_add(1);
+                self.expect_key = self.depth == 1 && b == b'{';
+            }
+            b'}' | b']' => {
+                if self.depth == 1 && self.capture == Capture::Scalar {
+                    self.captured.pop();
+                    self.finish();
+                }
+                self.depth = self.depth.saturating_sub(1);
+                if self.depth == 1 && self.capture == Capture::Composite {
+                    self.finish();
+                }
+            }
+            b',' if self.depth == 1 => {
+                self.expect_key = true;
+                if self.capture == Capture::Scalar {
+                    self.captured.pop();
+                    self.finish();
+                }
+            }
+            b':' if self.depth == 1 && self.usage_key => {
+                self.usage_key = false;
+                self.usage_value = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// The `usage` value is complete: read it (a later one replaces it).
+    fn finish(&mut self) {
+        self.capture = Capture::Off;
+        if let Ok(Some(u)) = serde_json::from_slice::<Option<UsageJson>>(&self.captured) {
+            self.usage = Some(u.usage());
+        }
+        self.captured = Vec::new();
+    }
+
+    /// The provider's usage report, once one was read.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+}
+
 /// Incremental usage extraction from a `text/event-stream` body.
 #[derive(Debug, Default)]
 pub struct SseUsage {
@@ -284,6 +454,56 @@ mod tests {
         p.feed(b"\"}\n");
         p.feed(STREAM.as_bytes());
         assert_eq!(p.usage(), expected(), "parsing resumes after the long line");
+    }
+
+    /// A chat answer of about `pad` bytes of logprobs, with text that looks like usage reports
+    /// inside strings and nested objects, and the real report last.
+    fn big_answer(pad: usize) -> Vec<u8> {
+        let mut b = br#"{"id":"c","choices":[{"index":0,"message":{"content":"say \"usage\":{\"completion_tokens\":1}"},"logprobs":{"content":["#.to_vec();
+        let entry = br#"{"token":"ab","logprob":-0.25,"usage":{"completion_tokens":2},"top_logprobs":[{"token":"}]\"","logprob":-1}]},"#;
+        while b.len() < pad {
+            b.extend_from_slice(entry);
+        }
+        b.extend_from_slice(br#"{"token":"end","logprob":0}]}}],"usage" : {"prompt_tokens":12,"completion_tokens":3,"total_tokens":15,"#);
+        b.extend_from_slice(
+            br#""prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":1}}}"#,
+        );
+        b
+    }
+
+    #[test]
+    fn the_top_level_usage_of_a_body_is_found_in_pieces() {
+        let body = big_answer(200_000);
+        assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok(), "the test body is JSON");
+        for size in [1, 7, 64, 4096, 65_536, body.len()] {
+            let mut scan = JsonUsageScan::new();
+            for c in body.chunks(size) {
+                scan.feed(c);
+            }
+            assert_eq!(scan.usage(), Some(expected()), "chunks of {size}");
+        }
+        // First rather than last; spelled as responses/audio do.
+        let mut scan = JsonUsageScan::new();
+        scan.feed(br#"{"usage":{"input_tokens":9,"output_tokens":3},"text":"x"}"#);
+        assert_eq!(scan.usage().map(|u| (u.input_tokens, u.output_tokens)), Some((9, 3)));
+        // No report at the top level: nothing is invented from nested or quoted ones.
+        for body in [
+            &br#"{"choices":[{"usage":{"completion_tokens":2}}],"x":""usage":{"completion_tokens":1}"}"#[..],
+            br#"{"usage":null,"choices":[]}"#,
+            br#"{"usage":"lots"}"#,
+            br#"[{"usage":{"completion_tokens":2}}]"#,
+        ] {
+            let mut scan = JsonUsageScan::new();
+            scan.feed(body);
+            assert_eq!(scan.usage(), None, "{}", String::from_utf8_lossy(body));
+        }
+        // A value too large to be a report is dropped, and scanning goes on past it.
+        let mut scan = JsonUsageScan::new();
+        scan.feed(br#"{"usage":{"pad":""#);
+        scan.feed(&vec![b'a'; MAX_USAGE_BYTES + 10]);
+        scan.feed(br#""},"more":1}"#);
+        assert_eq!(scan.usage(), None);
+        assert!(scan.captured.capacity() <= MAX_USAGE_BYTES + 1);
     }
 
     #[test]

@@ -209,14 +209,27 @@ impl HttpContext for Request {
         action(self.filter.on_request_body(&mut WasmHost, self.body_size, true, host::now_unix_ms))
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         self.filter.on_response_headers(&mut WasmHost, host::now_unix_ms());
+        if end_of_stream {
+            self.filter.on_response_end();
+        }
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         // Continue: each chunk goes to the client as it arrives; we only read it.
         self.filter.on_response_body(&WasmHost, body_size);
+        if end_of_stream {
+            // The answer was delivered whole; one cut short by the client is charged its
+            // reservation when the provider's usage was not read (see `on_done`).
+            self.filter.on_response_end();
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.filter.on_response_end();
         Action::Continue
     }
 

@@ -122,6 +122,48 @@ impl ChatUsage {
             completion_tokens_details: CompletionTokensDetails::default(),
         }
     }
+
+    /// Adds hidden reasoning tokens: output tokens that never appear in the text.
+    fn with_reasoning(mut self, reasoning_tokens: u64) -> Self {
+        self.completion_tokens += reasoning_tokens;
+        self.total_tokens += reasoning_tokens;
+        self.completion_tokens_details.reasoning_tokens = reasoning_tokens;
+        self
+    }
+}
+
+/// A chat answer's `logprobs` (`{"content": [...]}`), as padding of a chosen size.
+#[derive(Serialize)]
+struct Logprobs {
+    content: Vec<TokenLogprob>,
+}
+
+#[derive(Serialize)]
+struct TokenLogprob {
+    token: &'static str,
+    logprob: f64,
+    bytes: [u8; 2],
+    top_logprobs: [TopLogprob; 1],
+}
+
+#[derive(Serialize)]
+struct TopLogprob {
+    token: &'static str,
+    logprob: f64,
+    bytes: [u8; 2],
+}
+
+impl Logprobs {
+    /// About `bytes` bytes of logprobs once serialized (each entry is about 100).
+    fn padding(bytes: u64) -> Self {
+        let entry = || TokenLogprob {
+            token: "ab",
+            logprob: -0.5,
+            bytes: [97, 98],
+            top_logprobs: [TopLogprob { token: "ac", logprob: -1.5, bytes: [97, 99] }],
+        };
+        Logprobs { content: (0..bytes.div_ceil(100)).map(|_| entry()).collect() }
+    }
 }
 
 #[derive(Serialize, Default)]
@@ -270,7 +312,7 @@ struct ChatCompletion<'a> {
 struct ChatChoice<'a> {
     index: u32,
     message: AssistantMessage<'a>,
-    logprobs: Option<()>,
+    logprobs: Option<Logprobs>,
     finish_reason: &'a str,
 }
 
@@ -337,7 +379,9 @@ pub(crate) fn chat_completions(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiEr
     };
     // Like OpenAI: "length" when the token limit cut the answer short.
     let finish_reason = if cut { "length" } else { "stop" };
-    let usage = ctx.controls.usage_enabled().then(|| ChatUsage::new(prompt_tokens, word_count(content)));
+    let usage = ctx.controls.usage_enabled().then(|| {
+        ChatUsage::new(prompt_tokens, word_count(content)).with_reasoning(ctx.controls.reasoning_tokens.unwrap_or(0))
+    });
     let id = format!("chatcmpl-fake{:012}", ctx.request_id);
 
     if !req.stream.unwrap_or(false) {
@@ -352,7 +396,7 @@ pub(crate) fn chat_completions(ctx: &Ctx, body: &[u8]) -> Result<Response, ApiEr
                 choices: [ChatChoice {
                     index: 0,
                     message: AssistantMessage { role: "assistant", content, refusal: None },
-                    logprobs: None,
+                    logprobs: ctx.controls.logprobs_bytes.map(Logprobs::padding),
                     finish_reason,
                 }],
                 usage: usage.as_ref(),

@@ -13,6 +13,8 @@
 //! | `x-fake-status`         | `status`         | answer with this status and an OpenAI error      |
 //! | `x-fake-error-message`  | `error_message`  | message of that error                            |
 //! | `x-fake-no-usage: 1`    | `no_usage`       | leave `usage` out of answers and streams         |
+//! | `x-fake-reasoning-tokens` | `reasoning_tokens` | hidden reasoning tokens added to chat usage (never in the text) |
+//! | `x-fake-logprobs-bytes` | `logprobs_bytes` | pad chat answers (not streams) with about this many bytes of logprobs, before `usage` |
 //!
 //! Endpoints (each with and without the `/v1` prefix): `POST chat/completions`,
 //! `POST completions`, `POST embeddings`, `POST audio/speech`, `POST audio/transcriptions`,
@@ -87,7 +89,18 @@ pub struct Controls {
     /// Leave `usage` out of JSON answers and streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_usage: Option<bool>,
+    /// Reasoning tokens a chat answer spends without showing them: counted in its usage
+    /// (`completion_tokens` and `completion_tokens_details.reasoning_tokens`), never in its text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+    /// Pads chat answers (not streams) with about this many bytes of `logprobs`, which come
+    /// before `usage` in the body (at most [`MAX_LOGPROBS_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs_bytes: Option<u64>,
 }
+
+/// Upper bound for the `logprobs_bytes` control.
+pub const MAX_LOGPROBS_BYTES: u64 = 256 << 20;
 
 impl Controls {
     /// Copies every field that is set in `over` onto `self`.
@@ -110,6 +123,12 @@ impl Controls {
         if over.no_usage.is_some() {
             self.no_usage = over.no_usage;
         }
+        if over.reasoning_tokens.is_some() {
+            self.reasoning_tokens = over.reasoning_tokens;
+        }
+        if over.logprobs_bytes.is_some() {
+            self.logprobs_bytes = over.logprobs_bytes;
+        }
     }
 
     /// Checks the ranges that the server relies on (`status` is an error status, `chunks` is
@@ -123,6 +142,11 @@ impl Controls {
         if let Some(c) = self.chunks {
             if !(1..=MAX_CHUNKS).contains(&c) {
                 return Err(format!("chunks must be between 1 and {MAX_CHUNKS}, got {c}"));
+            }
+        }
+        if let Some(b) = self.logprobs_bytes {
+            if b > MAX_LOGPROBS_BYTES {
+                return Err(format!("logprobs_bytes must be at most {MAX_LOGPROBS_BYTES}, got {b}"));
             }
         }
         Ok(())
@@ -162,6 +186,8 @@ impl Controls {
                     }
                 }),
             },
+            reasoning_tokens: parse_header(headers, "x-fake-reasoning-tokens")?,
+            logprobs_bytes: parse_header(headers, "x-fake-logprobs-bytes")?,
         };
         c.validate().map_err(|m| ApiError::bad_request(format!("x-fake-* header: {m}")))?;
         Ok(c)
@@ -759,7 +785,8 @@ mod tests {
     #[test]
     fn controls_overlay_and_validate() {
         let mut c = Controls { latency_ms: Some(5), chunks: Some(3), ..Controls::default() };
-        c.overlay(Controls { chunks: Some(7), no_usage: Some(true), ..Controls::default() });
+        c.overlay(Controls { chunks: Some(7), no_usage: Some(true), reasoning_tokens: Some(9), ..Controls::default() });
+        assert_eq!(c.reasoning_tokens, Some(9));
         assert_eq!(c.latency_ms, Some(5));
         assert_eq!(c.chunks, Some(7));
         assert_eq!(c.no_usage, Some(true));

@@ -440,7 +440,8 @@ fn failed_or_abandoned_responses_refund() {
     f.on_done(&mut shared, t0 + 10);
     let w = crate::limits::Window::from_bytes(&shared.data["aqueduct.rl2.k.5"].0).used(Dim::OutputTokens, t0 + 10);
     assert_eq!(w, 0);
-    // A client that leaves mid-stream pays for what was streamed (estimated), not the reservation.
+    // A client that leaves mid-stream, before the provider's report: what was streamed shows
+    // little of what the answer cost (reasoning, the rest of it), so the reservation is charged.
     let (mut h, mut f) =
         run_shared(&mut shared, "sk-capped-a", br#"{"model":"chat","stream":true,"max_tokens":90}"#, t0);
     h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
@@ -450,7 +451,142 @@ fn failed_or_abandoned_responses_refund() {
     f.on_response_body(&h, n);
     let u = f.on_done(&mut shared, t0 + 20).unwrap();
     assert!(u.estimated);
-    assert_eq!(u.output_tokens, 2);
+    assert_eq!(u.output_tokens, 90);
+    let w = crate::limits::Window::from_bytes(&shared.data["aqueduct.rl2.k.5"].0).used(Dim::OutputTokens, t0 + 20);
+    assert_eq!(w, 90);
+    // A stream that ended without a report (no `[DONE]` either) is estimated from its text.
+    let mut shared = MemShared::default();
+    let (mut h, mut f) =
+        run_shared(&mut shared, "sk-capped-a", br#"{"model":"chat","stream":true,"max_tokens":90}"#, t0);
+    h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    f.on_response_headers(&mut h, t0 + 5);
+    h.response_chunk = b"data: {\"choices\":[{\"delta\":{\"content\":\"12345678\"}}]}\n\n".to_vec();
+    let n = h.response_chunk.len();
+    f.on_response_body(&h, n);
+    f.on_response_end();
+    let u = f.on_done(&mut shared, t0 + 20).unwrap();
+    assert_eq!((u.output_tokens, u.estimated), (2, true));
+}
+
+/// A capped key's output tokens counted in its window at `now_ms`.
+fn output_used(shared: &MemShared, now_ms: i64) -> u64 {
+    crate::limits::Window::from_bytes(&shared.data["aqueduct.rl2.k.5"].0).used(Dim::OutputTokens, now_ms)
+}
+
+#[test]
+fn a_client_that_leaves_before_the_answer_pays_the_reservation() {
+    // The request was forwarded; the client hung up before any response header came back.
+    // The provider generates the answer all the same: the reservation is charged and kept in
+    // the rate-limit window, and the event says it is an estimate.
+    let mut shared = MemShared::default();
+    let t0 = NOW * 1000;
+    let body = br#"{"model":"chat","max_tokens":70,"messages":[{"role":"user","content":"a long question"}]}"#;
+    let (_, mut f) = run_shared(&mut shared, "sk-capped-a", body, t0);
+    assert_eq!(output_used(&shared, t0), 70, "reserved at admission");
+    let e = f.on_done(&mut shared, t0 + 3_000).unwrap();
+    assert_eq!(e.outcome, Some(Outcome::ClientClosed));
+    assert_eq!((e.input_tokens, e.output_tokens, e.estimated), (usage::estimate_tokens(body.len() as u64), 70, true));
+    assert_eq!(output_used(&shared, t0 + 3_000), 70, "settled with the charge, not released");
+    // Without max_tokens the configured reservation is the charge, with or without caps.
+    let mut h = chat("sk-good");
+    h.body = br#"{"model":"chat","messages":[]}"#.to_vec();
+    let e = event_of(h, None);
+    assert_eq!((e.output_tokens, e.estimated), (crate::snapshot::DEFAULT_OUTPUT_RESERVATION, true));
+    // The provider's report still wins when it came before the client left.
+    let mut shared = MemShared::default();
+    let (mut h, mut f) = run_shared(&mut shared, "sk-capped-a", body, t0);
+    h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
+    f.on_response_headers(&mut h, t0 + 5);
+    h.response_chunk = br#"{"choices":[],"usage":{"prompt_tokens":4,"completion_tokens":9}}"#.to_vec();
+    f.on_response_body(&h, h.response_chunk.len());
+    let e = f.on_done(&mut shared, t0 + 10).unwrap();
+    assert_eq!((e.input_tokens, e.output_tokens, e.estimated), (4, 9, false));
+    // A JSON answer cut short (the client left mid-body) is charged the reservation too.
+    let mut shared = MemShared::default();
+    let (mut h, mut f) = run_shared(&mut shared, "sk-capped-a", body, t0);
+    h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
+    f.on_response_headers(&mut h, t0 + 5);
+    h.response_chunk = br#"{"choices":[{"message":{"content":"abcd"#.to_vec();
+    f.on_response_body(&h, h.response_chunk.len());
+    let e = f.on_done(&mut shared, t0 + 10).unwrap();
+    assert_eq!((e.output_tokens, e.estimated), (70, true));
+}
+
+#[test]
+fn json_responses_over_the_kept_size_are_still_metered() {
+    // Large answers (thousands of top_logprobs, many choices) are not kept whole; their usage
+    // report is found as they stream past.
+    let mut shared = MemShared::default();
+    let t0 = NOW * 1000;
+    let (mut h, mut f) = run_shared(&mut shared, "sk-capped-a", SMALL, t0);
+    h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
+    f.on_response_headers(&mut h, t0 + 5);
+    let mut body = br#"{"choices":[{"message":{"content":"hi"},"logprobs":{"content":["#.to_vec();
+    while body.len() <= MAX_METERED_JSON + (1 << 20) {
+        body.extend_from_slice(br#"{"token":"hi","logprob":-0.5,"top_logprobs":[{"token":"ho","logprob":-2}]},"#);
+    }
+    body.extend_from_slice(br#"{"token":"!","logprob":0}]}}],"usage":{"prompt_tokens":11,"completion_tokens":8,"completion_tokens_details":{"reasoning_tokens":5}}}"#);
+    for chunk in body.chunks(1 << 20) {
+        h.response_chunk = chunk.to_vec();
+        f.on_response_body(&h, chunk.len());
+    }
+    f.on_response_end();
+    let e = f.on_done(&mut shared, t0 + 10).unwrap();
+    assert_eq!((e.input_tokens, e.output_tokens, e.reasoning_tokens, e.estimated), (11, 8, 5, false));
+    assert_eq!(output_used(&shared, t0 + 10), 8);
+    // Without a report, a large answer costs its reservation (never nothing).
+    let (mut h, mut f) = run_shared(&mut shared, "sk-capped-a", SMALL, t0);
+    h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "application/json".into())];
+    f.on_response_headers(&mut h, t0 + 5);
+    let cut = body.len() - 200;
+    for chunk in body[..cut].chunks(1 << 20) {
+        h.response_chunk = chunk.to_vec();
+        f.on_response_body(&h, chunk.len());
+    }
+    f.on_response_end();
+    let e = f.on_done(&mut shared, t0 + 20).unwrap();
+    assert_eq!((e.output_tokens, e.estimated), (10, true), "SMALL reserves 10");
+}
+
+#[test]
+fn an_event_stream_is_metered_as_one_whatever_the_request_said() {
+    let mut shared = MemShared::default();
+    let t0 = NOW * 1000;
+    let (mut h, mut f) = run_shared(&mut shared, "sk-capped-a", SMALL, t0);
+    h.response_headers =
+        vec![(":status".into(), "200".into()), ("content-type".into(), "Text/Event-Stream; charset=utf-8".into())];
+    f.on_response_headers(&mut h, t0 + 5);
+    h.response_chunk =
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":6}}\n\ndata: [DONE]\n\n".to_vec();
+    f.on_response_body(&h, h.response_chunk.len());
+    f.on_response_end();
+    let e = f.on_done(&mut shared, t0 + 10).unwrap();
+    assert!(e.streamed);
+    assert_eq!((e.input_tokens, e.output_tokens, e.estimated), (3, 6, false));
+}
+
+#[test]
+fn stream_options_null_and_non_boolean_streams_cannot_dodge_metering() {
+    // `null` options are replaced by ones asking for usage: one member, never two.
+    let mut h = chat("sk-good");
+    h.body = br#"{"model":"chat","stream":true,"stream_options":null,"messages":[]}"#.to_vec();
+    assert_eq!(run(&mut h, Some(policy())), Flow::Continue);
+    let sent = String::from_utf8(h.body.clone()).unwrap();
+    assert_eq!(sent.matches("stream_options").count(), 1, "{sent}");
+    let v: serde_json::Value = serde_json::from_str(&sent).unwrap();
+    assert_eq!(v["stream_options"], serde_json::json!({"include_usage": true}));
+    assert_eq!(h.header("content-length"), Some(sent.len().to_string().as_str()));
+    // `stream` is a boolean or the request is refused before it goes anywhere.
+    for stream in [r#""true""#, "1", "null"] {
+        let mut h = chat("sk-good");
+        h.body = format!(r#"{{"model":"chat","stream":{stream},"messages":[]}}"#).into_bytes();
+        run(&mut h, Some(policy()));
+        let (status, v) = h.reply_json();
+        assert_eq!(status, 400, "{stream}");
+        assert_eq!(v["error"]["param"], "stream");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert!(h.header(ROUTE_HEADER).is_none(), "not routed");
+    }
 }
 
 fn mcp(path: &str, key: Option<&str>, extra: &[(&str, &str)]) -> TestHost {
@@ -711,4 +847,49 @@ fn mcp_refusals_go_to_the_ledger_and_served_requests_to_the_control_plane() {
     assert_eq!(e.path, "/mcp-servers/secret-tools/mcp");
     let e = event_of(TestHost::request("POST", "/mcp", &[], b""), None);
     assert_eq!((e.status, e.outcome), (401, Some(Outcome::Unauthorized)));
+}
+
+#[test]
+fn provider_account_headers_are_stripped_only_when_sent() {
+    // Counts the calls into the proxy that remove a header.
+    struct Counting(TestHost, usize);
+    impl Host for Counting {
+        fn request_headers(&self) -> Vec<(String, String)> {
+            self.0.request_headers()
+        }
+        fn set_request_header(&mut self, name: &str, value: &str) {
+            self.0.set_request_header(name, value)
+        }
+        fn remove_request_header(&mut self, name: &str) {
+            self.1 += 1;
+            self.0.remove_request_header(name)
+        }
+        fn request_body(&self, size: usize) -> Option<Vec<u8>> {
+            self.0.request_body(size)
+        }
+        fn set_request_body(&mut self, body: &[u8]) {
+            self.0.set_request_body(body)
+        }
+        fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+            self.0.send_response(status, headers, body)
+        }
+        fn peer_address(&self) -> Option<String> {
+            self.0.peer_address()
+        }
+    }
+    let mut h = chat("sk-good");
+    h.headers.push(("openai-organization".into(), "org-someone-else".into()));
+    h.headers.push(("OpenAI-Project".into(), "proj_x".into()));
+    h.headers.push(("openai-beta".into(), "assistants=v2".into()));
+    assert_eq!(run(&mut h, Some(policy())), Flow::Continue);
+    assert!(h.reply.is_none());
+    assert!(h.header("openai-organization").is_none() && h.header("OpenAI-Project").is_none());
+    assert_eq!(h.header("openai-beta"), Some("assistants=v2"), "other headers pass");
+    // Without them, the header phase asks the proxy to remove nothing.
+    let mut c = Counting(chat("sk-good"), 0);
+    assert_eq!(RequestFilter::new(Some(policy())).on_request_headers(&mut c, false, NOW * 1000), Flow::Pause);
+    assert_eq!(c.1, 0);
+    c.0.headers.push(("openai-project".into(), "p".into()));
+    assert_eq!(RequestFilter::new(Some(policy())).on_request_headers(&mut c, false, NOW * 1000), Flow::Pause);
+    assert_eq!(c.1, 1);
 }
