@@ -663,13 +663,6 @@ fn route_body(
         Endpoint::ChatCompletions | Endpoint::Completions => facts.max_tokens.unwrap_or(reservation).min(reservation),
         _ => 0,
     };
-    let caps = caps(policy, who);
-    let admitted = if caps.is_empty() {
-        None
-    } else {
-        let cost = [request_cost(model.request_limit_multiplier), input, output];
-        Some(admission::admit(host, worker, &caps, cost, now_ms()).map_err(|r| rate_limited(&r))?)
-    };
     // The common case changes nothing (the provider's model name is the client's, no stream
     // option to add, no `user_id`): the body then stays as Envoy holds it, neither copied nor
     // compared, and no call into the proxy replaces it.
@@ -686,8 +679,16 @@ fn route_body(
     }
     if facts.json_user_id {
         // Aqueduct's own end-user field is recorded, never forwarded.
-        rewritten = Some(request::remove_json_member(rewritten.as_deref().unwrap_or(&body), "user_id"));
+        rewritten = Some(request::remove_json_member(rewritten.as_deref().unwrap_or(&body), "user_id")?);
     }
+    // Admitted only once the body is known to be forwardable: a refusal above holds nothing.
+    let caps = caps(policy, who);
+    let admitted = if caps.is_empty() {
+        None
+    } else {
+        let cost = [request_cost(model.request_limit_multiplier), input, output];
+        Some(admission::admit(host, worker, &caps, cost, now_ms()).map_err(|r| rate_limited(&r))?)
+    };
     if let Some(new) = rewritten.filter(|new| *new != body) {
         host.set_request_body(&new);
         // Headers are still held (we paused on them), so they can change with the body.

@@ -205,10 +205,17 @@ fn asks_for_usage(options: &RawValue) -> bool {
         #[serde(borrow, default)]
         include_usage: Option<&'a RawValue>,
     }
-    // Only an object counts: serde would also read `[true]` as a struct.
+    // Only an object counts: serde would also read `[true]` as a struct. A second spelling
+    // (`INCLUDE_USAGE`) that case-insensitive providers read as the same option makes it
+    // ambiguous: then the filter writes the option itself.
+    let one_spelling = || {
+        serde_json::from_str::<std::collections::BTreeMap<String, serde::de::IgnoredAny>>(options.get())
+            .is_ok_and(|keys| keys.keys().filter(|k| loosely_named(k, "include_usage")).count() == 1)
+    };
     options.get().starts_with('{')
         && serde_json::from_str::<StreamOptions<'_>>(options.get())
             .is_ok_and(|o| o.include_usage.is_some_and(|v| v.get() == "true"))
+        && one_spelling()
 }
 
 /// `stream` must be a boolean, as at OpenAI: anything else (`"true"`, `1`, `null`) would be read
@@ -439,6 +446,7 @@ pub fn request_stream_usage(body: &[u8], facts: &BodyFacts) -> Vec<u8> {
     };
     // An object keeps its other options; anything else becomes the option alone.
     let mut options = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get()).unwrap_or_default();
+    options.retain(|k, _| !loosely_named(k, "include_usage"));
     options.insert("include_usage".into(), serde_json::Value::Bool(true));
     let value = serde_json::to_vec(&options).unwrap_or_else(|_| OPTION.to_vec());
     splice(body, span_of(text, raw.get()), &value)
@@ -462,16 +470,20 @@ pub fn rewrite_multipart_model(
 
 /// Removes a top-level member from a JSON object body (re-serialized: only bodies that carry
 /// the member pay for it).
-pub fn remove_json_member(body: &[u8], name: &str) -> Vec<u8> {
-    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
-        Ok(mut map) => {
-            if map.remove(name).is_none() {
-                return body.to_vec();
-            }
-            serde_json::to_vec(&map).unwrap_or_else(|_| body.to_vec())
-        }
-        Err(_) => body.to_vec(),
+pub fn remove_json_member(body: &[u8], name: &'static str) -> Result<Vec<u8>, ApiError> {
+    // A body `serde_json::Value` cannot hold (a lone surrogate escape, a number such as
+    // `1e400`) cannot be written back without the member: refused rather than forwarded with it.
+    let cannot = || {
+        ApiError::bad_request(format!(
+            "The body could not be rewritten without '{name}' (it holds a lone surrogate escape or an out-of-range number); send it without '{name}'."
+        ))
+        .param(name)
+    };
+    let mut map = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body).map_err(|_| cannot())?;
+    if map.remove(name).is_none() {
+        return Ok(body.to_vec());
     }
+    serde_json::to_vec(&map).map_err(|_| cannot())
 }
 
 fn splice(body: &[u8], (start, end): (usize, usize), with: &[u8]) -> Vec<u8> {
@@ -909,7 +921,7 @@ mod end_user_tests {
         let body = br#"{"model":"m","user":"alice","user_id":42,"messages":[]}"#;
         let f = inspect_json(body).unwrap();
         assert_eq!((f.end_user.as_deref(), f.json_user_id), (Some("42"), true));
-        let v: serde_json::Value = serde_json::from_slice(&remove_json_member(body, "user_id")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&remove_json_member(body, "user_id").unwrap()).unwrap();
         assert_eq!(v, serde_json::json!({"model":"m","user":"alice","messages":[]}));
         assert_eq!(inspect_json(br#"{"model":"m","user_id":"u-7"}"#).unwrap().end_user.as_deref(), Some("u-7"));
         assert_eq!(inspect_json(br#"{"model":"m","user_id":null}"#).unwrap().end_user, None);
@@ -950,6 +962,24 @@ mod stream_usage_tests {
     fn injected(body: &str) -> serde_json::Value {
         let facts = inspect_json(body.as_bytes()).unwrap();
         serde_json::from_slice(&request_stream_usage(body.as_bytes(), &facts)).unwrap()
+    }
+
+    #[test]
+    fn include_usage_in_two_spellings_is_written_again() {
+        // A case-insensitive provider reads `INCLUDE_USAGE` as the same option.
+        let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true,"INCLUDE_USAGE":false,"x":1}}"#;
+        assert!(!inspect_json(body.as_bytes()).unwrap().includes_usage);
+        let v = injected(body);
+        assert_eq!(v["stream_options"], serde_json::json!({"include_usage": true, "x": 1}));
+    }
+
+    #[test]
+    fn a_body_that_cannot_be_written_without_user_id_is_refused() {
+        for body in [r#"{"":1e400,"user_id":"u","model":"m"}"#, r#"{"messages":"\ud800","user_id":"u","model":"m"}"#] {
+            let e = remove_json_member(body.as_bytes(), "user_id").unwrap_err();
+            assert_eq!((e.status, e.param), (400, Some("user_id")), "{body}");
+        }
+        assert_eq!(remove_json_member(br#"{"model":"m"}"#, "user_id").unwrap(), br#"{"model":"m"}"#.to_vec());
     }
 
     #[test]
@@ -1218,7 +1248,7 @@ mod fuzz_regressions {
         let body = br#"{"user_id":null,"messages":"chat","model":"chat"}"#;
         let f = inspect_json(body).unwrap();
         assert!(f.json_user_id);
-        let v: serde_json::Value = serde_json::from_slice(&remove_json_member(body, "user_id")).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&remove_json_member(body, "user_id").unwrap()).unwrap();
         assert_eq!(v, serde_json::json!({"messages":"chat","model":"chat"}));
     }
 }
