@@ -462,7 +462,7 @@ async fn provision_existing(
             rest.push(d);
         }
     }
-    let Some(affected) = guarded_tx(db, &up, &rest).await? else {
+    let Some(affected) = ts::guarded_tx(db, &up, &rest).await? else {
         anyhow::bail!("Your account changed while signing in; try again.");
     };
     if revoke && affected.first().is_some_and(|n| *n > 0) {
@@ -488,36 +488,6 @@ async fn provision_existing(
         );
     }
     Ok(u.id)
-}
-
-/// Runs `first` and then `rest` in one transaction, committing only when `first` changed a row;
-/// returns the affected rows of `rest`, or `None` (nothing written) when `first` changed none.
-async fn guarded_tx(db: &Db, first: &Sql, rest: &[Sql]) -> Result<Option<Vec<u64>>, sqlx::Error> {
-    macro_rules! bind {
-        ($q:expr, $args:expr) => {{
-            let mut q = $q;
-            for a in $args {
-                q = match a {
-                    Val::Text(s) => q.bind(s.clone()),
-                    Val::Bool(b) => q.bind(*b),
-                    Val::Int(i) => q.bind(*i),
-                };
-            }
-            q
-        }};
-    }
-    crate::with_pool!(db, p => {
-        let mut tx = p.begin().await?;
-        if bind!(sqlx::query(&first.text), &first.args).execute(&mut *tx).await?.rows_affected() == 0 {
-            return Ok(None);
-        }
-        let mut out = Vec::with_capacity(rest.len());
-        for s in rest {
-            out.push(bind!(sqlx::query(&s.text), &s.args).execute(&mut *tx).await?.rows_affected());
-        }
-        tx.commit().await?;
-        Ok(Some(out))
-    })
 }
 
 /// Joins the teams of the user's team groups (creating or renaming them as the flags say) and

@@ -103,6 +103,23 @@ pub async fn execute_tx(db: &Db, stmts: &[Sql]) -> Result<Vec<u64>, sqlx::Error>
     })
 }
 
+/// Runs `first` and then `rest` in one transaction, committing only when `first` changed a row;
+/// returns the affected rows of `rest`, or `None` (nothing written) when `first` changed none.
+pub async fn guarded_tx(db: &Db, first: &Sql, rest: &[Sql]) -> Result<Option<Vec<u64>>, sqlx::Error> {
+    with_pool!(db, p => {
+        let mut tx = p.begin().await?;
+        if bind_all!(sqlx::query(&first.text), &first.args).execute(&mut *tx).await?.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(rest.len());
+        for s in rest {
+            out.push(bind_all!(sqlx::query(&s.text), &s.args).execute(&mut *tx).await?.rows_affected());
+        }
+        tx.commit().await?;
+        Ok(Some(out))
+    })
+}
+
 /// Runs `first` (an INSERT … RETURNING id) and then `rest`, where `rest` may refer to the new id
 /// through [`NEW_ID`] in its text; all in one transaction. Returns the new id.
 pub async fn insert_tx(db: &Db, first: &Sql, rest: &[Sql]) -> Result<i64, sqlx::Error> {

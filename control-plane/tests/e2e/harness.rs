@@ -424,6 +424,26 @@ impl Harness {
         assert_eq!(resp.status(), 204);
     }
 
+    /// Calls `method` `path` (an absolute path on the gateway) with `key` and an optional JSON
+    /// body; returns the status and the JSON answer (`null` when the answer is not JSON).
+    pub async fn call(
+        &self,
+        key: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut r = http().request(m, self.url(path)).bearer_auth(key);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
     /// Polls until `f` returns true or `limit` passes; returns the time it took.
     pub async fn eventually<F, Fut>(&self, limit: Duration, mut f: F) -> Duration
     where

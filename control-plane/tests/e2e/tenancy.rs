@@ -18,17 +18,7 @@ impl<'a> Api<'a> {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let c = http();
-        let url = self.h.url(&format!("/api/v1{path}"));
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut r = c.request(m, url).bearer_auth(&self.key);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.h.call(&self.key, method, &format!("/api/v1{path}"), body).await
     }
 
     /// Calls and asserts the status; returns the body.
