@@ -59,7 +59,7 @@ pub fn team_view(t: &TeamRow) -> Value {
 pub fn user_view(u: &UserRow) -> Value {
     with_policy(
         json!({"object": "user", "id": id_str(u.id), "email": u.email, "org_id": opt_id(u.org_id), "role": u.role,
-               "active": u.active, "created_at": rfc3339(u.created_at)}),
+               "active": u.active, "oidc_bound": u.oidc_bound, "created_at": rfc3339(u.created_at)}),
         &u.policy,
     )
 }
@@ -600,7 +600,7 @@ pub async fn patch_user(
     if !may_manage_user(&a, &u) {
         return Err(forbidden("Changing this user needs the admin or org-admin role."));
     }
-    let mut f = Fields::parse(body, &allowed(&["email", "role", "active"]))?;
+    let mut f = Fields::parse(body, &allowed(&["email", "role", "active", "oidc_bound"]))?;
     let mut sets = Vec::new();
     if let Some(e) = f.req_str_opt_max("email", MAX_EMAIL)? {
         if !email_ok(&e) {
@@ -624,11 +624,27 @@ pub async fn patch_user(
     if let Some(b) = f.opt_bool("active")? {
         sets.push(("active", Val::Bool(b)));
     }
+    // Clearing the binding lets the next OIDC sign-in with the account's email bind another
+    // subject: that hands the account over, so only an admin may.
+    let unbind = match f.opt_bool("oidc_bound")? {
+        None => None,
+        Some(true) => return Err(bad("oidc_bound", "'oidc_bound' can only be set to false (a sign-in binds).")),
+        Some(false) if !a.is_admin() => {
+            return Err(forbidden("Only an admin may clear an account's OIDC binding.").with_param("oidc_bound"))
+        }
+        Some(false) => {
+            let mut q = Sql::new("UPDATE users SET oidc_issuer = NULL, oidc_subject = NULL WHERE id = ");
+            q.id(u.id);
+            Some(q)
+        }
+    };
     let policy = f.policy()?;
     check_policy_rights(&a, u.org_id, &policy)?;
     sets.extend(policy.0);
-    if let Some(q) = update_sql("users", &sets, u.id, " AND deleted_at IS NULL") {
-        ts::execute_tx(&gw.db, &[q]).await.map_err(|e| unique_or(e, "email", "A user with this email exists."))?;
+    let stmts: Vec<Sql> =
+        update_sql("users", &sets, u.id, " AND deleted_at IS NULL").into_iter().chain(unbind).collect();
+    if !stmts.is_empty() {
+        ts::execute_tx(&gw.db, &stmts).await.map_err(|e| unique_or(e, "email", "A user with this email exists."))?;
         gw.request_rebuild();
     }
     get_user(State(gw), a, Path(id)).await

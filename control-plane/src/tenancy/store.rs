@@ -205,6 +205,8 @@ pub struct UserRow {
     pub role: String,
     /// Inactive users' keys are refused.
     pub active: bool,
+    /// Whether an OIDC sign-in bound the account to a provider subject.
+    pub oidc_bound: bool,
     /// Unix seconds.
     pub created_at: i64,
     /// Policy.
@@ -214,7 +216,11 @@ pub struct UserRow {
 
 /// Columns of [`UserRow`] (alias `u`).
 pub fn user_cols() -> String {
-    format!("u.id, u.email, u.org_id, u.role, u.active, u.created_at, {}", policy_cols("u"))
+    format!(
+        "u.id, u.email, u.org_id, u.role, u.active, u.created_at, \
+         CASE WHEN u.oidc_subject IS NULL THEN FALSE ELSE TRUE END AS oidc_bound, {}",
+        policy_cols("u")
+    )
 }
 
 /// A team membership.

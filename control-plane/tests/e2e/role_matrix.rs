@@ -522,3 +522,32 @@ async fn the_audit_log_names_the_key_and_its_maker() {
     assert_eq!(e.token_id, Some(id(&minted).parse().unwrap()));
     assert_eq!(e.key_created_by, Some(oa_id.parse().unwrap()), "the key's maker is named");
 }
+
+/// An OIDC binding (issuer and subject) is what keeps an account from being taken over by
+/// another identity with the same email; clearing it hands the account to the next sign-in, so
+/// only an admin may.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_an_admin_clears_an_oidc_binding() {
+    let h = Harness::start().await;
+    let org = id(&admin(&h, "POST", "/api/v1/orgs", json!({"name": "A"})).await);
+    let (_, oa) = user_with_key(&h, "oa@a.example", &org, "org-admin").await;
+    let (u_id, u) = user_with_key(&h, "u@a.example", &org, "user").await;
+    let db = aqueduct::db::Db::open(None, h.dir.path()).await.unwrap();
+    let mut bind = aqueduct::tenancy::store::Sql::new(
+        "UPDATE users SET oidc_issuer = 'https://idp.example', oidc_subject = 'sub-1' WHERE id = ",
+    );
+    bind.id(u_id.parse().unwrap());
+    aqueduct::tenancy::store::execute_tx(&db, &[bind]).await.unwrap();
+    let (_, v) = call(&h, ADMIN_KEY, "GET", &format!("/api/v1/users/{u_id}"), None).await;
+    assert_eq!(v["oidc_bound"], true, "{v}");
+    for key in [&oa, &u] {
+        let (s, v) = call(&h, key, "PATCH", &format!("/api/v1/users/{u_id}"), Some(json!({"oidc_bound": false}))).await;
+        assert_eq!(s, 403, "{v}");
+    }
+    let (s, v) =
+        call(&h, ADMIN_KEY, "PATCH", &format!("/api/v1/users/{u_id}"), Some(json!({"oidc_bound": true}))).await;
+    assert_eq!((s, v["error"]["param"].as_str()), (400, Some("oidc_bound")), "{v}");
+    let (s, v) =
+        call(&h, ADMIN_KEY, "PATCH", &format!("/api/v1/users/{u_id}"), Some(json!({"oidc_bound": false}))).await;
+    assert_eq!((s, &v["oidc_bound"]), (200, &json!(false)), "{v}");
+}
