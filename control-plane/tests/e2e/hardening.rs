@@ -308,15 +308,7 @@ async fn a_control_plane_killed_outright_loses_no_usage_event() {
     assert!(!alive(&second_envoy), "no Envoy left behind");
     assert!(!pid_file.exists(), "an orderly stop removes {}", pid_file.display());
 
-    let db = aqueduct::db::Db::open(None, h.dir.path()).await.unwrap();
-    let f = aqueduct::usage::query::Filters {
-        from_ms: 0,
-        to_ms: i64::MAX / 2,
-        ids: vec![("token_id", token)],
-        ..Default::default()
-    };
-    let rows =
-        aqueduct::usage::query::requests(&db, &aqueduct::usage::query::Scope::All, &f, None, 100_000).await.unwrap();
+    let rows = h.stored_requests(token).await;
     eprintln!("control plane killed under load: {answered} answered, {} stored", rows.len());
     assert!(rows.len() as u64 >= answered, "every answered request was handed over: {} of {answered}", rows.len());
 }

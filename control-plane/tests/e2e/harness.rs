@@ -444,6 +444,21 @@ impl Harness {
         (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
+    /// Every usage event the SQLite ledger of this harness stores for key `token` (read from the
+    /// database directly, so it works while no control plane runs).
+    pub async fn stored_requests(&self, token: i64) -> Vec<aqueduct::usage::query::RequestRow> {
+        let db = aqueduct::db::Db::open(None, self.dir.path()).await.expect("ledger");
+        let f = aqueduct::usage::query::Filters {
+            from_ms: 0,
+            to_ms: i64::MAX / 2,
+            ids: vec![("token_id", token)],
+            ..Default::default()
+        };
+        aqueduct::usage::query::requests(&db, &aqueduct::usage::query::Scope::All, &f, None, 100_000)
+            .await
+            .expect("usage rows")
+    }
+
     /// Polls until `f` returns true or `limit` passes; returns the time it took.
     pub async fn eventually<F, Fut>(&self, limit: Duration, mut f: F) -> Duration
     where

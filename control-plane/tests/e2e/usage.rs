@@ -563,15 +563,7 @@ async fn supervised_envoy_drained(ctrl_c: bool) {
         std::net::TcpStream::connect(format!("127.0.0.1:{admin}")).is_err(),
         "the supervised Envoy is gone with its control plane"
     );
-    let db = aqueduct::db::Db::open(None, h.dir.path()).await.unwrap();
-    let f = aqueduct::usage::query::Filters {
-        from_ms: 0,
-        to_ms: i64::MAX / 2,
-        ids: vec![("token_id", token)],
-        ..Default::default()
-    };
-    let rows =
-        aqueduct::usage::query::requests(&db, &aqueduct::usage::query::Scope::All, &f, None, 100_000).await.unwrap();
+    let rows = h.stored_requests(token).await;
     let ok = answered + probes;
     eprintln!("supervised Envoy stopped under load: {ok} answered, {} stored", rows.len());
     assert!(rows.len() as u64 >= ok, "every answered request was handed over: {} of {ok}", rows.len());
