@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_yaml::{Mapping, Value};
+use yaml_serde::{Mapping, Value};
 
 /// Where a model is sent when its entry has no `api_base`, as in LiteLLM.
 pub const DEFAULT_API_BASE: &str = "https://api.openai.com/v1";
@@ -103,9 +103,9 @@ pub enum ModelsError {
     /// The file could not be read.
     #[error("cannot read models file {}: {error}", path.display())]
     Read { path: PathBuf, error: std::io::Error },
-    /// The file is not valid YAML; serde_yaml's message carries line and column.
+    /// The file is not valid YAML; yaml_serde's message carries line and column.
     #[error("invalid models yaml: {0}")]
-    Yaml(serde_yaml::Error),
+    Yaml(yaml_serde::Error),
     /// The document is valid YAML but not a mapping of top-level keys.
     #[error("models file must be a mapping with a model_list key at the top level")]
     TopLevelNotMapping,
@@ -156,7 +156,7 @@ impl ModelsConfig {
     /// Parses a models file; `env` supplies `os.environ/NAME` values so that
     /// tests and callers decide where secrets come from.
     pub fn parse(yaml: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<ModelsConfig, ModelsError> {
-        let mut root: Value = serde_yaml::from_str(yaml).map_err(ModelsError::Yaml)?;
+        let mut root: Value = yaml_serde::from_str(yaml).map_err(ModelsError::Yaml)?;
         // LiteLLM (PyYAML) honours `<<: *anchor`; so must we for files to carry over.
         root.apply_merge().map_err(ModelsError::Yaml)?;
 

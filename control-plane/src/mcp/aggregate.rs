@@ -9,9 +9,10 @@
 //! lost its session gets a new one and the request is retried once.
 
 use super::identity::Identity;
-use super::jsonrpc::{self, SseParser};
+use super::jsonrpc::{self, MessageFacts};
 use super::proxy::{
-    pass_headers, rejected, session_not_found, upstream_request, with_guard, CallGuard, SESSION_HEADER,
+    pass_headers, rejected, session_not_found, session_required, upstream_request, with_guard, CallGuard,
+    SESSION_HEADER, VERSION_HEADER,
 };
 use super::registry::Server;
 use super::sessions::{self, Session, Upstream};
@@ -20,7 +21,16 @@ use aqueduct_policy::ApiError;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Json;
 use futures::StreamExt;
+use rmcp::model::{
+    ClientCapabilities, ClientNotification, ClientRequest, EmptyResult, ErrorCode, ErrorData, Implementation,
+    InitializeRequest, InitializeRequestParams, InitializeResult, InitializedNotification, JsonRpcNotification,
+    JsonRpcRequest, JsonRpcVersion2_0, ListPromptsRequest, ListResourceTemplatesRequest, ListResourcesRequest,
+    ListToolsRequest, PaginatedRequestParams, PromptsCapability, ProtocolVersion, RequestId, ResourcesCapability,
+    ServerCapabilities, ToolsCapability,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,17 +40,50 @@ pub const SEPARATOR: &str = "__";
 /// Resource URIs become `aqueduct://{server}/{original uri}`.
 pub const URI_PREFIX: &str = "aqueduct://";
 /// Protocol version offered to upstreams when the client sent none.
-pub const DEFAULT_VERSION: &str = "2025-06-18";
+const DEFAULT_VERSION: ProtocolVersion = ProtocolVersion::V_2025_06_18;
 /// Most pages read from one upstream for one list.
 const MAX_PAGES: usize = 20;
+/// What this endpoint tells a client about itself.
+const INSTRUCTIONS: &str = "Tools, prompts and resources of several MCP servers. Names are prefixed with the \
+                            server's name and \"__\"; resource URIs are aqueduct://{server}/{uri}.";
 
-/// Which list method, and the key of its items.
-const LISTS: [(&str, &str); 4] = [
-    ("tools/list", "tools"),
-    ("prompts/list", "prompts"),
-    ("resources/list", "resources"),
-    ("resources/templates/list", "resourceTemplates"),
-];
+/// A list the gateway answers itself, gathered from every server the caller may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    Tools,
+    Prompts,
+    Resources,
+    ResourceTemplates,
+}
+
+impl List {
+    const ALL: [List; 4] = [List::Tools, List::Prompts, List::Resources, List::ResourceTemplates];
+
+    fn from_method(method: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.request(None).method() == method)
+    }
+
+    /// The key of the result's items.
+    fn key(self) -> &'static str {
+        match self {
+            List::Tools => "tools",
+            List::Prompts => "prompts",
+            List::Resources => "resources",
+            List::ResourceTemplates => "resourceTemplates",
+        }
+    }
+
+    /// The request for one page.
+    fn request(self, cursor: Option<String>) -> ClientRequest {
+        let params = PaginatedRequestParams::default().with_cursor(cursor);
+        match self {
+            List::Tools => ListToolsRequest::with_param(params).into(),
+            List::Prompts => ListPromptsRequest::with_param(params).into(),
+            List::Resources => ListResourcesRequest::with_param(params).into(),
+            List::ResourceTemplates => ListResourceTemplatesRequest::with_param(params).into(),
+        }
+    }
+}
 
 fn record(identity: &Identity, method: Option<String>) -> McpCall {
     McpCall {
@@ -63,12 +106,26 @@ fn checked(mcp: &Mcp, headers: &HeaderMap) -> Result<Identity, ApiError> {
     Ok(identity)
 }
 
-fn json_reply(status: StatusCode, body: &Value, session: Option<&str>) -> Response {
-    let mut resp = (status, [("content-type", "application/json")], body.to_string()).into_response();
-    if let Some(v) = session.and_then(|s| HeaderValue::from_str(s).ok()) {
+/// A JSON answer in `session`, recorded with its status.
+fn reply(status: StatusCode, body: impl Serialize, session: &str, guard: &mut CallGuard) -> Response {
+    guard.status(status);
+    let mut resp = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(session) {
         resp.headers_mut().insert(SESSION_HEADER, v);
     }
     resp
+}
+
+/// This endpoint's answer to `initialize`.
+fn initialize_result(version: ProtocolVersion) -> InitializeResult {
+    let mut capabilities = ServerCapabilities::default();
+    capabilities.tools = Some(ToolsCapability::default());
+    capabilities.prompts = Some(PromptsCapability::default());
+    capabilities.resources = Some(ResourcesCapability::default());
+    InitializeResult::new(capabilities)
+        .with_protocol_version(version)
+        .with_server_info(Implementation::new("aqueduct", env!("CARGO_PKG_VERSION")))
+        .with_instructions(INSTRUCTIONS)
 }
 
 /// The servers this caller may use, by name.
@@ -95,30 +152,26 @@ pub async fn post(
         return rejected(&mcp, started, &headers, None, "POST", e);
     }
     let mut guard = CallGuard::new(mcp.clone(), started, record(&identity, None));
-    let (msg, facts) = match jsonrpc::parse_body(&body) {
+    let (msg, messages) = match jsonrpc::parse_body(&body) {
         Ok(v) => v,
         Err(e) => {
             guard.status(e.status);
             return e.into_response();
         }
     };
-    let [f] = facts.as_slice() else {
+    let [message] = messages.as_slice() else {
         guard.status(StatusCode::BAD_REQUEST);
-        return jsonrpc::error_reply(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::INVALID_REQUEST,
-            "Invalid Request: the aggregated endpoint takes one message per request, not a batch",
-            Value::Null,
-        );
+        let text = "Invalid Request: the aggregated endpoint takes one message per request, not a batch";
+        return jsonrpc::error_reply(StatusCode::BAD_REQUEST, ErrorData::invalid_request(text, None), None);
     };
+    let f = MessageFacts::from(message);
     let method = f.method.clone().unwrap_or_default();
-    let id = f.id.clone().unwrap_or(Value::Null);
     if let Some(c) = guard.call_mut() {
         c.method = f.method.clone();
     }
     let session_header = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     let now = chrono::Utc::now().timestamp();
-    if method == "initialize" {
+    if let (Some(id), "initialize") = (&f.id, method.as_str()) {
         let s = Session {
             id: sessions::new_id(),
             token_id: identity.token_id,
@@ -130,27 +183,18 @@ pub async fn post(
             return crate::api::error::Error::from(e).into_response();
         }
         guard.session(&s.id);
-        guard.status(StatusCode::OK);
         // Whatever version the client asks for is agreed: this endpoint's own answers are the
         // same in every version, and each upstream negotiates its own.
-        let version = msg.pointer("/params/protocolVersion").and_then(Value::as_str).unwrap_or(DEFAULT_VERSION);
-        let result = json!({
-            "protocolVersion": version,
-            "capabilities": {"tools": {}, "prompts": {}, "resources": {}},
-            "serverInfo": {"name": "aqueduct", "version": env!("CARGO_PKG_VERSION")},
-            "instructions": "Tools, prompts and resources of several MCP servers. Names are prefixed with the \
-                             server's name and \"__\"; resource URIs are aqueduct://{server}/{uri}.",
-        });
-        return json_reply(StatusCode::OK, &jsonrpc::result_body(id, result), Some(&s.id));
+        let version = msg
+            .pointer("/params/protocolVersion")
+            .and_then(|v| ProtocolVersion::deserialize(v).ok())
+            .unwrap_or(DEFAULT_VERSION);
+        let body = jsonrpc::result_body(id.clone(), initialize_result(version));
+        return reply(StatusCode::OK, body, &s.id, &mut guard);
     }
     let Some(sid) = session_header else {
         guard.status(StatusCode::BAD_REQUEST);
-        return jsonrpc::error_reply(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::SERVER_ERROR,
-            "Bad Request: Mcp-Session-Id header is required",
-            Value::Null,
-        );
+        return session_required();
     };
     guard.session(&sid);
     let session = match sessions::find(&mcp.db, &sid, identity.token_id, None, now).await {
@@ -161,34 +205,34 @@ pub async fn post(
         }
         Err(e) => return crate::api::error::Error::from(e).into_response(),
     };
-    if f.method.is_none() || f.id.is_none() {
+    let Some(id) = f.id.clone() else {
         // Notifications, and replies to server requests (which this endpoint never sends).
         guard.status(StatusCode::ACCEPTED);
         return StatusCode::ACCEPTED.into_response();
-    }
-    let reply = |status: StatusCode, body: Value, guard: &mut CallGuard| {
-        guard.status(status);
-        json_reply(status, &body, Some(&session.id))
     };
     if method == "ping" || method == "logging/setLevel" {
-        return reply(StatusCode::OK, jsonrpc::result_body(id, json!({})), &mut guard);
+        return reply(StatusCode::OK, jsonrpc::result_body(id, EmptyResult {}), &session.id, &mut guard);
     }
-    if let Some((_, key)) = LISTS.iter().find(|(m, _)| *m == method) {
-        let items = gather(&mcp, &session, &identity, &headers, &method, key).await;
-        return reply(StatusCode::OK, jsonrpc::result_body(id, json!({ *key: items })), &mut guard);
+    if let Some(list) = List::from_method(&method) {
+        let items = gather(&mcp, &session, &identity, &headers, list).await;
+        // Items stay JSON: see `gather`.
+        let body = jsonrpc::result_body(id, json!({ list.key(): items }));
+        return reply(StatusCode::OK, body, &session.id, &mut guard);
     }
     let mut msg = msg;
     let Some(server) = route(&mut msg, &method) else {
         let (code, text) = if known_routed(&method) {
-            (jsonrpc::INVALID_PARAMS, format!("Invalid params: no such {} on this gateway", what(&method)))
+            (ErrorCode::INVALID_PARAMS, format!("Invalid params: no such {} on this gateway", what(&method)))
         } else {
-            (jsonrpc::METHOD_NOT_FOUND, format!("Method not found: {method}"))
+            (ErrorCode::METHOD_NOT_FOUND, format!("Method not found: {method}"))
         };
-        return reply(StatusCode::OK, jsonrpc::error_body(code, &text, id), &mut guard);
+        let body = jsonrpc::error_body(ErrorData::new(code, text, None), Some(id));
+        return reply(StatusCode::OK, body, &session.id, &mut guard);
     };
     let Some(server) = mcp.registry.get(&server).filter(|s| identity.allows(&s.name)) else {
         let text = format!("Invalid params: no such {} on this gateway", what(&method));
-        return reply(StatusCode::OK, jsonrpc::error_body(jsonrpc::INVALID_PARAMS, &text, id), &mut guard);
+        let body = jsonrpc::error_body(ErrorData::invalid_params(text, None), Some(id));
+        return reply(StatusCode::OK, body, &session.id, &mut guard);
     };
     if let Some(c) = guard.call_mut() {
         c.server = Some(server.name.clone());
@@ -202,7 +246,8 @@ pub async fn post(
         Err(e) => {
             tracing::warn!(server = %server.name, error = %e, "MCP upstream failed");
             let text = format!("The MCP server '{}' is unavailable: {e}", server.name);
-            return reply(StatusCode::OK, jsonrpc::error_body(jsonrpc::INTERNAL_ERROR, &text, id), &mut guard);
+            let body = jsonrpc::error_body(ErrorData::internal_error(text, None), Some(id));
+            return reply(StatusCode::OK, body, &session.id, &mut guard);
         }
     };
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -245,7 +290,9 @@ fn split_uri(uri: &str) -> Option<(&str, &str)> {
     uri.strip_prefix(URI_PREFIX)?.split_once('/').filter(|(s, u)| !s.is_empty() && !u.is_empty())
 }
 
-/// Rewrites a routed request for its upstream; returns the server it goes to.
+/// Rewrites a routed request for its upstream; returns the server it goes to. The request is
+/// forwarded as the client wrote it apart from the one field, so it stays JSON: rmcp's typed
+/// params would drop what rmcp does not model.
 fn route(msg: &mut Value, method: &str) -> Option<String> {
     let params = msg.get_mut("params")?.as_object_mut()?;
     let rewrite = |obj: &mut Map<String, Value>, field: &str, split: fn(&str) -> Option<(&str, &str)>| {
@@ -291,25 +338,23 @@ fn prefix_item(server: &str, key: &str, item: &mut Value) {
 }
 
 /// Every allowed server's items of one list, prefixed; failing servers are left out.
-async fn gather(
-    mcp: &Mcp,
-    session: &Session,
-    identity: &Identity,
-    headers: &HeaderMap,
-    method: &str,
-    key: &str,
-) -> Vec<Value> {
+///
+/// The items stay JSON rather than rmcp's `Tool`, `Prompt`, `Resource` and `ResourceTemplate`:
+/// each is passed on as its server wrote it apart from the prefixed name, and the typed forms
+/// drop what rmcp does not model (the reference server's tools carry `execution`, from the
+/// 2025-11-25 revision, which rmcp's `Tool` lacks).
+async fn gather(mcp: &Mcp, session: &Session, identity: &Identity, headers: &HeaderMap, list: List) -> Vec<Value> {
+    let key = list.key();
     let servers = allowed(mcp, identity);
     let lists = futures::future::join_all(servers.iter().map(|server| async move {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         for page in 0..MAX_PAGES {
-            let params = cursor.as_ref().map_or_else(|| json!({}), |c| json!({"cursor": c}));
-            let msg = json!({"jsonrpc": "2.0", "id": format!("aqueduct-{page}"), "method": method, "params": params});
+            let msg = JsonRpcRequest::new(RequestId::String(format!("aqueduct-{page}").into()), list.request(cursor));
             match call(mcp, session, server, headers, &msg).await {
-                Ok(result) => {
-                    if let Some(list) = result.get(key).and_then(Value::as_array) {
-                        items.extend(list.iter().cloned().map(|mut it| {
+                Ok(mut result) => {
+                    if let Some(Value::Array(list)) = result.get_mut(key).map(Value::take) {
+                        items.extend(list.into_iter().map(|mut it| {
                             prefix_item(&server.name, key, &mut it);
                             it
                         }));
@@ -321,6 +366,7 @@ async fn gather(
                 }
                 Err(e) => {
                     // One server down must not hide the others' tools.
+                    let method = msg.request.method();
                     tracing::warn!(server = %server.name, method, error = %e, "MCP upstream left out of the list");
                     break;
                 }
@@ -340,7 +386,9 @@ pub enum UpstreamError {
     #[error("answered HTTP {0}")]
     Status(u16),
     #[error("answered with a JSON-RPC error: {0}")]
-    Rpc(String),
+    Rpc(ErrorData),
+    #[error("sent an unreadable event stream: {0}")]
+    Sse(#[from] sse_stream::Error),
     #[error("did not answer the request")]
     NoReply,
     #[error("timed out")]
@@ -360,19 +408,17 @@ async fn upstream_session(
     if let Some(u) = sessions::upstream(&mcp.db, &session.id, &server.name).await? {
         return Ok(u);
     }
-    let offered = headers.get(super::proxy::VERSION_HEADER).and_then(|v| v.to_str().ok()).unwrap_or(DEFAULT_VERSION);
-    let init = json!({"jsonrpc": "2.0", "id": "aqueduct-init", "method": "initialize", "params": {
-        "protocolVersion": offered,
-        "capabilities": {},
-        "clientInfo": {"name": "aqueduct-gateway", "version": env!("CARGO_PKG_VERSION")},
-    }});
+    let offered =
+        headers.get(VERSION_HEADER).and_then(|v| v.to_str().ok()).map_or(DEFAULT_VERSION, jsonrpc::protocol_version);
+    let init = initialize_request(offered.clone());
     let resp = send(mcp, server, None, None, &init).await?;
     let up_session = resp.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let result = read_reply(mcp, resp, &init["id"]).await?;
-    let version = result.get("protocolVersion").and_then(Value::as_str).unwrap_or(offered).to_string();
-    let u = Upstream { upstream_session: up_session, protocol_version: version };
-    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-    let r = send(mcp, server, u.upstream_session.as_deref(), Some(&u.protocol_version), &note).await?;
+    let result = read_reply(mcp, resp, &init.id).await?;
+    // Only the agreed version is kept, so only it is read: the whole `InitializeResult` would
+    // refuse a server over fields the gateway never looks at.
+    let version = result.get("protocolVersion").and_then(|v| ProtocolVersion::deserialize(v).ok()).unwrap_or(offered);
+    let u = Upstream { upstream_session: up_session, protocol_version: version.to_string() };
+    let r = send(mcp, server, u.upstream_session.as_deref(), Some(&u.protocol_version), &initialized()).await?;
     if !r.status().is_success() {
         return Err(UpstreamError::Status(r.status().as_u16()));
     }
@@ -380,19 +426,30 @@ async fn upstream_session(
     Ok(u)
 }
 
+/// The gateway's `initialize` to an upstream, offering `version`.
+fn initialize_request(version: ProtocolVersion) -> JsonRpcRequest<ClientRequest> {
+    let client = Implementation::new("aqueduct-gateway", env!("CARGO_PKG_VERSION"));
+    let params = InitializeRequestParams::new(ClientCapabilities::default(), client).with_protocol_version(version);
+    JsonRpcRequest::new(RequestId::String("aqueduct-init".into()), InitializeRequest::new(params).into())
+}
+
+/// `notifications/initialized`, which ends an upstream's initialization.
+fn initialized() -> JsonRpcNotification<ClientNotification> {
+    JsonRpcNotification { jsonrpc: JsonRpcVersion2_0, notification: InitializedNotification::default().into() }
+}
+
 async fn send(
     mcp: &Mcp,
     server: &Server,
     session: Option<&str>,
     version: Option<&str>,
-    msg: &Value,
+    msg: &impl Serialize,
 ) -> Result<reqwest::Response, UpstreamError> {
     let mut req = upstream_request(mcp, server, reqwest::Method::POST, &HeaderMap::new(), session)
-        .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .body(msg.to_string());
+        .json(msg);
     if let Some(v) = version {
-        req = req.header(super::proxy::VERSION_HEADER, v);
+        req = req.header(VERSION_HEADER, v);
     }
     Ok(req.send().await?)
 }
@@ -404,7 +461,7 @@ async fn forward(
     session: &Session,
     server: &Server,
     headers: &HeaderMap,
-    msg: &Value,
+    msg: &impl Serialize,
 ) -> Result<reqwest::Response, UpstreamError> {
     for attempt in 0..2 {
         let u = upstream_session(mcp, session, server, headers).await?;
@@ -429,15 +486,15 @@ async fn call(
     session: &Session,
     server: &Server,
     headers: &HeaderMap,
-    msg: &Value,
+    msg: &JsonRpcRequest<ClientRequest>,
 ) -> Result<Value, UpstreamError> {
     let resp = forward(mcp, session, server, headers, msg).await?;
-    read_reply(mcp, resp, &msg["id"]).await
+    read_reply(mcp, resp, &msg.id).await
 }
 
 /// The `result` of the reply to request `id` in a JSON or SSE answer (other messages on the
 /// stream, such as notifications, are skipped).
-async fn read_reply(mcp: &Mcp, resp: reqwest::Response, id: &Value) -> Result<Value, UpstreamError> {
+async fn read_reply(mcp: &Mcp, resp: reqwest::Response, id: &RequestId) -> Result<Value, UpstreamError> {
     if !resp.status().is_success() {
         return Err(UpstreamError::Status(resp.status().as_u16()));
     }
@@ -447,37 +504,22 @@ async fn read_reply(mcp: &Mcp, resp: reqwest::Response, id: &Value) -> Result<Va
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.trim_start().starts_with("text/event-stream"));
     let read = async {
-        let messages: Vec<Value> = if sse {
-            let mut parser = SseParser::default();
-            let mut stream = resp.bytes_stream();
+        let reply = if sse {
+            // Events that are not JSON-RPC (the priming event's empty data, say) are skipped.
+            let mut events = sse_stream::SseStream::from_bytes_stream(resp.bytes_stream());
             let mut found = None;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                for ev in parser.feed(&chunk) {
-                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                        if jsonrpc::is_reply_to(&v, id) {
-                            found = Some(v);
-                        }
-                    }
-                }
+            while let Some(event) = events.next().await {
+                let data = event?.data.unwrap_or_default();
+                found = serde_json::from_str::<jsonrpc::Message>(&data).ok().and_then(|m| jsonrpc::reply_to(m, id));
                 if found.is_some() {
                     break;
                 }
             }
-            found.into_iter().collect()
+            found
         } else {
-            match serde_json::from_slice::<Value>(&resp.bytes().await?) {
-                Ok(Value::Array(items)) => items,
-                Ok(v) => vec![v],
-                Err(_) => Vec::new(),
-            }
+            jsonrpc::messages(&resp.bytes().await?).into_iter().find_map(|m| jsonrpc::reply_to(m, id))
         };
-        let reply = messages.into_iter().find(|m| jsonrpc::is_reply_to(m, id)).ok_or(UpstreamError::NoReply)?;
-        match (reply.get("result"), reply.get("error")) {
-            (Some(r), _) => Ok(r.clone()),
-            (None, Some(e)) => Err(UpstreamError::Rpc(e.to_string())),
-            _ => Err(UpstreamError::NoReply),
-        }
+        reply.ok_or(UpstreamError::NoReply)?.map_err(UpstreamError::Rpc)
     };
     tokio::time::timeout(mcp.settings.call_timeout, read).await.map_err(|_| UpstreamError::Timeout)?
 }
@@ -506,12 +548,7 @@ pub async fn delete(axum::extract::State(mcp): axum::extract::State<Arc<Mcp>>, h
     let mut guard = CallGuard::new(mcp.clone(), started, McpCall { http_method: "DELETE", ..record(&identity, None) });
     let Some(sid) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
         guard.status(StatusCode::BAD_REQUEST);
-        return jsonrpc::error_reply(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::SERVER_ERROR,
-            "Bad Request: Mcp-Session-Id header is required",
-            Value::Null,
-        );
+        return session_required();
     };
     guard.session(sid);
     let now = chrono::Utc::now().timestamp();
@@ -561,6 +598,53 @@ mod tests {
         assert_eq!(route(&mut json!({"params": {"name": "plain"}}), "tools/call"), None);
         assert_eq!(route(&mut json!({"params": {"name": "__x"}}), "tools/call"), None);
         assert_eq!(route(&mut json!({"params": {"uri": "file:///x"}}), "resources/read"), None);
+    }
+
+    #[test]
+    fn own_messages_have_the_protocol_shape() {
+        fn v(m: impl Serialize) -> Value {
+            serde_json::to_value(m).unwrap()
+        }
+        let version = env!("CARGO_PKG_VERSION");
+        assert_eq!(
+            v(jsonrpc::result_body(RequestId::Number(1), initialize_result(ProtocolVersion::V_2025_03_26))),
+            json!({"jsonrpc": "2.0", "id": 1, "result": {
+                "protocolVersion": "2025-03-26",
+                "capabilities": {"tools": {}, "prompts": {}, "resources": {}},
+                "serverInfo": {"name": "aqueduct", "version": version},
+                "instructions": INSTRUCTIONS,
+            }})
+        );
+        assert_eq!(
+            v(initialize_request(jsonrpc::protocol_version("2025-06-18"))),
+            json!({"jsonrpc": "2.0", "id": "aqueduct-init", "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "aqueduct-gateway", "version": version},
+            }})
+        );
+        assert_eq!(v(initialized()), json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        let page = |cursor: Option<&str>| {
+            let request = List::ResourceTemplates.request(cursor.map(str::to_string));
+            v(JsonRpcRequest::new(RequestId::String("aqueduct-0".into()), request))
+        };
+        assert_eq!(
+            page(None),
+            json!({"jsonrpc": "2.0", "id": "aqueduct-0", "method": "resources/templates/list", "params": {}})
+        );
+        assert_eq!(page(Some("c"))["params"], json!({"cursor": "c"}));
+        assert_eq!(
+            v(jsonrpc::result_body(RequestId::Number(2), EmptyResult {})),
+            json!({"jsonrpc": "2.0", "id": 2, "result": {}})
+        );
+        let lists: Vec<_> = ["tools/list", "prompts/list", "resources/list", "resources/templates/list", "tools/call"]
+            .into_iter()
+            .map(List::from_method)
+            .collect();
+        assert_eq!(
+            lists,
+            [Some(List::Tools), Some(List::Prompts), Some(List::Resources), Some(List::ResourceTemplates), None]
+        );
     }
 
     #[test]

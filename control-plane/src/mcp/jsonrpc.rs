@@ -1,35 +1,59 @@
-//! The little of JSON-RPC 2.0 and Streamable HTTP the gateway needs to read: what a POST body
-//! asks for, protocol-level error replies, and the reply to one request id out of a JSON or SSE
-//! response.
+//! The JSON-RPC side of Streamable HTTP, as far as the gateway reads and writes it, on rmcp's
+//! model types: what a POST body asks for, protocol-level error replies, and the reply to one
+//! request among the messages of an answer.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use axum::Json;
+use rmcp::model::{
+    ErrorCode, ErrorData, JsonObject, JsonRpcMessage, JsonRpcResponse, JsonRpcVersion2_0, Notification,
+    ProtocolVersion, RequestId, RequestOptionalParam,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// JSON-RPC parse error.
-pub const PARSE_ERROR: i64 = -32700;
-/// JSON-RPC invalid request.
-pub const INVALID_REQUEST: i64 = -32600;
-/// JSON-RPC method not found.
-pub const METHOD_NOT_FOUND: i64 = -32601;
-/// JSON-RPC invalid params.
-pub const INVALID_PARAMS: i64 = -32602;
-/// JSON-RPC internal error.
-pub const INTERNAL_ERROR: i64 = -32603;
-/// Server error used by the MCP SDKs for transport-level refusals (no session, bad session).
-pub const SERVER_ERROR: i64 = -32000;
-/// Used by the MCP SDKs for "session not found".
-pub const SESSION_NOT_FOUND: i64 = -32001;
+/// Server error the MCP SDKs answer transport-level refusals with (no session, bad session);
+/// rmcp names no constant for it.
+pub const SERVER_ERROR: ErrorCode = ErrorCode(-32000);
+/// What the MCP SDKs answer for an unknown session.
+pub const SESSION_NOT_FOUND: ErrorCode = ErrorCode(-32001);
 
-/// What a POST body holds, as far as routing and the ledger care.
+/// A JSON-RPC message with its method and payloads left open.
+///
+/// The gateway forwards what it does not answer itself, so it does not read messages as rmcp's
+/// typed `ClientJsonRpcMessage` or `ServerJsonRpcMessage`: a request whose params rmcp models
+/// differently than its sender would pass for an unknown method, and typed results drop the
+/// fields rmcp does not model (the reference server's tools carry `execution`, which rmcp's
+/// `Tool` lacks).
+pub type Message = JsonRpcMessage<RequestOptionalParam<String, JsonObject>, Value, Notification<String, JsonObject>>;
+
+/// What a POST's message is, as far as routing and the ledger care.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageFacts {
     /// The method (requests and notifications), else `None` (a response).
     pub method: Option<String>,
     /// The request id, for requests.
-    pub id: Option<Value>,
+    pub id: Option<RequestId>,
     /// `params.name` of a `tools/call`.
     pub tool: Option<String>,
+}
+
+impl From<&Message> for MessageFacts {
+    fn from(message: &Message) -> Self {
+        match message {
+            JsonRpcMessage::Request(r) => {
+                let method = r.request.method.clone();
+                let tool = (method == "tools/call")
+                    .then(|| r.request.params.as_ref()?.get("name")?.as_str().map(str::to_string))
+                    .flatten();
+                Self { method: Some(method), id: Some(r.id.clone()), tool }
+            }
+            JsonRpcMessage::Notification(n) => {
+                Self { method: Some(n.notification.method.clone()), id: None, tool: None }
+            }
+            JsonRpcMessage::Response(_) | JsonRpcMessage::Error(_) => Self { method: None, id: None, tool: None },
+        }
+    }
 }
 
 /// A protocol-level refusal: a JSON-RPC error answered with an HTTP status.
@@ -37,185 +61,158 @@ pub struct MessageFacts {
 pub struct RpcError {
     /// HTTP status.
     pub status: StatusCode,
-    /// JSON-RPC error code.
-    pub code: i64,
-    /// Message.
-    pub message: String,
+    /// The error.
+    pub error: ErrorData,
     /// The request id, when known.
-    pub id: Value,
+    pub id: Option<RequestId>,
 }
 
 impl IntoResponse for RpcError {
     fn into_response(self) -> Response {
-        error_reply(self.status, self.code, &self.message, self.id)
+        error_reply(self.status, self.error, self.id)
     }
 }
 
-fn bad(code: i64, message: impl Into<String>, id: Value) -> RpcError {
-    RpcError { status: StatusCode::BAD_REQUEST, code, message: message.into(), id }
-}
-
-/// Reads a POST body: one message, or a batch (protocol 2025-03-26). Returns the parsed value
-/// and the facts of each message, or a JSON-RPC error.
-pub fn parse_body(body: &[u8]) -> Result<(Value, Vec<MessageFacts>), RpcError> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| bad(PARSE_ERROR, format!("Parse error: {e}"), Value::Null))?;
-    let messages: Vec<&Value> = match &v {
-        Value::Array(items) if !items.is_empty() => items.iter().collect(),
-        Value::Object(_) => vec![&v],
+/// Reads a POST body: one message, or a batch (protocol 2025-03-26). Returns the body as JSON
+/// (what is forwarded) and its messages, or a JSON-RPC error.
+pub fn parse_body(body: &[u8]) -> Result<(Value, Vec<Message>), RpcError> {
+    let bad = |error, id| RpcError { status: StatusCode::BAD_REQUEST, error, id };
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(ErrorData::parse_error(format!("Parse error: {e}"), None), None))?;
+    let items = match &json {
+        Value::Array(items) if !items.is_empty() => items.as_slice(),
+        Value::Object(_) => std::slice::from_ref(&json),
         _ => {
-            return Err(bad(
-                INVALID_REQUEST,
-                "Invalid Request: expected a JSON-RPC message object (or a non-empty batch)",
-                Value::Null,
-            ))
+            let text = "Invalid Request: expected a JSON-RPC message object (or a non-empty batch)";
+            return Err(bad(ErrorData::invalid_request(text, None), None));
         }
     };
-    let mut facts = Vec::with_capacity(messages.len());
-    for m in messages {
-        if m.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return Err(bad(
-                INVALID_REQUEST,
-                "Invalid Request: \"jsonrpc\" must be \"2.0\"",
-                m.get("id").cloned().unwrap_or(Value::Null),
-            ));
-        }
-        let method = m.get("method").and_then(Value::as_str).map(str::to_string);
-        let tool = (method.as_deref() == Some("tools/call"))
-            .then(|| m.pointer("/params/name").and_then(Value::as_str).map(str::to_string))
-            .flatten();
-        let id = method.as_ref().and_then(|_| m.get("id").cloned()).filter(|i| !i.is_null());
-        facts.push(MessageFacts { method, id, tool });
-    }
-    Ok((v, facts))
+    let messages = items
+        .iter()
+        .map(|m| {
+            Message::deserialize(m).map_err(|e| {
+                let id = m.get("id").and_then(|id| RequestId::deserialize(id).ok());
+                bad(ErrorData::invalid_request(format!("Invalid Request: not a JSON-RPC 2.0 message ({e})"), None), id)
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((json, messages))
 }
 
-/// A JSON-RPC error object as a reply with `status`.
-pub fn error_reply(status: StatusCode, code: i64, message: &str, id: Value) -> Response {
-    (status, [("content-type", "application/json")], error_body(code, message, id).to_string()).into_response()
+/// The messages of a JSON answer (one, or a batch), leaving out what is not a JSON-RPC message.
+pub fn messages(body: &[u8]) -> Vec<Message> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(items)) => items.iter().filter_map(|m| Message::deserialize(m).ok()).collect(),
+        Ok(m) => Message::deserialize(&m).ok().into_iter().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The reply to request `id` (its result, or its error), if `message` is it.
+pub fn reply_to(message: Message, id: &RequestId) -> Option<Result<Value, ErrorData>> {
+    match message {
+        JsonRpcMessage::Response(r) if r.id == *id => Some(Ok(r.result)),
+        JsonRpcMessage::Error(e) if e.id.as_ref() == Some(id) => Some(Err(e.error)),
+        _ => None,
+    }
+}
+
+/// rmcp's `JsonRpcError` with its `id` always written. JSON-RPC 2.0, and MCP before 2026-07-28,
+/// answer `"id": null` when the request's id is unknown; rmcp leaves the id out (2026-07-28),
+/// which clients of the earlier revisions may refuse.
+#[derive(Serialize)]
+struct ErrorMessage {
+    jsonrpc: JsonRpcVersion2_0,
+    id: Option<RequestId>,
+    error: ErrorData,
 }
 
 /// A JSON-RPC error message.
-pub fn error_body(code: i64, message: &str, id: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+pub fn error_body(error: ErrorData, id: Option<RequestId>) -> impl Serialize {
+    ErrorMessage { jsonrpc: JsonRpcVersion2_0, id, error }
+}
+
+/// A JSON-RPC error as a reply with `status`.
+pub fn error_reply(status: StatusCode, error: ErrorData, id: Option<RequestId>) -> Response {
+    (status, Json(error_body(error, id))).into_response()
 }
 
 /// A JSON-RPC result message.
-pub fn result_body(id: Value, result: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "result": result})
+pub fn result_body<R: Serialize>(id: RequestId, result: R) -> JsonRpcResponse<R> {
+    JsonRpcResponse { jsonrpc: JsonRpcVersion2_0, id, result }
 }
 
-/// Incremental parser of `text/event-stream`: feed bytes, take complete events' data.
-#[derive(Debug, Default)]
-pub struct SseParser {
-    buf: Vec<u8>,
-}
-
-/// One server-sent event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SseEvent {
-    /// `id:` field.
-    pub id: Option<String>,
-    /// `event:` field.
-    pub event: Option<String>,
-    /// `data:` lines joined by `\n`.
-    pub data: String,
-}
-
-impl SseParser {
-    /// Adds bytes; returns the events completed by them.
-    pub fn feed(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
-        self.buf.extend_from_slice(chunk);
-        let mut out = Vec::new();
-        // Events end at a blank line (\n\n, \r\n\r\n or \r\r). Only whole events are decoded, so a
-        // UTF-8 character split across chunks is never damaged.
-        while let Some((end, sep)) = blank_line(&self.buf) {
-            let block = String::from_utf8_lossy(&self.buf[..end]).replace("\r\n", "\n").replace('\r', "\n");
-            self.buf.drain(..end + sep);
-            let mut ev = SseEvent::default();
-            let mut data = Vec::new();
-            for line in block.lines() {
-                let (field, value) = line.split_once(':').unwrap_or((line, ""));
-                let value = value.strip_prefix(' ').unwrap_or(value);
-                match field {
-                    "data" => data.push(value.to_string()),
-                    "id" => ev.id = Some(value.to_string()),
-                    "event" => ev.event = Some(value.to_string()),
-                    _ => {}
-                }
-            }
-            if !data.is_empty() {
-                ev.data = data.join("\n");
-                out.push(ev);
-            }
-        }
-        out
-    }
-}
-
-/// The first blank line in `buf`: (where the event ends, length of the separator).
-fn blank_line(buf: &[u8]) -> Option<(usize, usize)> {
-    (0..buf.len()).find_map(|i| {
-        let rest = &buf[i..];
-        if rest.starts_with(b"\r\n\r\n") {
-            Some((i, 4))
-        } else if rest.starts_with(b"\n\n") || rest.starts_with(b"\r\r") {
-            Some((i, 2))
-        } else {
-            None
-        }
-    })
-}
-
-/// Whether `msg` is the reply (result or error) to request `id`.
-pub fn is_reply_to(msg: &Value, id: &Value) -> bool {
-    msg.get("method").is_none()
-        && msg.get("id") == Some(id)
-        && (msg.get("result").is_some() || msg.get("error").is_some())
+/// A protocol version as written, known to rmcp or not (rmcp builds unknown ones only by
+/// deserializing them).
+pub fn protocol_version(version: &str) -> ProtocolVersion {
+    use serde::de::IntoDeserializer;
+    let version: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = version.into_deserializer();
+    ProtocolVersion::deserialize(version).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
-    #[test]
-    fn reads_single_and_batch_messages() {
-        let (_, f) = parse_body(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#).unwrap();
-        assert_eq!(
-            f[0],
-            MessageFacts { method: Some("tools/call".into()), id: Some(json!(1)), tool: Some("echo".into()) }
-        );
-        let (_, f) = parse_body(
-            br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"a","result":{}}]"#,
-        )
-        .unwrap();
-        assert_eq!(f.len(), 2);
-        assert_eq!(f[0].id, None);
-        assert_eq!(f[1].method, None);
-        for bad in [&b"nope"[..], b"[]", b"3", br#"{"id":1,"method":"x"}"#] {
-            assert_eq!(parse_body(bad).unwrap_err().status, StatusCode::BAD_REQUEST);
-        }
+    fn facts(body: &[u8]) -> Vec<MessageFacts> {
+        parse_body(body).unwrap().1.iter().map(MessageFacts::from).collect()
     }
 
     #[test]
-    fn parses_sse_across_chunks() {
-        let mut p = SseParser::default();
-        assert!(p.feed(b"event: message\r\nid: 7\r\ndata: {\"a\":").is_empty());
-        let ev = p.feed(b"1}\r\n\r\n: comment\n\ndata: x\ndata: y\n\n");
-        assert_eq!(ev.len(), 2);
-        assert_eq!(ev[0], SseEvent { id: Some("7".into()), event: Some("message".into()), data: "{\"a\":1}".into() });
-        assert_eq!(ev[1].data, "x\ny");
-        // A character split between chunks survives.
-        let text = "data: {\"t\":\"é\"}\n\n".as_bytes();
-        let cut = text.iter().position(|b| *b >= 0x80).unwrap() + 1;
-        assert!(p.feed(&text[..cut]).is_empty());
-        assert_eq!(p.feed(&text[cut..])[0].data, "{\"t\":\"é\"}");
+    fn reads_single_and_batch_messages() {
+        let f = facts(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#);
+        assert_eq!(
+            f[0],
+            MessageFacts {
+                method: Some("tools/call".into()),
+                id: Some(RequestId::Number(1)),
+                tool: Some("echo".into())
+            }
+        );
+        let f = facts(
+            br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"a","result":{}}]"#,
+        );
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].id, None);
+        assert_eq!(f[1].method, None);
+        assert_eq!(facts(br#"{"jsonrpc":"2.0","id":"p","method":"ping"}"#)[0].id, Some(RequestId::String("p".into())));
+        for bad in [&b"nope"[..], b"[]", b"3", br#"{"id":1,"method":"x"}"#, br#"{"jsonrpc":"1.0","id":1,"method":"x"}"#]
+        {
+            assert_eq!(parse_body(bad).unwrap_err().status, StatusCode::BAD_REQUEST);
+        }
+        assert_eq!(parse_body(b"{").unwrap_err().error.code, ErrorCode::PARSE_ERROR);
+        let e = parse_body(br#"{"jsonrpc":"1.0","id":4,"method":"x"}"#).unwrap_err();
+        assert_eq!((e.error.code, e.id), (ErrorCode::INVALID_REQUEST, Some(RequestId::Number(4))));
+    }
+
+    #[test]
+    fn errors_name_an_unknown_id_as_null() {
+        let e = serde_json::to_value(error_body(ErrorData::new(SERVER_ERROR, "no", None), None)).unwrap();
+        assert_eq!(e, json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": "no"}}));
+        let e = serde_json::to_value(error_body(ErrorData::invalid_params("x", None), Some(RequestId::Number(3))));
+        assert_eq!(e.unwrap()["id"], 3);
     }
 
     #[test]
     fn replies_by_id() {
-        assert!(is_reply_to(&json!({"jsonrpc":"2.0","id":3,"result":{}}), &json!(3)));
-        assert!(!is_reply_to(&json!({"jsonrpc":"2.0","id":3,"method":"x"}), &json!(3)));
-        assert!(!is_reply_to(&json!({"jsonrpc":"2.0","id":"3","result":{}}), &json!(3)));
+        let reply = |v: Value, id: RequestId| reply_to(Message::deserialize(&v).unwrap(), &id);
+        assert_eq!(
+            reply(json!({"jsonrpc":"2.0","id":3,"result":{"a":1}}), RequestId::Number(3)),
+            Some(Ok(json!({"a":1})))
+        );
+        let e = reply(json!({"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"m"}}), RequestId::Number(3));
+        assert_eq!(e.unwrap().unwrap_err().message, "m");
+        assert_eq!(reply(json!({"jsonrpc":"2.0","id":3,"method":"x"}), RequestId::Number(3)), None);
+        assert_eq!(reply(json!({"jsonrpc":"2.0","id":"3","result":{}}), RequestId::Number(3)), None);
+        let batch = br#"[{"jsonrpc":"2.0","method":"notifications/progress","params":{}},{"jsonrpc":"2.0","id":1,"result":{}}]"#;
+        assert_eq!(messages(batch).len(), 2);
+        assert!(messages(b"not json").is_empty());
+    }
+
+    #[test]
+    fn keeps_unknown_protocol_versions() {
+        assert_eq!(protocol_version("2025-06-18"), ProtocolVersion::V_2025_06_18);
+        assert_eq!(protocol_version("2099-01-01").as_str(), "2099-01-01");
     }
 }

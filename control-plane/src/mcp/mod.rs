@@ -9,12 +9,12 @@
 //! ([`proxy`], [`aggregate`]), and each one is handed to a [`McpRecorder`].
 
 pub mod aggregate;
-pub mod api;
 pub mod identity;
 pub mod jsonrpc;
 pub mod proxy;
 pub mod registry;
 pub mod security;
+pub mod service;
 pub mod sessions;
 
 use crate::db::Db;
@@ -55,28 +55,6 @@ pub struct McpCall {
 pub trait McpRecorder: Send + Sync + std::fmt::Debug {
     /// Records one call.
     fn record(&self, call: McpCall);
-}
-
-/// Writes each call as a `tracing` info line (target `aqueduct::mcp::calls`).
-#[derive(Debug, Default)]
-pub struct TracingRecorder;
-
-impl McpRecorder for TracingRecorder {
-    fn record(&self, c: McpCall) {
-        tracing::info!(
-            target: "aqueduct::mcp::calls",
-            server = c.server.as_deref().unwrap_or("-"),
-            endpoint = c.endpoint,
-            http_method = c.http_method,
-            method = c.method.as_deref().unwrap_or("-"),
-            tool = c.tool.as_deref().unwrap_or("-"),
-            status = c.status,
-            latency_ms = c.latency_ms,
-            token = c.identity.token_id,
-            user = c.identity.user_id,
-            "mcp call"
-        );
-    }
 }
 
 /// MCP settings (from the control plane's settings).

@@ -17,7 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::Value;
+use rmcp::model::ErrorData;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,7 +27,7 @@ pub const SESSION_HEADER: &str = "mcp-session-id";
 pub const VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// Renders a gateway error in OpenAI's shape.
-pub fn api_error(e: ApiError) -> Response {
+fn api_error(e: ApiError) -> Response {
     crate::api::error::Error::from(e).into_response()
 }
 
@@ -142,19 +142,17 @@ pub fn rejected(
     api_error(e)
 }
 
-fn session_required() -> Response {
-    jsonrpc::error_reply(
-        StatusCode::BAD_REQUEST,
-        jsonrpc::SERVER_ERROR,
-        "Bad Request: Mcp-Session-Id header is required",
-        Value::Null,
-    )
+/// A request that needs a session came without one.
+pub fn session_required() -> Response {
+    let error = ErrorData::new(jsonrpc::SERVER_ERROR, "Bad Request: Mcp-Session-Id header is required", None);
+    jsonrpc::error_reply(StatusCode::BAD_REQUEST, error, None)
 }
 
 /// Unknown, expired, another key's or another server's session: all the same 404, after
 /// which an MCP client starts a new session.
 pub fn session_not_found() -> Response {
-    jsonrpc::error_reply(StatusCode::NOT_FOUND, jsonrpc::SESSION_NOT_FOUND, "Session not found", Value::Null)
+    let error = ErrorData::new(jsonrpc::SESSION_NOT_FOUND, "Session not found", None);
+    jsonrpc::error_reply(StatusCode::NOT_FOUND, error, None)
 }
 
 fn upstream_unavailable(server: &str, e: &reqwest::Error) -> Response {
@@ -215,8 +213,8 @@ pub async fn post(State(mcp): State<Arc<Mcp>>, Path(name): Path<String>, headers
         return rejected(&mcp, started, &headers, Some(&name), "POST", e);
     }
     let mut guard = CallGuard::new(mcp.clone(), started, call(&c.identity, &name, "POST", None));
-    let (_, facts) = match jsonrpc::parse_body(&body) {
-        Ok(v) => v,
+    let facts: Vec<MessageFacts> = match jsonrpc::parse_body(&body) {
+        Ok((_, messages)) => messages.iter().map(MessageFacts::from).collect(),
         Err(e) => {
             guard.status(e.status);
             return e.into_response();
@@ -424,10 +422,11 @@ mod tests {
         };
         let mcp = Arc::new(Mcp::new(db, Arc::new(Registry::default()), settings, collect.clone(), "s".into()).unwrap());
         let identity = Identity { token_id: 4, user_id: 2, ..Default::default() };
-        let (_, facts) = jsonrpc::parse_body(
+        let (_, messages) = jsonrpc::parse_body(
             br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}},{"jsonrpc":"2.0","method":"notifications/cancelled"}]"#,
         )
         .unwrap();
+        let facts: Vec<MessageFacts> = messages.iter().map(MessageFacts::from).collect();
         let mut guard = CallGuard::new(mcp, Instant::now(), call(&identity, "everything", "POST", facts.first()));
         guard.extra = facts[1..].to_vec();
         guard.status(StatusCode::OK);

@@ -13,6 +13,11 @@ use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_s
     ExtensionConfigDiscoveryService, ExtensionConfigDiscoveryServiceServer,
 };
 use futures::Stream;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,40 +37,40 @@ pub struct XdsMetrics {
     pub acks: AtomicU64,
     /// NACKs received: a config Envoy refused.
     pub nacks: AtomicU64,
-    /// Responses, ACKs and NACKs per resource type: (type, event) → count.
-    by_type: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+    /// Responses, ACKs and NACKs per resource type, in the order of [`BY_TYPE`].
+    by_type: [Family<ResourceType, Counter>; 3],
+}
+
+/// The per-type counters: event, and what happened to the responses it counts.
+const BY_TYPE: [(&str, &str); 3] = [("responses", "sent"), ("acks", "acknowledged"), ("nacks", "rejected")];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResourceType {
+    r#type: String,
 }
 
 impl XdsMetrics {
-    /// Prometheus text exposition of the counters.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        let mut metric = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
-        };
-        metric("aqueduct_xds_streams", "gauge", "xDS streams open.", &self.streams);
-        metric("aqueduct_xds_responses_total", "counter", "xDS responses sent.", &self.responses);
-        metric("aqueduct_xds_acks_total", "counter", "xDS ACKs received.", &self.acks);
-        metric("aqueduct_xds_nacks_total", "counter", "Configs Envoy rejected (NACKs).", &self.nacks);
-        let Ok(by_type) = self.by_type.lock() else { return };
-        for (event, help) in [("responses", "sent"), ("acks", "acknowledged"), ("nacks", "rejected")] {
-            let name = format!("aqueduct_xds_type_{event}_total");
-            let _ = writeln!(out, "# HELP {name} xDS responses {help}, by resource type.\n# TYPE {name} counter");
-            for ((t, e), v) in by_type.iter() {
-                if *e == event {
-                    let _ = writeln!(out, "{name}{{type=\"{t}\"}} {v}");
-                }
-            }
+    /// Adds the xDS metrics to `registry`. The totals stay plain atomics because
+    /// `/api/v1/status` reads them too; they go in as the values they have now, so `registry`
+    /// is meant for one scrape.
+    pub fn register(&self, registry: &mut Registry) {
+        let now = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        registry.register("aqueduct_xds_streams", "xDS streams open", ConstGauge::new(now(&self.streams)));
+        registry.register("aqueduct_xds_responses", "xDS responses sent", ConstCounter::new(now(&self.responses)));
+        registry.register("aqueduct_xds_acks", "xDS ACKs received", ConstCounter::new(now(&self.acks)));
+        registry.register("aqueduct_xds_nacks", "Configs Envoy rejected (NACKs)", ConstCounter::new(now(&self.nacks)));
+        for ((event, help), family) in BY_TYPE.iter().zip(&self.by_type) {
+            let help = format!("xDS responses {help}, by resource type");
+            registry.register(format!("aqueduct_xds_type_{event}"), help, family.clone());
         }
     }
 
     /// Counts `event` (`responses`, `acks`, `nacks`) for the resource type `type_url`.
     pub fn count(&self, type_url: &str, event: &'static str) {
+        let Some(i) = BY_TYPE.iter().position(|(e, _)| *e == event) else { return };
         // The short name (`Listener`, `Cluster`, …) keeps labels readable and bounded.
         let short = type_url.rsplit('.').next().unwrap_or(type_url).to_string();
-        if let Ok(mut m) = self.by_type.lock() {
-            *m.entry((short, event)).or_default() += 1;
-        }
+        self.by_type[i].get_or_create(&ResourceType { r#type: short }).inc();
     }
 }
 
@@ -223,5 +228,40 @@ impl ExtensionConfigDiscoveryService for XdsServer {
         req.response_nonce.clear();
         let out = state.on_request(req, &self.cache.current());
         out.responses.into_iter().next().map(Response::new).ok_or_else(|| Status::unavailable("no filter config yet"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::prometheus_text;
+
+    #[test]
+    fn metrics_keep_their_names_and_types() {
+        let m = XdsMetrics::default();
+        m.streams.fetch_add(1, Ordering::Relaxed);
+        m.acks.fetch_add(2, Ordering::Relaxed);
+        m.count(super::super::type_url::LISTENER, "acks");
+        m.count(super::super::type_url::CLUSTER, "nacks");
+        m.count(super::super::type_url::CLUSTER, "unknown");
+        let mut registry = Registry::default();
+        m.register(&mut registry);
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &registry).unwrap();
+        for line in [
+            "# HELP aqueduct_xds_streams xDS streams open.",
+            "# TYPE aqueduct_xds_streams gauge",
+            "aqueduct_xds_streams 1",
+            "# TYPE aqueduct_xds_acks_total counter",
+            "aqueduct_xds_acks_total 2",
+            "aqueduct_xds_nacks_total 0",
+            "# HELP aqueduct_xds_type_acks_total xDS responses acknowledged, by resource type.",
+            "aqueduct_xds_type_acks_total{type=\"Listener\"} 1",
+            "aqueduct_xds_type_nacks_total{type=\"Cluster\"} 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in:\n{out}");
+        }
+        // A labelled family with no series yet is left out, help and type included.
+        assert!(!out.contains("aqueduct_xds_type_responses_total"), "{out}");
     }
 }
