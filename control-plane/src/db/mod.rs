@@ -107,6 +107,13 @@ impl Db {
         Ok(())
     }
 
+    /// Closes the pool (every clone of it): new queries fail at once; resolves when the
+    /// connections in use have been given back and every connection is closed (SQLite then
+    /// checkpoints its write-ahead log into the database file).
+    pub async fn close(&self) {
+        with_pool!(self, p => p.close().await)
+    }
+
     /// Which backend this is, for logs.
     pub fn backend(&self) -> &'static str {
         match self {
