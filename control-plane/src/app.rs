@@ -5,6 +5,7 @@ use crate::config::models::ModelsConfig;
 use crate::db::Db;
 use crate::envoy::{bootstrap_yaml_with, EnvoyProcess};
 use crate::gateway::{now, Gateway};
+use crate::supervisor::{Backoff, Stop, Supervisor};
 use crate::tokens::{generate_key, hash_hex, preview, store};
 use crate::xds::resources::Layout;
 use crate::xds::server::XdsServer;
@@ -312,53 +313,28 @@ pub fn bootstrap(settings: &Settings) -> String {
     bootstrap_yaml_with("aqueduct-envoy", settings.xds_listen, settings.envoy_admin, settings.max_connections)
 }
 
-/// How long `/ready` waits for the database.
-pub const READY_DB_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a supervised Envoy has to stop: its keeper drains it (2.5 s), and
+/// [`EnvoyProcess::supervise`] kills a keeper that has not stopped within 15 s.
+const ENVOY_STOP_GRACE: Duration = Duration::from_secs(20);
 
-/// `GET /ready`: readiness, as opposed to `/health` (liveness, answered by Envoy itself). 200
-/// `{"status":"ready"}` when the database answers a query within [`READY_DB_TIMEOUT`] and a
-/// configuration for Envoy (listener, routes, clusters, filter) has been built; otherwise 503
-/// with `"status":"not_ready"` and a field per missing dependency (`database`, `xds`).
-pub async fn ready(
-    axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,
-) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
-    use crate::xds::type_url;
-    let mut problems = serde_json::Map::new();
-    // A real table, not `SELECT 1`: SQLite answers that without reading its file.
-    let query = async {
-        crate::with_pool!(&gw.db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM gateway_secrets")
-            .fetch_one(p)
-            .await
-            .map(|_| ()))
-    };
-    match tokio::time::timeout(READY_DB_TIMEOUT, query).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            problems.insert("database".into(), format!("unreachable: {e}").into());
+/// How long closing the database may wait for connections still in use at shutdown.
+const DB_CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A tokio listener on the same socket as `listener`, for one run of a server task: the socket
+/// stays bound between runs, so a restarted server cannot lose its port to another process.
+fn reuse(listener: &std::net::TcpListener) -> std::io::Result<tokio::net::TcpListener> {
+    let listener = listener.try_clone()?;
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// Reloads the API-managed MCP servers every `every`; forever.
+async fn reload_mcp_servers(gw: Arc<Gateway>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = crate::mcp::service::reload(&gw).await {
+            tracing::warn!(error = %e, "cannot reload the API-managed MCP servers");
         }
-        Err(_) => {
-            problems.insert("database".into(), format!("unreachable: no answer within {READY_DB_TIMEOUT:?}").into());
-        }
-    }
-    let snapshot = gw.cache.current();
-    let missing: Vec<&str> = [
-        ("listener", type_url::LISTENER),
-        ("routes", type_url::ROUTE),
-        ("clusters", type_url::CLUSTER),
-        ("filter", type_url::EXTENSION),
-    ]
-    .into_iter()
-    .filter(|(_, t)| snapshot.version(t).is_none())
-    .map(|(name, _)| name)
-    .collect();
-    if !missing.is_empty() {
-        problems.insert("xds".into(), format!("no configuration built yet: {}", missing.join(", ")).into());
-    }
-    if problems.is_empty() {
-        (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"})))
-    } else {
-        problems.insert("status".into(), "not_ready".into());
-        (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::Value::Object(problems)))
     }
 }
 
@@ -414,8 +390,33 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         peer_in_xff: settings.envoy_appends_peer,
         queue_bytes: settings.usage_queue_bytes,
     };
-    tokio::spawn(crate::usage::ingest::run_folder(db.clone()));
-    tokio::spawn(crate::usage::retention::run(db.clone(), settings.usage_retention_days, Duration::from_secs(3600)));
+    // Every background task runs under the supervisor: restarted when it fails, stopped in
+    // order. Envoy stops first, drained, while this control plane still takes its last usage
+    // batches; then the servers and loops; then the usage staged so far is folded into the
+    // rollups; the pool closes last.
+    let mut tasks = Supervisor::new(Backoff::default());
+    let ingress = tasks.stage("ingress", ENVOY_STOP_GRACE);
+    // Streams from Envoy never end on their own; don't let them hold the exit.
+    let serving = tasks.stage("serving", Duration::from_secs(2));
+    let flush = tasks.stage("usage", Duration::from_secs(5));
+    tasks.spawn_graceful(flush, "usage-folder", {
+        let db = db.clone();
+        move |stop: Stop| {
+            let db = db.clone();
+            async move {
+                tokio::select! {
+                    () = crate::usage::ingest::run_folder(db.clone()) => {}
+                    () = stop.wait() => {}
+                }
+                crate::usage::ingest::fold(&db).await.map(drop)
+            }
+        }
+    });
+    tasks.spawn(serving, "usage-retention", {
+        let db = db.clone();
+        let days = settings.usage_retention_days;
+        move || crate::usage::retention::run(db.clone(), days, Duration::from_secs(3600))
+    });
     let gw = Arc::new(
         Gateway::new(db, layout, settings.models.clone(), models)
             .with_limits(defaults, settings.output_reservation)
@@ -435,82 +436,104 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     gw.set_mcp_servers(registry.names());
     gw.set_default_excluded_mcp_servers(settings.default_excluded_mcp_servers.clone());
     // MCP calls go to the usage ledger (the filter records only its own refusals on MCP paths).
-    let recorder: Arc<dyn crate::mcp::McpRecorder> = crate::usage::mcp::LedgerRecorder::start(gw.db.clone(), {
+    let (recorder, writer) = crate::usage::mcp::LedgerRecorder::new(gw.db.clone(), {
         let gw = gw.clone();
         move |events| {
             let refs: Vec<&aqueduct_policy::ledger::UsageEvent> = events.iter().collect();
             gw.usage_metrics.observe(&refs, chrono::Utc::now().timestamp_millis());
         }
     });
+    let recorder: Arc<dyn crate::mcp::McpRecorder> = recorder;
+    tasks.spawn(serving, "mcp-usage-writer", move || writer.clone().run());
     let mcp = Arc::new(crate::mcp::Mcp::new(gw.db.clone(), registry.clone(), settings.mcp(), recorder, secret)?);
     gw.rebuild().await?;
-    tokio::spawn(gw.clone().run_rebuilder());
-    tokio::spawn(gw.clone().listen_for_peers());
-    tokio::spawn(gw.clone().rebuild_periodically(Duration::from_secs(settings.resync_secs)));
-    tokio::spawn(gw.clone().watch_models(Duration::from_millis(settings.models_poll_ms)));
-    tokio::spawn({
+    tasks.spawn(serving, "rebuilder", {
         let gw = gw.clone();
-        let every = Duration::from_millis(settings.models_poll_ms);
-        crate::mcp::registry::watch(registry.clone(), settings.mcp_servers.clone(), every, move |names| {
-            gw.set_mcp_servers(names)
-        })
+        move || gw.clone().run_rebuilder()
     });
-    tokio::spawn(mcp.clone().sweep_sessions());
-    // Servers another control plane added through its API arrive with the periodic resync.
-    tokio::spawn({
+    tasks.spawn(serving, "peer-listener", {
+        let gw = gw.clone();
+        move || gw.clone().listen_for_peers()
+    });
+    tasks.spawn(serving, "resync", {
         let gw = gw.clone();
         let every = Duration::from_secs(settings.resync_secs);
-        async move {
-            loop {
-                tokio::time::sleep(every).await;
-                if let Err(e) = crate::mcp::api::reload(&gw).await {
-                    tracing::warn!(error = %e, "cannot reload the API-managed MCP servers");
-                }
-            }
+        move || gw.clone().rebuild_periodically(every)
+    });
+    tasks.spawn(serving, "models-watch", {
+        let gw = gw.clone();
+        let every = Duration::from_millis(settings.models_poll_ms);
+        move || gw.clone().watch_models(every)
+    });
+    tasks.spawn(serving, "mcp-servers-watch", {
+        let gw = gw.clone();
+        let path = settings.mcp_servers.clone();
+        let every = Duration::from_millis(settings.models_poll_ms);
+        move || {
+            let gw = gw.clone();
+            crate::mcp::registry::watch(registry.clone(), path.clone(), every, move |names| gw.set_mcp_servers(names))
         }
     });
+    tasks.spawn(serving, "mcp-session-sweep", {
+        let mcp = mcp.clone();
+        move || mcp.clone().sweep_sessions()
+    });
+    // Servers another control plane added through its API arrive with the periodic resync.
+    tasks.spawn(serving, "mcp-servers-reload", {
+        let gw = gw.clone();
+        let every = Duration::from_secs(settings.resync_secs);
+        move || reload_mcp_servers(gw.clone(), every)
+    });
 
-    let xds = XdsServer::new(gw.cache.clone(), gw.xds_metrics.clone());
+    // Bound once, here, so a port in use stops the start; a restarted server reuses the socket.
     let xds_listener = tokio::net::TcpListener::bind(settings.xds_listen)
         .await
+        .and_then(tokio::net::TcpListener::into_std)
         .with_context(|| format!("cannot listen for xDS on {}", settings.xds_listen))?;
     let http_listener = tokio::net::TcpListener::bind(settings.http_listen)
         .await
+        .and_then(tokio::net::TcpListener::into_std)
         .with_context(|| format!("cannot listen for HTTP on {}", settings.http_listen))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // Envoy stops first, while this control plane still takes its last usage batches.
-    let (stop_envoy_tx, stop_envoy_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
 
-    let xds_task = tokio::spawn({
-        let stop = stopped(stop_rx.clone());
-        async move {
-            tonic::transport::Server::builder()
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .add_service(xds.ads())
-                .add_service(xds.ecds())
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(xds_listener), stop)
-                .await
+    tasks.spawn_graceful(serving, "xds-server", {
+        let xds = XdsServer::new(gw.cache.clone(), gw.xds_metrics.clone());
+        move |stop: Stop| {
+            let xds = xds.clone();
+            let listener = reuse(&xds_listener);
+            async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener?);
+                tonic::transport::Server::builder()
+                    .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                    .add_service(xds.ads())
+                    .add_service(xds.ecds())
+                    .serve_with_incoming_shutdown(incoming, stop.wait())
+                    .await?;
+                anyhow::Ok(())
+            }
         }
     });
-    let http_task = tokio::spawn({
-        let stop = stopped(stop_rx.clone());
+    tasks.spawn_graceful(serving, "http-server", {
         let app = crate::api::router(gw.clone(), tenancy_settings(&settings))
+            .layer(axum::Extension(tasks.stats()))
             .merge(crate::admin::router(gw.clone(), ui.clone(), tenancy_settings(&settings)))
             .merge(crate::mcp::router(mcp.clone()));
-        // Streamed answers (MCP's SSE relayed as it arrives) go out in several small writes;
-        // with Nagle's algorithm the later ones waited for Envoy's delayed ACK: ~45 ms per MCP
-        // tools/call instead of ~1 ms.
-        let listener = axum::serve::ListenerExt::tap_io(http_listener, |tcp: &mut tokio::net::TcpStream| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        move |stop: Stop| {
+            let app = app.clone();
+            let listener = reuse(&http_listener);
+            async move {
+                // Streamed answers (MCP's SSE relayed as it arrives) go out in several small
+                // writes; with Nagle's algorithm the later ones waited for Envoy's delayed ACK:
+                // ~45 ms per MCP tools/call instead of ~1 ms.
+                let listener = axum::serve::ListenerExt::tap_io(listener?, |tcp: &mut tokio::net::TcpStream| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                });
+                axum::serve(listener, app).with_graceful_shutdown(stop.wait()).await
             }
-        });
-        async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }
+        }
     });
-    let envoy_task = settings.envoy.clone().map(|binary| {
+    if let Some(binary) = settings.envoy.clone() {
         let proc = EnvoyProcess {
             binary,
             data_dir: settings.data_dir.clone(),
@@ -520,8 +543,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             admin: settings.envoy_admin,
             orphan_grace: Duration::from_secs(settings.envoy_orphan_grace_secs),
         };
-        tokio::spawn(proc.supervise(stopped(stop_envoy_rx)))
-    });
+        tasks.spawn_graceful(ingress, "envoy", move |stop: Stop| {
+            let proc = proc.clone();
+            async move {
+                proc.supervise(stop.wait()).await;
+                // Before a stop, `supervise` returns only when it cannot start Envoy (logged).
+                anyhow::ensure!(stop.is_stopped(), "Envoy could not be started");
+                Ok(())
+            }
+        });
+    }
     tracing::info!(xds = %settings.xds_listen, http = %settings.http_listen, database = gw.db.backend(), "control plane ready");
     println!(
         "Aqueduct gateway: http://{}/v1  (management API: http://{}/api/v1, admin UI: {}/)",
@@ -530,16 +561,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = stop_envoy_tx.send(true);
-    if let Some(t) = envoy_task {
-        let _ = t.await;
+    tasks.shutdown().await;
+    if tokio::time::timeout(DB_CLOSE_GRACE, gw.db.close()).await.is_err() {
+        tracing::warn!(grace_ms = DB_CLOSE_GRACE.as_millis(), "database connections still in use; exiting anyway");
     }
-    let _ = stop_tx.send(true);
-    // Streams from Envoy never end on their own; don't let them hold the exit.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = xds_task.await;
-        let _ = http_task.await;
-    })
-    .await;
     Ok(())
 }

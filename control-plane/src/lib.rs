@@ -9,11 +9,16 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod envoy;
 pub mod gateway;
 pub mod mcp;
+pub mod supervisor;
 pub mod tenancy;
 pub mod terms;
 pub mod tokens;
 pub mod usage;
 pub mod xds;
+
+#[cfg(test)]
+mod module_graph;

@@ -1,17 +1,17 @@
 //! The API keys page: the caller's personal keys with their effective limits and exclusions;
 //! create (the key shown once), rename, set expiry, regenerate, revoke.
 
-use super::{act, api, body, date_end, field, list_of, render, s, unavailable, when, Nav, Ui};
-use crate::api::{tokens, TenancySettings};
+use super::{acted, date_end, field, one_page, render, unavailable, utc_minute, Nav, Ui};
+use crate::domain::input::{Input, TenancySettings};
 use crate::gateway::Gateway;
-use crate::tenancy::model::PolicyFields;
 use crate::tenancy::policy::{self, Hierarchy, KeyRow};
+use crate::tokens::service::{self as keys, NewToken, Token, TokenChanges};
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Form};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -53,15 +53,14 @@ fn fmt_limit(v: Option<u64>) -> String {
 
 /// Effective per-key caps, shared caps above the key, and excluded models of a key (as the
 /// policy builder computes them for the filter).
-fn effective(gw: &Gateway, h: &Hierarchy, k: &Value, global: &[String]) -> (String, String) {
-    let fields: PolicyFields = serde_json::from_value(k.clone()).unwrap_or_default();
+fn effective(gw: &Gateway, h: &Hierarchy, k: &Token, global: &[String]) -> (String, String) {
     let row = KeyRow {
         id: 0,
         key_hash: String::new(),
         expires_at: None,
-        user_id: s(k, "user_id").parse().unwrap_or(0),
-        service_account_id: s(k, "service_account_id").parse().ok(),
-        fields,
+        user_id: k.user_id.parse().unwrap_or(0),
+        service_account_id: k.service_account_id.as_deref().and_then(|s| s.parse().ok()),
+        fields: k.policy.clone(),
     };
     let Some(chain) = h.chain(&row) else {
         return ("owner inactive: the key does not work".into(), String::new());
@@ -82,26 +81,28 @@ fn effective(gw: &Gateway, h: &Hierarchy, k: &Value, global: &[String]) -> (Stri
     (limits, excluded)
 }
 
-/// The page's view of keys (any list of token JSON objects).
-async fn views(gw: &Gateway, keys: &[Value]) -> Vec<KeyRowView> {
+/// The page's view of keys.
+async fn views(gw: &Gateway, keys: &[Token]) -> Vec<KeyRowView> {
     let h = policy::hierarchy(&gw.db).await.unwrap_or_default();
     let global = gw.default_excluded_models();
     keys.iter()
         .map(|k| {
-            let revoked = !k["revoked_at"].is_null();
-            let expired = k["expires_at"]
-                .as_str()
+            let revoked = k.revoked_at.is_some();
+            let expired = k
+                .expires_at
+                .as_deref()
                 .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                 .is_some_and(|t| t.timestamp() <= crate::gateway::now());
             let (limits, excluded) = effective(gw, &h, k, &global);
+            let expires = utc_minute(k.expires_at.as_deref());
             KeyRowView {
-                id: s(k, "id"),
-                name: s(k, "name"),
-                preview: s(k, "preview"),
-                created: when(k, "created_at").unwrap_or_default(),
-                expires: when(k, "expires_at"),
-                expires_date: when(k, "expires_at").map(|w| w[..10].to_string()).unwrap_or_default(),
-                last_used: when(k, "last_used_at"),
+                id: k.id.clone(),
+                name: k.name.clone(),
+                preview: k.preview.clone(),
+                created: utc_minute(Some(&k.created_at)).unwrap_or_default(),
+                expires_date: expires.as_ref().map(|w| w[..10].to_string()).unwrap_or_default(),
+                expires,
+                last_used: utc_minute(k.last_used_at.as_deref()),
                 status: if revoked {
                     "revoked"
                 } else if expired {
@@ -119,20 +120,14 @@ async fn views(gw: &Gateway, keys: &[Value]) -> Vec<KeyRowView> {
 
 /// `GET /ui/keys`
 pub async fn page(State(gw): State<Arc<Gateway>>, u: Ui) -> Response {
-    let all = match list_of(api(tokens::list(State(gw.clone()), u.a.clone(), Query(page_all())).await).await) {
-        Ok(l) => l,
-        Err(e) => return unavailable(&e),
+    let all = match keys::list(&gw, &u.a, one_page()).await {
+        Ok(l) => l.data,
+        Err(e) => return unavailable(e.message()),
     };
     let me = u.a.user_id.to_string();
-    let mine: Vec<Value> =
-        all.into_iter().filter(|k| s(k, "user_id") == me && k["service_account_id"].is_null()).collect();
+    let mine: Vec<Token> = all.into_iter().filter(|k| k.user_id == me && k.service_account_id.is_none()).collect();
     let keys = views(&gw, &mine).await;
     render(StatusCode::OK, &KeysPage { nav: u.nav(&gw, "keys").await, keys })
-}
-
-/// The largest page the API serves (the UI shows one page).
-pub fn page_all() -> crate::api::common::PageQuery {
-    crate::api::common::PageQuery::largest()
 }
 
 /// Renders the page that shows a new secret once.
@@ -165,16 +160,12 @@ pub async fn create(
         Ok(None) => {}
         Err(e) => return u.done(&gw, "/ui/keys", Err(e)).await,
     }
-    match act(
-        &gw,
-        &u,
-        "POST",
-        "/api/v1/tokens",
-        tokens::create(State(gw.clone()), Extension(cfg), u.a.clone(), body(b)),
-    )
-    .await
-    {
-        Ok(v) => secret_page(&gw, &u, format!("Key {} created", s(&v, "name")), s(&v, "key"), "/ui/keys").await,
+    let r = keys::create(&gw, cfg, &u.a, NewToken::parse(b)).await;
+    match acted(&gw, &u, "POST", "/api/v1/tokens", r).await {
+        Ok(k) => {
+            let heading = format!("Key {} created", k.name);
+            secret_page(&gw, &u, heading, k.key.unwrap_or_default(), "/ui/keys").await
+        }
         Err(e) => u.done(&gw, "/ui/keys", Err(e)).await,
     }
 }
@@ -194,42 +185,35 @@ pub async fn action(
         b if b.starts_with("/ui/") && !b.contains("//") => b.to_string(),
         _ => "/ui/keys".to_string(),
     };
-    let (st, a, p) = (State(gw.clone()), u.a.clone(), Path(id.clone()));
+    let path = format!("/api/v1/tokens/{id}");
     let result = match action.as_str() {
-        "rename" => act(
-            &gw,
-            &u,
-            "PATCH",
-            &format!("/api/v1/tokens/{id}"),
-            tokens::patch(st, a, p, body(json!({"name": field(&f, "name")}))),
-        )
-        .await
-        .map(|v| format!("Key renamed to {}.", s(&v, "name"))),
+        "rename" => {
+            let r = keys::update(&gw, &u.a, &id, TokenChanges::parse(json!({"name": field(&f, "name")}))).await;
+            acted(&gw, &u, "PATCH", &path, r).await.map(|k| format!("Key renamed to {}.", k.name))
+        }
         "expiry" => match date_end(field(&f, "expires")) {
-            Ok(t) => act(
-                &gw,
-                &u,
-                "PATCH",
-                &format!("/api/v1/tokens/{id}"),
-                tokens::patch(st, a, p, body(json!({"expires_at": t}))),
-            )
-            .await
-            .map(|v| {
-                when(&v, "expires_at")
-                    .map_or_else(|| "The key no longer expires.".to_string(), |w| format!("The key expires {w}."))
-            }),
+            Ok(t) => {
+                let r = keys::update(&gw, &u.a, &id, TokenChanges::parse(json!({"expires_at": t}))).await;
+                acted(&gw, &u, "PATCH", &path, r).await.map(|k| {
+                    utc_minute(k.expires_at.as_deref())
+                        .map_or_else(|| "The key no longer expires.".to_string(), |w| format!("The key expires {w}."))
+                })
+            }
             Err(e) => Err(e),
         },
-        "revoke" => act(&gw, &u, "DELETE", &format!("/api/v1/tokens/{id}"), tokens::revoke(st, a, p))
-            .await
-            .map(|_| "Key revoked.".to_string()),
+        "revoke" => {
+            let r = keys::revoke(&gw, &u.a, &id).await;
+            acted(&gw, &u, "DELETE", &path, r).await.map(|()| "Key revoked.".to_string())
+        }
         "regenerate" => {
-            return match act(&gw, &u, "POST", &format!("/api/v1/tokens/{id}/regenerate"), tokens::regenerate(st, a, p))
-                .await
-            {
-                Ok(v) => secret_page(&gw, &u, format!("Key {} regenerated", s(&v, "name")), s(&v, "key"), &back).await,
+            let r = keys::regenerate(&gw, &u.a, &id).await;
+            return match acted(&gw, &u, "POST", &format!("{path}/regenerate"), r).await {
+                Ok(k) => {
+                    let heading = format!("Key {} regenerated", k.name);
+                    secret_page(&gw, &u, heading, k.key.unwrap_or_default(), &back).await
+                }
                 Err(e) => u.done(&gw, &back, Err(e)).await,
-            }
+            };
         }
         _ => Err(format!("Unknown action '{action}'.")),
     };

@@ -1,11 +1,11 @@
 //! The MCP servers page: the servers the signed-in user may use, with the URLs to give an MCP
 //! client (one server's endpoint, or the aggregated `/mcp` endpoint).
 //!
-//! The list is the management API's (`GET /api/v1/mcp-servers`) minus the user's exclusions,
+//! The list is the MCP registry service's (as `GET /api/v1/mcp-servers` shows it) minus the user's exclusions,
 //! merged the way the policy builder merges them for a personal key (user, org, global
 //! defaults), so the page shows what the gateway will actually serve.
 
-use super::{api, list_of, render, s, unavailable, Nav, Ui};
+use super::{render, unavailable, Nav, Ui};
 use crate::gateway::Gateway;
 use crate::tenancy::model::PolicyFields;
 use crate::tenancy::policy::{self, KeyRow};
@@ -53,9 +53,9 @@ async fn excluded_for(gw: &Gateway, user_id: i64) -> Option<BTreeSet<String>> {
 
 /// `GET /ui/mcp`
 pub async fn page(State(gw): State<Arc<Gateway>>, u: Ui) -> Response {
-    let all = match list_of(api(crate::mcp::api::list(State(gw.clone()), u.a.clone()).await).await) {
-        Ok(l) => l,
-        Err(e) => return unavailable(&e),
+    let all = match crate::mcp::service::list(&gw, &u.a).await {
+        Ok(l) => l.data,
+        Err(e) => return unavailable(e.message()),
     };
     let excluded = match excluded_for(&gw, u.a.user_id).await {
         Some(e) => e,
@@ -65,15 +65,12 @@ pub async fn page(State(gw): State<Arc<Gateway>>, u: Ui) -> Response {
     let total = all.len();
     let servers: Vec<ServerView> = all
         .iter()
-        .filter(|v| !excluded.contains(&s(v, "name")))
+        .filter(|v| !excluded.contains(&v.name))
         .map(|v| ServerView {
-            name: s(v, "name"),
-            description: s(v, "description"),
-            tags: v["tags"]
-                .as_array()
-                .map(|t| t.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-                .unwrap_or_default(),
-            url: format!("{base}{}", s(v, "endpoint")),
+            name: v.name.clone(),
+            description: v.description.clone().unwrap_or_default(),
+            tags: v.tags.clone(),
+            url: format!("{base}{}", v.endpoint),
         })
         .collect();
     render(

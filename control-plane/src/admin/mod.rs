@@ -1,9 +1,11 @@
 //! The admin web UI: server-rendered pages (askama templates in `admin-ui/templates`) at `/ui`,
 //! reached through the gateway's address (`/` redirects there).
 //!
-//! Every change a page makes goes through the management API's own handler with the signed-in
-//! user as the caller, so the UI can do exactly what that user's role allows through the API,
-//! with the same errors. Forms carry the session's CSRF token; a form without it is refused.
+//! Pages call the domain services (`tenancy::service`, `tokens::service`, …) with typed input
+//! and the signed-in user as the caller, exactly as the management API does, so the UI can do
+//! what that user's role allows through the API, with the same errors; the services record
+//! each change in the audit log, and [`acted`] records a refused one. Forms carry the session's
+//! CSRF token; a form without it is refused.
 
 mod assets;
 mod chart;
@@ -15,9 +17,10 @@ mod teams;
 mod terms;
 mod usage;
 
-use crate::api::auth::Authed;
-use crate::api::TenancySettings;
+use crate::auth::Authed;
 use crate::auth::{self, session};
+use crate::domain::input::{Page, PageQuery, TenancySettings};
+use crate::domain::Error;
 use crate::gateway::Gateway;
 use askama::Template;
 use axum::extract::FromRequestParts;
@@ -26,7 +29,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -175,7 +177,7 @@ impl FromRequestParts<Arc<Gateway>> for Ui {
         let Some(cookie) = auth::cookie(&parts.headers, auth::SESSION_COOKIE).map(str::to_string) else {
             return Err(to_login());
         };
-        match Authed::from_session(gw, &cookie).await {
+        match Authed::from_session(&gw.db, &cookie, crate::gateway::now(), crate::auth::Via::Ui).await {
             Ok(Some(a)) => Ok(Ui { a, cookie, settings }),
             Ok(None) => Err(to_login()),
             Err(e) => Err(error_page(StatusCode::SERVICE_UNAVAILABLE, &e.0.message)),
@@ -266,56 +268,26 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
     render(status, &ErrorPage { nav: Nav::anonymous(), message: message.to_string() })
 }
 
-/// Runs a management-API handler and returns its JSON answer, or the API's error message.
-pub async fn api<R: IntoResponse>(r: Result<R, crate::api::error::Error>) -> Result<Value, String> {
-    let resp = match r {
-        Ok(r) => r.into_response(),
-        Err(e) => return Err(e.0.message),
-    };
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 16 * 1024 * 1024).await.map_err(|e| e.to_string())?;
-    if status.is_client_error() || status.is_server_error() {
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        return Err(v["error"]["message"].as_str().unwrap_or("The request failed.").to_string());
-    }
-    if bytes.is_empty() {
-        return Ok(Value::Null);
-    }
-    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
-}
-
-/// Runs a management-API handler for the signed-in user as the action `method path` and
-/// records it in the audit log (before and after).
-pub async fn act<R: IntoResponse>(
-    gw: &Arc<Gateway>,
-    u: &Ui,
-    method: &str,
-    path: &str,
-    handler: impl std::future::Future<Output = Result<R, crate::api::error::Error>>,
-) -> Result<Value, String> {
-    let before = crate::audit::snapshot(gw, &u.a, path).await;
-    let (status, result) = match handler.await {
-        Ok(r) => {
-            let resp = r.into_response();
-            let status = resp.status().as_u16();
-            (status, api(Ok::<_, crate::api::error::Error>(resp)).await)
+/// The outcome of a service call made for the signed-in user as the action `method path` (the
+/// API's method and path of the entity acted on): its value, or the error's message. The
+/// service records a change in the audit log itself, in the change's transaction; a refused
+/// action (4xx) changes nothing, so it is recorded here.
+pub async fn acted<T>(gw: &Gateway, u: &Ui, method: &str, path: &str, r: Result<T, Error>) -> Result<T, String> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let status = e.status();
+            if (400..500).contains(&status) {
+                crate::audit::refusal(&gw.db, &u.a, crate::audit::Action { method, path, status }).await;
+            }
+            Err(e.message().to_string())
         }
-        Err(e) => (e.0.status, Err(e.0.message)),
-    };
-    let after = match &result {
-        Ok(v) => crate::audit::after_state(gw, &u.a, method, path, Some(v.clone()).filter(|v| !v.is_null())).await,
-        Err(_) => None,
-    };
-    crate::audit::record(gw, &u.a, "ui", method, path, status, before, after).await;
-    result
+    }
 }
 
-/// The `data` array of a list answer.
-pub fn list_of(v: Result<Value, String>) -> Result<Vec<Value>, String> {
-    v.map(|mut v| match v["data"].take() {
-        Value::Array(a) => a,
-        _ => Vec::new(),
-    })
+/// The one large page (1000 rows) the UI's lists show.
+pub fn one_page() -> Page {
+    PageQuery::largest().page().unwrap_or(Page { limit: 1000, after: 0 })
 }
 
 /// The page shown when a list cannot be read.
@@ -323,24 +295,9 @@ pub fn unavailable(msg: &str) -> Response {
     error_page(StatusCode::SERVICE_UNAVAILABLE, msg)
 }
 
-/// A JSON body for an API handler.
-pub fn body(v: Value) -> Result<axum::Json<Value>, axum::extract::rejection::JsonRejection> {
-    Ok(axum::Json(v))
-}
-
-/// Text of a JSON string field ("" if absent).
-pub fn s(v: &Value, k: &str) -> String {
-    match &v[k] {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-/// An RFC 3339 time as `YYYY-MM-DD HH:MM` UTC ("" if absent).
-pub fn when(v: &Value, k: &str) -> Option<String> {
-    v[k].as_str()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+/// An RFC 3339 time as `YYYY-MM-DD HH:MM UTC` (none if absent or unreadable).
+pub fn utc_minute(t: Option<&str>) -> Option<String> {
+    t.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&chrono::Utc).format("%Y-%m-%d %H:%M UTC").to_string())
 }
 

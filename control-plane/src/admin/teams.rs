@@ -1,18 +1,20 @@
 //! Teams and team detail: members and team-admins, service accounts (create, transfer,
 //! regenerate, delete), and the team's own settings for admins and org-admins.
 
-use super::keys::{page_all, secret_page};
-use super::{act, api, body, error_page, field, list_of, render, s, unavailable, Nav, Ui};
-use crate::api::tenancy::{self as t, manages_team};
-use crate::api::{tokens, TenancySettings};
+use super::keys::secret_page;
+use super::{acted, error_page, field, one_page, render, unavailable, Nav, Ui};
+use crate::domain::input::{Input, TenancySettings};
 use crate::gateway::Gateway;
+use crate::tenancy::input::{MemberChanges, NewServiceAccount, NewTeam, TeamChanges, Transfer};
+use crate::tenancy::service::{self as svc, Team};
 use crate::tenancy::store::{self as ts, Sql, Val};
+use crate::tokens::service as keys;
 use askama::Template;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::{Extension, Form};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -27,7 +29,6 @@ struct TeamView {
 }
 
 /// A member row.
-#[derive(sqlx::FromRow)]
 struct MemberView {
     user_id: i64,
     email: String,
@@ -79,10 +80,9 @@ pub async fn org_names(gw: &Gateway) -> HashMap<String, String> {
     rows.into_iter().map(|o| (o.id.to_string(), o.name)).collect()
 }
 
-fn team_view(u: &Ui, v: &Value, orgs: &HashMap<String, String>) -> TeamView {
-    let id: i64 = s(v, "id").parse().unwrap_or(0);
-    let org = s(v, "org_id");
-    let my_role = if u.a.manages_org(org.parse().ok()) {
+fn team_view(u: &Ui, t: &Team, orgs: &HashMap<String, String>) -> TeamView {
+    let id: i64 = t.id.parse().unwrap_or(0);
+    let my_role = if u.a.manages_org(t.org_id.parse().ok()) {
         if u.a.is_admin() {
             "admin"
         } else {
@@ -97,22 +97,22 @@ fn team_view(u: &Ui, v: &Value, orgs: &HashMap<String, String>) -> TeamView {
     };
     TeamView {
         id: id.to_string(),
-        name: s(v, "name"),
-        org: orgs.get(&org).cloned().unwrap_or(org),
-        description: s(v, "description"),
-        oidc_group: s(v, "oidc_group"),
+        name: t.name.clone(),
+        org: orgs.get(&t.org_id).cloned().unwrap_or_else(|| t.org_id.clone()),
+        description: t.description.clone(),
+        oidc_group: t.oidc_group.clone(),
         my_role,
     }
 }
 
 /// `GET /ui/teams`
 pub async fn list(State(gw): State<Arc<Gateway>>, u: Ui) -> Response {
-    let rows = match list_of(api(t::list_teams(State(gw.clone()), u.a.clone(), Query(page_all())).await).await) {
-        Ok(l) => l,
-        Err(e) => return unavailable(&e),
+    let rows = match svc::list_teams(&gw, &u.a, one_page()).await {
+        Ok(l) => l.data,
+        Err(e) => return unavailable(e.message()),
     };
     let names = org_names(&gw).await;
-    let teams = rows.iter().map(|v| team_view(&u, v, &names)).collect();
+    let teams = rows.iter().map(|t| team_view(&u, t, &names)).collect();
     let mut orgs: Vec<(String, String)> = names.into_iter().collect();
     orgs.sort_by(|a, b| a.1.cmp(&b.1));
     let can_create = u.a.is_admin() || u.a.role == crate::tenancy::model::Role::OrgAdmin;
@@ -128,67 +128,61 @@ pub async fn create(State(gw): State<Arc<Gateway>>, u: Ui, Form(f): Form<HashMap
     if !field(&f, "org_id").is_empty() {
         b["org_id"] = field(&f, "org_id").into();
     }
-    match act(&gw, &u, "POST", "/api/v1/teams", t::create_team(State(gw.clone()), u.a.clone(), body(b))).await {
-        Ok(v) => {
-            u.done(&gw, &format!("/ui/teams/{}", s(&v, "id")), Ok(format!("Team {} created.", s(&v, "name")))).await
-        }
+    let r = svc::create_team(&gw, &u.a, NewTeam::parse(b)).await;
+    match acted(&gw, &u, "POST", "/api/v1/teams", r).await {
+        Ok(t) => u.done(&gw, &format!("/ui/teams/{}", t.id), Ok(format!("Team {} created.", t.name))).await,
         Err(e) => u.done(&gw, "/ui/teams", Err(e)).await,
     }
 }
 
-async fn members(gw: &Gateway, team: i64) -> Vec<MemberView> {
-    let mut q = Sql::new(
-        "SELECT m.user_id, u.email, m.team_admin FROM team_members m JOIN users u ON u.id = m.user_id \
-         WHERE u.deleted_at IS NULL AND m.team_id = ",
-    );
-    q.id(team).push(" ORDER BY u.email");
-    ts::fetch_all(&gw.db, &q).await.unwrap_or_default()
-}
-
 /// `GET /ui/teams/{id}`
 pub async fn detail(State(gw): State<Arc<Gateway>>, u: Ui, Path(id): Path<String>) -> Response {
-    let team = match t::visible_team(&gw, &u.a, &id).await {
+    let team = match svc::get_team(&gw, &u.a, &id).await {
         Ok(t) => t,
-        Err(e) => return error_page(StatusCode::from_u16(e.0.status).unwrap_or(StatusCode::NOT_FOUND), &e.0.message),
+        Err(e) => return error_page(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::NOT_FOUND), e.message()),
     };
+    let (team_id, org_id): (i64, i64) = (team.id.parse().unwrap_or(0), team.org_id.parse().unwrap_or(0));
     let names = org_names(&gw).await;
-    let tv = team_view(&u, &t::team_view(&team), &names);
-    let members = members(&gw, team.id).await;
-    let manages = manages_team(&u.a, &team);
-    let sas_json = match list_of(
-        api(t::list_sas(State(gw.clone()), u.a.clone(), Path(id.clone()), Query(page_all())).await).await,
-    ) {
-        Ok(l) => l,
-        Err(e) => return unavailable(&e),
+    let tv = team_view(&u, &team, &names);
+    let mut members: Vec<MemberView> = match svc::members(&gw, &u.a, &team.id).await {
+        Ok(m) => m
+            .into_iter()
+            .map(|(m, email)| MemberView { user_id: m.user_id.parse().unwrap_or(0), email, team_admin: m.team_admin })
+            .collect(),
+        Err(e) => return unavailable(e.message()),
+    };
+    members.sort_by(|a, b| a.email.cmp(&b.email));
+    let manages = u.a.manages_team(team_id, org_id);
+    let accounts = match svc::list_sas(&gw, &u.a, &id, one_page()).await {
+        Ok(l) => l.data,
+        Err(e) => return unavailable(e.message()),
     };
     let mut sas = Vec::new();
-    for v in &sas_json {
-        let owner_id: i64 = s(v, "owner_user_id").parse().unwrap_or(0);
+    for sa in accounts {
+        let owner_id: i64 = sa.owner_user_id.parse().unwrap_or(0);
         let owner = members
             .iter()
             .find(|m| m.user_id == owner_id)
             .map_or_else(|| format!("user {owner_id}"), |m| m.email.clone());
-        let token_id = s(v, "token_id");
-        // Key details are shown to those who may manage the key (as the API decides).
-        let key = if token_id.is_empty() {
-            "none".to_string()
-        } else {
-            match api(tokens::get_one(State(gw.clone()), u.a.clone(), Path(token_id.clone())).await).await {
-                Ok(k) => s(&k, "preview"),
+        // Key details are shown to those who may manage the key (as the keys service decides).
+        let key = match &sa.token_id {
+            None => "none".to_string(),
+            Some(token) => match keys::get(&gw, &u.a, token).await {
+                Ok(k) => k.preview,
                 Err(_) => "set".to_string(),
-            }
+            },
         };
         sas.push(SaView {
-            id: s(v, "id"),
-            name: s(v, "name"),
-            description: s(v, "description"),
+            has_key: sa.token_id.is_some(),
+            id: sa.id,
+            name: sa.name,
+            description: sa.description,
             owner,
             owner_id,
             key,
-            has_key: !token_id.is_empty(),
         });
     }
-    let manages_org = u.a.manages_org(Some(team.org_id));
+    let manages_org = u.a.manages_org(Some(org_id));
     render(StatusCode::OK, &TeamPage { nav: u.nav(&gw, "teams").await, team: tv, members, sas, manages, manages_org })
 }
 
@@ -210,53 +204,65 @@ pub async fn action(
         return r;
     }
     let back = format!("/ui/teams/{id}");
-    let (st, a, p) = (State(gw.clone()), u.a.clone(), Path(id.clone()));
-    let member_path = |uid: &str| Path((id.clone(), uid.to_string()));
+    let member_path = |uid: &str| format!("/api/v1/teams/{id}/members/{uid}");
     let result = match action.as_str() {
-        "edit" => act(&gw, &u, "PATCH", &format!("/api/v1/teams/{id}"), t::patch_team(st, a, p, body(json!({"name": field(&f, "name"), "description": field(&f, "description"), "oidc_group": field(&f, "oidc_group")}))))
-            .await
-            .map(|_| "Team saved.".to_string()),
+        "edit" => {
+            let changes = TeamChanges::parse(
+                json!({"name": field(&f, "name"), "description": field(&f, "description"), "oidc_group": field(&f, "oidc_group")}),
+            );
+            let r = svc::update_team(&gw, &u.a, &id, changes).await;
+            acted(&gw, &u, "PATCH", &format!("/api/v1/teams/{id}"), r).await.map(|_| "Team saved.".to_string())
+        }
         "delete" => {
-            return match act(&gw, &u, "DELETE", &format!("/api/v1/teams/{id}"), t::delete_team(st, a, p)).await {
-                Ok(_) => u.done(&gw, "/ui/teams", Ok("Team deleted.".into())).await,
+            let r = svc::delete_team(&gw, &u.a, &id).await;
+            return match acted(&gw, &u, "DELETE", &format!("/api/v1/teams/{id}"), r).await {
+                Ok(()) => u.done(&gw, "/ui/teams", Ok("Team deleted.".into())).await,
                 Err(e) => u.done(&gw, &back, Err(e)).await,
-            }
+            };
         }
         "add-member" => {
             let email = field(&f, "email");
-            let org = t::visible_team(&gw, &a, &id).await.map(|t| t.org_id).ok();
+            let org = svc::get_team(&gw, &u.a, &id).await.ok().and_then(|t| t.org_id.parse().ok());
             match match org {
                 Some(o) => user_in_org_by_email(&gw, o, email).await,
                 None => None,
             } {
                 None => Err(format!("No user {email} in this team's org.")),
                 Some(uid) => {
-                    let mut b = json!({});
-                    if field(&f, "team_admin") == "true" {
-                        b["team_admin"] = true.into();
-                    }
-                    act(&gw, &u, "PUT", &format!("/api/v1/teams/{id}/members/{uid}"), t::put_member(st, a, member_path(&uid.to_string()), body(b)))
-                        .await
-                        .map(|_| format!("{email} added."))
+                    let uid = uid.to_string();
+                    let changes = MemberChanges { team_admin: (field(&f, "team_admin") == "true").then_some(true) };
+                    let r = svc::put_member(&gw, &u.a, &id, &uid, Ok(changes)).await;
+                    acted(&gw, &u, "PUT", &member_path(&uid), r).await.map(|_| format!("{email} added."))
                 }
             }
         }
-        "remove-member" => act(&gw, &u, "DELETE", &format!("/api/v1/teams/{id}/members/{}", field(&f, "user_id")), t::delete_member(st, a, member_path(field(&f, "user_id"))))
-            .await
-            .map(|_| "Member removed.".to_string()),
+        "remove-member" => {
+            let uid = field(&f, "user_id");
+            let r = svc::delete_member(&gw, &u.a, &id, uid).await;
+            acted(&gw, &u, "DELETE", &member_path(uid), r).await.map(|()| "Member removed.".to_string())
+        }
         "set-admin" => {
-            let flag = field(&f, "team_admin") == "true";
-            act(&gw, &u, "PUT", &format!("/api/v1/teams/{id}/members/{}", field(&f, "user_id")), t::put_member(st, a, member_path(field(&f, "user_id")), body(json!({"team_admin": flag}))))
-                .await
-                .map(|_| if flag { "Team-admin granted.".to_string() } else { "Team-admin withdrawn.".to_string() })
+            let (uid, flag) = (field(&f, "user_id"), field(&f, "team_admin") == "true");
+            let r = svc::put_member(&gw, &u.a, &id, uid, Ok(MemberChanges { team_admin: Some(flag) })).await;
+            acted(&gw, &u, "PUT", &member_path(uid), r).await.map(|_| {
+                if flag {
+                    "Team-admin granted.".to_string()
+                } else {
+                    "Team-admin withdrawn.".to_string()
+                }
+            })
         }
         "create-sa" => {
             let mut b = json!({"name": field(&f, "name"), "description": field(&f, "description")});
             if !field(&f, "user_id").is_empty() {
                 b["user_id"] = field(&f, "user_id").into();
             }
-            return match act(&gw, &u, "POST", &format!("/api/v1/teams/{id}/service-accounts"), t::create_sa(st, Extension(cfg), a, p, body(b))).await {
-                Ok(v) => secret_page(&gw, &u, format!("Service account {} created", s(&v, "name")), s(&v, "key"), &back).await,
+            let r = svc::create_sa(&gw, cfg, &u.a, &id, NewServiceAccount::parse(b)).await;
+            return match acted(&gw, &u, "POST", &format!("/api/v1/teams/{id}/service-accounts"), r).await {
+                Ok(sa) => {
+                    let heading = format!("Service account {} created", sa.name);
+                    secret_page(&gw, &u, heading, sa.key.unwrap_or_default(), &back).await
+                }
                 Err(e) => u.done(&gw, &back, Err(e)).await,
             };
         }
@@ -275,38 +281,31 @@ pub async fn sa_action(
     if let Some(r) = u.refuse_csrf(&f) {
         return r;
     }
-    let sa = match api(t::get_sa(State(gw.clone()), u.a.clone(), Path(id.clone())).await).await {
-        Ok(v) => v,
-        Err(e) => return error_page(StatusCode::NOT_FOUND, &e),
+    let sa = match svc::get_sa(&gw, &u.a, &id).await {
+        Ok(sa) => sa,
+        Err(e) => return error_page(StatusCode::NOT_FOUND, e.message()),
     };
-    let back = format!("/ui/teams/{}", s(&sa, "team_id"));
-    let (st, a, p) = (State(gw.clone()), u.a.clone(), Path(id.clone()));
+    let back = format!("/ui/teams/{}", sa.team_id);
     let result = match action.as_str() {
-        "transfer" => act(
-            &gw,
-            &u,
-            "POST",
-            &format!("/api/v1/service-accounts/{id}/transfer"),
-            t::transfer_sa(st, a, p, body(json!({"user_id": field(&f, "user_id")}))),
-        )
-        .await
-        .map(|_| "Service account transferred.".to_string()),
-        "delete" => act(&gw, &u, "DELETE", &format!("/api/v1/service-accounts/{id}"), t::delete_sa(st, a, p))
-            .await
-            .map(|_| "Service account deleted.".to_string()),
+        "transfer" => {
+            let r = svc::transfer_sa(&gw, &u.a, &id, Transfer::parse(json!({"user_id": field(&f, "user_id")}))).await;
+            acted(&gw, &u, "POST", &format!("/api/v1/service-accounts/{id}/transfer"), r)
+                .await
+                .map(|_| "Service account transferred.".to_string())
+        }
+        "delete" => {
+            let r = svc::delete_sa(&gw, &u.a, &id).await;
+            acted(&gw, &u, "DELETE", &format!("/api/v1/service-accounts/{id}"), r)
+                .await
+                .map(|()| "Service account deleted.".to_string())
+        }
         "regenerate" => {
-            let token = s(&sa, "token_id");
-            return match act(
-                &gw,
-                &u,
-                "POST",
-                &format!("/api/v1/tokens/{}/regenerate", s(&sa, "token_id")),
-                tokens::regenerate(st, a, Path(token)),
-            )
-            .await
-            {
-                Ok(v) => {
-                    secret_page(&gw, &u, format!("Key of {} regenerated", s(&sa, "name")), s(&v, "key"), &back).await
+            let token = sa.token_id.unwrap_or_default();
+            let r = keys::regenerate(&gw, &u.a, &token).await;
+            return match acted(&gw, &u, "POST", &format!("/api/v1/tokens/{token}/regenerate"), r).await {
+                Ok(k) => {
+                    let heading = format!("Key of {} regenerated", sa.name);
+                    secret_page(&gw, &u, heading, k.key.unwrap_or_default(), &back).await
                 }
                 Err(e) => u.done(&gw, &back, Err(e)).await,
             };

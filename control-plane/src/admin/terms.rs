@@ -1,8 +1,8 @@
 //! Terms of Service pages: read and accept the current version; admins publish versions.
 
 use super::{error_page, field, render, Nav, Ui};
-use crate::gateway::{now, Gateway};
-use crate::tenancy::store::{self as ts, Sql};
+use crate::audit::{self, Action};
+use crate::gateway::Gateway;
 use crate::terms;
 use askama::Template;
 use axum::extract::State;
@@ -11,9 +11,6 @@ use axum::response::Response;
 use axum::Form;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// Longest text of one version.
-const MAX_TERMS: usize = 100_000;
 
 #[derive(Template)]
 #[template(path = "terms.html")]
@@ -50,22 +47,10 @@ pub async fn accept(State(gw): State<Arc<Gateway>>, u: Ui, Form(f): Form<HashMap
     if let Some(r) = u.refuse_csrf(&f) {
         return r;
     }
-    let result = match terms::current(&gw.db).await {
-        Ok(Some(v)) if field(&f, "version") == v.id.to_string() => {
-            match terms::accept(&gw.db, v.id, u.a.user_id, now()).await {
-                Ok(()) => {
-                    tracing::info!(user = u.a.user_id, version = v.id, "terms accepted");
-                    let after = serde_json::json!({"object": "terms_acceptance", "version_id": v.id.to_string()});
-                    crate::audit::record(&gw, &u.a, "ui", "POST", "/ui/terms/accept", 200, None, Some(after)).await;
-                    gw.request_rebuild();
-                    Ok(format!("You accepted version {} of the Terms of Service.", v.id))
-                }
-                Err(_) => Err("The database is unavailable; try again.".to_string()),
-            }
-        }
-        Ok(Some(_)) => Err("A newer version was published meanwhile; read it and accept again.".into()),
-        Ok(None) => Err("No Terms of Service have been published.".into()),
-        Err(_) => Err("The database is unavailable; try again.".into()),
+    let result = match terms::service::accept_current(&gw, &u.a, field(&f, "version")).await {
+        Ok(id) => Ok(format!("You accepted version {id} of the Terms of Service.")),
+        Err(e) if e.status() == 404 => Err("No Terms of Service have been published.".into()),
+        Err(e) => Err(e.message().to_string()),
     };
     u.done(&gw, "/ui/terms", result).await
 }
@@ -81,19 +66,11 @@ struct VersionsPage {
 
 /// `GET /ui/terms/versions` (admin).
 pub async fn versions(State(gw): State<Arc<Gateway>>, u: Ui) -> Response {
-    if !u.a.is_admin() {
-        return error_page(StatusCode::FORBIDDEN, "Managing the Terms of Service needs the admin role.");
-    }
-    let Ok(list) = terms::versions(&gw.db).await else {
-        return error_page(StatusCode::SERVICE_UNAVAILABLE, "The database is unavailable; try again.");
+    let list = match terms::service::versions_with_counts(&gw, &u.a).await {
+        Ok(l) => l,
+        Err(e) => return error_page(StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN), e.message()),
     };
-    let mut versions = Vec::with_capacity(list.len());
-    for v in list {
-        let mut q = Sql::new("SELECT COUNT(*) FROM terms_acceptances WHERE version_id = ");
-        q.id(v.id);
-        let n = ts::scalar(&gw.db, &q).await.ok().flatten().unwrap_or(0);
-        versions.push((v.id, date(v.created_at), v.body, n));
-    }
+    let versions = list.into_iter().map(|(v, n)| (v.id, date(v.created_at), v.body, n)).collect();
     render(StatusCode::OK, &VersionsPage { nav: u.nav(&gw, "terms").await, required: gw.terms_required, versions })
 }
 
@@ -105,19 +82,14 @@ pub async fn publish(State(gw): State<Arc<Gateway>>, u: Ui, Form(f): Form<HashMa
     if !u.a.is_admin() {
         return error_page(StatusCode::FORBIDDEN, "Managing the Terms of Service needs the admin role.");
     }
-    let body = field(&f, "body");
-    let result = if body.is_empty() || body.chars().count() > MAX_TERMS {
-        Err(format!("The text must be 1 to {MAX_TERMS} characters."))
-    } else {
-        match terms::publish(&gw.db, body, u.a.user_id, now()).await {
-            Ok(id) => {
-                tracing::info!(version = id, by = u.a.user_id, "terms published");
-                let after = serde_json::json!({"object": "terms_version", "id": id.to_string(), "body": body});
-                crate::audit::record(&gw, &u.a, "ui", "POST", "/ui/terms/versions", 200, None, Some(after)).await;
-                gw.request_rebuild();
-                Ok(format!("Version {id} published."))
+    let result = match terms::service::publish_version(&gw, &u.a, field(&f, "body")).await {
+        Ok(id) => Ok(format!("Version {id} published.")),
+        Err(e) => {
+            if e.status() < 500 {
+                audit::refusal(&gw.db, &u.a, Action { method: "POST", path: "/ui/terms/versions", status: e.status() })
+                    .await;
             }
-            Err(_) => Err("The database is unavailable; try again.".into()),
+            Err(e.message().to_string())
         }
     };
     u.done(&gw, "/ui/terms/versions", result).await

@@ -1,11 +1,13 @@
 //! The usage page: requests and tokens over a chosen range, by model, key, user and end user,
-//! read through the usage API's own handler so each role sees exactly what the API shows it
-//! (a user: their keys and their teams' service accounts; an org-admin: the org; an admin: all).
+//! read through the usage service the usage API uses, so each role sees exactly what the API
+//! shows it (a user: their keys and their teams' service accounts; an org-admin: the org; an
+//! admin: all).
 
 use super::chart::{self, Line};
-use super::{api, keys::page_all, list_of, render, s, unavailable, Nav, Ui};
-use crate::api::{tenancy, tokens, usage};
+use super::{render, unavailable, Nav, Ui};
+use crate::domain::input::PageQuery;
 use crate::gateway::Gateway;
+use crate::usage::service::{self as usage, GroupRow, Summary, SummaryQuery, Sums};
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -61,17 +63,16 @@ struct UsagePage {
     series_csv: String,
 }
 
-fn int(v: &Value, k: &str) -> i64 {
-    v[k].as_i64().unwrap_or(0)
+fn row(label: String, v: &Sums) -> Row {
+    Row { label, requests: v.requests, input_tokens: v.input_tokens, output_tokens: v.output_tokens, errors: v.errors }
 }
 
-fn row(label: String, v: &Value) -> Row {
-    Row {
-        label,
-        requests: int(v, "requests"),
-        input_tokens: int(v, "input_tokens"),
-        output_tokens: int(v, "output_tokens"),
-        errors: int(v, "errors"),
+/// The text of dimension `dim` of a group ("" when none).
+fn dim(g: &GroupRow, dim: &str) -> String {
+    match g.dims.get(dim) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
     }
 }
 
@@ -86,19 +87,18 @@ fn bucket_label(start: &str, bucket: &str, span: i64) -> String {
     }
 }
 
-/// Names for ids the caller can see (keys and users through their own list APIs); an id the
+/// Names for ids the caller can see (keys and users through their own lists); an id the
 /// caller cannot list (a teammate's service-account key, say) is shown by number.
 async fn names(gw: &Arc<Gateway>, u: &Ui) -> (HashMap<String, String>, HashMap<String, String>) {
-    let keys = list_of(api(tokens::list(State(gw.clone()), u.a.clone(), Query(page_all())).await).await)
-        .unwrap_or_default()
-        .iter()
-        .map(|k| (s(k, "id"), s(k, "name")))
-        .collect();
-    let users = list_of(api(tenancy::list_users(State(gw.clone()), u.a.clone(), Query(page_all())).await).await)
-        .unwrap_or_default()
-        .iter()
-        .map(|k| (s(k, "id"), s(k, "email")))
-        .collect();
+    let Ok(page) = PageQuery::largest().page() else { return Default::default() };
+    let keys = crate::tokens::service::list(gw, &u.a, page)
+        .await
+        .map(|l| l.data.into_iter().map(|k| (k.id, k.name)).collect())
+        .unwrap_or_default();
+    let users = crate::tenancy::service::list_users(gw, &u.a, page)
+        .await
+        .map(|l| l.data.into_iter().map(|k| (k.id, k.email)).collect())
+        .unwrap_or_default();
     (keys, users)
 }
 
@@ -131,7 +131,10 @@ pub async fn page(State(gw): State<Arc<Gateway>>, u: Ui, Query(q): Query<HashMap
     };
     let fetch = |g: Option<&'static str>| {
         let (gw, a, q) = (gw.clone(), u.a.clone(), query(g));
-        async move { api(usage::summary(State(gw), a, Query(q)).await).await }
+        async move {
+            let q = SummaryQuery::parse(&q).map_err(|e| e.message().to_string())?;
+            usage::summary(&gw, &a, &q).await.map_err(|e| e.message().to_string())
+        }
     };
     let by_model = match fetch(Some("model")).await {
         Ok(v) => v,
@@ -144,9 +147,9 @@ pub async fn page(State(gw): State<Arc<Gateway>>, u: Ui, Query(q): Query<HashMap
         };
     let (key_names, user_names) = names(&gw, &u).await;
 
-    let points = by_model["series"].as_array().cloned().unwrap_or_default();
-    let labels: Vec<String> = points.iter().map(|p| bucket_label(&s(p, "start"), bucket, span)).collect();
-    let col = |k: &str| points.iter().map(|p| int(p, k)).collect::<Vec<_>>();
+    let points = &by_model.series;
+    let labels: Vec<String> = points.iter().map(|p| bucket_label(&p.start, bucket, span)).collect();
+    let col = |f: fn(&Sums) -> i64| points.iter().map(|p| f(&p.sums)).collect::<Vec<_>>();
     let first_last = match (labels.first(), labels.last()) {
         (Some(a), Some(b)) => format!("from {a} to {b} UTC"),
         _ => String::new(),
@@ -156,19 +159,22 @@ pub async fn page(State(gw): State<Arc<Gateway>>, u: Ui, Query(q): Query<HashMap
         &format!("Requests per {bucket}"),
         &format!("Requests per {bucket}, {first_last}; the table below lists the same numbers."),
         &labels,
-        &[Line { class: "s0", values: col("requests") }],
+        &[Line { class: "s0", values: col(|s| s.requests) }],
     );
     let tokens_chart = chart::lines(
         "chart-tokens",
         &format!("Tokens per {bucket}"),
         &format!("Input and output tokens per {bucket}, {first_last}; the table below lists the same numbers."),
         &labels,
-        &[Line { class: "s0", values: col("input_tokens") }, Line { class: "s1", values: col("output_tokens") }],
+        &[
+            Line { class: "s0", values: col(|s| s.input_tokens) },
+            Line { class: "s1", values: col(|s| s.output_tokens) },
+        ],
     );
-    let groups = |v: &Value| v["groups"].as_array().cloned().unwrap_or_default();
-    let model_rows: Vec<Row> = groups(&by_model)
+    let model_rows: Vec<Row> = by_model
+        .groups
         .iter()
-        .map(|g| row(Some(s(g, "model")).filter(|m| !m.is_empty()).unwrap_or_else(|| "(no model)".into()), g))
+        .map(|g| row(Some(dim(g, "model")).filter(|m| !m.is_empty()).unwrap_or_else(|| "(no model)".into()), &g.sums))
         .collect();
     let models_chart = chart::bars(
         "chart-models",
@@ -176,17 +182,17 @@ pub async fn page(State(gw): State<Arc<Gateway>>, u: Ui, Query(q): Query<HashMap
         "Requests per model over the range; the table below lists the same numbers.",
         &model_rows.iter().take(12).map(|r| (r.label.clone(), r.requests)).collect::<Vec<_>>(),
     );
-    let named = |v: &Value, dim: &str, names: &HashMap<String, String>, what: &str, none: &str| -> Vec<Row> {
-        groups(v)
+    let named = |v: &Summary, d: &str, names: &HashMap<String, String>, what: &str, none: &str| -> Vec<Row> {
+        v.groups
             .iter()
             .map(|g| {
-                let id = s(g, dim);
+                let id = dim(g, d);
                 let label = if id.is_empty() {
                     none.to_string()
                 } else {
                     names.get(&id).cloned().unwrap_or_else(|| format!("{what} #{id}"))
                 };
-                row(label, g)
+                row(label, &g.sums)
             })
             .collect()
     };
@@ -207,17 +213,19 @@ pub async fn page(State(gw): State<Arc<Gateway>>, u: Ui, Query(q): Query<HashMap
         Table {
             heading: "By end user",
             column: "End user (the request's user field)",
-            rows: groups(&by_end_user)
+            rows: by_end_user
+                .groups
                 .iter()
                 .map(|g| {
-                    row(Some(s(g, "end_user")).filter(|e| !e.is_empty()).unwrap_or_else(|| "(not given)".into()), g)
+                    let e = Some(dim(g, "end_user")).filter(|e| !e.is_empty());
+                    row(e.unwrap_or_else(|| "(not given)".into()), &g.sums)
                 })
                 .collect(),
             csv: csv(Some("end_user")),
         },
     ];
     let series =
-        points.iter().zip(&labels).filter(|(p, _)| int(p, "requests") > 0).map(|(p, l)| row(l.clone(), p)).collect();
+        points.iter().zip(&labels).filter(|(p, _)| p.sums.requests > 0).map(|(p, l)| row(l.clone(), &p.sums)).collect();
     let ranges = RANGES.iter().map(|r| RangeLink { value: r.0, label: r.1, current: r.0 == range }).collect();
     render(
         StatusCode::OK,
@@ -225,7 +233,7 @@ pub async fn page(State(gw): State<Arc<Gateway>>, u: Ui, Query(q): Query<HashMap
             nav: u.nav(&gw, "usage").await,
             ranges,
             range_label,
-            totals: row(String::new(), &by_model["totals"]),
+            totals: row(String::new(), &by_model.totals),
             requests_chart,
             tokens_chart,
             models_chart,

@@ -4,32 +4,7 @@ use aqueduct_policy::ApiError;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
-/// An error answer; the second field, when set, is the `param` (a field name that may come from
-/// the request, so not `'static`).
-#[derive(Debug)]
-pub struct Error(pub ApiError, pub Option<String>);
-
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Self(e, None)
-    }
-}
-
-impl Error {
-    /// This error with `param` naming the offending field.
-    pub fn with_param(mut self, param: &str) -> Self {
-        self.1 = Some(param.to_string());
-        self
-    }
-}
-
-impl From<sqlx::Error> for Error {
-    fn from(e: sqlx::Error) -> Self {
-        // The detail goes to the log, never to the client.
-        tracing::error!(error = %e, "database error");
-        Self::from(ApiError::new(503, "The database is unavailable; try again.").code("database_unavailable"))
-    }
-}
+pub use crate::domain::Error;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {

@@ -3,13 +3,16 @@
 //!
 //! A session cookie is 256 random bits; the store keeps only its SHA-256, the user, a CSRF token
 //! and an expiry. The management API accepts the cookie as an alternative to a key (see
-//! [`crate::api::auth::Authed`]); every state-changing request made with it must carry the
+//! [`Authed`]); every state-changing request made with it must carry the
 //! session's CSRF token, so another site cannot make the browser act for the user.
 
+pub mod caller;
 pub mod oidc;
 pub mod password;
 pub mod session;
 pub mod throttle;
+
+pub use caller::{Authed, Via};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "aqueduct_session";

@@ -382,7 +382,7 @@ pub async fn provision(db: &Db, who: &Identity, s: &OidcSettings, now: i64) -> a
                 .push(", ")
                 .arg(Val::Text(who.subject.clone()))
                 .push(") RETURNING id");
-            ts::insert_tx(db, &ins, &[]).await?
+            ts::insert(db, &ins).await?
         }
     };
     if s.oidc_team_sync {
@@ -503,7 +503,7 @@ async fn sync_teams(db: &Db, user: i64, org: i64, groups: &[String], s: &OidcSet
         let Some(name) = g.strip_prefix(&s.oidc_team_prefix).map(str::trim).filter(|n| !n.is_empty()) else {
             continue;
         };
-        let name: String = name.chars().take(crate::api::common::MAX_NAME).collect();
+        let name: String = name.chars().take(crate::domain::input::MAX_NAME).collect();
         let team = match teams.iter().find(|t| &t.oidc_group == g) {
             Some(t) => {
                 if t.name != name {
@@ -533,7 +533,7 @@ async fn sync_teams(db: &Db, user: i64, org: i64, groups: &[String], s: &OidcSet
                             .push(", ")
                             .arg(Val::Int(Some(now)))
                             .push(") RETURNING id");
-                        Some(ts::insert_tx(db, &ins, &[]).await?)
+                        Some(ts::insert(db, &ins).await?)
                     }
                     None => None,
                 }
@@ -702,7 +702,7 @@ mod tests {
         let mut hand =
             Sql::new("INSERT INTO teams (org_id, name, created_at) SELECT org_id, 'Hand', 1 FROM users WHERE id = ");
         hand.id(ann).push(" RETURNING id");
-        let hand = ts::insert_tx(&db, &hand, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+        let hand = ts::insert(&db, &hand).await.unwrap_or_else(|e| panic!("{e}"));
         let mut m = Sql::new("INSERT INTO team_members (team_id, user_id, team_admin, added_at) VALUES (");
         m.id(hand).push(", ").id(ann).push(", FALSE, 1)");
         let rename = Sql::new("UPDATE teams SET name = 'Renamed by hand' WHERE name = 'Research'");

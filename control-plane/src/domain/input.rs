@@ -1,13 +1,12 @@
-//! Shared pieces of the management API: strict JSON bodies (unknown fields, wrong types and bad
+//! Input every transport shares: strict JSON objects (unknown fields, wrong types and bad
 //! values are 400s naming the field), ids as strings, pagination, policy fields, and the
-//! tenancy settings.
+//! tenancy settings. The API hands its parsed body here; the admin UI builds the same values
+//! from its forms.
 
-use super::error::{json_rejection, Error};
+use super::Error;
 use crate::tenancy::model::{NameList, PolicyFields};
 use crate::tenancy::store::{Sql, Val};
 use aqueduct_policy::ApiError;
-use axum::extract::rejection::JsonRejection;
-use axum::Json;
 use serde_json::{Map, Value};
 
 /// Tenancy settings the API enforces.
@@ -82,13 +81,50 @@ pub fn rfc3339(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0).map(|t| t.to_rfc3339()).unwrap_or_default()
 }
 
+/// A request body parsed by the transport but not yet looked at: a service checks who may act
+/// (and on what) before it reads the body, so a caller learns nothing about entities it cannot
+/// see or change from how their bodies are judged.
+pub type Parsed<T> = Result<T, Error>;
+
+/// A typed request body. Its accepted fields are its documented schema's properties
+/// ([`field_names`]): a field the document does not name is refused, and a field the type reads
+/// is documented.
+pub trait Input: utoipa::ToSchema + Sized {
+    /// Reads the fields, each checked (the 400 names the field).
+    fn take(f: &mut Fields) -> Result<Self, Error>;
+
+    /// Parses a JSON value: an object with only the documented fields, each checked.
+    fn parse(v: Value) -> Result<Self, Error> {
+        let names = field_names::<Self>();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        Self::take(&mut Fields::parse(v, &names)?)
+    }
+}
+
+/// The property names of `T`'s schema (with its flattened parts).
+pub fn field_names<T: utoipa::PartialSchema>() -> Vec<String> {
+    use utoipa::openapi::schema::Schema;
+    use utoipa::openapi::RefOr;
+    fn walk(s: &RefOr<Schema>, out: &mut Vec<String>) {
+        match s {
+            RefOr::T(Schema::Object(o)) => out.extend(o.properties.keys().cloned()),
+            RefOr::T(Schema::AllOf(a)) => a.items.iter().for_each(|i| walk(i, out)),
+            // A flattened part with its own description is wrapped in a one-item `oneOf`.
+            RefOr::T(Schema::OneOf(o)) => o.items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(&T::schema(), &mut out);
+    out
+}
+
 /// A JSON object body, checked field by field.
 pub struct Fields(Map<String, Value>);
 
 impl Fields {
     /// Accepts only an object whose keys are all in `allowed`.
-    pub fn parse(body: Result<Json<Value>, JsonRejection>, allowed: &[&str]) -> Result<Self, Error> {
-        let Json(v) = body.map_err(json_rejection)?;
+    pub fn parse(v: Value, allowed: &[&str]) -> Result<Self, Error> {
         let Value::Object(map) = v else {
             return Err(ApiError::bad_request("The request body must be a JSON object.").into());
         };
@@ -96,14 +132,6 @@ impl Fields {
             return Err(bad(k, format!("Unknown field '{k}'.")));
         }
         Ok(Self(map))
-    }
-
-    /// Like [`Fields::parse`] but an empty body is an empty object.
-    pub fn parse_optional(body: Result<Json<Value>, JsonRejection>, allowed: &[&str]) -> Result<Self, Error> {
-        match body {
-            Err(JsonRejection::MissingJsonContentType(_)) => Ok(Self(Map::new())),
-            other => Self::parse(other, allowed),
-        }
     }
 
     /// Whether `k` was given.
@@ -120,10 +148,9 @@ impl Fields {
         self.0.remove(k)
     }
 
-    /// A required string of 1..=`max` characters (trimmed).
-    /// The fields not taken yet.
-    pub fn into_map(self) -> Map<String, Value> {
-        self.0
+    /// The fields not taken yet (for a type that reads them as a whole).
+    pub fn rest(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.0)
     }
 
     /// A required string of 1..=`max` characters (trimmed).
@@ -263,8 +290,43 @@ impl Fields {
 }
 
 /// Policy columns to set.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct PolicyPatch(pub Vec<(&'static str, Val)>);
+
+/// The policy fields as a request documents them: every one optional; a limit may be `null`
+/// to unset it. The properties are [`crate::tenancy::model::POLICY_COLUMNS`], the list
+/// [`Fields::policy`] reads, so the document cannot name another set.
+impl utoipa::PartialSchema for PolicyPatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+        let mut o = ObjectBuilder::new();
+        for &k in crate::tenancy::model::POLICY_COLUMNS {
+            let field: utoipa::openapi::schema::Schema = if k.starts_with("merge_") {
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .description(Some(
+                        "Whether this level inherits the exclusions of the levels above it (default true).",
+                    ))
+                    .into()
+            } else if k.starts_with("excluded_") {
+                ArrayBuilder::new()
+                    .items(ObjectBuilder::new().schema_type(Type::String).max_length(Some(MAX_EXCLUDED_NAME)))
+                    .description(Some("Names this level may not use."))
+                    .into()
+            } else {
+                ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::Integer, Type::Null]))
+                    .minimum(Some(0))
+                    .description(Some("A cap per minute (0 allows nothing); null unsets it."))
+                    .into()
+            };
+            o = o.property(k, field);
+        }
+        o.into()
+    }
+}
+
+impl utoipa::ToSchema for PolicyPatch {}
 
 impl PolicyPatch {
     /// Whether nothing is set.
@@ -276,22 +338,6 @@ impl PolicyPatch {
     pub fn first(&self) -> Option<&'static str> {
         self.0.first().map(|(k, _)| *k)
     }
-}
-
-/// `UPDATE table SET … WHERE id = $n AND extra`; `None` if there is nothing to set.
-pub fn update_sql(table: &str, sets: &[(&str, Val)], id: i64, extra: &str) -> Option<Sql> {
-    if sets.is_empty() {
-        return None;
-    }
-    let mut sql = Sql::new(format!("UPDATE {table} SET "));
-    for (i, (col, v)) in sets.iter().enumerate() {
-        if i > 0 {
-            sql.push(", ");
-        }
-        sql.push(col).push(" = ").arg(v.clone());
-    }
-    sql.push(" WHERE id = ").id(id).push(extra);
-    Some(sql)
 }
 
 /// The policy fields as JSON members of `v`.
@@ -352,17 +398,6 @@ pub fn paginate(sql: &mut Sql, alias: &str, page: Page) {
         .id(page.after)
         .push(&format!(" ORDER BY {alias}.id LIMIT "))
         .arg(Val::Int(Some(page.limit + 1)));
-}
-
-/// `{"object":"list","data":[…],"has_more":…}` from rows fetched with [`paginate`].
-pub fn list_json<T>(mut rows: Vec<T>, page: Page, view: impl Fn(&T) -> Value) -> Json<Value> {
-    let has_more = rows.len() as i64 > page.limit;
-    rows.truncate(usize::try_from(page.limit).unwrap_or(100));
-    Json(serde_json::json!({
-        "object": "list",
-        "data": rows.iter().map(view).collect::<Vec<_>>(),
-        "has_more": has_more,
-    }))
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub const ENV_PREFIX: &str = "os.environ/";
 pub const STREAMABLE_HTTP: &str = "streamable-http";
 
 /// One server entry as written in `mcp.json` (and accepted by the management API).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerEntry {
     /// Transport; only `streamable-http`.

@@ -1,8 +1,8 @@
-//! `/api/v1/mcp-servers`: MCP servers managed through the management API, stored in the
+//! The MCP registry service: MCP servers managed through the management API, stored in the
 //! database next to the file's (an API entry may not reuse a file entry's name; the file is
-//! edited as a file). Any caller may list them; only admins change them. Header values are
-//! never shown: a literal may be a credential; `os.environ/VAR` references (file entries only)
-//! are shown as written.
+//! edited as a file). Anyone may list them; only admins change them. Header values are never
+//! shown: a literal may be a credential; `os.environ/VAR` references (file entries only) are
+//! shown as written.
 //!
 //! An API entry may not use `os.environ/VAR`: the environment is the operator's (it holds the
 //! admin key and password), and an API caller could otherwise send any variable to a URL of
@@ -10,47 +10,104 @@
 //! for the operator's MCP servers file only.
 
 use super::registry::{load_managed, Server, ServerEntry, ENV_PREFIX};
-use crate::api::auth::Authed;
-use crate::api::common::{bad, conflict, not_found, Fields};
-use crate::api::error::Error;
+use crate::audit::{self, Action};
+use crate::auth::Authed;
+use crate::domain::input::{bad, conflict, not_found, unique_or, Fields, Input, Parsed};
+use crate::domain::{Error, List};
 use crate::gateway::{now, Gateway};
-use crate::with_pool;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::Json;
-use serde_json::{json, Map, Value};
-use std::sync::Arc;
+use crate::tenancy::store::{Sql, Tx, Val};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
-type Body = Result<Json<Value>, JsonRejection>;
+/// An MCP server as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct McpServer {
+    /// Its name.
+    pub name: String,
+    /// Transport: `streamable-http`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Shown to users.
+    pub description: Option<String>,
+    /// Free-form labels.
+    pub tags: Vec<String>,
+    /// Icon shown in the UI.
+    pub icon_url: Option<String>,
+    /// The gateway path an MCP client uses for this server alone.
+    pub endpoint: String,
+    /// `file` (the operator's MCP servers file) or `api`.
+    pub source: String,
+    /// The upstream's URL (admins only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Header names sent upstream, values hidden as `(set)` (admins only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+}
 
-const FIELDS: &[&str] = &["name", "type", "url", "description", "tags", "icon_url", "headers"];
-
-fn view(s: &Server, source: &str, admin: bool) -> Value {
-    let mut v = json!({
-        "name": s.name,
-        "type": s.entry.kind,
-        "description": s.entry.description,
-        "tags": s.entry.tags,
-        "icon_url": s.entry.icon_url,
-        "endpoint": format!("/mcp-servers/{}/mcp", s.name),
-        "source": source,
-    });
-    if admin {
-        v["url"] = json!(s.entry.url);
-        let headers: Map<String, Value> = s
-            .entry
-            .headers
-            .iter()
-            .map(|(k, val)| {
-                let shown = if val.starts_with("os.environ/") { val.clone() } else { "(set)".to_string() };
-                (k.clone(), Value::String(shown))
-            })
-            .collect();
-        v["headers"] = Value::Object(headers);
+fn view(s: &Server, source: &str, admin: bool) -> McpServer {
+    McpServer {
+        name: s.name.clone(),
+        kind: s.entry.kind.clone(),
+        description: s.entry.description.clone(),
+        tags: s.entry.tags.clone(),
+        icon_url: s.entry.icon_url.clone(),
+        endpoint: format!("/mcp-servers/{}/mcp", s.name),
+        source: source.to_string(),
+        url: admin.then(|| s.entry.url.clone()),
+        headers: admin.then(|| {
+            s.entry
+                .headers
+                .iter()
+                .map(|(k, val)| {
+                    let shown = if val.starts_with("os.environ/") { val.clone() } else { "(set)".to_string() };
+                    (k.clone(), shown)
+                })
+                .collect()
+        }),
     }
-    v
+}
+
+/// A new MCP server: its name and entry.
+#[derive(Debug, Clone, ToSchema)]
+pub struct NewMcpServer {
+    /// 1 to 64 of A-Z a-z 0-9 _ . - (and no `__`).
+    pub name: String,
+    /// The entry.
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub entry: ServerEntry,
+}
+
+impl Input for NewMcpServer {
+    fn take(f: &mut Fields) -> Result<Self, Error> {
+        let name = f.req_str("name", 64)?;
+        let server = checked(&name, Value::Object(f.rest()))?;
+        Ok(Self { name, entry: server.entry })
+    }
+}
+
+/// An MCP server's new entry (its name is in the path).
+#[derive(Debug, Clone, ToSchema)]
+pub struct McpServerEntry {
+    /// The entry.
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub entry: ServerEntry,
+}
+
+impl Input for McpServerEntry {
+    fn take(f: &mut Fields) -> Result<Self, Error> {
+        let map = f.rest();
+        let entry: ServerEntry =
+            serde_json::from_value(Value::Object(map)).map_err(|e| bad("body", format!("Invalid MCP server: {e}.")))?;
+        if let Some(header) = env_reference(&entry) {
+            return Err(env_refused(header));
+        }
+        Ok(Self { entry })
+    }
 }
 
 fn source(gw: &Gateway, name: &str) -> &'static str {
@@ -72,43 +129,37 @@ pub async fn reload(gw: &Gateway) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
-/// `GET /api/v1/mcp-servers`: every configured server (file and API), by name.
-pub async fn list(State(gw): State<Arc<Gateway>>, a: Authed) -> Result<Json<Value>, Error> {
+/// Every configured server (file and API), by name; URLs and headers for admins only.
+pub async fn list(gw: &Gateway, a: &Authed) -> Result<List<McpServer>, Error> {
     let all = gw.mcp_registry.all();
-    let data: Vec<Value> = gw
+    let data: Vec<McpServer> = gw
         .mcp_registry
         .names()
         .iter()
         .filter_map(|n| all.get(n))
-        .map(|s| view(s, source(&gw, &s.name), a.is_admin()))
+        .map(|s| view(s, source(gw, &s.name), a.is_admin()))
         .collect();
-    Ok(Json(json!({ "object": "list", "data": data })))
+    Ok(List { object: "list", data, has_more: false })
 }
 
-/// `GET /api/v1/mcp-servers/{name}`.
-pub async fn get_one(
-    State(gw): State<Arc<Gateway>>,
-    a: Authed,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, Error> {
-    let s = gw.mcp_registry.get(&name).ok_or_else(|| not_found("MCP server", &name))?;
-    Ok(Json(view(&s, source(&gw, &name), a.is_admin())))
+/// One server.
+pub async fn get(gw: &Gateway, a: &Authed, name: &str) -> Result<McpServer, Error> {
+    let s = gw.mcp_registry.get(name).ok_or_else(|| not_found("MCP server", name))?;
+    Ok(view(&s, source(gw, name), a.is_admin()))
 }
 
-/// Checks a body as a server entry. A header that refers to the environment is refused before
-/// anything looks the variable up: the answer is the same whether or not it is set.
-fn checked(name: &str, map: Map<String, Value>) -> Result<Server, Error> {
-    let entry: ServerEntry =
-        serde_json::from_value(Value::Object(map)).map_err(|e| bad("body", format!("Invalid MCP server: {e}.")))?;
-    if let Some(header) = env_reference(&entry) {
-        return Err(bad(
-            &format!("headers.{header}"),
-            format!(
-                "Header '{header}' refers to the environment (os.environ/…); environment references are allowed \
-                 only in the operator's MCP servers file, not through the API."
-            ),
-        ));
-    }
+fn env_refused(header: &str) -> Error {
+    bad(
+        &format!("headers.{header}"),
+        format!(
+            "Header '{header}' refers to the environment (os.environ/…); environment references are allowed \
+             only in the operator's MCP servers file, not through the API."
+        ),
+    )
+}
+
+/// Checks an entry under `name`; the 400 names the field at fault.
+fn check(name: &str, entry: ServerEntry) -> Result<Server, Error> {
     Server::check(name, entry, &|_| None).map_err(|e| {
         use super::registry::RegistryError as R;
         let param = match &e {
@@ -122,6 +173,17 @@ fn checked(name: &str, map: Map<String, Value>) -> Result<Server, Error> {
     })
 }
 
+/// Checks a body as a server entry. A header that refers to the environment is refused before
+/// anything looks the variable up: the answer is the same whether or not it is set.
+fn checked(name: &str, body: Value) -> Result<Server, Error> {
+    let entry: ServerEntry =
+        serde_json::from_value(body).map_err(|e| bad("body", format!("Invalid MCP server: {e}.")))?;
+    if let Some(header) = env_reference(&entry) {
+        return Err(env_refused(header));
+    }
+    check(name, entry)
+}
+
 /// The first header (by name) whose name or value uses an `os.environ/` reference, in any case
 /// and with any surrounding space.
 fn env_reference(entry: &ServerEntry) -> Option<&str> {
@@ -129,71 +191,83 @@ fn env_reference(entry: &ServerEntry) -> Option<&str> {
     entry.headers.iter().find(|(k, v)| uses(k) || uses(v)).map(|(k, _)| k.as_str())
 }
 
-/// `POST /api/v1/mcp-servers` (admin): adds a server; it is served at once.
-pub async fn create(State(gw): State<Arc<Gateway>>, a: Authed, body: Body) -> Result<impl IntoResponse, Error> {
+async fn commit(
+    tx: Tx,
+    a: &Authed,
+    action: Action<'_>,
+    before: Option<&McpServer>,
+    after: Option<&McpServer>,
+) -> Result<(), Error> {
+    Ok(audit::commit(tx, a, action, before.and_then(audit::state), after.and_then(audit::state)).await?)
+}
+
+/// Adds a server (admin); it is served at once.
+pub async fn create(gw: &Gateway, a: &Authed, input: Parsed<NewMcpServer>) -> Result<McpServer, Error> {
     a.require_admin()?;
-    let mut f = Fields::parse(body, FIELDS)?;
-    let name = f.req_str("name", 64)?;
-    let server = checked(&name, f.into_map())?;
+    let NewMcpServer { name, entry } = input?;
+    let server = check(&name, entry)?;
     if gw.mcp_registry.get(&name).is_some() {
         return Err(conflict("name", format!("An MCP server named '{name}' exists.")));
     }
     let config = serde_json::to_string(&server.entry).map_err(|e| bad("body", e.to_string()))?;
     let now = now();
-    let inserted = with_pool!(&gw.db, p => sqlx::query(
-        "INSERT INTO mcp_servers (name, config, created_at, updated_at) VALUES ($1, $2, $3, $3)",
-    )
-    .bind(&name)
-    .bind(&config)
-    .bind(now)
-    .execute(p)
-    .await
-    .map(|_| ()));
-    inserted.map_err(|e| crate::api::common::unique_or(e, "name", "An MCP server with this name exists."))?;
-    reload(&gw).await?;
-    Ok((StatusCode::CREATED, Json(view(&server, "api", true))))
+    let mut tx = Tx::begin(&gw.db).await?;
+    let mut q = Sql::new("INSERT INTO mcp_servers (name, config, created_at, updated_at) VALUES (");
+    q.arg(Val::Text(name.clone()))
+        .push(", ")
+        .arg(Val::Text(config))
+        .push(", ")
+        .arg(Val::Int(Some(now)))
+        .push(", ")
+        .arg(Val::Int(Some(now)))
+        .push(")");
+    tx.execute(&q).await.map_err(|e| unique_or(e, "name", "An MCP server with this name exists."))?;
+    let v = view(&server, "api", true);
+    commit(tx, a, Action { method: "POST", path: "/api/v1/mcp-servers", status: 201 }, None, Some(&v)).await?;
+    reload(gw).await?;
+    Ok(v)
 }
 
-/// `PUT /api/v1/mcp-servers/{name}` (admin): replaces an API-managed server's entry.
-pub async fn replace(
-    State(gw): State<Arc<Gateway>>,
-    a: Authed,
-    Path(name): Path<String>,
-    body: Body,
-) -> Result<Json<Value>, Error> {
+/// Replaces an API-managed server's entry (admin).
+pub async fn replace(gw: &Gateway, a: &Authed, name: &str, input: Parsed<McpServerEntry>) -> Result<McpServer, Error> {
     a.require_admin()?;
-    managed_only(&gw, &name)?;
-    let f = Fields::parse(body, &FIELDS[1..])?;
-    let server = checked(&name, f.into_map())?;
+    managed_only(gw, name)?;
+    let McpServerEntry { entry } = input?;
+    let server = check(name, entry)?;
     let config = serde_json::to_string(&server.entry).map_err(|e| bad("body", e.to_string()))?;
-    let n = with_pool!(&gw.db, p => sqlx::query("UPDATE mcp_servers SET config = $2, updated_at = $3 WHERE name = $1")
-        .bind(&name)
-        .bind(&config)
-        .bind(now())
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-    if n == 0 {
-        return Err(not_found("MCP server", &name));
+    let before = gw.mcp_registry.get(name).map(|s| view(&s, "api", true));
+    let mut tx = Tx::begin(&gw.db).await?;
+    let mut q = Sql::new("UPDATE mcp_servers SET config = ");
+    q.arg(Val::Text(config))
+        .push(", updated_at = ")
+        .arg(Val::Int(Some(now())))
+        .push(" WHERE name = ")
+        .arg(Val::Text(name.to_string()));
+    if tx.execute(&q).await? == 0 {
+        return Err(not_found("MCP server", name));
     }
-    reload(&gw).await?;
-    Ok(Json(view(&server, "api", true)))
+    let v = view(&server, "api", true);
+    let path = format!("/api/v1/mcp-servers/{name}");
+    commit(tx, a, Action { method: "PUT", path: &path, status: 200 }, before.as_ref(), Some(&v)).await?;
+    reload(gw).await?;
+    Ok(v)
 }
 
-/// `DELETE /api/v1/mcp-servers/{name}` (admin): removes an API-managed server.
-pub async fn delete(State(gw): State<Arc<Gateway>>, a: Authed, Path(name): Path<String>) -> Result<StatusCode, Error> {
+/// Removes an API-managed server (admin).
+pub async fn delete(gw: &Gateway, a: &Authed, name: &str) -> Result<(), Error> {
     a.require_admin()?;
-    managed_only(&gw, &name)?;
-    let n = with_pool!(&gw.db, p => sqlx::query("DELETE FROM mcp_servers WHERE name = $1")
-        .bind(&name)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))?;
-    if n == 0 {
-        return Err(not_found("MCP server", &name));
+    managed_only(gw, name)?;
+    let before = gw.mcp_registry.get(name).map(|s| view(&s, "api", true));
+    let mut tx = Tx::begin(&gw.db).await?;
+    let mut q = Sql::new("DELETE FROM mcp_servers WHERE name = ");
+    q.arg(Val::Text(name.to_string()));
+    if tx.execute(&q).await? == 0 {
+        return Err(not_found("MCP server", name));
     }
-    reload(&gw).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let path = format!("/api/v1/mcp-servers/{name}");
+    commit(tx, a, Action { method: "DELETE", path: &path, status: 204 }, before.as_ref(), None).await?;
+    reload(gw).await?;
+    Ok(())
 }
 
 fn managed_only(gw: &Gateway, name: &str) -> Result<(), Error> {
@@ -209,6 +283,7 @@ fn managed_only(gw: &Gateway, name: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Map};
 
     fn body(headers: Value) -> Map<String, Value> {
         match json!({"url": "http://127.0.0.1:1/mcp", "headers": headers}) {
@@ -219,7 +294,7 @@ mod tests {
 
     /// (status, param, message) of a refused body.
     fn refusal(headers: Value) -> (u16, Option<String>, String) {
-        let e = checked("s", body(headers)).expect_err("refused");
+        let e = checked("s", Value::Object(body(headers))).expect_err("refused");
         (e.0.status, e.1, e.0.message)
     }
 
@@ -237,7 +312,7 @@ mod tests {
 
     #[test]
     fn literal_headers_are_kept() {
-        let s = checked("s", body(json!({"X-Team": "red"}))).unwrap();
+        let s = checked("s", Value::Object(body(json!({"X-Team": "red"})))).unwrap();
         assert_eq!(s.headers, vec![("x-team".to_string(), "red".to_string())]);
     }
 }

@@ -12,6 +12,9 @@
 //!   own usage; it has no management rights, and never acts as its owner.
 
 use super::model::Role;
+use crate::domain::input::{forbidden, PolicyPatch};
+use crate::domain::Error;
+use crate::tenancy::store::{TokenFull, UserRow, Val};
 
 /// Who is acting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,6 +193,48 @@ impl Actor {
             Some((team, org)) => self.manages_team(team, org),
             None => self.is_admin() || self.outranks(&k.owner),
         }
+    }
+}
+
+impl UserRow {
+    /// The user as the authorization model sees them.
+    pub fn target(&self) -> Target {
+        Target { id: self.id, role: Role::parse(&self.role).unwrap_or(Role::User), org_id: self.org_id }
+    }
+}
+
+impl TokenFull {
+    /// The key as the authorization model sees it.
+    pub fn target(&self) -> KeyTarget {
+        KeyTarget {
+            owner: Target {
+                id: self.user_id,
+                role: Role::parse(&self.owner_role).unwrap_or(Role::User),
+                org_id: self.owner_org_id,
+            },
+            service_account_team: self.sa_team_id.zip(self.sa_org_id),
+        }
+    }
+}
+
+/// Policy fields may be set only by an admin or an org-admin of the entity's org (`org`); a
+/// merge flag may be turned off only by an admin (it drops the exclusions of every level above,
+/// the org's and the global default included).
+pub fn check_policy_rights(a: &Actor, org: Option<i64>, p: &PolicyPatch) -> Result<(), Error> {
+    if let Some(f) = p.first() {
+        if !a.may_set_policy(org) {
+            return Err(
+                forbidden("Only an admin or an org-admin of this org may change limits and exclusions.").with_param(f)
+            );
+        }
+    }
+    let unmerges = p.0.iter().find(|(k, v)| k.starts_with("merge_") && matches!(v, Val::Bool(false)));
+    match unmerges {
+        Some((f, _)) if !a.may_unmerge() => Err(forbidden(
+            "Only an admin may stop a level inheriting the exclusions above it (the org's and the global ones).",
+        )
+        .with_param(f)),
+        _ => Ok(()),
     }
 }
 

@@ -23,15 +23,17 @@ impl NameList {
 }
 
 /// The policy fields of an org, team, user, service account or token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PolicyFields {
     /// Models this entity (and everything below it that merges) may not use.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = Vec<String>)]
     pub excluded_models: NameList,
     /// When false, this level does not inherit the model exclusions of the levels above it.
     pub merge_excluded_models: bool,
     /// MCP servers this entity may not use.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = Vec<String>)]
     pub excluded_mcp_servers: NameList,
     /// When false, this level does not inherit the MCP exclusions of the levels above it.
     pub merge_excluded_mcp_servers: bool,
@@ -86,7 +88,7 @@ pub fn policy_select(alias: &str, prefix: &str) -> String {
 }
 
 /// A user's global role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Own keys, read own teams.

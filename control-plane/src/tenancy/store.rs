@@ -1,5 +1,6 @@
-//! Tenancy rows (orgs, teams, memberships, users, service accounts) and a small SQL builder
-//! that numbers `$N` placeholders, so one query text serves SQLite and PostgreSQL.
+//! Tenancy rows (orgs, teams, memberships, users, service accounts), a small SQL builder that
+//! numbers `$N` placeholders (both SQLite and PostgreSQL take them; no text is rewritten per
+//! backend), and [`Tx`], a transaction on either backend.
 //!
 //! Every operation that touches more than one row runs in one transaction: nothing is left
 //! half-written.
@@ -120,24 +121,80 @@ pub async fn guarded_tx(db: &Db, first: &Sql, rest: &[Sql]) -> Result<Option<Vec
     })
 }
 
-/// Runs `first` (an INSERT … RETURNING id) and then `rest`, where `rest` may refer to the new id
-/// through [`NEW_ID`] in its text; all in one transaction. Returns the new id.
-pub async fn insert_tx(db: &Db, first: &Sql, rest: &[Sql]) -> Result<i64, sqlx::Error> {
-    with_pool!(db, p => {
-        let mut tx = p.begin().await?;
-        let id: i64 = bind_all!(sqlx::query_scalar::<_, i64>(&first.text), &first.args)
-            .fetch_one(&mut *tx).await?;
-        for s in rest {
-            let text = s.text.replace(NEW_ID, &id.to_string());
-            bind_all!(sqlx::query(&text), &s.args).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(id)
-    })
+/// Runs one `INSERT … RETURNING id`; returns the id.
+pub async fn insert(db: &Db, sql: &Sql) -> Result<i64, sqlx::Error> {
+    with_pool!(db, p => bind_all!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.args).fetch_one(p).await)
 }
 
-/// Stands for the id returned by the first statement of [`insert_tx`].
-pub const NEW_ID: &str = "{new_id}";
+/// A transaction on either backend. Statements run in it see each other's writes and nothing
+/// is visible to others until [`Tx::commit`]; dropped without a commit, it rolls back. A
+/// service makes its change and writes its audit entry in one of these, so neither lands
+/// without the other.
+pub enum Tx {
+    /// SQLite.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// PostgreSQL.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+macro_rules! with_tx {
+    ($tx:expr, $t:ident => $body:expr) => {
+        match $tx {
+            Tx::Sqlite($t) => $body,
+            Tx::Postgres($t) => $body,
+        }
+    };
+}
+
+impl Tx {
+    /// Starts one that will write. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a transaction that read first and then tried to write would fail at once
+    /// when another connection wrote in between, where waiting for the lock succeeds.
+    pub async fn begin(db: &Db) -> Result<Self, sqlx::Error> {
+        Ok(match db {
+            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// Starts one that only reads (one consistent view, no write lock).
+    pub async fn read(db: &Db) -> Result<Self, sqlx::Error> {
+        Ok(match db {
+            Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    /// Runs a statement; returns the rows it changed.
+    pub async fn execute(&mut self, sql: &Sql) -> Result<u64, sqlx::Error> {
+        with_tx!(self, t => Ok(bind_all!(sqlx::query(&sql.text), &sql.args).execute(&mut **t).await?.rows_affected()))
+    }
+
+    /// Runs an `INSERT … RETURNING id`; returns the id.
+    pub async fn insert(&mut self, sql: &Sql) -> Result<i64, sqlx::Error> {
+        with_tx!(self, t => bind_all!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.args).fetch_one(&mut **t).await)
+    }
+
+    /// At most one row.
+    pub async fn fetch_opt<T: Row>(&mut self, sql: &Sql) -> Result<Option<T>, sqlx::Error> {
+        with_tx!(self, t => bind_all!(sqlx::query_as::<_, T>(&sql.text), &sql.args).fetch_optional(&mut **t).await)
+    }
+
+    /// All rows.
+    pub async fn fetch_all<T: Row>(&mut self, sql: &Sql) -> Result<Vec<T>, sqlx::Error> {
+        with_tx!(self, t => bind_all!(sqlx::query_as::<_, T>(&sql.text), &sql.args).fetch_all(&mut **t).await)
+    }
+
+    /// One integer (COUNT, an id).
+    pub async fn scalar(&mut self, sql: &Sql) -> Result<Option<i64>, sqlx::Error> {
+        with_tx!(self, t => bind_all!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.args).fetch_optional(&mut **t).await)
+    }
+
+    /// Makes everything it did visible.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        with_tx!(self, t => t.commit().await)
+    }
+}
 
 /// `col, col, …` of the policy fields, optionally prefixed by a table alias.
 pub fn policy_cols(alias: &str) -> String {
@@ -341,4 +398,110 @@ pub async fn insert_user(db: &Db, email: &str, org_id: Option<i64>, role: &str, 
     with_pool!(db, p => sqlx::query_scalar::<_, i64>(
         "INSERT INTO users (email, org_id, role, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
         .bind(email).bind(org_id).bind(role).bind(now).fetch_one(p).await)
+}
+
+/// A live org.
+pub async fn load_org(tx: &mut Tx, id: i64) -> Result<Option<OrgRow>, sqlx::Error> {
+    let mut q = Sql::new(format!("SELECT {} FROM orgs o WHERE o.deleted_at IS NULL AND o.id = ", org_cols()));
+    q.id(id);
+    tx.fetch_opt(&q).await
+}
+
+/// A live team.
+pub async fn load_team(tx: &mut Tx, id: i64) -> Result<Option<TeamRow>, sqlx::Error> {
+    let mut q = Sql::new(format!("SELECT {} FROM teams t WHERE t.deleted_at IS NULL AND t.id = ", team_cols()));
+    q.id(id);
+    tx.fetch_opt(&q).await
+}
+
+/// A live user.
+pub async fn load_user(tx: &mut Tx, id: i64) -> Result<Option<UserRow>, sqlx::Error> {
+    let mut q = Sql::new(format!("SELECT {} FROM users u WHERE u.deleted_at IS NULL AND u.id = ", user_cols()));
+    q.id(id);
+    tx.fetch_opt(&q).await
+}
+
+/// A live service account.
+pub async fn load_sa(tx: &mut Tx, id: i64) -> Result<Option<SaRow>, sqlx::Error> {
+    let mut q =
+        Sql::new(format!("SELECT {} FROM service_accounts s WHERE s.deleted_at IS NULL AND s.id = ", sa_cols()));
+    q.id(id);
+    tx.fetch_opt(&q).await
+}
+
+/// A membership.
+pub async fn load_member(tx: &mut Tx, team: i64, user: i64) -> Result<Option<MemberRow>, sqlx::Error> {
+    let mut q = Sql::new("SELECT team_id, user_id, team_admin, added_at FROM team_members WHERE team_id = ");
+    q.id(team).push(" AND user_id = ").id(user);
+    tx.fetch_opt(&q).await
+}
+
+/// A key that is not deleted (revoked ones included).
+pub async fn load_token(tx: &mut Tx, id: i64) -> Result<Option<TokenFull>, sqlx::Error> {
+    let mut q = Sql::new(format!("SELECT {} FROM {TOKEN_FROM} WHERE k.deleted_at IS NULL AND k.id = ", token_cols()));
+    q.id(id);
+    tx.fetch_opt(&q).await
+}
+
+/// What a new key row holds besides its secret.
+#[derive(Debug, Clone, Copy)]
+pub struct NewKey<'a> {
+    /// Owner.
+    pub user_id: i64,
+    /// Who creates it.
+    pub created_by: i64,
+    /// Name.
+    pub name: &'a str,
+    /// Expiry.
+    pub expires_at: Option<i64>,
+    /// Whether a manager sets the expiry (then it binds the holder).
+    pub managed: bool,
+    /// The service account it belongs to.
+    pub sa: Option<i64>,
+}
+
+/// Stores a fresh key (by hash) in `tx`; returns its id and the key, to show once.
+pub async fn insert_key(tx: &mut Tx, k: &NewKey<'_>, now: i64) -> Result<(i64, String), sqlx::Error> {
+    use crate::tokens::{generate_key, hash_hex, preview};
+    let NewKey { user_id, created_by, name, expires_at, managed, sa } = *k;
+    let key = generate_key();
+    let mut q = Sql::new(
+        "INSERT INTO tokens (user_id, created_by, name, key_hash, preview, created_at, expires_at, max_expires_at, \
+         service_account_id) VALUES (",
+    );
+    q.id(user_id)
+        .push(", ")
+        .id(created_by)
+        .push(", ")
+        .arg(Val::Text(name.to_string()))
+        .push(", ")
+        .arg(Val::Text(hash_hex(&key)))
+        .push(", ")
+        .arg(Val::Text(preview(&key)))
+        .push(", ")
+        .arg(Val::Int(Some(now)))
+        .push(", ")
+        .arg(Val::Int(expires_at))
+        .push(", ")
+        .arg(Val::Int(expires_at.filter(|_| managed)))
+        .push(", ")
+        .arg(Val::Int(sa))
+        .push(") RETURNING id");
+    Ok((tx.insert(&q).await?, key))
+}
+
+/// `UPDATE table SET … WHERE id = $n AND extra`; `None` if there is nothing to set.
+pub fn update_sql(table: &str, sets: &[(&str, Val)], id: i64, extra: &str) -> Option<Sql> {
+    if sets.is_empty() {
+        return None;
+    }
+    let mut sql = Sql::new(format!("UPDATE {table} SET "));
+    for (i, (col, v)) in sets.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.push(col).push(" = ").arg(v.clone());
+    }
+    sql.push(" WHERE id = ").id(id).push(extra);
+    Some(sql)
 }

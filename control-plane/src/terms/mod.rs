@@ -1,9 +1,14 @@
 //! Terms of Service: versions (the newest is current) and who accepted which. While terms are
 //! required, the policy marks the keys of every non-admin user who has not accepted the current
 //! version, and the filter refuses them with 403.
+//!
+//! This module reads the store; [`service`] holds the actions (accept, publish), which decide
+//! who may act and write the audit entry in the change's transaction.
+
+pub mod service;
 
 use crate::db::Db;
-use crate::tenancy::store::{self as ts, Sql, Val};
+use crate::tenancy::store::{self as ts, Sql};
 use std::collections::HashSet;
 
 /// A version of the terms.
@@ -25,25 +30,6 @@ pub async fn versions(db: &Db) -> Result<Vec<Version>, sqlx::Error> {
 /// The current (newest) version, if any.
 pub async fn current(db: &Db) -> Result<Option<Version>, sqlx::Error> {
     ts::fetch_opt(db, &Sql::new("SELECT id, body, created_at FROM terms_versions ORDER BY id DESC LIMIT 1")).await
-}
-
-/// Publishes a new version (it becomes current at once); returns its id.
-pub async fn publish(db: &Db, body: &str, by: i64, now: i64) -> Result<i64, sqlx::Error> {
-    let mut q = Sql::new("INSERT INTO terms_versions (body, created_at, created_by) VALUES (");
-    q.arg(Val::Text(body.to_string())).push(", ").arg(Val::Int(Some(now))).push(", ").id(by).push(") RETURNING id");
-    ts::insert_tx(db, &q, &[]).await
-}
-
-/// Records that `user` accepted `version` (again is fine).
-pub async fn accept(db: &Db, version: i64, user: i64, now: i64) -> Result<(), sqlx::Error> {
-    let mut q = Sql::new("INSERT INTO terms_acceptances (version_id, user_id, accepted_at) VALUES (");
-    q.id(version)
-        .push(", ")
-        .id(user)
-        .push(", ")
-        .arg(Val::Int(Some(now)))
-        .push(") ON CONFLICT (version_id, user_id) DO NOTHING");
-    ts::execute_tx(db, &[q]).await.map(|_| ())
 }
 
 /// Whether `user` accepted `version`.

@@ -4,6 +4,7 @@
 //! (hex) and a short preview are stored; the plaintext is returned once, at creation.
 
 pub mod journal;
+pub mod service;
 pub mod store;
 
 use rand::rngs::OsRng;

@@ -69,30 +69,44 @@ pub fn event(c: McpCall) -> UsageEvent {
     }
 }
 
-impl LedgerRecorder {
-    /// A recorder storing into `db`, with its writer task spawned; `on_stored` sees each
-    /// batch of newly stored events (for metrics).
-    pub fn start(db: Db, on_stored: impl Fn(&[UsageEvent]) + Send + 'static) -> Arc<Self> {
-        let (tx, mut rx) = mpsc::channel::<UsageEvent>(QUEUE);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(BATCH);
-            while rx.recv_many(&mut batch, BATCH).await > 0 {
-                // Kept until stored: the insert is idempotent, so retrying is safe.
-                loop {
-                    let now = chrono::Utc::now().timestamp_millis();
-                    match ingest::store(&db, &batch, now).await {
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, events = batch.len(), "storing MCP usage failed; retrying in 1 s");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
+/// The task that stores what a [`LedgerRecorder`] queues; a supervisor runs it (and runs it
+/// again should it fail: the queue outlives any one run).
+pub struct LedgerWriter {
+    rx: tokio::sync::Mutex<mpsc::Receiver<UsageEvent>>,
+    db: Db,
+    on_stored: Box<dyn Fn(&[UsageEvent]) + Send + Sync>,
+}
+
+impl LedgerWriter {
+    /// Stores queued calls in batches until every recorder is gone.
+    pub async fn run(self: Arc<Self>) {
+        let mut rx = self.rx.lock().await;
+        let mut batch = Vec::with_capacity(BATCH);
+        while rx.recv_many(&mut batch, BATCH).await > 0 {
+            // Kept until stored: the insert is idempotent, so retrying is safe.
+            loop {
+                let now = chrono::Utc::now().timestamp_millis();
+                match ingest::store(&self.db, &batch, now).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, events = batch.len(), "storing MCP usage failed; retrying in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
-                on_stored(&batch);
-                batch.clear();
             }
-        });
-        Arc::new(Self { tx, dropped: AtomicU64::new(0) })
+            (self.on_stored)(&batch);
+            batch.clear();
+        }
+    }
+}
+
+impl LedgerRecorder {
+    /// A recorder storing into `db` and the writer task that stores (run it, e.g. under the
+    /// supervisor); `on_stored` sees each batch of newly stored events (for metrics).
+    pub fn new(db: Db, on_stored: impl Fn(&[UsageEvent]) + Send + Sync + 'static) -> (Arc<Self>, Arc<LedgerWriter>) {
+        let (tx, rx) = mpsc::channel::<UsageEvent>(QUEUE);
+        let writer = LedgerWriter { rx: tokio::sync::Mutex::new(rx), db, on_stored: Box::new(on_stored) };
+        (Arc::new(Self { tx, dropped: AtomicU64::new(0) }), Arc::new(writer))
     }
 }
 

@@ -11,6 +11,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod query;
 pub mod retention;
+pub mod service;
 
 use crate::db::Db;
 use crate::with_pool;

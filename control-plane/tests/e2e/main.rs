@@ -6,6 +6,7 @@ mod harness;
 
 mod admin_ui;
 mod admin_ui_browser;
+mod audit;
 mod endpoints;
 mod errors;
 mod exclusions;
@@ -21,5 +22,6 @@ mod oidc_security;
 mod replicas;
 mod request_bodies;
 mod role_matrix;
+mod schema;
 mod tenancy;
 mod usage;
