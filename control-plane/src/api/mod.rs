@@ -110,7 +110,7 @@ management_routes! {
     GET "/api/v1/mcp-servers/{name}" => mcp::get_one; "Read an MCP server"; 200 McpServer,
     PUT "/api/v1/mcp-servers/{name}" => mcp::replace; "Replace an API-managed MCP server (admin; file entries: 409)"; body McpServerEntry; 200 McpServer,
     DELETE "/api/v1/mcp-servers/{name}" => mcp::delete; "Remove an API-managed MCP server (admin; file entries: 409)"; 204,
-    GET "/api/v1/status" => tokens::status; "What the control plane serves (admin)"; 200,
+    GET "/api/v1/status" => tokens::status; "What the control plane serves (admin)"; 200 tokens::Status,
     GET "/api/v1/usage" => usage::summary; "Usage totals, a series per bucket and groups (admin: all; org-admin: the org; a service account's key: its own; others: own keys and their teams' service accounts)"; 200 Summary,
     GET "/api/v1/usage/requests" => usage::requests; "The request log, newest first, same scope and filters"; 200 RequestPage,
 }

@@ -9,7 +9,6 @@ use crate::gateway::Gateway;
 use crate::tokens::service::{self as svc, Token};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -64,26 +63,63 @@ pub async fn regenerate(
     Ok(Json(svc::regenerate(&gw, &a, &id).await?))
 }
 
+/// What the control plane is serving (`GET /api/v1/status`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `sqlite` or `postgres`.
+    pub database: String,
+    /// The model names the gateway serves.
+    pub models: Vec<String>,
+    /// The version last built per xDS resource type.
+    pub xds_versions: std::collections::BTreeMap<String, String>,
+    /// Policy snapshots built since start.
+    pub policy_publications: u64,
+    /// xDS streams and acknowledgements.
+    pub xds: XdsStatus,
+    /// The key journal the filters poll.
+    pub key_journal: JournalStatus,
+}
+
+/// xDS streams and acknowledgements since start.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct XdsStatus {
+    /// Streams open now.
+    pub streams: u64,
+    /// Configurations Envoy accepted.
+    pub acks: u64,
+    /// Configurations Envoy refused.
+    pub nacks: u64,
+}
+
+/// The key journal: key changes the filters apply between snapshots.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct JournalStatus {
+    /// The journal's identity (a new one with every control-plane process).
+    pub epoch: u64,
+    /// Changes recorded so far.
+    pub position: u64,
+    /// Changes held for filters that have not caught up.
+    pub held: usize,
+}
+
 /// `GET /api/v1/status`: what the control plane is serving (admin).
-pub async fn status(State(gw): State<Arc<Gateway>>, a: Authed) -> Result<impl IntoResponse, Error> {
+pub async fn status(State(gw): State<Arc<Gateway>>, a: Authed) -> Result<Json<Status>, Error> {
     a.require_admin()?;
     let snap = gw.cache.current();
-    let versions: serde_json::Map<String, serde_json::Value> =
-        snap.types.iter().map(|(t, s)| (t.to_string(), s.version.clone().into())).collect();
-    Ok(Json(serde_json::json!({
-        "database": gw.db.backend(),
-        "models": gw.models().groups.iter().map(|g| g.name.clone()).collect::<Vec<_>>(),
-        "xds_versions": versions,
-        "policy_publications": gw.published.load(Ordering::Relaxed),
-        "xds": {
-            "streams": gw.xds_metrics.streams.load(Ordering::Relaxed),
-            "acks": gw.xds_metrics.acks.load(Ordering::Relaxed),
-            "nacks": gw.xds_metrics.nacks.load(Ordering::Relaxed),
+    Ok(Json(Status {
+        database: gw.db.backend().to_string(),
+        models: gw.models().groups.iter().map(|g| g.name.clone()).collect(),
+        xds_versions: snap.types.iter().map(|(t, s)| (t.to_string(), s.version.clone())).collect(),
+        policy_publications: gw.published.load(Ordering::Relaxed),
+        xds: XdsStatus {
+            streams: gw.xds_metrics.streams.load(Ordering::Relaxed),
+            acks: gw.xds_metrics.acks.load(Ordering::Relaxed),
+            nacks: gw.xds_metrics.nacks.load(Ordering::Relaxed),
         },
-        "key_journal": {
-            "epoch": gw.journal.epoch(),
-            "position": gw.journal.mark().seq,
-            "held": gw.journal.len(),
+        key_journal: JournalStatus {
+            epoch: gw.journal.epoch(),
+            position: gw.journal.mark().seq,
+            held: gw.journal.len(),
         },
-    })))
+    }))
 }
