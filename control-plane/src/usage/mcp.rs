@@ -69,12 +69,15 @@ pub fn event(c: McpCall) -> UsageEvent {
     }
 }
 
+/// Sees each batch of newly stored events (for metrics).
+type OnStored = Box<dyn Fn(&[UsageEvent]) + Send + Sync>;
+
 /// The task that stores what a [`LedgerRecorder`] queues; a supervisor runs it (and runs it
 /// again should it fail: the queue outlives any one run).
 pub struct LedgerWriter {
     rx: tokio::sync::Mutex<mpsc::Receiver<UsageEvent>>,
     db: Db,
-    on_stored: Box<dyn Fn(&[UsageEvent]) + Send + Sync>,
+    on_stored: OnStored,
 }
 
 impl LedgerWriter {
