@@ -5,9 +5,9 @@
 //! user and org level when `limits` is given — the bench's "limits" variant without Envoy.
 
 use aqueduct_policy::admission::{self, Worker};
-use aqueduct_policy::host::MemHost;
-use aqueduct_policy::ledger::{IdSource, Outbox};
-use aqueduct_policy::snapshot::{CapSpec, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
+use aqueduct_policy::host::{MemControl, MemHost};
+use aqueduct_policy::ledger::Delivery;
+use aqueduct_policy::snapshot::{CapSpec, LedgerSettings, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
 use aqueduct_policy::tokens::{hash_key, TokenTable};
 use aqueduct_policy::{Flow, Policy, RequestFilter};
 use std::cell::RefCell;
@@ -32,7 +32,11 @@ fn policy(limits: bool) -> Rc<Policy> {
     let snapshot = PolicySnapshot {
         version: 1,
         created: 0,
-        settings: Settings::default(),
+        // A control plane to deliver usage batches to (calls recorded, each acknowledged).
+        settings: Settings {
+            ledger: LedgerSettings { cluster: "control-plane".into(), ..Default::default() },
+            ..Default::default()
+        },
         models: vec![ModelSpec {
             name: "bench".into(),
             aliases: vec![],
@@ -65,9 +69,9 @@ fn main() {
     let body = format!(r#"{{"model":"bench","messages":[{{"role":"user","content":"{content}"}}],"max_tokens":64}}"#);
     let response = br#"{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":2,"total_tokens":252}}"#;
     let mut host = MemHost::default();
-    let mut events = 0usize;
-    let mut outbox = Outbox::new(8 << 20, 1 << 20);
-    let mut ids = IdSource::new(7);
+    let mut delivery = Delivery::with_seed(7);
+    let mut control = MemControl::default();
+    let ledger = &policy.settings.ledger;
     let worker = Rc::new(RefCell::new(Worker::default()));
     for i in 0..n {
         let now = 1_800_000_000_000 + i as i64;
@@ -102,18 +106,21 @@ fn main() {
         f.on_response_headers(&mut host, now + 1);
         let size = host.response_chunk.len();
         f.on_response_body(&host, size);
-        if let Some(mut event) = f.on_done(&mut host, now + 2) {
+        if let Some(event) = f.on_done(&mut host, now + 2) {
             // Queued as the Wasm adapter does; batches leave every 200 ms there, about every
             // 100 requests at the rates measured.
-            event.request_id = ids.next_id();
-            events += usize::from(outbox.push(&event));
+            delivery.record(&mut control, event, ledger);
             if i % 100 == 99 {
-                if let Some(b) = outbox.next_batch(now) {
-                    outbox.settle(b.id, true, now);
+                if delivery.flush(&mut control, ledger, 1, now) {
+                    let token = control.calls.last().map_or(0, |c| c.token);
+                    control.calls.clear();
+                    control.answer(Some(200), b"");
+                    delivery.on_response(&mut control, token, 1, now);
                 }
                 admission::flush(&mut host, &mut worker.borrow_mut(), now);
             }
         }
     }
+    let events = delivery.stats().delivered + delivery.queued() as u64;
     println!("{n} requests, {events} usage events, limits: {limits}");
 }

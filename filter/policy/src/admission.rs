@@ -5,7 +5,7 @@
 //! refuses, the charges already made on earlier caps are taken back.
 
 use crate::host::Shared;
-use crate::limits::{Denied, Dim, Window, REQUEST_SCALE, SLOT_MS, WINDOW_MS};
+use crate::limits::{Denied, Dim, Dims, Window, REQUEST_SCALE, SLOT_MS, WINDOW_MS};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -36,23 +36,18 @@ pub struct Cap {
     pub key: Arc<str>,
     /// What the cap belongs to, for messages (`org 3`, `key 17`).
     pub label: Arc<str>,
-    /// Limits per dimension: requests, input tokens, output tokens.
-    pub limits: [Option<u64>; 3],
+    /// Limits per dimension (requests in whole requests).
+    pub limits: Dims<Option<u64>>,
 }
 
 impl Cap {
-    /// Which dimensions this cap limits.
-    fn limited(&self) -> [bool; 3] {
-        [self.limits[0].is_some(), self.limits[1].is_some(), self.limits[2].is_some()]
-    }
-
     /// The window's limits per limited dimension (requests in thousandths), without
     /// allocating: the first `n` entries of the array.
     fn window_limits(&self) -> ([(Dim, u64); 3], usize) {
         let mut out = [(Dim::Requests, 0); 3];
         let mut n = 0;
-        for d in Dim::ALL {
-            if let Some(l) = self.limits[d as usize] {
+        for (d, limit) in self.limits {
+            if let Some(l) = limit {
                 out[n] = (d, if d == Dim::Requests { l.saturating_mul(REQUEST_SCALE) } else { l });
                 n += 1;
             }
@@ -61,9 +56,10 @@ impl Cap {
     }
 }
 
-/// A refused request.
+/// A request refused because a cap is full (answered as
+/// [`crate::error::Refusal::RateLimited`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct Exceeded {
     /// The cap that was full.
     pub label: Arc<str>,
     /// Its full dimension.
@@ -90,16 +86,16 @@ pub struct DimStatus {
 pub struct Admitted {
     /// Keys charged, with their cap's limits: only the dimensions limited are charged (a
     /// window never carries a reservation it does not need, so it has nothing to reconcile).
-    pub keys: Vec<(Arc<str>, [Option<u64>; 3])>,
+    pub keys: Vec<(Arc<str>, Dims<Option<u64>>)>,
     /// Per entry of `keys`, whether the charge came out of the worker's lease on the window
     /// (already counted in shared data) rather than a write of its own.
     pub leased: Vec<bool>,
     /// When.
     pub at_ms: i64,
     /// What was charged per dimension (requests in thousandths).
-    pub cost: [u64; 3],
+    pub cost: Dims<u64>,
     /// Per dimension, the tightest cap after the charge (None where nothing is limited).
-    pub status: [Option<DimStatus>; 3],
+    pub status: Dims<Option<DimStatus>>,
 }
 
 /// A refund smaller than a cap's limit divided by this (0.1 %) is not written on its own: the
@@ -150,28 +146,28 @@ struct Lease {
     /// The slot (unix seconds) the budget was charged to, and the only one it is spent in.
     slot: i64,
     /// Per dimension, what is left to spend (window units: requests in thousandths).
-    left: [u64; 3],
+    left: Dims<u64>,
     /// Per dimension, what was leased.
-    granted: [u64; 3],
+    granted: Dims<u64>,
     /// Per dimension, what the window held at the lease after its own request, without the
     /// lease: with `granted - left` it gives the headers' figures.
-    base: [u64; 3],
+    base: Dims<u64>,
     /// The cap's limits when leased: a policy push that changes them ends the lease.
-    limits: [Option<u64>; 3],
+    limits: Dims<Option<u64>>,
 }
 
 impl Lease {
-    fn covers(&self, cap: &Cap, slot: i64, charge: [u64; 3]) -> bool {
-        self.slot == slot && self.limits == cap.limits && (0..3).all(|d| self.left[d] >= charge[d])
+    fn covers(&self, cap: &Cap, slot: i64, charge: Dims<u64>) -> bool {
+        self.slot == slot && self.limits == cap.limits && self.left.zip(charge).all(|(left, c)| left >= c)
     }
 
     /// The leftover, as refunds to the lease's slot (as charged: at its end).
-    fn leftover(&self) -> impl Iterator<Item = Refund> + '_ {
+    fn leftover(&self) -> impl Iterator<Item = Refund> {
         let charged_at_ms = self.slot * SLOT_MS + SLOT_MS - 1;
-        Dim::ALL.into_iter().filter(|d| self.left[*d as usize] > 0).map(move |dim| Refund {
+        self.left.into_iter().filter(|(_, left)| *left > 0).map(move |(dim, amount)| Refund {
             dim,
             charged_at_ms,
-            amount: self.left[dim as usize],
+            amount,
         })
     }
 }
@@ -246,16 +242,15 @@ impl Worker {
 
 /// Per dimension, the slice to lease with a request that leaves `used` in a window with these
 /// limits, or `None` when leasing would not pay or the window is near its limit.
-fn lease_slice(limits: &[(Dim, u64)], charge: [u64; 3], used: [u64; 3]) -> Option<[u64; 3]> {
-    let mut slice = [0; 3];
+fn lease_slice(limits: &[(Dim, u64)], charge: Dims<u64>, used: Dims<u64>) -> Option<Dims<u64>> {
+    let mut slice = Dims::splat(0);
     for &(d, limit) in limits {
-        let i = d as usize;
         let s = (limit / LEASE_FRACTION).min(MAX_LEASE);
         // A slice must admit at least two more such requests, and leave the headroom free.
-        if s < charge[i].saturating_mul(2) || used[i].saturating_add(s) > limit - limit / LEASE_HEADROOM {
+        if s < charge[d].saturating_mul(2) || used[d].saturating_add(s) > limit - limit / LEASE_HEADROOM {
             return None;
         }
-        slice[i] = s;
+        slice[d] = s;
     }
     Some(slice)
 }
@@ -385,10 +380,11 @@ pub fn admit<S: Shared>(
     store: &mut S,
     mut worker: Option<&mut Worker>,
     caps: &[Cap],
-    cost: [u64; 3],
+    cost: Dims<u64>,
     now_ms: i64,
-) -> Result<Admitted, Refusal> {
-    let mut admitted = Admitted { keys: Vec::new(), leased: Vec::new(), at_ms: now_ms, cost, status: [None; 3] };
+) -> Result<Admitted, Exceeded> {
+    let mut admitted =
+        Admitted { keys: Vec::new(), leased: Vec::new(), at_ms: now_ms, cost, status: Dims::splat(None) };
     let slot = now_ms.div_euclid(SLOT_MS);
     for cap in caps {
         let (limits, n) = cap.window_limits();
@@ -396,20 +392,18 @@ pub fn admit<S: Shared>(
         if limits.is_empty() {
             continue;
         }
-        let limited = cap.limited();
-        let charge = [0, 1, 2].map(|d| if limited[d] { cost[d] } else { 0 });
+        let charge = cap.limits.zip(cost).map(|(limit, c)| if limit.is_some() { c } else { 0 });
         if let Some(lease) = worker.as_deref_mut().and_then(|w| w.leases.get_mut(&cap.key)) {
             if lease.covers(cap, slot, charge) {
-                for (left, c) in lease.left.iter_mut().zip(charge) {
-                    *left -= c;
+                for (d, c) in charge {
+                    lease.left[d] -= c;
                 }
                 let lease = *lease;
                 admitted.keys.push((cap.key.clone(), cap.limits));
                 admitted.leased.push(true);
                 let reset = lease.slot * SLOT_MS + SLOT_MS - 1 + WINDOW_MS - now_ms;
                 for &(d, window_limit) in limits {
-                    let i = d as usize;
-                    let used = lease.base[i].saturating_add(lease.granted[i].saturating_sub(lease.left[i]));
+                    let used = lease.base[d].saturating_add(lease.granted[d].saturating_sub(lease.left[d]));
                     record_status(&mut admitted, cap, d, window_limit, used, reset);
                 }
                 continue;
@@ -430,13 +424,8 @@ pub fn admit<S: Shared>(
             if let Some(slice) = slice {
                 // Charged as at the slot's end: the lease counts at least as long as any
                 // request it admits.
-                for d in Dim::ALL.into_iter().filter(|d| slice[*d as usize] > 0) {
-                    w.adjust(
-                        d,
-                        i64::try_from(slice[d as usize]).unwrap_or(i64::MAX),
-                        slot * SLOT_MS + SLOT_MS - 1,
-                        now_ms,
-                    );
+                for (d, s) in slice.into_iter().filter(|(_, s)| *s > 0) {
+                    w.adjust(d, i64::try_from(s).unwrap_or(i64::MAX), slot * SLOT_MS + SLOT_MS - 1, now_ms);
                 }
             }
             Ok((used, reset, slice))
@@ -457,15 +446,15 @@ pub fn admit<S: Shared>(
                     );
                 }
                 for &(d, window_limit) in limits {
-                    record_status(&mut admitted, cap, d, window_limit, used[d as usize], reset[d as usize]);
+                    record_status(&mut admitted, cap, d, window_limit, used[d], reset[d]);
                 }
             }
             Some(Err(Denied { dim, retry_after_ms })) => {
                 rollback(store, worker, &admitted);
-                return Err(Refusal {
+                return Err(Exceeded {
                     label: cap.label.clone(),
                     dim,
-                    limit: cap.limits[dim as usize].unwrap_or(0),
+                    limit: cap.limits[dim].unwrap_or(0),
                     retry_after_ms,
                 });
             }
@@ -482,11 +471,11 @@ fn record_status(admitted: &mut Admitted, cap: &Cap, d: Dim, window_limit: u64, 
     let scale = if d == Dim::Requests { REQUEST_SCALE } else { 1 };
     let remaining = window_limit.saturating_sub(used);
     let s = DimStatus {
-        limit: cap.limits[d as usize].unwrap_or(0),
+        limit: cap.limits[d].unwrap_or(0),
         remaining: remaining / scale,
         reset_ms: reset_ms.clamp(0, WINDOW_MS),
     };
-    let slot = &mut admitted.status[d as usize];
+    let slot = &mut admitted.status[d];
     if slot.is_none_or(|cur| s.remaining < cur.remaining) {
         *slot = Some(s);
     }
@@ -496,21 +485,20 @@ fn record_status(admitted: &mut Admitted, cap: &Cap, d: Dim, window_limit: u64, 
 /// spent from, or written back to the window.
 fn rollback<S: Shared>(store: &mut S, mut worker: Option<&mut Worker>, admitted: &Admitted) {
     for ((key, limits), leased) in admitted.keys.iter().zip(&admitted.leased) {
-        let charged = |d: Dim| if limits[d as usize].is_some() { admitted.cost[d as usize] } else { 0 };
+        let charged = limits.zip(admitted.cost).map(|(limit, c)| if limit.is_some() { c } else { 0 });
         if *leased {
             if let Some(lease) = worker.as_deref_mut().and_then(|w| w.leases.get_mut(key)) {
                 // Never more than was leased: were the lease renewed meanwhile (the same
                 // window twice in one request), the charge stays counted, which is safe.
-                for d in Dim::ALL {
-                    let i = d as usize;
-                    lease.left[i] = lease.left[i].saturating_add(charged(d)).min(lease.granted[i]);
+                for (d, c) in charged {
+                    lease.left[d] = lease.left[d].saturating_add(c).min(lease.granted[d]);
                 }
             }
             continue;
         }
         update(store, key, |w| {
-            for d in Dim::ALL.into_iter().filter(|d| limits[*d as usize].is_some()) {
-                w.adjust(d, -i64::try_from(charged(d)).unwrap_or(i64::MAX), admitted.at_ms, admitted.at_ms);
+            for (d, c) in charged.into_iter().filter(|(d, _)| limits[*d].is_some()) {
+                w.adjust(d, -i64::try_from(c).unwrap_or(i64::MAX), admitted.at_ms, admitted.at_ms);
             }
         });
     }
@@ -533,21 +521,22 @@ pub fn reconcile<S: Shared>(
     let delta = |actual: u64, reserved: u64| {
         i64::try_from(actual).unwrap_or(i64::MAX) - i64::try_from(reserved).unwrap_or(i64::MAX)
     };
-    let din = delta(input, admitted.cost[Dim::InputTokens as usize]);
-    let dout = delta(output, admitted.cost[Dim::OutputTokens as usize]);
+    let din = delta(input, admitted.cost[Dim::InputTokens]);
+    let dout = delta(output, admitted.cost[Dim::OutputTokens]);
     if din == 0 && dout == 0 {
         return;
     }
     // Windows that limit no token dimension hold no reservation: nothing to do there (for
     // the common requests-only cap this saves a shared-data round trip per request).
-    for (key, limits) in admitted.keys.iter().filter(|(_, l)| l[1].is_some() || l[2].is_some()) {
+    for (key, limits) in
+        admitted.keys.iter().filter(|(_, l)| l[Dim::InputTokens].is_some() || l[Dim::OutputTokens].is_some())
+    {
         let changes = [(Dim::InputTokens, din), (Dim::OutputTokens, dout)]
-            .map(|(d, delta)| (d, if limits[d as usize].is_some() { delta } else { 0 }));
+            .map(|(d, delta)| (d, if limits[d].is_some() { delta } else { 0 }));
         if let Some(r) = refunds.as_deref_mut() {
             let small = |(d, delta): (Dim, i64)| {
                 delta == 0
-                    || (delta < 0
-                        && delta.unsigned_abs().saturating_mul(DEFER_REFUNDS_BELOW) < limits[d as usize].unwrap_or(0))
+                    || (delta < 0 && delta.unsigned_abs().saturating_mul(DEFER_REFUNDS_BELOW) < limits[d].unwrap_or(0))
             };
             if changes.iter().all(|c| small(*c)) {
                 for (dim, delta) in changes.into_iter().filter(|(_, delta)| *delta < 0) {
@@ -578,14 +567,14 @@ pub(crate) mod tests {
     use crate::host::MemShared;
 
     fn cap(key: &str, rpm: Option<u64>, itpm: Option<u64>) -> Cap {
-        Cap { key: key.into(), label: key.into(), limits: [rpm, itpm, None] }
+        Cap { key: key.into(), label: key.into(), limits: Dims::new(rpm, itpm, None) }
     }
 
     #[test]
     fn every_cap_must_have_room_and_refusals_roll_back() {
         let mut s = MemShared::default();
         let caps = [cap("key", Some(10), None), cap("org", Some(2), None)];
-        let one = [REQUEST_SCALE, 0, 0];
+        let one = Dims::new(REQUEST_SCALE, 0, 0);
         assert!(admit(&mut s, None, &caps, one, 0).is_ok());
         assert!(admit(&mut s, None, &caps, one, 0).is_ok());
         let r = admit(&mut s, None, &caps, one, 0).unwrap_err();
@@ -598,40 +587,43 @@ pub(crate) mod tests {
     fn headers_report_the_tightest_cap() {
         let mut s = MemShared::default();
         let caps = [cap("key", Some(10), Some(1000)), cap("org", Some(5), Some(100_000))];
-        let a = admit(&mut s, None, &caps, [REQUEST_SCALE, 100, 0], 0).unwrap();
-        assert_eq!(a.status[0], Some(DimStatus { limit: 5, remaining: 4, reset_ms: 60_000 }));
-        assert_eq!(a.status[1].unwrap().limit, 1000);
-        assert_eq!(a.status[1].unwrap().remaining, 900);
-        assert!(a.status[2].is_none());
+        let a = admit(&mut s, None, &caps, Dims::new(REQUEST_SCALE, 100, 0), 0).unwrap();
+        assert_eq!(a.status[Dim::Requests], Some(DimStatus { limit: 5, remaining: 4, reset_ms: 60_000 }));
+        assert_eq!(a.status[Dim::InputTokens].unwrap().limit, 1000);
+        assert_eq!(a.status[Dim::InputTokens].unwrap().remaining, 900);
+        assert!(a.status[Dim::OutputTokens].is_none());
     }
 
     #[test]
     fn survives_contention_and_reconciles() {
         let mut s = MemShared { conflicts: 10, ..Default::default() };
         let caps = [cap("key", None, Some(1000))];
-        let a = admit(&mut s, None, &caps, [0, 800, 0], 0).unwrap();
+        let a = admit(&mut s, None, &caps, Dims::new(0, 800, 0), 0).unwrap();
         assert_eq!(Window::from_bytes(&s.data["key"].0).used(Dim::InputTokens, 0), 800);
         reconcile(&mut s, None, &a, 50, 0, 1_000);
         assert_eq!(Window::from_bytes(&s.data["key"].0).used(Dim::InputTokens, 1_000), 50);
-        assert!(admit(&mut s, None, &caps, [0, 10, 0], 1_000).is_ok());
+        assert!(admit(&mut s, None, &caps, Dims::new(0, 10, 0), 1_000).is_ok());
     }
 
     #[test]
     fn idle_windows_are_swept_and_come_back_empty() {
         let mut s = MemShared::default();
         let caps = [cap("aqueduct.rl2.k.1", Some(1), None), cap("aqueduct.rl2.k.2", Some(1), None)];
-        admit(&mut s, None, &caps[..1], [REQUEST_SCALE, 0, 0], 0).unwrap();
-        admit(&mut s, None, &caps[1..], [REQUEST_SCALE, 0, 0], 50_000).unwrap();
+        admit(&mut s, None, &caps[..1], Dims::new(REQUEST_SCALE, 0, 0), 0).unwrap();
+        admit(&mut s, None, &caps[1..], Dims::new(REQUEST_SCALE, 0, 0), 50_000).unwrap();
         assert_eq!(sweep(&mut s, 0), 0, "the first call only starts the clock");
         assert_eq!(sweep(&mut s, 10_000), 0, "not yet time");
         // At 70 s the first window is idle, the second still counts.
         assert_eq!(sweep(&mut s, 70_000), 1);
         assert!(s.data["aqueduct.rl2.k.1"].0.is_empty());
         assert_eq!(s.data[INDEX_KEY].0, b"aqueduct.rl2.k.2\n");
-        assert!(admit(&mut s, None, &caps[1..], [REQUEST_SCALE, 0, 0], 70_000).is_err(), "live counts untouched");
+        assert!(
+            admit(&mut s, None, &caps[1..], Dims::new(REQUEST_SCALE, 0, 0), 70_000).is_err(),
+            "live counts untouched"
+        );
         // An emptied window works again from zero.
-        assert!(admit(&mut s, None, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_ok());
-        assert!(admit(&mut s, None, &caps[..1], [REQUEST_SCALE, 0, 0], 71_000).is_err());
+        assert!(admit(&mut s, None, &caps[..1], Dims::new(REQUEST_SCALE, 0, 0), 71_000).is_ok());
+        assert!(admit(&mut s, None, &caps[..1], Dims::new(REQUEST_SCALE, 0, 0), 71_000).is_err());
         assert!(String::from_utf8_lossy(&s.data[INDEX_KEY].0).contains("aqueduct.rl2.k.1"), "re-registered");
     }
 
@@ -639,7 +631,7 @@ pub(crate) mod tests {
     fn windows_carry_only_the_dimensions_their_cap_limits() {
         let mut s = MemShared::default();
         let caps = [cap("reqs", Some(10), None), cap("toks", None, Some(1_000))];
-        let a = admit(&mut s, None, &caps, [REQUEST_SCALE, 300, 0], 0).unwrap();
+        let a = admit(&mut s, None, &caps, Dims::new(REQUEST_SCALE, 300, 0), 0).unwrap();
         let mut reqs = Window::from_bytes(&s.data["reqs"].0);
         assert_eq!((reqs.used(Dim::Requests, 0), reqs.used(Dim::InputTokens, 0)), (REQUEST_SCALE, 0));
         let before = s.data["reqs"].1;
@@ -654,7 +646,7 @@ pub(crate) mod tests {
         let mut r = Worker::default();
         // 0.1 % of 1,000,000 is 1,000: a refund of 999 waits, one of 1,000 does not.
         let caps = [cap("org", None, Some(1_000_000))];
-        let a = admit(&mut s, Some(&mut r), &caps, [0, 2_000, 0], 500).unwrap();
+        let a = admit(&mut s, Some(&mut r), &caps, Dims::new(0, 2_000, 0), 500).unwrap();
         let version = s.data["org"].1;
         reconcile(&mut s, Some(&mut r), &a, 1_001, 0, 900);
         assert_eq!(s.data["org"].1, version, "a small refund is not written on its own");
@@ -662,17 +654,17 @@ pub(crate) mod tests {
         let used = |s: &MemShared, at| Window::from_bytes(&s.data["org"].0).used(Dim::InputTokens, at);
         assert_eq!(used(&s, 900), 2_000, "until it is carried, other workers see the reservation");
         // The next admission on the window carries it, in the same write.
-        admit(&mut s, Some(&mut r), &caps, [0, 10, 0], 1_200).unwrap();
+        admit(&mut s, Some(&mut r), &caps, Dims::new(0, 10, 0), 1_200).unwrap();
         assert_eq!(s.data["org"].1, version + 1, "one write for admission and refund");
         assert!(r.is_empty());
         // (Far from the limit, that write also leased a slice of 1,000 tokens.)
         assert_eq!(used(&s, 1_200), 1_001 + 10 + 1_000);
         // A refund of 0.1 % or more, and any debt, is written at once.
-        let b = admit(&mut s, Some(&mut r), &caps, [0, 5_000, 0], 2_000).unwrap();
+        let b = admit(&mut s, Some(&mut r), &caps, Dims::new(0, 5_000, 0), 2_000).unwrap();
         reconcile(&mut s, Some(&mut r), &b, 4_000, 0, 2_100);
         assert!(r.is_empty());
         assert_eq!(used(&s, 2_100), 1_011 + 4_000, "the lease of the second before went back");
-        let c = admit(&mut s, Some(&mut r), &caps, [0, 100, 0], 3_000).unwrap();
+        let c = admit(&mut s, Some(&mut r), &caps, Dims::new(0, 100, 0), 3_000).unwrap();
         reconcile(&mut s, Some(&mut r), &c, 150, 0, 3_100);
         assert!(r.is_empty(), "a debt never waits");
         assert_eq!(used(&s, 3_100), 5_011 + 150 + 1_000);
@@ -685,7 +677,7 @@ pub(crate) mod tests {
         let caps = [cap("user", Some(1_000), Some(1_000_000)), cap("org", None, Some(1_000_000))];
         let mut admitted = Vec::new();
         for i in 0..3 {
-            admitted.push(admit(&mut s, Some(&mut r), &caps, [REQUEST_SCALE, 300, 0], 1_000 + i).unwrap());
+            admitted.push(admit(&mut s, Some(&mut r), &caps, Dims::new(REQUEST_SCALE, 300, 0), 1_000 + i).unwrap());
         }
         for (i, a) in admitted.iter().enumerate() {
             reconcile(&mut s, Some(&mut r), a, 200, 0, 1_500 + i as i64);
@@ -703,7 +695,7 @@ pub(crate) mod tests {
         }
         // A requests-only window never holds a reservation, so nothing waits for it.
         let caps = [cap("key", Some(5), None)];
-        let a = admit(&mut s, Some(&mut r), &caps, [REQUEST_SCALE, 300, 0], 3_000).unwrap();
+        let a = admit(&mut s, Some(&mut r), &caps, Dims::new(REQUEST_SCALE, 300, 0), 3_000).unwrap();
         reconcile(&mut s, Some(&mut r), &a, 1, 0, 3_100);
         assert!(r.is_empty());
     }
@@ -711,7 +703,7 @@ pub(crate) mod tests {
     #[test]
     fn caps_without_limits_are_skipped() {
         let mut s = MemShared::default();
-        let a = admit(&mut s, None, &[cap("none", None, None)], [REQUEST_SCALE, 1, 1], 0).unwrap();
+        let a = admit(&mut s, None, &[cap("none", None, None)], Dims::new(REQUEST_SCALE, 1, 1), 0).unwrap();
         assert!(a.keys.is_empty() && s.data.is_empty());
     }
     fn used(s: &MemShared, key: &str, dim: Dim, at: i64) -> u64 {
@@ -724,18 +716,18 @@ pub(crate) mod tests {
         let mut w = Worker::default();
         // 1,000,000 requests a minute: slices of 1,000 requests; a billion tokens: of 1,000,000.
         let caps = [cap("org", Some(1_000_000), Some(1_000_000_000))];
-        let cost = [REQUEST_SCALE, 300, 0];
+        let cost = Dims::new(REQUEST_SCALE, 300, 0);
         let first = admit(&mut s, Some(&mut w), &caps, cost, 500).unwrap();
         assert_eq!(first.leased, [false]);
-        assert_eq!(first.status[0].unwrap().remaining, 999_999);
+        assert_eq!(first.status[Dim::Requests].unwrap().remaining, 999_999);
         let version = s.data["org"].1;
         assert_eq!(used(&s, "org", Dim::Requests, 500), 1_001 * REQUEST_SCALE, "the slice is charged at once");
         assert_eq!(used(&s, "org", Dim::InputTokens, 500), 1_000_300);
         for i in 1..=10 {
             let a = admit(&mut s, Some(&mut w), &caps, cost, 500 + i).unwrap();
             assert_eq!(a.leased, [true]);
-            assert_eq!(a.status[0].unwrap().remaining, 999_999 - i as u64, "headers count each request");
-            assert_eq!(a.status[1].unwrap().remaining, 1_000_000_000 - 300 * (i as u64 + 1));
+            assert_eq!(a.status[Dim::Requests].unwrap().remaining, 999_999 - i as u64, "headers count each request");
+            assert_eq!(a.status[Dim::InputTokens].unwrap().remaining, 1_000_000_000 - 300 * (i as u64 + 1));
         }
         assert_eq!(s.data["org"].1, version, "no shared-data write while the lease lasts");
         // New limits (a policy push) end the lease: the next request is admitted against them.
@@ -760,18 +752,18 @@ pub(crate) mod tests {
         let mut s = MemShared::default();
         let mut w = Worker::default();
         let caps = [cap("org", Some(1_000_000), None)];
-        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 500).unwrap();
-        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 600).unwrap();
+        admit(&mut s, Some(&mut w), &caps, Dims::new(REQUEST_SCALE, 0, 0), 500).unwrap();
+        admit(&mut s, Some(&mut w), &caps, Dims::new(REQUEST_SCALE, 0, 0), 600).unwrap();
         assert_eq!(flush(&mut s, &mut w, 900), 0, "a lease of the current second stays");
         assert_eq!(w.leases(), 1);
         assert_eq!(flush(&mut s, &mut w, 1_100), 1);
         assert_eq!((w.leases(), w.len()), (0, 0));
         assert_eq!(used(&s, "org", Dim::Requests, 1_100), 2 * REQUEST_SCALE);
-        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 1_500).unwrap();
+        admit(&mut s, Some(&mut w), &caps, Dims::new(REQUEST_SCALE, 0, 0), 1_500).unwrap();
         assert_eq!(release_all(&mut s, &mut w, 1_600), 1);
         assert_eq!(used(&s, "org", Dim::Requests, 1_600), 3 * REQUEST_SCALE);
         // A write that does not settle keeps the leftover for the next flush.
-        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 2_500).unwrap();
+        admit(&mut s, Some(&mut w), &caps, Dims::new(REQUEST_SCALE, 0, 0), 2_500).unwrap();
         s.conflicts = usize::MAX;
         assert_eq!(flush(&mut s, &mut w, 3_000), 0);
         assert_eq!((w.leases(), w.len()), (0, 1));
@@ -785,10 +777,10 @@ pub(crate) mod tests {
         let mut s = MemShared::default();
         let mut w = Worker::default();
         let caps = [cap("org", Some(1_000_000), None), cap("key", Some(1), None)];
-        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 0).unwrap();
-        let r = admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 10).unwrap_err();
+        admit(&mut s, Some(&mut w), &caps, Dims::new(REQUEST_SCALE, 0, 0), 0).unwrap();
+        let r = admit(&mut s, Some(&mut w), &caps, Dims::new(REQUEST_SCALE, 0, 0), 10).unwrap_err();
         assert_eq!(&*r.label, "key");
-        assert_eq!(w.leases["org"].left[0], 1_000 * REQUEST_SCALE, "the org's lease is whole again");
+        assert_eq!(w.leases["org"].left[Dim::Requests], 1_000 * REQUEST_SCALE, "the org's lease is whole again");
         release_all(&mut s, &mut w, 20);
         assert_eq!(used(&s, "org", Dim::Requests, 20), REQUEST_SCALE);
     }
@@ -798,16 +790,16 @@ pub(crate) mod tests {
         let mut s = MemShared::default();
         let mut w = Worker::default();
         let org = cap("org", Some(1_000_000), None);
-        admit(&mut s, Some(&mut w), std::slice::from_ref(&org), [REQUEST_SCALE, 0, 0], 0).unwrap();
+        admit(&mut s, Some(&mut w), std::slice::from_ref(&org), Dims::new(REQUEST_SCALE, 0, 0), 0).unwrap();
         // The second time the lease is spent out, the window is written and the lease renewed;
         // then a full cap refuses and both charges are taken back.
-        w.leases.get_mut("org").unwrap().left[0] = REQUEST_SCALE;
+        w.leases.get_mut("org").unwrap().left[Dim::Requests] = REQUEST_SCALE;
         let caps = [org.clone(), org, cap("key", Some(1), None), cap("key", Some(1), None)];
-        assert!(admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 10).is_err());
+        assert!(admit(&mut s, Some(&mut w), &caps, Dims::new(REQUEST_SCALE, 0, 0), 10).is_err());
         let lease = w.leases["org"];
-        assert!(lease.left[0] <= lease.granted[0]);
-        let a = admit(&mut s, Some(&mut w), &caps[..1], [REQUEST_SCALE, 0, 0], 20).unwrap();
-        assert!(a.status[0].unwrap().remaining < 1_000_000);
+        assert!(lease.left[Dim::Requests] <= lease.granted[Dim::Requests]);
+        let a = admit(&mut s, Some(&mut w), &caps[..1], Dims::new(REQUEST_SCALE, 0, 0), 20).unwrap();
+        assert!(a.status[Dim::Requests].unwrap().remaining < 1_000_000);
         release_all(&mut s, &mut w, 30);
         // Taking back the renewed lease's charge only up to its size leaves it counted: never
         // less than used.
@@ -819,15 +811,21 @@ pub(crate) mod tests {
         let mut s = MemShared::default();
         let mut w = Worker::default();
         // A slice of 0.1 % of 1,000 requests is one request: not worth a lease.
-        admit(&mut s, Some(&mut w), &[cap("small", Some(1_000), None)], [REQUEST_SCALE, 0, 0], 0).unwrap();
+        admit(&mut s, Some(&mut w), &[cap("small", Some(1_000), None)], Dims::new(REQUEST_SCALE, 0, 0), 0).unwrap();
         // Nor when a request costs more than half a slice (1,000 of 1,000,000 tokens).
-        admit(&mut s, Some(&mut w), &[cap("toks", Some(1_000_000), Some(1_000_000))], [REQUEST_SCALE, 600, 0], 0)
-            .unwrap();
+        admit(
+            &mut s,
+            Some(&mut w),
+            &[cap("toks", Some(1_000_000), Some(1_000_000))],
+            Dims::new(REQUEST_SCALE, 600, 0),
+            0,
+        )
+        .unwrap();
         assert_eq!(w.leases(), 0);
         // Past 99 % in use less a slice, admission is exact.
         let caps = [cap("big", Some(100_000), None)];
-        admit(&mut s, None, &caps, [98_900 * REQUEST_SCALE, 0, 0], 0).unwrap();
-        admit(&mut s, Some(&mut w), &caps, [REQUEST_SCALE, 0, 0], 0).unwrap();
+        admit(&mut s, None, &caps, Dims::new(98_900 * REQUEST_SCALE, 0, 0), 0).unwrap();
+        admit(&mut s, Some(&mut w), &caps, Dims::new(REQUEST_SCALE, 0, 0), 0).unwrap();
         assert_eq!(w.leases(), 0);
         assert_eq!(used(&s, "big", Dim::Requests, 0), 98_901 * REQUEST_SCALE);
     }
@@ -852,7 +850,7 @@ pub(crate) mod tests {
             let w = &mut workers[(next() % 3) as usize];
             let input = 1 + next() % 2_000;
             let now = (next() % 1_000) as i64;
-            match admit(&mut s, Some(w), &caps, [REQUEST_SCALE, input, 0], now) {
+            match admit(&mut s, Some(w), &caps, Dims::new(REQUEST_SCALE, input, 0), now) {
                 Ok(a) => {
                     requests += 1;
                     tokens += input;

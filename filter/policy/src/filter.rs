@@ -4,11 +4,11 @@
 //! [`RequestFilter::on_request_body`] from the matching Proxy-Wasm callbacks and maps [`Flow`]
 //! to the SDK's `Action`. Time is a parameter so tests control expiry.
 
-use crate::admission::{self, Admitted, Cap, Refusal, Worker, KEY_PREFIX};
-use crate::error::ApiError;
+use crate::admission::{self, Admitted, Cap, Worker, KEY_PREFIX};
+use crate::error::{self, Refusal};
 use crate::host::{Host, ResponseHost, Shared};
 use crate::ledger::{self, Outcome, UsageEvent};
-use crate::limits::request_cost;
+use crate::limits::{request_cost, Dims};
 use crate::request::{self, BodyFacts, BodyKind, Endpoint, RouteClass};
 use crate::snapshot::Policy;
 use crate::usage::{self, JsonUsageScan, SseUsage};
@@ -173,7 +173,7 @@ impl RequestFilter {
         }
         let endpoint = match class {
             RouteClass::Api(e) => e,
-            _ => return self.reject(host, &ApiError::unknown_path(path)),
+            _ => return self.reject(host, &Refusal::UnknownPath(path.to_string())),
         };
         self.content_type = headers.get("content-type").map(str::to_string);
         match self.admit_headers(host, &headers, endpoint, end_of_stream, now_ms.div_euclid(1000)) {
@@ -203,10 +203,11 @@ impl RequestFilter {
         });
     }
 
-    /// Answers with `e`, noting it for the ledger.
-    fn reject(&mut self, host: &mut impl Host, e: &ApiError) -> Flow {
-        self.replied = Some(e.status);
-        reply_error(host, e)
+    /// Answers with `refusal`, noting it for the ledger.
+    fn reject(&mut self, host: &mut impl Host, refusal: &Refusal) -> Flow {
+        self.replied = Some(refusal.status());
+        refusal.send(host);
+        Flow::Pause
     }
 
     /// An MCP request: a valid key that may use the server in the path; then the key is replaced
@@ -219,8 +220,8 @@ impl RequestFilter {
         class: RouteClass,
         path: &str,
         now: i64,
-    ) -> Result<(), ApiError> {
-        let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
+    ) -> Result<(), Refusal> {
+        let Some(policy) = self.policy.clone() else { return Err(Refusal::NoPolicy) };
         let (principal, token) = authenticate(&policy, headers, now)?;
         if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principal(principal)) {
             r.token_id = Some(token);
@@ -232,19 +233,19 @@ impl RequestFilter {
         host.remove_request_header("authorization");
         host.remove_request_header("x-api-key");
         if class == RouteClass::McpServer {
-            let name = request::mcp_server_name(path).ok_or_else(|| ApiError::unknown_path(path))?;
+            let name = request::mcp_server_name(path).ok_or_else(|| Refusal::UnknownPath(path.to_string()))?;
             // Unknown and excluded servers look the same to the caller: both are "not found".
             if !policy.mcp_server_index(name).is_some_and(|i| policy.allows_mcp(principal, i)) {
-                return Err(ApiError::mcp_server_not_found(name));
+                return Err(Refusal::McpServerNotFound(name.to_string()));
             }
         }
         let Some(p) = policy.principal(principal) else {
-            return Err(ApiError::invalid_key());
+            return Err(Refusal::InvalidKey);
         };
         let secret = &policy.settings.identity_secret;
         if secret.is_empty() {
             // Without a secret the control plane would refuse the identity anyway: fail closed.
-            return Err(ApiError::no_policy());
+            return Err(Refusal::NoPolicy);
         }
         host.set_request_header(SECRET_HEADER, secret);
         host.set_request_header(TOKEN_ID_HEADER, &token.to_string());
@@ -273,12 +274,12 @@ impl RequestFilter {
         endpoint: Endpoint,
         end_of_stream: bool,
         now: i64,
-    ) -> Result<Flow, ApiError> {
+    ) -> Result<Flow, Refusal> {
         let method = headers.get(":method").unwrap_or_default();
         if method != endpoint.method() {
-            return Err(ApiError::method_not_allowed(method, endpoint.method()));
+            return Err(Refusal::MethodNotAllowed { method: method.to_string(), allowed: endpoint.method() });
         }
-        let policy = self.policy.clone().ok_or_else(ApiError::no_policy)?;
+        let Some(policy) = self.policy.clone() else { return Err(Refusal::NoPolicy) };
         let (principal, token) = authenticate(&policy, headers, now)?;
         if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principal(principal)) {
             r.token_id = Some(token);
@@ -306,11 +307,11 @@ impl RequestFilter {
         let max = policy.settings.max_body_bytes;
         if let Some(len) = headers.get("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
             if len > max {
-                return Err(ApiError::too_large(max));
+                return Err(Refusal::TooLarge { limit: max });
             }
         }
         if end_of_stream {
-            return Err(ApiError::bad_request("Request body is empty; expected a JSON object."));
+            return Err(Refusal::EmptyBody);
         }
         self.state = State::AwaitBody(endpoint, principal, token);
         Ok(Flow::Pause)
@@ -330,12 +331,12 @@ impl RequestFilter {
             return Flow::Continue;
         };
         let Some(policy) = self.policy.clone() else {
-            return self.reject(host, &ApiError::no_policy());
+            return self.reject(host, &Refusal::NoPolicy);
         };
         let max = policy.settings.max_body_bytes;
         if body_size as u64 > max {
             self.state = State::Done;
-            return self.reject(host, &ApiError::too_large(max));
+            return self.reject(host, &Refusal::TooLarge { limit: max });
         }
         if !end_of_stream {
             return Flow::Pause;
@@ -542,14 +543,14 @@ fn presented_key(headers: &Headers) -> Option<&str> {
 }
 
 /// The principal and token id behind the presented key.
-fn authenticate(policy: &Policy, headers: &Headers, now: i64) -> Result<(u32, u64), ApiError> {
-    let key = presented_key(headers).ok_or_else(ApiError::missing_key)?;
-    let entry = policy.find_key(key).ok_or_else(ApiError::invalid_key)?;
+fn authenticate(policy: &Policy, headers: &Headers, now: i64) -> Result<(u32, u64), Refusal> {
+    let Some(key) = presented_key(headers) else { return Err(Refusal::MissingKey) };
+    let Some(entry) = policy.find_key(key) else { return Err(Refusal::InvalidKey) };
     if entry.expires_at.is_some_and(|at| at <= now) {
-        return Err(ApiError::expired_key());
+        return Err(Refusal::ExpiredKey);
     }
     if policy.principal(entry.principal).is_some_and(|p| p.terms_pending) {
-        return Err(ApiError::terms_not_accepted());
+        return Err(Refusal::TermsNotAccepted);
     }
     Ok((entry.principal, entry.id))
 }
@@ -574,60 +575,24 @@ fn caps(policy: &Policy, who: Who) -> Vec<Cap> {
         caps.push(Cap {
             key: format!("{KEY_PREFIX}k.{}", who.token).into(),
             label: format!("key {}", who.token).into(),
-            limits: p.key_limits,
+            limits: p.key_limits.into(),
         });
     }
     caps.extend(entity.iter().cloned());
     caps
 }
 
-const DIM_NAMES: [&str; 3] = ["requests", "input-tokens", "output-tokens"];
-
-fn reset_value(ms: i64) -> String {
-    format!("{}s", (ms.max(0) as u64).div_ceil(1000))
-}
-
 /// `x-ratelimit-*` headers for the tightest cap of each limited dimension.
 fn ratelimit_headers(a: &Admitted) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for (i, s) in a.status.iter().enumerate() {
+    for (dim, s) in a.status {
         if let Some(s) = s {
-            let dim = DIM_NAMES[i];
-            out.push((header_name("limit", dim).to_string(), s.limit.to_string()));
-            out.push((header_name("remaining", dim).to_string(), s.remaining.to_string()));
-            out.push((header_name("reset", dim).to_string(), reset_value(s.reset_ms)));
+            out.push((dim.limit_header().to_string(), s.limit.to_string()));
+            out.push((dim.remaining_header().to_string(), s.remaining.to_string()));
+            out.push((dim.reset_header().to_string(), error::reset_value(s.reset_ms)));
         }
     }
     out
-}
-
-fn rate_limited(r: &Refusal) -> ApiError {
-    let dim = DIM_NAMES[r.dim as usize];
-    let what = dim.replace('-', " ");
-    let secs = (r.retry_after_ms.max(1) as u64).div_ceil(1000);
-    ApiError::new(
-        429,
-        format!("Rate limit exceeded: {} allows {} {what} per minute. Retry in {secs} s.", r.label, r.limit),
-    )
-    .code("rate_limit_exceeded")
-    .header("retry-after", secs.to_string())
-    .header(header_name("limit", dim), r.limit.to_string())
-    .header(header_name("remaining", dim), "0")
-    .header(header_name("reset", dim), reset_value(r.retry_after_ms))
-}
-
-fn header_name(kind: &str, dim: &str) -> &'static str {
-    match (kind, dim) {
-        ("limit", "requests") => "x-ratelimit-limit-requests",
-        ("limit", "input-tokens") => "x-ratelimit-limit-input-tokens",
-        ("limit", _) => "x-ratelimit-limit-output-tokens",
-        ("remaining", "requests") => "x-ratelimit-remaining-requests",
-        ("remaining", "input-tokens") => "x-ratelimit-remaining-input-tokens",
-        ("remaining", _) => "x-ratelimit-remaining-output-tokens",
-        (_, "requests") => "x-ratelimit-reset-requests",
-        (_, "input-tokens") => "x-ratelimit-reset-input-tokens",
-        _ => "x-ratelimit-reset-output-tokens",
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -641,7 +606,7 @@ fn route_body(
     size: usize,
     content_type: &str,
     record: Option<&mut UsageEvent>,
-) -> Result<(Option<Admitted>, u64, u64), ApiError> {
+) -> Result<(Option<Admitted>, u64, u64), Refusal> {
     let principal = who.principal;
     let body = host.request_body(size).unwrap_or_default();
     let multipart = endpoint.body_kind() == BodyKind::Multipart;
@@ -652,7 +617,7 @@ fn route_body(
         .model_index(&facts.model)
         .filter(|i| policy.allows(principal, *i))
         .and_then(|i| policy.models.get(i))
-        .ok_or_else(|| ApiError::model_not_found(&facts.model))?;
+        .ok_or_else(|| Refusal::ModelNotFound(facts.model.clone()))?;
     if let Some(r) = record {
         r.model = Some(model.name.clone());
         r.end_user = facts.end_user.as_deref().map(ledger::clip);
@@ -686,8 +651,8 @@ fn route_body(
     let admitted = if caps.is_empty() {
         None
     } else {
-        let cost = [request_cost(model.request_limit_multiplier), input, output];
-        Some(admission::admit(host, worker, &caps, cost, now_ms()).map_err(|r| rate_limited(&r))?)
+        let cost = Dims::new(request_cost(model.request_limit_multiplier), input, output);
+        Some(admission::admit(host, worker, &caps, cost, now_ms()).map_err(Refusal::RateLimited)?)
     };
     if let Some(new) = rewritten.filter(|new| *new != body) {
         host.set_request_body(&new);
@@ -709,13 +674,6 @@ fn is_event_stream(content_type: &str) -> bool {
     const SSE: &[u8] = b"text/event-stream";
     let ct = content_type.trim_start().as_bytes();
     ct.get(..SSE.len()).is_some_and(|p| p.eq_ignore_ascii_case(SSE))
-}
-
-fn reply_error(host: &mut impl Host, e: &ApiError) -> Flow {
-    let mut headers: Vec<(&str, &str)> = vec![("content-type", "application/json")];
-    headers.extend(e.headers.iter().map(|(k, v)| (*k, v.as_str())));
-    host.send_response(e.status, &headers, &e.body());
-    Flow::Pause
 }
 
 #[cfg(test)]

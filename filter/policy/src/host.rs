@@ -46,6 +46,172 @@ pub trait Shared {
     fn shared_create(&mut self, key: &str, initial: &[u8]);
 }
 
+/// An HTTP call to the control plane, made from the root context (Proxy-Wasm's
+/// `dispatch_http_call`): its answer comes back later, by the token the dispatch returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call<'a> {
+    /// The Envoy cluster to call.
+    pub cluster: &'a str,
+    /// Request headers, pseudo-headers (`:method`, `:path`, `:authority`) first.
+    pub headers: Vec<(&'a str, &'a str)>,
+    /// The request body, if any.
+    pub body: Option<&'a [u8]>,
+    /// How long Envoy waits for the answer before it answers the call with none.
+    pub timeout: std::time::Duration,
+}
+
+/// Envoy stats counters the filter increments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// Usage events the control plane acknowledged.
+    UsageDelivered,
+    /// Usage events dropped because the queue was full.
+    UsageDropped,
+    /// Usage batch calls that failed (their events are sent again).
+    UsageBatchesFailed,
+}
+
+impl Counter {
+    /// Every counter.
+    pub const ALL: [Counter; 3] = [Counter::UsageDelivered, Counter::UsageDropped, Counter::UsageBatchesFailed];
+
+    /// The stat's name (Envoy shows it as `wasmcustom.<name>`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::UsageDelivered => "aqueduct_usage_events_delivered",
+            Counter::UsageDropped => "aqueduct_usage_events_dropped",
+            Counter::UsageBatchesFailed => "aqueduct_usage_batches_failed",
+        }
+    }
+}
+
+/// How much a log line matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Worth knowing.
+    Info,
+    /// Something failed and is being retried or worked around.
+    Warn,
+}
+
+/// What talking to the control plane needs from the proxy: outbound HTTP calls, the answer to
+/// the call being delivered, stats counters and the log. The policy decides when to call, what
+/// to send and what an answer means ([`crate::journal::Poller`], [`crate::ledger::Delivery`]);
+/// the adapter only carries the calls out.
+pub trait ControlHost {
+    /// Starts a call; its token, or why the proxy would not make it.
+    fn dispatch(&mut self, call: Call<'_>) -> Result<u32, String>;
+    /// The `:status` of the answer being delivered; `None` when the call got no answer (a
+    /// timeout, a refused connection, a reset) or an unreadable one.
+    fn call_status(&self) -> Option<u16>;
+    /// The first `size` bytes of the answer's body being delivered.
+    fn call_body(&self, size: usize) -> Option<Vec<u8>>;
+    /// Adds `by` to a stats counter.
+    fn count(&mut self, counter: Counter, by: u64);
+    /// Writes a line to the proxy's log.
+    fn log(&mut self, level: Level, message: &str);
+}
+
+/// A call as [`MemControl`] recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentCall {
+    /// The token the call got.
+    pub token: u32,
+    /// The cluster called.
+    pub cluster: String,
+    /// Its headers.
+    pub headers: Vec<(String, String)>,
+    /// Its body.
+    pub body: Option<Vec<u8>>,
+    /// Its timeout.
+    pub timeout: std::time::Duration,
+}
+
+impl SentCall {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A [`ControlHost`] that records the calls made and answers as told: for tests and for
+/// profiling natively.
+#[derive(Debug, Default)]
+pub struct MemControl {
+    /// Calls made, oldest first.
+    pub calls: Vec<SentCall>,
+    /// While set, dispatching fails with this reason.
+    pub refuse: Option<String>,
+    /// The status of the answer being delivered.
+    pub status: Option<u16>,
+    /// The body of the answer being delivered.
+    pub body: Vec<u8>,
+    /// How often the answer's body was read.
+    pub body_reads: std::cell::Cell<usize>,
+    /// Counter totals.
+    pub counters: std::collections::HashMap<Counter, u64>,
+    /// Log lines written.
+    pub logs: Vec<(Level, String)>,
+}
+
+impl MemControl {
+    /// The newest call made.
+    pub fn last_call(&self) -> Option<&SentCall> {
+        self.calls.last()
+    }
+
+    /// Sets the answer the next callback delivers.
+    pub fn answer(&mut self, status: Option<u16>, body: &[u8]) {
+        self.status = status;
+        self.body = body.to_vec();
+    }
+
+    /// A counter's total.
+    pub fn counter(&self, counter: Counter) -> u64 {
+        self.counters.get(&counter).copied().unwrap_or(0)
+    }
+
+    /// Warnings logged.
+    pub fn warnings(&self) -> usize {
+        self.logs.iter().filter(|(l, _)| *l == Level::Warn).count()
+    }
+}
+
+impl ControlHost for MemControl {
+    fn dispatch(&mut self, call: Call<'_>) -> Result<u32, String> {
+        if let Some(why) = &self.refuse {
+            return Err(why.clone());
+        }
+        // Tokens start at 1 and never repeat, as Envoy's do within one root context.
+        let token = u32::try_from(self.calls.len() + 1).unwrap_or(u32::MAX);
+        self.calls.push(SentCall {
+            token,
+            cluster: call.cluster.to_string(),
+            headers: call.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: call.body.map(<[u8]>::to_vec),
+            timeout: call.timeout,
+        });
+        Ok(token)
+    }
+
+    fn call_status(&self) -> Option<u16> {
+        self.status
+    }
+
+    fn call_body(&self, size: usize) -> Option<Vec<u8>> {
+        self.body_reads.set(self.body_reads.get() + 1);
+        self.body.get(..size).map(<[u8]>::to_vec)
+    }
+
+    fn count(&mut self, counter: Counter, by: u64) {
+        *self.counters.entry(counter).or_default() += by;
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        self.logs.push((level, message.to_string()));
+    }
+}
+
 /// Shared data in a map, with compare-and-swap tokens like Envoy's: for tests and for profiling
 /// the policy natively (`examples/hotpath.rs`).
 #[derive(Debug, Default)]

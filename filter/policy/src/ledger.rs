@@ -1,13 +1,17 @@
 //! The usage ledger's filter side: one [`UsageEvent`] per API request, queued in an [`Outbox`]
 //! and delivered to the control plane in batches that are kept until acknowledged.
 //!
-//! Sans-IO: the Wasm adapter pushes encoded events from `on_log`, asks [`Outbox::next_batch`]
-//! on its timer for a body to send, and reports the call's outcome with [`Outbox::settle`].
-//! The control plane parses the same [`UsageEvent`] type, and stores each request id once, so
-//! a batch sent twice (a lost acknowledgement, a retry) is harmless.
+//! [`Delivery`] holds a VM's outbox and decides its calls: the Wasm adapter hands it each
+//! request's event from `on_log`, lets it send a batch from the root context's timer through
+//! [`ControlHost`], and hands it the call's answer. The control plane parses the same
+//! [`UsageEvent`] type, and stores each request id once, so a batch sent twice (a lost
+//! acknowledgement, a retry) is harmless.
 
+use crate::host::{Call, ControlHost, Counter, Level};
+use crate::snapshot::LedgerSettings;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+use std::time::Duration;
 
 /// Path of the control plane's ingestion endpoint (its own address only; the public listener
 /// answers 404 for it).
@@ -550,6 +554,184 @@ impl Outbox {
     }
 }
 
+/// Largest batch body sent in one call.
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// How long one ingestion call may take before Envoy answers it with none.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A VM's usage events on their way to the control plane: the [`Outbox`], the ids it gives
+/// events, and the one batch call that may be in flight.
+///
+/// It lives as long as the VM, not in a root context: Envoy replaces the root context on every
+/// policy push, and queued events must survive that. Only the newest root context sends
+/// ([`Delivery::adopt`]): an older one may live on while requests that began under it finish,
+/// but the answer to a call it made could be lost when it goes.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// The newest root context.
+    current: Option<u32>,
+    /// Created with the first event or batch, bounded by the settings in force then.
+    queue: Option<Queue>,
+    /// The id prefix; random when not set.
+    seed: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    outbox: Outbox,
+    ids: IdSource,
+    /// The batch call awaiting its answer.
+    call: Option<Pending>,
+    /// Counters already reported to the proxy, to add only the difference.
+    reported: OutboxStats,
+}
+
+/// A batch call in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pending {
+    /// The call's token (numbered per root context).
+    token: u32,
+    /// The batch it carries.
+    batch: u64,
+    /// The root context that made it, and will get its answer.
+    root: u32,
+}
+
+impl Delivery {
+    /// A delivery whose event ids start with `seed` rather than a random prefix.
+    pub fn with_seed(seed: u64) -> Self {
+        Self { seed: Some(seed), ..Self::default() }
+    }
+
+    #[inline]
+    fn queue(&mut self, queue_bytes: u64) -> &mut Queue {
+        let seed = self.seed;
+        self.queue.get_or_insert_with(|| Queue {
+            outbox: Outbox::new(usize::try_from(queue_bytes).unwrap_or(usize::MAX), MAX_BATCH_BYTES),
+            ids: IdSource::new(seed.unwrap_or_else(IdSource::random_seed)),
+            call: None,
+            reported: OutboxStats::default(),
+        })
+    }
+
+    /// Gives the event its id and queues it (a full queue drops it, and counts it).
+    pub fn record(&mut self, host: &mut impl ControlHost, mut event: UsageEvent, settings: &LedgerSettings) {
+        let q = self.queue(settings.queue_bytes);
+        event.request_id = q.ids.next_id();
+        if !q.outbox.push(&event) {
+            q.report(host);
+        }
+    }
+
+    /// Root context `root` took over (a policy push): from now on only it sends, and a batch
+    /// still in flight from the one it replaced is sent again (that answer may never arrive:
+    /// the old context can be gone by then).
+    pub fn adopt(&mut self, root: u32) {
+        self.current = Some(root);
+        if let Some(q) = self.queue.as_mut() {
+            if q.call.is_some_and(|c| c.root != root) {
+                q.call = None;
+                q.outbox.abandon_in_flight();
+            }
+        }
+    }
+
+    /// Whether a batch call made by root context `root` awaits its answer: that root must live
+    /// until it comes. (An old root keeps ticking, and sending, while requests that started
+    /// under it are in flight; deleted with a call open, its answer would be lost and delivery
+    /// would stall until [`IN_FLIGHT_TIMEOUT_MS`].)
+    pub fn awaiting(&self, root: u32) -> bool {
+        self.queue.as_ref().is_some_and(|q| q.call.is_some_and(|c| c.root == root))
+    }
+
+    /// Whether the answer to call `token` of root context `root` is a batch's.
+    pub fn answers(&self, token: u32, root: u32) -> bool {
+        self.queue.as_ref().is_some_and(|q| q.call.is_some_and(|c| c.token == token && c.root == root))
+    }
+
+    /// Sends the next batch if one is due, from root context `root`; true if a call went out.
+    /// Nothing is sent without a control-plane cluster (events wait), nor from a root context
+    /// another has replaced.
+    pub fn flush(&mut self, host: &mut impl ControlHost, settings: &LedgerSettings, root: u32, now_ms: i64) -> bool {
+        if settings.cluster.is_empty() || self.current.is_some_and(|r| r != root) {
+            return false;
+        }
+        let q = self.queue(settings.queue_bytes);
+        let Some(batch) = q.outbox.next_batch(now_ms) else { return false };
+        let call = Call {
+            cluster: &settings.cluster,
+            headers: vec![
+                (":method", "POST"),
+                (":path", INGEST_PATH),
+                (":authority", settings.authority.as_str()),
+                ("content-type", "application/x-ndjson"),
+                (SECRET_HEADER, settings.secret.as_str()),
+            ],
+            body: Some(&batch.body),
+            timeout: CALL_TIMEOUT,
+        };
+        match host.dispatch(call) {
+            Ok(token) => {
+                q.call = Some(Pending { token, batch: batch.id, root });
+                true
+            }
+            Err(why) => {
+                host.log(Level::Warn, &format!("usage batch not sent: {why}"));
+                q.outbox.settle(batch.id, false, now_ms);
+                q.report(host);
+                false
+            }
+        }
+    }
+
+    /// Settles the batch whose call `token` answered (in root context `root`'s callback; the
+    /// answer's status is the host's); true if it was acknowledged. Tokens are numbered per
+    /// root context, so the root must match too. Anything but a 2xx keeps the batch's events
+    /// for a retry after a back-off ([`Outbox::settle`]).
+    pub fn on_response(&mut self, host: &mut impl ControlHost, token: u32, root: u32, now_ms: i64) -> bool {
+        let Some(q) = self.queue.as_mut() else { return false };
+        let Some(call) = q.call.filter(|c| c.token == token && c.root == root) else { return false };
+        q.call = None;
+        let status = host.call_status();
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
+        if !ok {
+            let status = status.map_or_else(|| "none (no answer)".to_string(), |s| s.to_string());
+            host.log(Level::Warn, &format!("usage batch refused by the control plane (status {status}); will retry"));
+        }
+        q.outbox.settle(call.batch, ok, now_ms);
+        q.report(host);
+        ok
+    }
+
+    /// Events waiting, a batch in flight included.
+    pub fn queued(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.outbox.len())
+    }
+
+    /// The outbox's counters.
+    pub fn stats(&self) -> OutboxStats {
+        self.queue.as_ref().map(|q| q.outbox.stats()).unwrap_or_default()
+    }
+}
+
+impl Queue {
+    /// Moves the outbox's counters into the proxy's stats, by what changed since last time.
+    fn report(&mut self, host: &mut impl ControlHost) {
+        let now = self.outbox.stats();
+        for (counter, new, old) in [
+            (Counter::UsageDelivered, now.delivered, self.reported.delivered),
+            (Counter::UsageDropped, now.dropped, self.reported.dropped),
+            (Counter::UsageBatchesFailed, now.failed_batches, self.reported.failed_batches),
+        ] {
+            if new > old {
+                host.count(counter, new - old);
+            }
+        }
+        self.reported = now;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,5 +887,215 @@ mod tests {
         let long = "é".repeat(200);
         let c = clip(&long);
         assert!(c.len() <= MAX_TEXT && long.starts_with(&c));
+    }
+}
+
+/// [`Delivery`]'s decisions: what a batch call carries, what an answer settles, what is kept
+/// and sent again.
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+    use crate::host::{Level, MemControl};
+
+    fn settings(cluster: &str) -> LedgerSettings {
+        LedgerSettings {
+            cluster: cluster.into(),
+            authority: "cp.internal".into(),
+            secret: "s3cret".into(),
+            ..Default::default()
+        }
+    }
+
+    fn event(path: &str) -> UsageEvent {
+        UsageEvent { path: path.into(), method: "POST".into(), status: 200, ..Default::default() }
+    }
+
+    /// The events a call carried: (request id, path).
+    fn carried(host: &MemControl, i: usize) -> Vec<(String, String)> {
+        let body = host.calls[i].body.as_deref().unwrap_or_default();
+        body.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice::<UsageEvent>(l).unwrap())
+            .map(|e| (e.request_id, e.path))
+            .collect()
+    }
+
+    fn paths(host: &MemControl, i: usize) -> Vec<String> {
+        carried(host, i).into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// Answers the newest call with `status`, in root context `root`.
+    fn respond(d: &mut Delivery, host: &mut MemControl, status: Option<u16>, root: u32, now: i64) -> bool {
+        let token = host.last_call().unwrap().token;
+        host.answer(status, b"");
+        d.on_response(host, token, root, now)
+    }
+
+    #[test]
+    fn a_batch_is_posted_with_the_secret_and_settled_by_its_answer() {
+        let s = settings("control-plane");
+        let mut host = MemControl::default();
+        let mut d = Delivery::with_seed(0xab);
+        d.adopt(1);
+        for p in ["/a", "/b", "/c"] {
+            d.record(&mut host, event(p), &s);
+        }
+        assert!(d.flush(&mut host, &s, 1, 0));
+        let call = host.last_call().unwrap().clone();
+        assert_eq!(call.cluster, "control-plane");
+        assert_eq!(call.header(":method"), Some("POST"));
+        assert_eq!(call.header(":path"), Some(INGEST_PATH));
+        assert_eq!(call.header(":authority"), Some("cp.internal"));
+        assert_eq!(call.header("content-type"), Some("application/x-ndjson"));
+        assert_eq!(call.header(SECRET_HEADER), Some("s3cret"));
+        assert_eq!(call.timeout, CALL_TIMEOUT);
+        let sent = carried(&host, 0);
+        assert_eq!(sent[0], ("00000000000000ab0000000000000001".to_string(), "/a".to_string()), "ids given in order");
+        assert_eq!(paths(&host, 0), ["/a", "/b", "/c"]);
+        assert!(d.awaiting(1) && d.answers(call.token, 1));
+        assert!(!d.flush(&mut host, &s, 1, 1), "one batch in flight at a time");
+        assert!(respond(&mut d, &mut host, Some(202), 1, 2));
+        assert_eq!(d.queued(), 0);
+        assert!(!d.awaiting(1));
+        assert_eq!(host.counter(Counter::UsageDelivered), 3);
+        assert_eq!(host.counter(Counter::UsageBatchesFailed), 0);
+        assert!(!d.flush(&mut host, &s, 1, 3), "nothing left to send");
+        assert_eq!(host.calls.len(), 1);
+    }
+
+    #[test]
+    fn a_refused_or_unanswered_batch_is_kept_and_sent_again_after_a_back_off() {
+        let s = settings("cp");
+        let mut host = MemControl::default();
+        let mut d = Delivery::default();
+        d.record(&mut host, event("/a"), &s);
+        d.record(&mut host, event("/b"), &s);
+        assert!(d.flush(&mut host, &s, 1, 0));
+        assert!(!respond(&mut d, &mut host, Some(503), 1, 0));
+        assert_eq!((d.queued(), host.counter(Counter::UsageBatchesFailed)), (2, 1));
+        assert!(host.logs.iter().any(|(l, m)| *l == Level::Warn && m.contains("status 503")), "{:?}", host.logs);
+        d.record(&mut host, event("/c"), &s);
+        assert!(!d.flush(&mut host, &s, 1, 499), "backing off");
+        assert!(d.flush(&mut host, &s, 1, 500));
+        assert_eq!(paths(&host, 1), ["/a", "/b", "/c"], "the refused events first, then the new one");
+        assert_eq!(carried(&host, 1)[..2], carried(&host, 0)[..], "sent again with the same ids");
+        // No answer at all (Envoy's timeout): a failure too, and the back-off doubles.
+        assert!(!respond(&mut d, &mut host, None, 1, 500));
+        assert!(!d.flush(&mut host, &s, 1, 1_499));
+        assert!(d.flush(&mut host, &s, 1, 1_500));
+        // A status that is not 2xx never counts as delivered.
+        assert!(!respond(&mut d, &mut host, Some(302), 1, 1_500));
+        assert!(d.flush(&mut host, &s, 1, 3_500));
+        assert!(respond(&mut d, &mut host, Some(200), 1, 3_500));
+        assert_eq!(host.counter(Counter::UsageDelivered), 3);
+        assert_eq!(host.counter(Counter::UsageBatchesFailed), 3);
+        assert_eq!(d.queued(), 0);
+    }
+
+    #[test]
+    fn a_batch_the_proxy_will_not_send_is_kept_and_retried() {
+        let s = settings("cp");
+        let mut host = MemControl { refuse: Some("BadArgument".into()), ..Default::default() };
+        let mut d = Delivery::default();
+        d.record(&mut host, event("/a"), &s);
+        assert!(!d.flush(&mut host, &s, 1, 0));
+        assert!(!d.awaiting(1));
+        assert_eq!((d.queued(), host.counter(Counter::UsageBatchesFailed)), (1, 1));
+        assert!(host.logs[0].1.contains("not sent: BadArgument"), "{:?}", host.logs);
+        host.refuse = None;
+        assert!(!d.flush(&mut host, &s, 1, 499));
+        assert!(d.flush(&mut host, &s, 1, 500));
+        assert_eq!(paths(&host, 0), ["/a"]);
+    }
+
+    #[test]
+    fn only_the_newest_root_sends_and_it_takes_over_a_call_in_flight() {
+        let s = settings("cp");
+        let mut host = MemControl::default();
+        let mut d = Delivery::default();
+        d.adopt(1);
+        d.record(&mut host, event("/a"), &s);
+        assert!(d.flush(&mut host, &s, 1, 0));
+        let old = host.last_call().unwrap().token;
+        // A policy push: root 2 takes over. Root 1's call may never be answered (root 1 can be
+        // gone by then), so its batch goes again, from root 2, at once.
+        d.adopt(2);
+        assert!(!d.awaiting(1));
+        d.record(&mut host, event("/b"), &s);
+        assert!(!d.flush(&mut host, &s, 1, 1), "the replaced root sends nothing");
+        assert!(d.flush(&mut host, &s, 2, 1));
+        assert_eq!(paths(&host, 1), ["/a", "/b"]);
+        // Root 1's answer arrives after all: it settles nothing.
+        host.answer(Some(200), b"");
+        assert!(!d.on_response(&mut host, old, 1, 2));
+        assert_eq!(d.queued(), 2);
+        assert!(d.awaiting(2));
+        assert!(respond(&mut d, &mut host, Some(200), 2, 3));
+        assert_eq!(d.queued(), 0);
+    }
+
+    #[test]
+    fn answers_to_other_calls_settle_nothing() {
+        let s = settings("cp");
+        let mut host = MemControl::default();
+        let mut d = Delivery::default();
+        d.record(&mut host, event("/a"), &s);
+        d.flush(&mut host, &s, 4, 0);
+        let token = host.last_call().unwrap().token;
+        host.answer(Some(200), b"");
+        // Tokens are numbered per root context: the same token from another root is another call.
+        assert!(!d.on_response(&mut host, token, 5, 1));
+        assert!(!d.on_response(&mut host, token + 1, 4, 1));
+        assert!(d.awaiting(4));
+        assert_eq!(host.counter(Counter::UsageDelivered), 0);
+        assert!(d.on_response(&mut host, token, 4, 1));
+    }
+
+    #[test]
+    fn without_a_control_plane_cluster_events_wait() {
+        let mut host = MemControl::default();
+        let mut d = Delivery::default();
+        d.record(&mut host, event("/a"), &settings(""));
+        assert!(!d.flush(&mut host, &settings(""), 1, 0));
+        assert!(host.calls.is_empty());
+        assert_eq!(d.queued(), 1);
+        assert!(d.flush(&mut host, &settings("cp"), 1, 1));
+        assert_eq!(paths(&host, 0), ["/a"]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_new_events_and_counts_each_once() {
+        let line = serde_json::to_vec(&UsageEvent { request_id: "0".repeat(32), ..event("/a") }).unwrap().len();
+        let s = LedgerSettings { queue_bytes: (2 * line) as u64, ..settings("cp") };
+        let mut host = MemControl::default();
+        let mut d = Delivery::default();
+        for p in ["/a", "/b", "/c", "/d"] {
+            d.record(&mut host, event(p), &s);
+        }
+        assert_eq!(d.queued(), 2);
+        assert_eq!(host.counter(Counter::UsageDropped), 2, "counted by the difference, not the total");
+        assert!(d.flush(&mut host, &s, 1, 0));
+        assert_eq!(paths(&host, 0), ["/a", "/b"], "the oldest are kept");
+        assert!(respond(&mut d, &mut host, Some(200), 1, 0));
+        assert_eq!(host.counter(Counter::UsageDropped), 2);
+        assert_eq!(d.stats(), OutboxStats { delivered: 2, dropped: 2, failed_batches: 0 });
+    }
+
+    #[test]
+    fn a_batch_whose_answer_is_lost_is_sent_again_after_the_in_flight_timeout() {
+        let s = settings("cp");
+        let mut host = MemControl::default();
+        let mut d = Delivery::default();
+        d.record(&mut host, event("/a"), &s);
+        assert!(d.flush(&mut host, &s, 1, 0));
+        let first = host.last_call().unwrap().token;
+        assert!(!d.flush(&mut host, &s, 1, IN_FLIGHT_TIMEOUT_MS - 1));
+        assert!(d.flush(&mut host, &s, 1, IN_FLIGHT_TIMEOUT_MS));
+        assert_eq!(host.calls[1].body, host.calls[0].body);
+        host.answer(Some(200), b"");
+        assert!(!d.on_response(&mut host, first, 1, IN_FLIGHT_TIMEOUT_MS + 1), "the late answer is not the new call's");
+        assert_eq!(d.queued(), 1);
+        assert!(respond(&mut d, &mut host, Some(200), 1, IN_FLIGHT_TIMEOUT_MS + 2));
+        assert_eq!(d.queued(), 0);
     }
 }

@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), deny(clippy::panic, clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admission;
+pub mod dims;
 pub mod error;
 pub mod filter;
 pub mod host;
@@ -15,11 +16,12 @@ pub mod journal;
 pub mod ledger;
 pub mod limits;
 pub mod request;
+pub mod root;
 pub mod snapshot;
 pub mod tokens;
 pub mod usage;
 
-pub use error::ApiError;
+pub use error::{ApiError, Refusal};
 pub use filter::{Flow, RequestFilter};
 pub use host::Host;
 pub use snapshot::{Policy, PolicySnapshot, SnapshotError};

@@ -34,21 +34,7 @@ const HEADER_LEN: usize = 8 + 3 * 8;
 /// Bytes of [`Window::as_bytes`].
 pub const ENCODED_LEN: usize = HEADER_LEN + SLOTS * SLOT_LEN;
 
-/// What is limited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dim {
-    /// Requests, in thousandths.
-    Requests = 0,
-    /// Input tokens.
-    InputTokens = 1,
-    /// Output tokens.
-    OutputTokens = 2,
-}
-
-impl Dim {
-    /// All dimensions.
-    pub const ALL: [Dim; 3] = [Dim::Requests, Dim::InputTokens, Dim::OutputTokens];
-}
+pub use crate::dims::{Dim, Dims};
 
 /// A refusal: the dimension whose window is full, and when a retry can succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +60,7 @@ pub struct Window {
 
 impl std::fmt::Debug for Window {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Window")
-            .field("latest", &self.latest())
-            .field("totals", &Dim::ALL.map(|d| self.total(d)))
-            .finish()
+        f.debug_struct("Window").field("latest", &self.latest()).field("totals", &self.totals()).finish()
     }
 }
 
@@ -133,8 +116,8 @@ impl Window {
         self.bytes[at..at + 8].copy_from_slice(&v.to_le_bytes());
     }
 
-    fn totals(&self) -> [u64; 3] {
-        Dim::ALL.map(|d| self.total(d))
+    fn totals(&self) -> Dims<u64> {
+        Dims::from_fn(|d| self.total(d))
     }
 
     fn slot_at(p: usize) -> usize {
@@ -206,13 +189,13 @@ impl Window {
     /// What each dimension holds at `at` (after [`Window::advance`] to slot `now`). Every slot
     /// of the ring counts except, possibly, the oldest: a slot of the last 59 seconds expires
     /// at least a second from now, the oldest once its latest charge is a minute old.
-    fn used_all(&self, now: i64, at: i64) -> [u64; 3] {
+    fn used_all(&self, now: i64, at: i64) -> Dims<u64> {
         let mut used = self.totals();
         let oldest = now - SLOTS as i64 + 1;
         if self.expiry(oldest) <= at {
             let p = pos(oldest);
-            for d in Dim::ALL {
-                used[d as usize] = used[d as usize].saturating_sub(u64::from(self.count(p, d)));
+            for (d, u) in used.iter_mut() {
+                *u = u.saturating_sub(u64::from(self.count(p, d)));
             }
         }
         used
@@ -229,10 +212,10 @@ impl Window {
 
     /// What each dimension holds and the milliseconds until it is empty (the full budget is
     /// back): the figures of the `x-ratelimit-*` headers.
-    pub fn status(&mut self, now_ms: i64) -> ([u64; 3], [i64; 3]) {
+    pub fn status(&mut self, now_ms: i64) -> (Dims<u64>, Dims<i64>) {
         let (now, at) = self.advance(now_ms);
         let used = self.used_all(now, at);
-        (used, Dim::ALL.map(|d| self.newest(d, used[d as usize], now, at).map_or(0, |abs| self.expiry(abs) - at)))
+        (used, used.map_with_dim(|d, u| self.newest(d, u, now, at).map_or(0, |abs| self.expiry(abs) - at)))
     }
 
     /// Adds `delta` (negative subtracts) to slot `abs`, as charged at `at_ms`.
@@ -250,12 +233,12 @@ impl Window {
     /// What the window holds in `dim` at `now_ms`.
     pub fn used(&mut self, dim: Dim, now_ms: i64) -> u64 {
         let (now, at) = self.advance(now_ms);
-        self.used_all(now, at)[dim as usize]
+        self.used_all(now, at)[dim]
     }
 
     /// Admits a request if every `(dim, limit)` has room, adding `cost` (per dimension) to the
     /// current slot; refuses without charging anything otherwise.
-    pub fn admit(&mut self, limits: &[(Dim, u64)], cost: [u64; 3], now_ms: i64) -> Result<(), Denied> {
+    pub fn admit(&mut self, limits: &[(Dim, u64)], cost: Dims<u64>, now_ms: i64) -> Result<(), Denied> {
         self.admit_with_status(limits, cost, now_ms).map(|_| ())
     }
 
@@ -264,29 +247,27 @@ impl Window {
     pub fn admit_with_status(
         &mut self,
         limits: &[(Dim, u64)],
-        cost: [u64; 3],
+        cost: Dims<u64>,
         now_ms: i64,
-    ) -> Result<([u64; 3], [i64; 3]), Denied> {
+    ) -> Result<(Dims<u64>, Dims<i64>), Denied> {
         let (now, at) = self.advance(now_ms);
         let mut used = self.used_all(now, at);
         for &(dim, limit) in limits {
-            if used[dim as usize] >= limit {
+            if used[dim] >= limit {
                 return Err(Denied { dim, retry_after_ms: self.retry_after(dim, limit, now_ms) });
             }
         }
-        let mut charged = [false; 3];
-        for d in Dim::ALL {
-            let c = i64::try_from(cost[d as usize]).unwrap_or(i64::MAX);
+        for (d, c) in cost {
+            let c = i64::try_from(c).unwrap_or(i64::MAX);
             if c > 0 {
                 let before = self.count(pos(now), d);
                 self.charge(now, d, c, at);
-                used[d as usize] += u64::from(self.count(pos(now), d) - before);
-                charged[d as usize] = true;
+                used[d] += u64::from(self.count(pos(now), d) - before);
             }
         }
         // Computed after charging: the charge moves the current slot's expiry.
-        let reset = Dim::ALL.map(|d| {
-            let newest = if charged[d as usize] { Some(now) } else { self.newest(d, used[d as usize], now, at) };
+        let reset = used.zip(cost).map_with_dim(|d, (u, c)| {
+            let newest = if c > 0 { Some(now) } else { self.newest(d, u, now, at) };
             newest.map_or(0, |abs| self.expiry(abs) - at)
         });
         Ok((used, reset))
@@ -311,7 +292,7 @@ impl Window {
     /// Milliseconds until the window in `dim` holds less than `limit` (0 if it already does).
     pub fn retry_after(&mut self, dim: Dim, limit: u64, now_ms: i64) -> i64 {
         let (now, at) = self.advance(now_ms);
-        let mut used = self.used_all(now, at)[dim as usize];
+        let mut used = self.used_all(now, at)[dim];
         if used < limit {
             return 0;
         }
@@ -336,7 +317,7 @@ impl Window {
     /// Whether nothing is counted any more at `now_ms` (the window can be dropped).
     pub fn is_idle(&mut self, now_ms: i64) -> bool {
         let (now, at) = self.advance(now_ms);
-        self.used_all(now, at) == [0; 3]
+        self.used_all(now, at) == Dims::splat(0)
     }
 
     /// The state as bytes, for shared data.
@@ -384,7 +365,7 @@ mod tests {
 
     fn passes(limit: u64, multiplier: f64, at: i64) -> usize {
         let mut w = Window::default();
-        (0..100).take_while(|_| w.admit(&req(limit), [request_cost(multiplier), 0, 0], at).is_ok()).count()
+        (0..100).take_while(|_| w.admit(&req(limit), Dims::new(request_cost(multiplier), 0, 0), at).is_ok()).count()
     }
 
     #[test]
@@ -405,12 +386,16 @@ mod tests {
         for _ in 0..5_000 {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             t += (seed >> 33) as i64 % 3_000 + if seed.is_multiple_of(97) { 70_000 } else { 0 };
-            let cost = [REQUEST_SCALE, (seed >> 20) % 400, if seed.is_multiple_of(3) { 0 } else { (seed >> 40) % 300 }];
+            let cost = Dims::new(
+                REQUEST_SCALE,
+                (seed >> 20) % 400,
+                if seed.is_multiple_of(3) { 0 } else { (seed >> 40) % 300 },
+            );
             let a = fast.admit_with_status(&limits, cost, t);
             // The reference reads each dimension separately, slot by slot.
             let b = slow
                 .admit(&limits, cost, t)
-                .map(|()| (Dim::ALL.map(|d| slow.used(d, t)), Dim::ALL.map(|d| slow.reset_ms(d, t))));
+                .map(|()| (Dims::from_fn(|d| slow.used(d, t)), Dims::from_fn(|d| slow.reset_ms(d, t))));
             assert_eq!(a, b, "at {t}");
             assert_eq!(fast, slow);
         }
@@ -418,18 +403,18 @@ mod tests {
 
     /// What the window holds and when each dimension empties, by definition: every slot whose
     /// latest charge is less than a minute old, read one by one.
-    fn by_definition(w: &Window, now_ms: i64) -> ([u64; 3], [i64; 3]) {
+    fn by_definition(w: &Window, now_ms: i64) -> (Dims<u64>, Dims<i64>) {
         let mut w = w.clone();
         let (now, at) = w.advance(now_ms);
-        let mut used = [0u64; 3];
-        let mut newest = [None; 3];
+        let mut used = Dims::splat(0u64);
+        let mut newest = Dims::splat(None);
         for abs in (now - SLOTS as i64 + 1)..=now {
             if w.expiry(abs) > at {
                 for d in Dim::ALL {
                     let c = w.count(pos(abs), d);
-                    used[d as usize] += u64::from(c);
+                    used[d] += u64::from(c);
                     if c > 0 {
-                        newest[d as usize] = Some(abs);
+                        newest[d] = Some(abs);
                     }
                 }
             }
@@ -451,10 +436,10 @@ mod tests {
             let t_now = if seed.is_multiple_of(53) { t - 1_500 } else { t };
             match i % 3 {
                 0 | 1 => {
-                    let cost = [REQUEST_SCALE, (seed >> 20) % 300, (seed >> 40) % 200];
+                    let cost = Dims::new(REQUEST_SCALE, (seed >> 20) % 300, (seed >> 40) % 200);
                     let expected_ok = {
                         let (used, _) = by_definition(&w, t_now);
-                        limits.iter().all(|(d, l)| used[*d as usize] < *l)
+                        limits.iter().all(|(d, l)| used[*d] < *l)
                     };
                     let got = w.admit_with_status(&limits, cost, t_now);
                     assert_eq!(got.is_ok(), expected_ok, "at {t_now}");
@@ -472,14 +457,14 @@ mod tests {
             }
             assert_eq!(w.status(t_now), by_definition(&w, t_now), "at {t_now}");
             let all: Vec<u64> = Dim::ALL.iter().map(|d| (0..SLOTS).map(|p| u64::from(w.count(p, *d))).sum()).collect();
-            assert_eq!(all, w.totals().to_vec(), "totals are the ring's sums");
+            assert_eq!(all, w.totals().into_array().to_vec(), "totals are the ring's sums");
         }
     }
 
     #[test]
     fn limit_one_per_minute() {
         let mut w = Window::default();
-        let one = [REQUEST_SCALE, 0, 0];
+        let one = Dims::new(REQUEST_SCALE, 0, 0);
         assert!(w.admit(&req(1), one, 10_250).is_ok());
         for t in [10_251, 40_000, 70_249] {
             let d = w.admit(&req(1), one, t).unwrap_err();
@@ -497,7 +482,7 @@ mod tests {
         let mut w = Window::default();
         let mut admitted = Vec::new();
         for t in (0..300_000).step_by(100) {
-            if w.admit(&req(10), [REQUEST_SCALE, 0, 0], t).is_ok() {
+            if w.admit(&req(10), Dims::new(REQUEST_SCALE, 0, 0), t).is_ok() {
                 admitted.push(t);
             }
         }
@@ -511,7 +496,7 @@ mod tests {
     #[test]
     fn a_shared_slot_counts_until_its_last_request_is_a_minute_old() {
         let mut w = Window::default();
-        let one = [REQUEST_SCALE, 0, 0];
+        let one = Dims::new(REQUEST_SCALE, 0, 0);
         assert!(w.admit(&req(2), one, 5_100).is_ok());
         assert!(w.admit(&req(2), one, 5_900).is_ok());
         assert_eq!(w.used(Dim::Requests, 65_899), 2 * REQUEST_SCALE, "never released early");
@@ -523,34 +508,34 @@ mod tests {
     #[test]
     fn status_matches_the_per_dimension_answers() {
         let mut w = Window::default();
-        w.admit(&req(10), [REQUEST_SCALE, 40, 0], 1_300).unwrap();
-        w.admit(&req(10), [REQUEST_SCALE, 0, 0], 20_900).unwrap();
+        w.admit(&req(10), Dims::new(REQUEST_SCALE, 40, 0), 1_300).unwrap();
+        w.admit(&req(10), Dims::new(REQUEST_SCALE, 0, 0), 20_900).unwrap();
         let (used, reset) = w.status(30_000);
         for d in Dim::ALL {
-            assert_eq!(used[d as usize], w.used(d, 30_000));
-            assert_eq!(reset[d as usize], w.reset_ms(d, 30_000), "{d:?}");
+            assert_eq!(used[d], w.used(d, 30_000));
+            assert_eq!(reset[d], w.reset_ms(d, 30_000), "{d:?}");
         }
-        assert_eq!(reset, [50_900, 31_300, 0]);
+        assert_eq!(reset, Dims::new(50_900, 31_300, 0));
     }
 
     #[test]
     fn first_token_request_passes_and_overshoot_is_debt() {
         let mut w = Window::default();
         let lim = [(Dim::InputTokens, 1_000)];
-        assert!(w.admit(&lim, [0, 5_000, 0], 0).is_ok(), "budget above zero: admitted");
-        assert!(w.admit(&lim, [0, 1, 0], 30_000).is_err(), "debt keeps others out");
-        assert!(w.admit(&lim, [0, 1, 0], 59_999).is_err());
-        assert!(w.admit(&lim, [0, 1, 0], 60_000).is_ok(), "until it slides away");
+        assert!(w.admit(&lim, Dims::new(0, 5_000, 0), 0).is_ok(), "budget above zero: admitted");
+        assert!(w.admit(&lim, Dims::new(0, 1, 0), 30_000).is_err(), "debt keeps others out");
+        assert!(w.admit(&lim, Dims::new(0, 1, 0), 59_999).is_err());
+        assert!(w.admit(&lim, Dims::new(0, 1, 0), 60_000).is_ok(), "until it slides away");
     }
 
     #[test]
     fn reservations_reconcile() {
         let mut w = Window::default();
         let lim = [(Dim::OutputTokens, 100)];
-        assert!(w.admit(&lim, [0, 0, 90], 1_000).is_ok());
-        assert!(w.admit(&lim, [0, 0, 1], 2_000).is_ok());
-        assert!(w.admit(&lim, [0, 0, 50], 2_000).is_ok(), "91 of 100 leaves room, whatever the new estimate");
-        assert!(w.admit(&lim, [0, 0, 1], 2_000).is_err(), "141 of 100: full");
+        assert!(w.admit(&lim, Dims::new(0, 0, 90), 1_000).is_ok());
+        assert!(w.admit(&lim, Dims::new(0, 0, 1), 2_000).is_ok());
+        assert!(w.admit(&lim, Dims::new(0, 0, 50), 2_000).is_ok(), "91 of 100 leaves room, whatever the new estimate");
+        assert!(w.admit(&lim, Dims::new(0, 0, 1), 2_000).is_err(), "141 of 100: full");
         // Actually used 10 of the 90 reserved: refund 80 to the slot it was charged in.
         w.adjust(Dim::OutputTokens, -80, 1_000, 3_000);
         assert_eq!(w.used(Dim::OutputTokens, 3_000), 61);
@@ -567,8 +552,8 @@ mod tests {
     fn every_dimension_must_have_room() {
         let mut w = Window::default();
         let limits = [(Dim::Requests, 10 * REQUEST_SCALE), (Dim::InputTokens, 100), (Dim::OutputTokens, 100)];
-        assert!(w.admit(&limits, [REQUEST_SCALE, 150, 10], 0).is_ok());
-        let d = w.admit(&limits, [REQUEST_SCALE, 1, 1], 0).unwrap_err();
+        assert!(w.admit(&limits, Dims::new(REQUEST_SCALE, 150, 10), 0).is_ok());
+        let d = w.admit(&limits, Dims::new(REQUEST_SCALE, 1, 1), 0).unwrap_err();
         assert_eq!(d.dim, Dim::InputTokens);
         assert_eq!(w.used(Dim::Requests, 0), REQUEST_SCALE, "a refusal charges nothing");
     }
@@ -576,18 +561,18 @@ mod tests {
     #[test]
     fn zero_limit_clock_jumps_and_long_idle() {
         let mut w = Window::default();
-        let d = w.admit(&req(0), [REQUEST_SCALE, 0, 0], 0).unwrap_err();
+        let d = w.admit(&req(0), Dims::new(REQUEST_SCALE, 0, 0), 0).unwrap_err();
         assert_eq!(d.retry_after_ms, i64::MAX);
-        assert!(w.admit(&req(2), [REQUEST_SCALE, 0, 0], 100_000).is_ok());
-        assert!(w.admit(&req(2), [REQUEST_SCALE, 0, 0], 50_000).is_ok(), "an earlier clock counts as now");
-        assert!(w.admit(&req(2), [REQUEST_SCALE, 0, 0], 50_000).is_err());
+        assert!(w.admit(&req(2), Dims::new(REQUEST_SCALE, 0, 0), 100_000).is_ok());
+        assert!(w.admit(&req(2), Dims::new(REQUEST_SCALE, 0, 0), 50_000).is_ok(), "an earlier clock counts as now");
+        assert!(w.admit(&req(2), Dims::new(REQUEST_SCALE, 0, 0), 50_000).is_err());
         assert_eq!(w.used(Dim::Requests, 10_000_000), 0, "a long idle empties the window");
     }
 
     #[test]
     fn bytes_round_trip_and_garbage_is_empty() {
         let mut w = Window::default();
-        w.admit(&req(5), [REQUEST_SCALE, 7, 9], 1_234_567).unwrap();
+        w.admit(&req(5), Dims::new(REQUEST_SCALE, 7, 9), 1_234_567).unwrap();
         let back = Window::from_vec(w.as_bytes().to_vec());
         assert_eq!(back, w);
         assert_eq!(w.as_bytes().len(), ENCODED_LEN);

@@ -2,7 +2,7 @@
 //! like, and the `model` it names — found and rewritten in place, never re-serialized, so the
 //! body the provider sees is byte-for-byte the client's apart from the model name.
 
-use crate::error::ApiError;
+use crate::error::Refusal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -123,7 +123,7 @@ pub fn media_type(content_type: &str) -> String {
 }
 
 /// Checks the content type against what the endpoint accepts.
-pub fn check_content_type(kind: BodyKind, content_type: Option<&str>) -> Result<(), ApiError> {
+pub fn check_content_type(kind: BodyKind, content_type: Option<&str>) -> Result<(), Refusal> {
     let got = content_type.unwrap_or_default();
     // Compared without case rather than lowercased: no copy on every request.
     let mt = got.split(';').next().unwrap_or_default().trim().as_bytes();
@@ -134,9 +134,11 @@ pub fn check_content_type(kind: BodyKind, content_type: Option<&str>) -> Result<
     match kind {
         BodyKind::None => Ok(()),
         BodyKind::Json if is("application/json") || json_suffix => Ok(()),
-        BodyKind::Json => Err(ApiError::unsupported_media_type(got, "application/json")),
+        BodyKind::Json => Err(Refusal::UnsupportedMediaType { got: got.to_string(), expected: "application/json" }),
         BodyKind::Multipart if is("multipart/form-data") => Ok(()),
-        BodyKind::Multipart => Err(ApiError::unsupported_media_type(got, "multipart/form-data")),
+        BodyKind::Multipart => {
+            Err(Refusal::UnsupportedMediaType { got: got.to_string(), expected: "multipart/form-data" })
+        }
     }
 }
 
@@ -220,7 +222,7 @@ fn asks_for_usage(options: &RawValue) -> bool {
 
 /// `stream` must be a boolean, as at OpenAI: anything else (`"true"`, `1`, `null`) would be read
 /// one way here and maybe another by the provider, and an unseen stream is an unmetered one.
-fn stream_flag(raw: Option<&RawValue>) -> Result<bool, ApiError> {
+fn stream_flag(raw: Option<&RawValue>) -> Result<bool, Refusal> {
     let got = match raw.map(RawValue::get) {
         None | Some("false") => return Ok(false),
         Some("true") => return Ok(true),
@@ -230,9 +232,7 @@ fn stream_flag(raw: Option<&RawValue>) -> Result<bool, ApiError> {
         Some(v) if v.starts_with('[') => "an array",
         Some(_) => "a number",
     };
-    Err(ApiError::bad_request(format!("Invalid type for 'stream': expected a boolean, but got {got} instead."))
-        .param("stream")
-        .code("invalid_type"))
+    Err(Refusal::StreamNotBoolean { got })
 }
 
 /// The top-level members the filter decides on. Each must be there at most once and spelled
@@ -259,10 +259,10 @@ fn loosely_named(key: &str, name: &str) -> bool {
 
 /// Notes a top-level key in `seen` (bit `i` for `DECIDED[i]`); `Err` when it makes the body
 /// ambiguous: a second decided member (then ignored) or a loose spelling of one.
-fn decided_key(key: &str, seen: &mut u8) -> Result<(), ApiError> {
+fn decided_key(key: &str, seen: &mut u8) -> Result<(), Refusal> {
     if let Some(i) = DECIDED.iter().position(|d| *d == key) {
         if *seen & (1 << i) != 0 {
-            return Err(ApiError::duplicate_parameter(DECIDED[i]));
+            return Err(Refusal::DuplicateParameter(DECIDED[i]));
         }
         *seen |= 1 << i;
         return Ok(());
@@ -272,7 +272,7 @@ fn decided_key(key: &str, seen: &mut u8) -> Result<(), ApiError> {
         return Ok(());
     }
     match DECIDED.iter().find(|d| loosely_named(key, d)) {
-        Some(d) => Err(ApiError::ambiguous_parameter(d, &format!("{key:?}"))),
+        Some(d) => Err(Refusal::AmbiguousParameter { param: d, detail: format!("{key:?}") }),
         None => Ok(()),
     }
 }
@@ -283,7 +283,7 @@ struct KeyCheck {
     /// The [`DECIDED`] members present (bit `i` for `DECIDED[i]`), `null` ones included.
     seen: u8,
     /// The first duplicate or loose spelling of one.
-    conflict: Option<ApiError>,
+    conflict: Option<Refusal>,
 }
 
 /// [`JsonTop`] of a body, every top-level key checked by [`decided_key`] on the way into
@@ -355,27 +355,20 @@ fn guarded_top<'a>(text: &'a str, check: &mut KeyCheck) -> Result<JsonTop<'a>, s
 }
 
 /// Validates a JSON body and locates its `model`.
-pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, ApiError> {
-    let text = std::str::from_utf8(body).map_err(|e| {
-        ApiError::bad_request(format!("Request body is not valid UTF-8 (at byte {}).", e.valid_up_to()))
-    })?;
+pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, Refusal> {
+    let text = std::str::from_utf8(body).map_err(|e| Refusal::NotUtf8 { valid_up_to: e.valid_up_to() })?;
     if !text.trim_start().starts_with('{') {
-        return Err(if text.trim().is_empty() {
-            ApiError::bad_request("Request body is empty; expected a JSON object.")
-        } else {
-            ApiError::bad_request("Invalid JSON: the body must be a JSON object.")
-        });
+        return Err(if text.trim().is_empty() { Refusal::EmptyBody } else { Refusal::NotAnObject });
     }
     let mut check = KeyCheck::default();
-    let top = guarded_top(text, &mut check).map_err(|e| ApiError::bad_request(format!("Invalid JSON: {e}.")))?;
+    let top = guarded_top(text, &mut check).map_err(|e| Refusal::InvalidJson(e.to_string()))?;
     if let Some(e) = check.conflict {
         return Err(e);
     }
-    let raw = top.model.ok_or_else(missing_model)?;
-    let model: String = serde_json::from_str(raw.get())
-        .map_err(|_| ApiError::bad_request("'model' must be a string.").param("model"))?;
+    let Some(raw) = top.model else { return Err(Refusal::MissingModel) };
+    let model: String = serde_json::from_str(raw.get()).map_err(|_| Refusal::ModelNotString)?;
     if model.is_empty() {
-        return Err(missing_model());
+        return Err(Refusal::MissingModel);
     }
     let stream = stream_flag(top.stream)?;
     let max_tokens = top.max_completion_tokens.or(top.max_tokens).and_then(|v| v.as_u64());
@@ -393,10 +386,6 @@ pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, ApiError> {
         json_user_id: check.seen & USER_ID_SEEN != 0,
         user_id_part: None,
     })
-}
-
-fn missing_model() -> ApiError {
-    ApiError::bad_request("Missing required parameter: 'model'.").param("model").code("missing_required_parameter")
 }
 
 /// Byte range of `inner`, a sub-slice of `outer`.
@@ -470,15 +459,10 @@ pub fn rewrite_multipart_model(
 
 /// Removes a top-level member from a JSON object body (re-serialized: only bodies that carry
 /// the member pay for it).
-pub fn remove_json_member(body: &[u8], name: &'static str) -> Result<Vec<u8>, ApiError> {
+pub fn remove_json_member(body: &[u8], name: &'static str) -> Result<Vec<u8>, Refusal> {
     // A body `serde_json::Value` cannot hold (a lone surrogate escape, a number such as
     // `1e400`) cannot be written back without the member: refused rather than forwarded with it.
-    let cannot = || {
-        ApiError::bad_request(format!(
-            "The body could not be rewritten without '{name}' (it holds a lone surrogate escape or an out-of-range number); send it without '{name}'."
-        ))
-        .param(name)
-    };
+    let cannot = || Refusal::NotRewritable(name);
     let mut map = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body).map_err(|_| cannot())?;
     if map.remove(name).is_none() {
         return Ok(body.to_vec());
@@ -502,9 +486,8 @@ fn splice(body: &[u8], (start, end): (usize, usize), with: &[u8]) -> Vec<u8> {
 /// `user`, `user_id`) is a plain field named exactly, once. Anything a provider could read
 /// another way (a second `model` part, `name*=`, `NAME=Model`, two `Content-Disposition`
 /// headers, a preamble) is refused with 400 rather than guessed.
-pub fn inspect_multipart(body: &[u8], content_type: &str) -> Result<BodyFacts, ApiError> {
-    let boundary = boundary(content_type)
-        .ok_or_else(|| ApiError::bad_request("multipart/form-data needs exactly one valid boundary parameter."))?;
+pub fn inspect_multipart(body: &[u8], content_type: &str) -> Result<BodyFacts, Refusal> {
+    let Some(boundary) = boundary(content_type) else { return Err(Refusal::MultipartBoundary) };
     let mut model = None;
     let mut stream = false;
     let mut user = None;
@@ -518,24 +501,23 @@ pub fn inspect_multipart(body: &[u8], content_type: &str) -> Result<BodyFacts, A
         let Some(field) = MULTIPART_DECIDED.iter().position(|d| *d == name) else {
             // Also a name that is one with spaces around: some parsers trim them.
             if let Some(d) = MULTIPART_DECIDED.iter().find(|d| loosely_named(name.trim(), d)) {
-                return Err(ApiError::ambiguous_parameter(d, &format!("name {name:?}")));
+                return Err(Refusal::AmbiguousParameter { param: d, detail: format!("name {name:?}") });
             }
             continue;
         };
         let param = MULTIPART_DECIDED[field];
         if seen & (1 << field) != 0 {
-            return Err(ApiError::duplicate_parameter(param));
+            return Err(Refusal::DuplicateParameter(param));
         }
         seen |= 1 << field;
         if !part.plain {
             // A file or an encoded value is not the text the filter reads.
-            return Err(ApiError::ambiguous_parameter(param, &format!("'{param}' sent as a file or encoded")));
+            return Err(Refusal::AmbiguousParameter { param, detail: format!("'{param}' sent as a file or encoded") });
         }
         match param {
             "model" => {
                 let value = body.get(part.value.0..part.value.1).unwrap_or_default();
-                let text = std::str::from_utf8(value)
-                    .map_err(|_| ApiError::bad_request("'model' must be UTF-8 text.").param("model"))?;
+                let text = std::str::from_utf8(value).map_err(|_| Refusal::ModelNotUtf8)?;
                 model = Some((text.trim().to_string(), part.value));
             }
             "stream" => {
@@ -559,7 +541,7 @@ pub fn inspect_multipart(body: &[u8], content_type: &str) -> Result<BodyFacts, A
             json_user_id: false,
             user_id_part,
         }),
-        _ => Err(missing_model()),
+        _ => Err(Refusal::MissingModel),
     }
 }
 
@@ -671,8 +653,8 @@ struct Part<'a> {
 /// Splits a multipart body (RFC 7578) into parts: each part's field name and value range.
 /// Strict where parsers differ: the body starts with its first delimiter (no preamble), every
 /// delimiter is followed by CRLF or `--`, and the headers are well formed ([`part_head`]).
-fn parts<'a>(body: &'a [u8], boundary: &[u8]) -> Result<Vec<Part<'a>>, ApiError> {
-    let malformed = || ApiError::bad_request("Malformed multipart/form-data body.");
+fn parts<'a>(body: &'a [u8], boundary: &[u8]) -> Result<Vec<Part<'a>>, Refusal> {
+    let malformed = || Refusal::MalformedMultipart;
     let mut delim = Vec::with_capacity(boundary.len() + 4);
     delim.extend_from_slice(b"--");
     delim.extend_from_slice(boundary);
@@ -725,8 +707,8 @@ fn parts<'a>(body: &'a [u8], boundary: &[u8]) -> Result<Vec<Part<'a>>, ApiError>
 /// (see [`Part::plain`]). Headers that parsers could read differently are an error: a line
 /// that is not `token ":" value` (folded, bare CR or LF, controls), two `Content-Disposition`
 /// headers, a disposition other than `form-data`, two `name` parameters or an RFC 2231 `name*`.
-fn part_head(headers: &str) -> Result<(Option<&str>, bool), ApiError> {
-    let bad = || ApiError::bad_request("Malformed or ambiguous part headers in the multipart/form-data body.");
+fn part_head(headers: &str) -> Result<(Option<&str>, bool), Refusal> {
+    let bad = || Refusal::MalformedPartHeaders;
     let mut disposition = None;
     let mut encoded = false;
     for line in headers.split("\r\n").filter(|_| !headers.is_empty()) {
@@ -819,13 +801,13 @@ mod tests {
         assert!(check_content_type(BodyKind::Json, Some("Application/JSON")).is_ok());
         assert!(check_content_type(BodyKind::Json, Some("application/vnd.api+json")).is_ok());
         assert!(check_content_type(BodyKind::Json, Some(" APPLICATION/X+JSON ; charset=utf-8")).is_ok());
-        assert_eq!(check_content_type(BodyKind::Json, Some("application/json5")).unwrap_err().status, 415);
-        assert_eq!(check_content_type(BodyKind::Json, Some("text/x+json")).unwrap_err().status, 415);
-        assert_eq!(check_content_type(BodyKind::Json, Some("é+json")).unwrap_err().status, 415);
-        assert_eq!(check_content_type(BodyKind::Json, Some("text/plain")).unwrap_err().status, 415);
-        assert_eq!(check_content_type(BodyKind::Json, None).unwrap_err().status, 415);
+        assert_eq!(check_content_type(BodyKind::Json, Some("application/json5")).unwrap_err().status(), 415);
+        assert_eq!(check_content_type(BodyKind::Json, Some("text/x+json")).unwrap_err().status(), 415);
+        assert_eq!(check_content_type(BodyKind::Json, Some("é+json")).unwrap_err().status(), 415);
+        assert_eq!(check_content_type(BodyKind::Json, Some("text/plain")).unwrap_err().status(), 415);
+        assert_eq!(check_content_type(BodyKind::Json, None).unwrap_err().status(), 415);
         assert!(check_content_type(BodyKind::Multipart, Some("multipart/form-data; boundary=x")).is_ok());
-        assert_eq!(check_content_type(BodyKind::Multipart, Some("application/json")).unwrap_err().status, 415);
+        assert_eq!(check_content_type(BodyKind::Multipart, Some("application/json")).unwrap_err().status(), 415);
     }
 
     #[test]
@@ -864,8 +846,8 @@ mod tests {
         ];
         for (body, needle) in cases {
             let e = inspect_json(body).unwrap_err();
-            assert_eq!(e.status, 400, "{body:?}");
-            assert!(e.message.contains(needle), "{body:?}: {}", e.message);
+            assert_eq!(e.status(), 400, "{body:?}");
+            assert!(e.message().contains(needle), "{body:?}: {}", e.message());
         }
     }
 
@@ -902,11 +884,11 @@ mod tests {
     #[test]
     fn multipart_errors() {
         let ct = "multipart/form-data; boundary=XyZ";
-        assert_eq!(inspect_multipart(&multipart(&[("file", b"x")]), ct).unwrap_err().param, Some("model"));
-        assert_eq!(inspect_multipart(b"garbage", ct).unwrap_err().status, 400);
-        assert_eq!(inspect_multipart(&multipart(&[("model", b"m")]), "multipart/form-data").unwrap_err().status, 400);
+        assert_eq!(inspect_multipart(&multipart(&[("file", b"x")]), ct).unwrap_err().param(), Some("model"));
+        assert_eq!(inspect_multipart(b"garbage", ct).unwrap_err().status(), 400);
+        assert_eq!(inspect_multipart(&multipart(&[("model", b"m")]), "multipart/form-data").unwrap_err().status(), 400);
         let truncated = &multipart(&[("model", b"m")])[..20];
-        assert_eq!(inspect_multipart(truncated, ct).unwrap_err().status, 400);
+        assert_eq!(inspect_multipart(truncated, ct).unwrap_err().status(), 400);
     }
 }
 
@@ -977,7 +959,7 @@ mod stream_usage_tests {
     fn a_body_that_cannot_be_written_without_user_id_is_refused() {
         for body in [r#"{"":1e400,"user_id":"u","model":"m"}"#, r#"{"messages":"\ud800","user_id":"u","model":"m"}"#] {
             let e = remove_json_member(body.as_bytes(), "user_id").unwrap_err();
-            assert_eq!((e.status, e.param), (400, Some("user_id")), "{body}");
+            assert_eq!((e.status(), e.param()), (400, Some("user_id")), "{body}");
         }
         assert_eq!(remove_json_member(br#"{"model":"m"}"#, "user_id").unwrap(), br#"{"model":"m"}"#.to_vec());
     }
@@ -1038,8 +1020,8 @@ mod stream_usage_tests {
             ("[true]", "an array"),
         ] {
             let e = inspect_json(format!(r#"{{"model":"m","stream":{stream}}}"#).as_bytes()).unwrap_err();
-            assert_eq!((e.status, e.param, e.code), (400, Some("stream"), Some("invalid_type")), "{stream}");
-            assert!(e.message.contains(kind), "{stream}: {}", e.message);
+            assert_eq!((e.status(), e.param(), e.code()), (400, Some("stream"), Some("invalid_type")), "{stream}");
+            assert!(e.message().contains(kind), "{stream}: {}", e.message());
             let body: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
             assert_eq!(body["error"]["type"], "invalid_request_error");
             assert_eq!(body["error"]["param"], "stream");
@@ -1059,8 +1041,8 @@ mod stream_usage_tests {
 mod ambiguity_tests {
     use super::*;
 
-    fn refused(e: ApiError, param: &str, code: &str) {
-        assert_eq!((e.status, e.param, e.code), (400, Some(param), Some(code)), "{}", e.message);
+    fn refused(e: Refusal, param: &str, code: &str) {
+        assert_eq!((e.status(), e.param(), e.code()), (400, Some(param), Some(code)), "{}", e.message());
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["param"], param);
@@ -1082,7 +1064,7 @@ mod ambiguity_tests {
             refused(inspect_json(body.as_bytes()).unwrap_err(), param, "duplicate_parameter");
         }
         // Invalid JSON after the duplicate still reads as invalid JSON (400 either way).
-        assert_eq!(inspect_json(br#"{"model":"a","model":"b","#).unwrap_err().status, 400);
+        assert_eq!(inspect_json(br#"{"model":"a","model":"b","#).unwrap_err().status(), 400);
     }
 
     #[test]
@@ -1183,7 +1165,7 @@ mod ambiguity_tests {
         for headers in ambiguous {
             let b = body(&[(&field("model"), "whisper"), (headers, "other")]);
             let e = inspect_multipart(&b, CT).unwrap_err();
-            assert_eq!(e.status, 400, "{headers:?}");
+            assert_eq!(e.status(), 400, "{headers:?}");
         }
         for (headers, param) in [
             ("Content-Disposition: form-data; name=\"Model\"", "model"),
@@ -1203,12 +1185,12 @@ mod ambiguity_tests {
         // A preamble: Go skips to the first delimiter line, python-multipart refuses.
         let mut preamble = b"xx--B\r\n".to_vec();
         preamble.extend_from_slice(&good);
-        assert_eq!(inspect_multipart(&preamble, CT).unwrap_err().status, 400);
+        assert_eq!(inspect_multipart(&preamble, CT).unwrap_err().status(), 400);
         // Padding after a delimiter, and LF-only framing (Go accepts both).
         let padded = String::from_utf8(good.clone()).unwrap().replacen("--B\r\n", "--B \r\n", 1);
-        assert_eq!(inspect_multipart(padded.as_bytes(), CT).unwrap_err().status, 400);
+        assert_eq!(inspect_multipart(padded.as_bytes(), CT).unwrap_err().status(), 400);
         let lf = String::from_utf8(good.clone()).unwrap().replace("\r\n", "\n");
-        assert_eq!(inspect_multipart(lf.as_bytes(), CT).unwrap_err().status, 400);
+        assert_eq!(inspect_multipart(lf.as_bytes(), CT).unwrap_err().status(), 400);
         // Boundaries: exactly one, valid.
         for ct in [
             "multipart/form-data; boundary=B; boundary=C",
@@ -1217,7 +1199,7 @@ mod ambiguity_tests {
             "multipart/form-data; boundary=",
             "multipart/form-data; boundary=\"a\\b\"",
         ] {
-            assert_eq!(inspect_multipart(&good, ct).unwrap_err().status, 400, "{ct}");
+            assert_eq!(inspect_multipart(&good, ct).unwrap_err().status(), 400, "{ct}");
         }
         // A part with no headers at all is nobody's field.
         let bare = b"--B\r\n\r\nx\r\n--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nw\r\n--B--\r\n";
@@ -1237,10 +1219,10 @@ mod fuzz_regressions {
         let body = b"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n\
             --B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\x0e\n\
             --B\r\nContent-Disposition: form-data;\r\n NAME=\"model\"\r\n\r\nother\r\n--B--\r\n";
-        assert_eq!(inspect_multipart(body, "multipart/form-data; boundary=B").unwrap_err().status, 400);
+        assert_eq!(inspect_multipart(body, "multipart/form-data; boundary=B").unwrap_err().status(), 400);
         // A CR that belongs to the header block does not count.
         let body = b"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n\n--B--\r\n";
-        assert_eq!(inspect_multipart(body, "multipart/form-data; boundary=B").unwrap_err().status, 400);
+        assert_eq!(inspect_multipart(body, "multipart/form-data; boundary=B").unwrap_err().status(), 400);
     }
 
     #[test]

@@ -562,7 +562,7 @@ fn caps_of(p: &PrincipalSpec) -> Vec<Cap> {
         .map(|c| Cap {
             key: format!("{}{}", crate::admission::KEY_PREFIX, c.window).into(),
             label: c.label.as_str().into(),
-            limits: c.limits,
+            limits: c.limits.into(),
         })
         .collect()
 }

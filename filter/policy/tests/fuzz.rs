@@ -312,7 +312,7 @@ fn json_inspection_never_panics_and_rewrites_to_valid_json() {
             for read in provider_json_models(&out)? {
                 prop_assert_eq!(read, serde_json::Value::String(provider.clone()));
             }
-            let again = request::inspect_json(&out).map_err(|e| TestCaseError::fail(e.message))?;
+            let again = request::inspect_json(&out).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(&again.model, &provider);
             // The other body edits stay valid JSON with one model.
             let removed = request::remove_json_member(&out, "user_id").unwrap_or_else(|_| out.clone());

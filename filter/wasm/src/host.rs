@@ -3,10 +3,11 @@
 //! The SDK's convenience getters unwrap the host status and would trap the VM on an unexpected
 //! one; the raw hostcalls return it, and we log and carry on.
 
-use aqueduct_policy::host::{ResponseHost, Shared};
+use aqueduct_policy::host::{Call, ControlHost, Counter, Level, ResponseHost, Shared};
 use aqueduct_policy::Host;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
+use proxy_wasm::types::{BufferType, MapType, MetricType};
+use std::cell::Cell;
 
 /// The current request's view of Envoy.
 pub struct WasmHost;
@@ -135,5 +136,49 @@ impl Host for WasmHost {
     fn peer_address(&self) -> Option<String> {
         let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten()?;
         String::from_utf8(bytes).ok()
+    }
+}
+
+thread_local! {
+    /// Envoy's ids of the stats counters, by [`Counter`]: defined on first use (`u32::MAX`
+    /// when Envoy refused one: that counter is then skipped).
+    static METRICS: Cell<Option<[u32; 3]>> = const { Cell::new(None) };
+}
+
+impl ControlHost for WasmHost {
+    fn dispatch(&mut self, call: Call<'_>) -> Result<u32, String> {
+        hostcalls::dispatch_http_call(call.cluster, call.headers, call.body, vec![], call.timeout)
+            .map_err(|s| format!("{s:?}"))
+    }
+
+    fn call_status(&self) -> Option<u16> {
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status").ok().flatten()?;
+        std::str::from_utf8(&status).ok()?.parse().ok()
+    }
+
+    fn call_body(&self, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, size).ok().flatten()
+    }
+
+    fn count(&mut self, counter: Counter, by: u64) {
+        let ids = METRICS.with(|m| {
+            m.get().unwrap_or_else(|| {
+                let ids =
+                    Counter::ALL.map(|c| hostcalls::define_metric(MetricType::Counter, c.name()).unwrap_or(u32::MAX));
+                m.set(Some(ids));
+                ids
+            })
+        });
+        let Some(&id) = Counter::ALL.iter().position(|c| *c == counter).and_then(|i| ids.get(i)) else { return };
+        if id != u32::MAX {
+            let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn log(&mut self, level: Level, message: &str) {
+        match level {
+            Level::Info => log::info!("aqueduct: {message}"),
+            Level::Warn => log::warn!("aqueduct: {message}"),
+        }
     }
 }

@@ -1,15 +1,17 @@
 //! Aqueduct's Proxy-Wasm filter: a thin adapter binding [`aqueduct_policy`] to Envoy.
 //!
-//! The root context parses the policy snapshot from the plugin configuration (pushed over ECDS);
-//! each HTTP context runs a [`RequestFilter`] over a [`Host`] implemented with raw hostcalls, so
-//! a failed hostcall becomes a logged no-op instead of a panic that traps the VM.
+//! The root context parses the policy snapshot from the plugin configuration (pushed over ECDS)
+//! and hands its timer, its calls' answers and its end to a [`RootState`]; each HTTP context runs
+//! a [`RequestFilter`]. Both work over hosts implemented with raw hostcalls ([`host`]), so a
+//! failed hostcall becomes a logged no-op instead of a panic that traps the VM.
 #![deny(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 mod host;
-mod journal;
-mod ledger;
 
 use aqueduct_policy::admission::Worker;
+use aqueduct_policy::ledger::Delivery;
+use aqueduct_policy::root::RootState;
+use aqueduct_policy::snapshot::LedgerSettings;
 use aqueduct_policy::{Flow, Policy, RequestFilter};
 use host::WasmHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -22,6 +24,14 @@ thread_local! {
     /// next write to their window, and budget it leased for the current second. Any root
     /// context's timer ends past leases and writes what waits, so both outlive policy pushes.
     static WORKER: Rc<RefCell<Worker>> = Rc::new(RefCell::new(Worker::default()));
+    /// This VM's usage events on their way to the control plane: they outlive root contexts,
+    /// which Envoy replaces on every policy push.
+    static DELIVERY: RefCell<Delivery> = RefCell::new(Delivery::default());
+}
+
+/// Runs `f` with the VM's usage delivery.
+fn with_delivery<R>(f: impl FnOnce(&mut Delivery) -> R) -> R {
+    DELIVERY.with(|d| f(&mut d.borrow_mut()))
 }
 
 /// Ends this VM's leases of past seconds (all of them with `all`) and writes the refunds
@@ -47,58 +57,29 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         log::error!("aqueduct filter panicked: {info}");
     }));
-    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { id, policy: None, closing: false, journal: journal::Poller::default() }) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root { state: RootState::new(id) }) });
 }}
 
-/// Holds the parsed policy. Envoy creates a new root context for every config push, so this
-/// never changes after `on_configure`; in-flight requests keep the `Rc` they started with.
+/// A root context. Envoy creates a new one for every config push, so its policy changes only
+/// with key-journal answers; in-flight requests keep the `Rc` they started with.
 struct Root {
-    /// This root context's id (answers to its HTTP calls come back to it).
-    id: u32,
-    policy: Option<Rc<Policy>>,
-    /// `on_done` came: deliver what is queued, then signal `done()`.
-    closing: bool,
-    /// The long poll for key changes since this root's snapshot.
-    journal: journal::Poller,
+    state: RootState,
 }
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token_id: u32, _headers: usize, body: usize, _trailers: usize) {
-        if self.journal.answers(token_id) {
-            let now = host::now_unix_ms();
-            if let Some(p) = &self.policy {
-                if let Some(changed) = self.journal.on_response(p, body, now) {
-                    self.policy = Some(Rc::new(changed));
-                }
-            }
-            self.poll(now);
-            return;
-        }
-        let acknowledged = ledger::on_response(token_id, self.id, host::now_unix_ms());
-        if self.closing {
-            // Keep handing over what is left while the control plane takes it, then let go.
-            let sent = acknowledged
-                && self
-                    .policy
-                    .as_ref()
-                    .is_some_and(|p| ledger::flush(&p.settings.ledger, self.id, host::now_unix_ms()));
-            if !sent && !ledger::awaiting(self.id) {
-                self.done();
-            }
+        let now = host::now_unix_ms();
+        if with_delivery(|d| self.state.on_call_response(&mut WasmHost, d, token_id, body, now)) {
+            self.done();
         }
     }
 
     fn on_done(&mut self) -> bool {
-        // The plugin is going away (listener drained, Envoy stopping) or a newer config took
-        // over. Without a successor, hand over the queued events first (Envoy keeps this context
-        // until `done()`); with one, the successor sends them and this root sends nothing.
-        self.closing = true;
-        flush_worker(host::now_unix_ms(), true);
-        let sent =
-            self.policy.as_ref().is_some_and(|p| ledger::flush(&p.settings.ledger, self.id, host::now_unix_ms()));
-        // Also wait for a call this root made earlier (an old root keeps ticking while requests
-        // that began under it finish): deleting it now would lose that call's answer.
-        !(sent || ledger::awaiting(self.id))
+        // The plugin is going away or a newer config took over: this VM's leases go back now,
+        // and the root stays (returns false) while it hands over queued usage events.
+        let now = host::now_unix_ms();
+        flush_worker(now, true);
+        with_delivery(|d| self.state.on_done(&mut WasmHost, d, now))
     }
 }
 
@@ -116,21 +97,18 @@ impl RootContext for Root {
         if swept > 0 {
             log::debug!("aqueduct: emptied {swept} idle rate-limit windows");
         }
-        if let Some(p) = &self.policy {
-            ledger::flush(&p.settings.ledger, self.id, now);
-        }
-        self.poll(now);
+        with_delivery(|d| self.state.on_tick(&mut WasmHost, d, now));
     }
 
     fn on_configure(&mut self, size: usize) -> bool {
         // Usage batches leave on this timer (events reach the database well within 2 s);
         // idle rate-limit windows are swept from it too, by one VM per 30 s period.
         self.set_tick_period(std::time::Duration::from_millis(200));
-        ledger::adopt(self.id);
+        with_delivery(|d| self.state.adopt(d));
         if size == 0 {
             // No policy yet (e.g. a static config awaiting pull mode): fail closed, 503 on API routes.
             log::warn!("aqueduct: no policy in the plugin configuration; API requests get 503");
-            self.policy = None;
+            self.state.set_policy(&mut WasmHost, None, host::now_unix_ms());
             return true;
         }
         let started = host::now_unix_ms();
@@ -148,8 +126,7 @@ impl RootContext for Root {
                     size,
                     host::now_unix_ms() - started
                 );
-                self.policy = Some(Rc::new(policy));
-                self.poll(host::now_unix_ms());
+                self.state.set_policy(&mut WasmHost, Some(policy), host::now_unix_ms());
                 true
             }
             Err(e) => {
@@ -162,24 +139,12 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let worker = WORKER.with(Rc::clone);
-        Some(Box::new(Request {
-            filter: RequestFilter::with_worker(self.policy.clone(), worker),
-            policy: self.policy.clone(),
-            body_size: 0,
-        }))
+        let policy = self.state.policy().cloned();
+        Some(Box::new(Request { filter: RequestFilter::with_worker(policy.clone(), worker), policy, body_size: 0 }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
-    }
-}
-
-impl Root {
-    /// Keeps one journal poll open while this root serves.
-    fn poll(&mut self, now_ms: i64) {
-        if let (Some(p), false) = (&self.policy, self.closing) {
-            self.journal.poll(p, now_ms);
-        }
     }
 }
 
@@ -236,10 +201,10 @@ impl HttpContext for Request {
     fn on_log(&mut self) {
         // Called once per request, also when the client went away mid-stream.
         if let Some(event) = self.filter.on_done(&mut WasmHost, host::now_unix_ms()) {
-            match &self.policy {
-                Some(p) => ledger::record(event, &p.settings.ledger),
-                None => ledger::record(event, &aqueduct_policy::snapshot::LedgerSettings::default()),
-            }
+            with_delivery(|d| match &self.policy {
+                Some(p) => d.record(&mut WasmHost, event, &p.settings.ledger),
+                None => d.record(&mut WasmHost, event, &LedgerSettings::default()),
+            });
         }
     }
 }
