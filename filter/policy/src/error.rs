@@ -243,16 +243,37 @@ pub enum Refusal {
     MalformedPartHeaders,
     /// A cap is full (429, with `retry-after` and the dimension's `x-ratelimit-*` headers).
     RateLimited(Exceeded),
+    /// A stored response that is not the caller's, or does not exist: the two look the same
+    /// (404); `param` is `previous_response_id` when a create named it.
+    ResponseNotFound {
+        /// The parameter that named it, if any.
+        param: Option<&'static str>,
+    },
+    /// The control plane could not say whose a stored response is: fail closed (503).
+    OwnershipUnavailable,
+    /// An `mcp` tool that is not one of this gateway's MCP endpoints the key may use: its
+    /// label, server name or URL (403).
+    McpToolNotAllowed(String),
+    /// A parameter with a value the gateway does not accept: the parameter and why (400).
+    InvalidParameter {
+        /// The parameter.
+        param: &'static str,
+        /// What is wrong, as the client should read it.
+        message: String,
+    },
 }
 
 impl Refusal {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            Refusal::NoPolicy => 503,
+            Refusal::NoPolicy | Refusal::OwnershipUnavailable => 503,
             Refusal::MissingKey | Refusal::InvalidKey | Refusal::ExpiredKey => 401,
-            Refusal::TermsNotAccepted => 403,
-            Refusal::UnknownPath(_) | Refusal::McpServerNotFound(_) | Refusal::ModelNotFound(_) => 404,
+            Refusal::TermsNotAccepted | Refusal::McpToolNotAllowed(_) => 403,
+            Refusal::UnknownPath(_)
+            | Refusal::McpServerNotFound(_)
+            | Refusal::ModelNotFound(_)
+            | Refusal::ResponseNotFound { .. } => 404,
             Refusal::MethodNotAllowed { .. } => 405,
             Refusal::TooLarge { .. } => 413,
             Refusal::UnsupportedMediaType { .. } => 415,
@@ -270,7 +291,8 @@ impl Refusal {
             | Refusal::NotRewritable(_)
             | Refusal::MultipartBoundary
             | Refusal::MalformedMultipart
-            | Refusal::MalformedPartHeaders => 400,
+            | Refusal::MalformedPartHeaders
+            | Refusal::InvalidParameter { .. } => 400,
         }
     }
 
@@ -298,6 +320,10 @@ impl Refusal {
             Refusal::DuplicateParameter(_) => "duplicate_parameter",
             Refusal::AmbiguousParameter { .. } => "ambiguous_parameter",
             Refusal::RateLimited(_) => "rate_limit_exceeded",
+            Refusal::ResponseNotFound { .. } => "response_not_found",
+            Refusal::OwnershipUnavailable => "ownership_unavailable",
+            Refusal::McpToolNotAllowed(_) => "mcp_server_not_allowed",
+            Refusal::InvalidParameter { .. } => "invalid_value",
             Refusal::EmptyBody
             | Refusal::NotUtf8 { .. }
             | Refusal::NotAnObject
@@ -320,7 +346,10 @@ impl Refusal {
             Refusal::StreamNotBoolean { .. } => Some("stream"),
             Refusal::DuplicateParameter(param)
             | Refusal::AmbiguousParameter { param, .. }
-            | Refusal::NotRewritable(param) => Some(param),
+            | Refusal::NotRewritable(param)
+            | Refusal::InvalidParameter { param, .. } => Some(param),
+            Refusal::ResponseNotFound { param } => *param,
+            Refusal::McpToolNotAllowed(_) => Some("tools"),
             _ => None,
         }
     }
@@ -345,6 +374,16 @@ impl Refusal {
             Refusal::MultipartBoundary => "multipart/form-data needs exactly one valid boundary parameter.",
             Refusal::MalformedMultipart => "Malformed multipart/form-data body.",
             Refusal::MalformedPartHeaders => "Malformed or ambiguous part headers in the multipart/form-data body.",
+            Refusal::ResponseNotFound { .. } => "Response not found",
+            Refusal::OwnershipUnavailable => {
+                "The gateway could not check whose 'previous_response_id' is; try again shortly."
+            }
+            Refusal::McpToolNotAllowed(server) => return format!(
+                "The MCP server '{server}' in 'tools' is not one of this gateway's MCP servers you may use; point \
+                 'server_url' at this gateway's /mcp-servers/<name>/mcp."
+            )
+            .into(),
+            Refusal::InvalidParameter { message, .. } => return message.clone().into(),
             Refusal::UnknownPath(path) => return format!("Unknown request URL: {path}.").into(),
             Refusal::McpServerNotFound(name) => {
                 return format!("The MCP server '{name}' does not exist or you do not have access to it.").into()
@@ -614,6 +653,31 @@ mod tests {
                 exceeded("org \"1\"", Dim::OutputTokens, 3, 57_532),
                 429,
                 r#"{"error":{"message":"Rate limit exceeded: org \"1\" allows 3 output tokens per minute. Retry in 58 s.","type":"rate_limit_error","param":null,"code":"rate_limit_exceeded"}}"#,
+            ),
+            (
+                Refusal::ResponseNotFound { param: None },
+                404,
+                r#"{"error":{"message":"Response not found","type":"not_found_error","param":null,"code":"response_not_found"}}"#,
+            ),
+            (
+                Refusal::ResponseNotFound { param: Some("previous_response_id") },
+                404,
+                r#"{"error":{"message":"Response not found","type":"not_found_error","param":"previous_response_id","code":"response_not_found"}}"#,
+            ),
+            (
+                Refusal::OwnershipUnavailable,
+                503,
+                r#"{"error":{"message":"The gateway could not check whose 'previous_response_id' is; try again shortly.","type":"server_error","param":null,"code":"ownership_unavailable"}}"#,
+            ),
+            (
+                Refusal::McpToolNotAllowed("deepwiki".into()),
+                403,
+                r#"{"error":{"message":"The MCP server 'deepwiki' in 'tools' is not one of this gateway's MCP servers you may use; point 'server_url' at this gateway's /mcp-servers/<name>/mcp.","type":"permission_denied_error","param":"tools","code":"mcp_server_not_allowed"}}"#,
+            ),
+            (
+                Refusal::InvalidParameter { param: "tools", message: "Invalid tool type: 'web_search'.".into() },
+                400,
+                r#"{"error":{"message":"Invalid tool type: 'web_search'.","type":"invalid_request_error","param":"tools","code":"invalid_value"}}"#,
             ),
         ];
         for (refusal, status, body) in cases {

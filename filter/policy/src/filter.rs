@@ -10,6 +10,7 @@ use crate::host::{Host, ResponseHost, Shared};
 use crate::ledger::{self, Outcome, UsageEvent};
 use crate::limits::{request_cost, Dims};
 use crate::request::{self, BodyFacts, BodyKind, Endpoint, RouteClass};
+use crate::responses::{self, ToolScope};
 use crate::snapshot::Policy;
 use crate::usage::{self, JsonUsageScan, SseUsage};
 use std::cell::RefCell;
@@ -86,6 +87,29 @@ struct Metering {
     /// The response came to its end (not cut short by the client leaving).
     complete: bool,
     done: bool,
+    /// A Responses API create: the response's id is read from the answer.
+    responses: bool,
+    /// The id of the response the provider made, once read.
+    response_id: Option<String>,
+}
+
+impl Metering {
+    fn new(admitted: Option<Admitted>, reserved_input: u64, reserved_output: u64, responses: bool) -> Self {
+        Self {
+            admitted,
+            reserved_input,
+            reserved_output,
+            status: 0,
+            sse: None,
+            json: Vec::new(),
+            scan: None,
+            unreadable: false,
+            complete: false,
+            done: false,
+            responses,
+            response_id: None,
+        }
+    }
 }
 
 impl Metering {
@@ -116,6 +140,20 @@ pub struct RequestFilter {
     /// What the worker holds of the shared windows (refunds that wait, leased budget), when
     /// it may hold anything (see [`Worker`]).
     worker: Option<Rc<RefCell<Worker>>>,
+    /// A Responses create's `:authority` (its `mcp` tools must point at this host).
+    authority: Option<String>,
+    /// A create waiting for the control plane to say whose its `previous_response_id` is.
+    pending: Option<Box<Pending>>,
+    /// Status of an answer passed through unmetered (id-based Responses calls), for the ledger.
+    passed: Option<u16>,
+}
+
+/// A request held while the ownership of its `previous_response_id` is checked.
+#[derive(Debug)]
+struct Pending {
+    endpoint: Endpoint,
+    who: Who,
+    inspected: Inspected,
 }
 
 /// The request headers as read once at the start.
@@ -138,6 +176,9 @@ impl RequestFilter {
             replied: None,
             content_type: None,
             worker: None,
+            authority: None,
+            pending: None,
+            passed: None,
         }
     }
 
@@ -159,6 +200,12 @@ impl RequestFilter {
             return Flow::Continue;
         }
         self.start_record(host, &headers, path, now_ms);
+        if class == RouteClass::ResponseItem {
+            return match self.admit_item(host, &headers, path, now_ms.div_euclid(1000)) {
+                Ok(()) => Flow::Continue,
+                Err(e) => self.reject(host, &e),
+            };
+        }
         if matches!(class, RouteClass::McpServer | RouteClass::McpAggregate) {
             return match self.admit_mcp(host, &headers, class, path, now_ms.div_euclid(1000)) {
                 // The control plane records what it serves (one record per JSON-RPC message,
@@ -176,6 +223,9 @@ impl RequestFilter {
             _ => return self.reject(host, &Refusal::UnknownPath(path.to_string())),
         };
         self.content_type = headers.get("content-type").map(str::to_string);
+        if endpoint == Endpoint::Responses {
+            self.authority = headers.get(":authority").map(str::to_string);
+        }
         match self.admit_headers(host, &headers, endpoint, end_of_stream, now_ms.div_euclid(1000)) {
             Ok(flow) => flow,
             Err(e) => self.reject(host, &e),
@@ -239,24 +289,7 @@ impl RequestFilter {
                 return Err(Refusal::McpServerNotFound(name.to_string()));
             }
         }
-        let Some(p) = policy.principal(principal) else {
-            return Err(Refusal::InvalidKey);
-        };
-        let secret = &policy.settings.identity_secret;
-        if secret.is_empty() {
-            // Without a secret the control plane would refuse the identity anyway: fail closed.
-            return Err(Refusal::NoPolicy);
-        }
-        host.set_request_header(SECRET_HEADER, secret);
-        host.set_request_header(TOKEN_ID_HEADER, &token.to_string());
-        host.set_request_header(USER_ID_HEADER, &p.user_id.to_string());
-        let optional =
-            [(SERVICE_ACCOUNT_ID_HEADER, p.service_account_id), (TEAM_ID_HEADER, p.team_id), (ORG_ID_HEADER, p.org_id)];
-        for (name, value) in optional {
-            if let Some(v) = value {
-                host.set_request_header(name, &v.to_string());
-            }
-        }
+        let p = vouch(host, &policy, principal, token)?;
         let excluded: Vec<&str> = p
             .excluded_mcp_servers
             .iter()
@@ -264,6 +297,28 @@ impl RequestFilter {
             .map(String::as_str)
             .collect();
         host.set_request_header(MCP_EXCLUDED_HEADER, &excluded.join(","));
+        Ok(())
+    }
+
+    /// An id-based Responses call: a valid key, then the key is replaced by trusted identity
+    /// headers and the control plane serves it to the response's owner only. The ledger keeps
+    /// the call (without tokens: nothing is generated).
+    fn admit_item(&mut self, host: &mut impl Host, headers: &Headers, path: &str, now: i64) -> Result<(), Refusal> {
+        let method = headers.get(":method").unwrap_or_default();
+        responses::item_call(path, method)?;
+        let Some(policy) = self.policy.clone() else { return Err(Refusal::NoPolicy) };
+        let (principal, token) = authenticate(&policy, headers, now)?;
+        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principal(principal)) {
+            r.token_id = Some(token);
+            r.user_id = Some(p.user_id);
+            r.service_account_id = p.service_account_id;
+            r.team_id = p.team_id;
+            r.org_id = p.org_id;
+        }
+        host.remove_request_header("authorization");
+        host.remove_request_header("x-api-key");
+        vouch(host, &policy, principal, token)?;
+        self.passed = Some(0);
         Ok(())
     }
 
@@ -327,6 +382,10 @@ impl RequestFilter {
         end_of_stream: bool,
         now_ms: impl FnOnce() -> i64,
     ) -> Flow {
+        if self.pending.is_some() {
+            // Held for the ownership check: nothing goes on before its answer.
+            return Flow::Pause;
+        }
         let State::AwaitBody(endpoint, principal, token) = self.state else {
             return Flow::Continue;
         };
@@ -344,33 +403,69 @@ impl RequestFilter {
         self.state = State::Done;
         let who = Who { principal, token };
         let content_type = self.content_type.take().unwrap_or_default();
+        let scope = ToolScope { policy: &policy, principal, authority: self.authority.as_deref().unwrap_or_default() };
+        let inspected = match inspect(&policy, host, endpoint, scope, body_size, &content_type, self.record.as_mut()) {
+            Ok(i) => i,
+            Err(e) => return self.reject(host, &e),
+        };
+        if let Some(previous) = inspected.previous_response_id.as_deref() {
+            // Whose the response is, only the control plane knows: it is asked before anything
+            // is admitted or forwarded, and the request waits here for the answer.
+            let ledger = &policy.settings.ledger;
+            let secret = &policy.settings.identity_secret;
+            let Some(p) = policy.principal(principal) else { return self.reject(host, &Refusal::InvalidKey) };
+            if ledger.cluster.is_empty() || secret.is_empty() {
+                return self.reject(host, &Refusal::OwnershipUnavailable);
+            }
+            let caller =
+                responses::Caller { token_id: token, user_id: p.user_id, service_account_id: p.service_account_id };
+            let check = responses::owner_check(previous, caller);
+            return match host.call_out(check.call(&ledger.cluster, &ledger.authority, secret)) {
+                Ok(_) => {
+                    self.pending = Some(Box::new(Pending { endpoint, who, inspected }));
+                    Flow::Pause
+                }
+                Err(_) => self.reject(host, &Refusal::OwnershipUnavailable),
+            };
+        }
+        self.forward(host, &policy, endpoint, who, inspected, now_ms)
+    }
+
+    /// The answer to the ownership check of a held create (`None`: no answer came). Returns
+    /// [`Flow::Continue`] when the request goes on (the proxy resumes it), [`Flow::Pause`] when
+    /// it was answered here.
+    pub fn on_call_response(
+        &mut self,
+        host: &mut (impl Host + Shared),
+        status: Option<u16>,
+        now_ms: impl FnOnce() -> i64,
+    ) -> Flow {
+        let Some(pending) = self.pending.take() else { return Flow::Pause };
+        let Some(policy) = self.policy.clone() else { return self.reject(host, &Refusal::NoPolicy) };
+        if let Err(e) = responses::owner_answer(status) {
+            return self.reject(host, &e);
+        }
+        let Pending { endpoint, who, inspected } = *pending;
+        self.forward(host, &policy, endpoint, who, inspected, now_ms)
+    }
+
+    /// Admits an inspected request and sends it on to its model.
+    fn forward(
+        &mut self,
+        host: &mut (impl Host + Shared),
+        policy: &Policy,
+        endpoint: Endpoint,
+        who: Who,
+        inspected: Inspected,
+        now_ms: impl FnOnce() -> i64,
+    ) -> Flow {
         let mut worker = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok());
-        let routed = route_body(
-            &policy,
-            host,
-            worker.as_deref_mut(),
-            endpoint,
-            who,
-            now_ms,
-            body_size,
-            &content_type,
-            self.record.as_mut(),
-        );
+        let routed = route_body(policy, host, worker.as_deref_mut(), endpoint, who, now_ms, inspected);
         drop(worker);
         match routed {
             Ok((admitted, reserved_input, reserved_output)) => {
-                self.metering = Some(Metering {
-                    admitted,
-                    reserved_input,
-                    reserved_output,
-                    status: 0,
-                    sse: None,
-                    json: Vec::new(),
-                    scan: None,
-                    unreadable: false,
-                    complete: false,
-                    done: false,
-                });
+                self.metering =
+                    Some(Metering::new(admitted, reserved_input, reserved_output, endpoint == Endpoint::Responses));
                 Flow::Continue
             }
             Err(e) => self.reject(host, &e),
@@ -380,7 +475,17 @@ impl RequestFilter {
     /// Adds rate-limit headers to a routed request's response and prepares metering.
     /// `now_ms` (unix milliseconds) times the first byte.
     pub fn on_response_headers(&mut self, host: &mut impl ResponseHost, now_ms: i64) {
-        let Some(m) = self.metering.as_mut() else { return };
+        let Some(m) = self.metering.as_mut() else {
+            if self.passed.is_some() {
+                let status =
+                    host.response_headers().iter().find(|(k, _)| k == ":status").and_then(|(_, v)| v.parse().ok());
+                self.passed = Some(status.unwrap_or(0));
+                if let Some(r) = self.record.as_mut() {
+                    r.ttfb_ms = Some(u64::try_from(now_ms - r.at_ms).unwrap_or(0));
+                }
+            }
+            return;
+        };
         let mut headers = host.response_headers();
         let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         m.status = get(":status").and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -460,6 +565,14 @@ impl RequestFilter {
             (None, Some(m)) if m.status != 0 => {
                 r.status = m.status;
                 r.outcome = Some(if m.status < 400 { Outcome::Ok } else { Outcome::UpstreamError });
+                if m.status < 400 {
+                    r.response_id = m.response_id.clone().filter(|id| responses::valid_id(id));
+                }
+            }
+            (None, None) if self.passed.is_some_and(|s| s != 0) => {
+                let status = self.passed.unwrap_or_default();
+                r.status = status;
+                r.outcome = Some(if status < 400 { Outcome::Ok } else { Outcome::UpstreamError });
             }
             _ => r.outcome = Some(Outcome::ClientClosed),
         }
@@ -480,6 +593,14 @@ impl RequestFilter {
             return None;
         }
         m.done = true;
+        if m.responses && m.status < 400 {
+            // A JSON answer kept whole gives its id with its usage, below.
+            m.response_id = match (&m.sse, &m.scan) {
+                (Some(sse), _) => sse.response_id().map(str::to_string),
+                (None, Some(scan)) => scan.id().map(str::to_string),
+                (None, None) => None,
+            };
+        }
         let counted = if m.status >= 400 {
             // The provider refused: nothing to pay for.
             usage::Usage::default()
@@ -504,6 +625,11 @@ impl RequestFilter {
                 (None, None) if m.unreadable => m.reserved(0),
                 // A whole JSON body without a report is estimated from its text; one that is
                 // not JSON, or cut short, costs the reservation.
+                (None, None) if m.responses => {
+                    let (u, id) = usage::from_json_response(&m.json);
+                    m.response_id = id;
+                    u.unwrap_or_else(|| m.reserved(0))
+                }
                 (None, None) => usage::from_json(&m.json).unwrap_or_else(|| m.reserved(0)),
             };
             if u.estimated {
@@ -595,7 +721,48 @@ fn ratelimit_headers(a: &Admitted) -> Vec<(String, String)> {
     out
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A request body read and checked, its model known: all that is decided before admission.
+#[derive(Debug)]
+struct Inspected {
+    body: Vec<u8>,
+    facts: BodyFacts,
+    /// The model's index in the policy.
+    model: usize,
+    /// A Responses create's `previous_response_id`.
+    previous_response_id: Option<String>,
+}
+
+/// Reads and checks the request body and finds its model (the caller may use it).
+fn inspect(
+    policy: &Policy,
+    host: &impl Host,
+    endpoint: Endpoint,
+    scope: ToolScope<'_>,
+    size: usize,
+    content_type: &str,
+    record: Option<&mut UsageEvent>,
+) -> Result<Inspected, Refusal> {
+    let body = host.request_body(size).unwrap_or_default();
+    let (facts, previous_response_id) = match endpoint.body_kind() {
+        BodyKind::Multipart => (request::inspect_multipart(&body, content_type)?, None),
+        _ if endpoint == Endpoint::Responses => {
+            let create = responses::inspect_create(&body, scope)?;
+            (create.body, create.previous_response_id)
+        }
+        _ => (request::inspect_json(&body)?, None),
+    };
+    // Unknown and excluded models look the same to the caller: both are "not found".
+    let model = policy
+        .model_index(&facts.model)
+        .filter(|i| policy.allows(scope.principal, *i))
+        .ok_or_else(|| Refusal::ModelNotFound(facts.model.clone()))?;
+    if let (Some(r), Some(m)) = (record, policy.models.get(model)) {
+        r.model = Some(m.name.clone());
+        r.end_user = facts.end_user.as_deref().map(ledger::clip);
+    }
+    Ok(Inspected { body, facts, model, previous_response_id })
+}
+
 fn route_body(
     policy: &Policy,
     host: &mut (impl Host + Shared),
@@ -603,29 +770,17 @@ fn route_body(
     endpoint: Endpoint,
     who: Who,
     now_ms: impl FnOnce() -> i64,
-    size: usize,
-    content_type: &str,
-    record: Option<&mut UsageEvent>,
+    inspected: Inspected,
 ) -> Result<(Option<Admitted>, u64, u64), Refusal> {
-    let principal = who.principal;
-    let body = host.request_body(size).unwrap_or_default();
+    let Inspected { body, facts, model, .. } = inspected;
+    let model = policy.models.get(model).ok_or_else(|| Refusal::ModelNotFound(facts.model.clone()))?;
     let multipart = endpoint.body_kind() == BodyKind::Multipart;
-    let facts: BodyFacts =
-        if multipart { request::inspect_multipart(&body, content_type)? } else { request::inspect_json(&body)? };
-    // Unknown and excluded models look the same to the caller: both are "not found".
-    let model = policy
-        .model_index(&facts.model)
-        .filter(|i| policy.allows(principal, *i))
-        .and_then(|i| policy.models.get(i))
-        .ok_or_else(|| Refusal::ModelNotFound(facts.model.clone()))?;
-    if let Some(r) = record {
-        r.model = Some(model.name.clone());
-        r.end_user = facts.end_user.as_deref().map(ledger::clip);
-    }
     let input = if multipart { 0 } else { usage::estimate_tokens(body.len() as u64) };
     let reservation = policy.settings.output_reservation;
     let output = match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Completions => facts.max_tokens.unwrap_or(reservation).min(reservation),
+        Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Responses => {
+            facts.max_tokens.unwrap_or(reservation).min(reservation)
+        }
         _ => 0,
     };
     // The common case changes nothing (the provider's model name is the client's, no stream
@@ -667,6 +822,35 @@ fn route_body(
     // route cache on every mutation), so this is all it takes to route by model.
     host.set_request_header(ROUTE_HEADER, &model.route);
     Ok((admitted, input, output))
+}
+
+/// Sets the trusted identity headers for the control plane (after the key's removal): the
+/// deployment's secret, the key's token id, its user, and its service account, team and org
+/// when it has them. Fails closed without a secret, which the control plane would refuse.
+fn vouch<'p>(
+    host: &mut impl Host,
+    policy: &'p Policy,
+    principal: u32,
+    token: u64,
+) -> Result<&'p crate::snapshot::PrincipalSpec, Refusal> {
+    let Some(p) = policy.principal(principal) else {
+        return Err(Refusal::InvalidKey);
+    };
+    let secret = &policy.settings.identity_secret;
+    if secret.is_empty() {
+        return Err(Refusal::NoPolicy);
+    }
+    host.set_request_header(SECRET_HEADER, secret);
+    host.set_request_header(TOKEN_ID_HEADER, &token.to_string());
+    host.set_request_header(USER_ID_HEADER, &p.user_id.to_string());
+    let optional =
+        [(SERVICE_ACCOUNT_ID_HEADER, p.service_account_id), (TEAM_ID_HEADER, p.team_id), (ORG_ID_HEADER, p.org_id)];
+    for (name, value) in optional {
+        if let Some(v) = value {
+            host.set_request_header(name, &v.to_string());
+        }
+    }
+    Ok(p)
 }
 
 /// Whether a `content-type` is `text/event-stream` (any case, any parameters).

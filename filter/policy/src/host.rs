@@ -21,6 +21,10 @@ pub trait Host {
     fn send_response(&mut self, status: u16, headers: &[(&str, &str)], body: &[u8]);
     /// The downstream peer's address (`ip:port`), for the ledger's client address.
     fn peer_address(&self) -> Option<String>;
+    /// Starts an HTTP call on this request's behalf (the request waits, paused); its answer
+    /// comes back to this request ([`crate::RequestFilter::on_call_response`]). The call's
+    /// token, or why the proxy would not make it.
+    fn call_out(&mut self, call: Call<'_>) -> Result<u32, String>;
 }
 
 /// Response-side and shared-state access, used by rate limiting and metering.
@@ -46,8 +50,8 @@ pub trait Shared {
     fn shared_create(&mut self, key: &str, initial: &[u8]);
 }
 
-/// An HTTP call to the control plane, made from the root context (Proxy-Wasm's
-/// `dispatch_http_call`): its answer comes back later, by the token the dispatch returned.
+/// An HTTP call to the control plane (Proxy-Wasm's `dispatch_http_call`), made from the root
+/// context or for one request: its answer comes back later, by the token the dispatch returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call<'a> {
     /// The Envoy cluster to call.
@@ -272,6 +276,8 @@ pub struct MemHost {
     pub response_chunk: Vec<u8>,
     /// How often the filter asked for the peer address (a call into Envoy in the proxy).
     pub peer_reads: std::cell::Cell<usize>,
+    /// Calls made for the request, oldest first.
+    pub calls: Vec<SentCall>,
 }
 
 impl MemHost {
@@ -345,5 +351,16 @@ impl Host for MemHost {
     fn peer_address(&self) -> Option<String> {
         self.peer_reads.set(self.peer_reads.get() + 1);
         Some("192.0.2.7:40000".into())
+    }
+    fn call_out(&mut self, call: Call<'_>) -> Result<u32, String> {
+        let token = u32::try_from(self.calls.len() + 1).unwrap_or(u32::MAX);
+        self.calls.push(SentCall {
+            token,
+            cluster: call.cluster.to_string(),
+            headers: call.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: call.body.map(<[u8]>::to_vec),
+            timeout: call.timeout,
+        });
+        Ok(token)
     }
 }

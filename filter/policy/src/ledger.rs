@@ -149,6 +149,10 @@ pub struct UsageEvent {
     /// For an MCP `tools/call`: the tool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_tool: Option<String>,
+    /// For a Responses API create: the id of the response the provider made (`resp_…`); the
+    /// control plane records it as the caller's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_id: Option<String>,
 }
 
 impl UsageEvent {
@@ -184,6 +188,7 @@ impl UsageEvent {
             mcp_server,
             mcp_method,
             mcp_tool,
+            response_id,
         } = self;
         out.extend_from_slice(b"{\"request_id\":");
         json_str(out, request_id);
@@ -227,6 +232,7 @@ impl UsageEvent {
             ("mcp_server", mcp_server),
             ("mcp_method", mcp_method),
             ("mcp_tool", mcp_tool),
+            ("response_id", response_id),
         ] {
             if let Some(v) = v {
                 field_str(out, name, v);
@@ -861,6 +867,7 @@ mod tests {
             mcp_server: Some("everything".into()),
             mcp_method: Some("tools/call".into()),
             mcp_tool: Some("echo".into()),
+            response_id: Some("resp_0a1".into()),
         };
         for e in [full, UsageEvent::default(), event(3)] {
             let mut ours = Vec::new();

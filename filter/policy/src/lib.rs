@@ -16,6 +16,7 @@ pub mod journal;
 pub mod ledger;
 pub mod limits;
 pub mod request;
+pub mod responses;
 pub mod root;
 pub mod snapshot;
 pub mod tokens;

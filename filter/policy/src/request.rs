@@ -16,6 +16,8 @@ pub enum Endpoint {
     AudioTranscriptions,
     ImagesGenerations,
     Models,
+    /// `POST /v1/responses`: a Responses API create (see [`crate::responses`]).
+    Responses,
 }
 
 /// How an endpoint's request body is encoded.
@@ -56,6 +58,7 @@ impl Endpoint {
             "audio/transcriptions" => Endpoint::AudioTranscriptions,
             "images/generations" => Endpoint::ImagesGenerations,
             "models" => Endpoint::Models,
+            "responses" => Endpoint::Responses,
             _ => return None,
         })
     }
@@ -77,6 +80,9 @@ pub enum RouteClass {
     McpServer,
     /// `/mcp`: the aggregated MCP endpoint, served by the control plane; needs a key.
     McpAggregate,
+    /// `/v1/responses/{id}` and below: a stored response, served by the control plane for its
+    /// owner only; needs a key (see [`crate::responses::ItemCall`]).
+    ResponseItem,
     /// Anything else (admin UI, static files): passed to the control plane.
     Other,
 }
@@ -98,10 +104,16 @@ pub fn classify(path: &str) -> RouteClass {
         return RouteClass::McpServer;
     }
     if let Some(tail) = path.strip_prefix("/v1/") {
+        if tail.starts_with("responses/") {
+            return RouteClass::ResponseItem;
+        }
         return Endpoint::from_tail(tail).map_or(RouteClass::UnknownApi, RouteClass::Api);
     }
     if path == "/v1" {
         return RouteClass::UnknownApi;
+    }
+    if path.starts_with("/responses/") {
+        return RouteClass::ResponseItem;
     }
     match path.strip_prefix('/').and_then(Endpoint::from_tail) {
         Some(e) => RouteClass::Api(e),
@@ -166,7 +178,7 @@ pub struct BodyFacts {
 }
 
 /// An end-user id from a JSON value: a string, or a number written as one.
-fn end_user_of(v: &serde_json::Value) -> Option<String> {
+pub(crate) fn end_user_of(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) if !s.is_empty() => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
@@ -196,7 +208,7 @@ struct JsonTop<'a> {
 
 /// A member that is there, whatever its value: `Option`'s own rule would read `null` as absent,
 /// and a `null` the provider sees is not absent to it.
-fn present<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
+pub(crate) fn present<'de: 'a, 'a, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'a RawValue>, D::Error> {
     <&'a RawValue>::deserialize(d).map(Some)
 }
 
@@ -222,7 +234,7 @@ fn asks_for_usage(options: &RawValue) -> bool {
 
 /// `stream` must be a boolean, as at OpenAI: anything else (`"true"`, `1`, `null`) would be read
 /// one way here and maybe another by the provider, and an unseen stream is an unmetered one.
-fn stream_flag(raw: Option<&RawValue>) -> Result<bool, Refusal> {
+pub(crate) fn stream_flag(raw: Option<&RawValue>) -> Result<bool, Refusal> {
     let got = match raw.map(RawValue::get) {
         None | Some("false") => return Ok(false),
         Some("true") => return Ok(true),
@@ -242,11 +254,11 @@ fn stream_flag(raw: Option<&RawValue>) -> Result<bool, Refusal> {
 const DECIDED: [&str; 7] =
     ["model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "user", "user_id"];
 /// [`KeyCheck::seen`]'s bit for `user_id`.
-const USER_ID_SEEN: u8 = 1 << 6;
+const USER_ID_SEEN: u16 = 1 << 6;
 
 /// Whether `key` is `name` to a parser that matches names without case: ASCII case, and the
 /// non-ASCII letters whose case folds onto the ASCII ones (`ſ` s, Kelvin `K` k, `ı`/`İ` i).
-fn loosely_named(key: &str, name: &str) -> bool {
+pub(crate) fn loosely_named(key: &str, name: &str) -> bool {
     let fold = |c: char| match c {
         '\u{17f}' => 's',
         '\u{212a}' => 'k',
@@ -259,10 +271,10 @@ fn loosely_named(key: &str, name: &str) -> bool {
 
 /// Notes a top-level key in `seen` (bit `i` for `DECIDED[i]`); `Err` when it makes the body
 /// ambiguous: a second decided member (then ignored) or a loose spelling of one.
-fn decided_key(key: &str, seen: &mut u8) -> Result<(), Refusal> {
-    if let Some(i) = DECIDED.iter().position(|d| *d == key) {
+fn decided_key(key: &str, decided: &[&'static str], seen: &mut u16) -> Result<(), Refusal> {
+    if let Some(i) = decided.iter().position(|d| *d == key) {
         if *seen & (1 << i) != 0 {
-            return Err(Refusal::DuplicateParameter(DECIDED[i]));
+            return Err(Refusal::DuplicateParameter(decided[i]));
         }
         *seen |= 1 << i;
         return Ok(());
@@ -271,24 +283,33 @@ fn decided_key(key: &str, seen: &mut u8) -> Result<(), Refusal> {
     if key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
         return Ok(());
     }
-    match DECIDED.iter().find(|d| loosely_named(key, d)) {
+    match decided.iter().find(|d| loosely_named(key, d)) {
         Some(d) => Err(Refusal::AmbiguousParameter { param: d, detail: format!("{key:?}") }),
         None => Ok(()),
     }
 }
 
 /// What [`guarded_top`] saw of a body's top-level keys.
-#[derive(Default)]
-struct KeyCheck {
-    /// The [`DECIDED`] members present (bit `i` for `DECIDED[i]`), `null` ones included.
-    seen: u8,
+pub(crate) struct KeyCheck {
+    /// The names decided on (at most 16).
+    decided: &'static [&'static str],
+    /// The decided members present (bit `i` for `decided[i]`), `null` ones included.
+    pub(crate) seen: u16,
     /// The first duplicate or loose spelling of one.
-    conflict: Option<Refusal>,
+    pub(crate) conflict: Option<Refusal>,
 }
 
-/// [`JsonTop`] of a body, every top-level key checked by [`decided_key`] on the way into
-/// `check` (the parse goes on after a conflict, so invalid JSON still reads as such).
-fn guarded_top<'a>(text: &'a str, check: &mut KeyCheck) -> Result<JsonTop<'a>, serde_json::Error> {
+impl KeyCheck {
+    /// A check of the members named in `decided`.
+    pub(crate) fn new(decided: &'static [&'static str]) -> Self {
+        Self { decided, seen: 0, conflict: None }
+    }
+}
+
+/// `T` (the top-level members decided on) of a body, every top-level key checked by
+/// [`decided_key`] on the way into `check` (the parse goes on after a conflict, so invalid JSON
+/// still reads as such).
+pub(crate) fn guarded_top<'a, T: Deserialize<'a>>(text: &'a str, check: &mut KeyCheck) -> Result<T, serde_json::Error> {
     use serde::de::{value, DeserializeSeed, MapAccess, Visitor};
     use std::borrow::Cow;
 
@@ -322,7 +343,7 @@ fn guarded_top<'a>(text: &'a str, check: &mut KeyCheck) -> Result<JsonTop<'a>, s
         type Error = A::Error;
         fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
             let Some(Key(key)) = self.map.next_key::<Key<'de>>()? else { return Ok(None) };
-            if let Err(e) = decided_key(&key, &mut self.check.seen) {
+            if let Err(e) = decided_key(&key, self.check.decided, &mut self.check.seen) {
                 self.check.conflict.get_or_insert(e);
                 // An unknown name: the derived parser skips the value.
                 return seed.deserialize(value::BorrowedStrDeserializer::new("")).map(Some);
@@ -337,19 +358,19 @@ fn guarded_top<'a>(text: &'a str, check: &mut KeyCheck) -> Result<JsonTop<'a>, s
         }
     }
 
-    struct Top<'g>(&'g mut KeyCheck);
-    impl<'de> Visitor<'de> for Top<'_> {
-        type Value = JsonTop<'de>;
+    struct Top<'g, T>(&'g mut KeyCheck, std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Top<'_, T> {
+        type Value = T;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<JsonTop<'de>, A::Error> {
-            JsonTop::deserialize(value::MapAccessDeserializer::new(Guarded { map, check: self.0 }))
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(value::MapAccessDeserializer::new(Guarded { map, check: self.0 }))
         }
     }
 
     let mut de = serde_json::Deserializer::from_str(text);
-    let top = serde::Deserializer::deserialize_map(&mut de, Top(check))?;
+    let top = serde::Deserializer::deserialize_map(&mut de, Top(check, std::marker::PhantomData))?;
     de.end()?;
     Ok(top)
 }
@@ -360,8 +381,8 @@ pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, Refusal> {
     if !text.trim_start().starts_with('{') {
         return Err(if text.trim().is_empty() { Refusal::EmptyBody } else { Refusal::NotAnObject });
     }
-    let mut check = KeyCheck::default();
-    let top = guarded_top(text, &mut check).map_err(|e| Refusal::InvalidJson(e.to_string()))?;
+    let mut check = KeyCheck::new(&DECIDED);
+    let top: JsonTop<'_> = guarded_top(text, &mut check).map_err(|e| Refusal::InvalidJson(e.to_string()))?;
     if let Some(e) = check.conflict {
         return Err(e);
     }
@@ -389,7 +410,7 @@ pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, Refusal> {
 }
 
 /// Byte range of `inner`, a sub-slice of `outer`.
-fn span_of(outer: &str, inner: &str) -> (usize, usize) {
+pub(crate) fn span_of(outer: &str, inner: &str) -> (usize, usize) {
     let start = (inner.as_ptr() as usize).saturating_sub(outer.as_ptr() as usize);
     (start, start + inner.len())
 }
@@ -772,7 +793,11 @@ mod tests {
         assert_eq!(classify("/chat/completions"), RouteClass::Api(Endpoint::ChatCompletions));
         assert_eq!(classify("/v1/models?x=1"), RouteClass::Api(Endpoint::Models));
         assert_eq!(classify("/audio/transcriptions"), RouteClass::Api(Endpoint::AudioTranscriptions));
-        assert_eq!(classify("/v1/responses"), RouteClass::UnknownApi);
+        assert_eq!(classify("/v1/responses"), RouteClass::Api(Endpoint::Responses));
+        assert_eq!(classify("/responses?x=1"), RouteClass::Api(Endpoint::Responses));
+        assert_eq!(classify("/v1/responses/resp_1"), RouteClass::ResponseItem);
+        assert_eq!(classify("/responses/resp_1/cancel"), RouteClass::ResponseItem);
+        assert_eq!(classify("/v1/assistants"), RouteClass::UnknownApi);
         assert_eq!(classify("/v1"), RouteClass::UnknownApi);
         assert_eq!(classify("/api/v1/tokens"), RouteClass::Management);
         assert_eq!(classify("/apix"), RouteClass::Other);

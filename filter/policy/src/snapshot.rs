@@ -71,6 +71,27 @@ pub struct Settings {
     /// Where usage events go.
     #[serde(default)]
     pub ledger: LedgerSettings,
+    /// The Responses API's tool policy.
+    #[serde(default, skip_serializing_if = "ResponsesSettings::is_default")]
+    pub responses: ResponsesSettings,
+}
+
+/// What a Responses API create may ask the provider to do on the caller's behalf.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesSettings {
+    /// Provider-native tool types a create may use (`web_search`, `code_interpreter`,
+    /// `image_generation`, …); empty: all of them. `function` and `custom` tools are always
+    /// allowed, `mcp` tools are checked against the gateway's MCP servers and `file_search` is
+    /// refused while the gateway has no vector stores, whatever this says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native_tools: Vec<String>,
+}
+
+impl ResponsesSettings {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Delivery of usage events to the control plane.
@@ -142,6 +163,7 @@ impl Default for Settings {
             output_reservation: DEFAULT_OUTPUT_RESERVATION,
             identity_secret: String::new(),
             ledger: LedgerSettings::default(),
+            responses: ResponsesSettings::default(),
         }
     }
 }

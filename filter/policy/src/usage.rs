@@ -95,11 +95,39 @@ struct Choice<'a> {
     text: Option<Cow<'a, str>>,
 }
 
+/// A Responses API object inside a stream event (`response.created`, `response.completed`, …).
+#[derive(Deserialize)]
+struct ResponseObject<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<UsageJson>,
+}
+
+/// A Responses API output item, for estimating a JSON answer without a usage report.
+#[derive(Deserialize)]
+struct OutputItem<'a> {
+    #[serde(borrow, default)]
+    content: Option<Vec<OutputPart<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct OutputPart<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+}
+
 /// The parts of a response object (or stream event) that matter for usage.
 #[derive(Deserialize)]
 struct Event<'a> {
+    /// A Responses API stream event's type (`response.completed`, …).
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
     #[serde(default)]
     usage: Option<UsageJson>,
+    /// A Responses API stream event's response.
+    #[serde(borrow, default)]
+    response: Option<ResponseObject<'a>>,
     #[serde(borrow, default)]
     choices: Option<Vec<Choice<'a>>>,
     /// Transcription stream deltas (`transcript.text.delta`).
@@ -119,7 +147,11 @@ impl Event<'_> {
             }
             n += c.text.as_deref().map_or(0, str::len);
         }
-        n += self.delta.as_deref().map_or(0, str::len) + self.text.as_deref().map_or(0, str::len);
+        n += self.delta.as_deref().map_or(0, str::len);
+        // A `….done` event repeats as `text` what its deltas streamed.
+        if !self.kind.as_deref().is_some_and(|k| k.ends_with(".done")) {
+            n += self.text.as_deref().map_or(0, str::len);
+        }
         n as u64
     }
 }
@@ -150,10 +182,65 @@ struct UsageOnly {
     usage: Option<UsageJson>,
 }
 
+/// A Responses API answer as far as its usage report and id go.
+#[derive(Deserialize)]
+struct UsageAndId<'a> {
+    #[serde(default)]
+    usage: Option<UsageJson>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+}
+
+/// A Responses API answer's output, for an estimate when it reports no usage.
+#[derive(Deserialize)]
+struct ResponseOutput<'a> {
+    #[serde(borrow, default)]
+    output: Option<Vec<OutputItem<'a>>>,
+}
+
+/// [`from_json`] for a Responses API answer, which also gives the response's id: one parse.
+/// Without a usage report, a finished answer is estimated from its output text; one still
+/// `queued` or `in_progress` (a background create) has generated nothing yet and gets `None`:
+/// its reservation is what it costs.
+pub fn from_json_response(body: &[u8]) -> (Option<Usage>, Option<String>) {
+    let Ok(top) = serde_json::from_slice::<UsageAndId<'_>>(body) else { return (None, None) };
+    let id = top.id.map(Cow::into_owned);
+    if let Some(u) = top.usage {
+        return (Some(u.usage()), id);
+    }
+    if matches!(top.status.as_deref(), Some("queued" | "in_progress")) {
+        return (None, id);
+    }
+    let estimate = serde_json::from_slice::<ResponseOutput<'_>>(body).ok().map(|r| {
+        let chars: usize = r
+            .output
+            .iter()
+            .flatten()
+            .flat_map(|item| item.content.iter().flatten())
+            .map(|p| p.text.as_deref().map_or(0, str::len))
+            .sum();
+        Usage { output_tokens: estimate_tokens(chars as u64), estimated: true, ..Usage::default() }
+    });
+    (estimate, id)
+}
+
 /// Largest `usage` value [`JsonUsageScan`] keeps (real ones are a few hundred bytes).
 pub const MAX_USAGE_BYTES: usize = 64 << 10;
 
-/// What [`JsonUsageScan`] is copying: the value of the top-level `usage` member.
+/// Which top-level member [`JsonUsageScan`] is after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Member {
+    #[default]
+    Other,
+    /// `usage`: the report.
+    Usage,
+    /// `id`: a Responses API answer's id.
+    Id,
+}
+
+/// What [`JsonUsageScan`] is copying: the value of the top-level `usage` (or `id`) member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Capture {
     #[default]
@@ -184,13 +271,16 @@ pub struct JsonUsageScan {
     /// The member name so far (only whether it is `usage` matters).
     key: [u8; 5],
     key_len: usize,
-    /// The last top-level name was `usage`, and its `:` has not come yet.
-    usage_key: bool,
-    /// The next value is `usage`'s.
-    usage_value: bool,
+    /// The last top-level name, while its `:` has not come yet.
+    member_key: Member,
+    /// Whose the next value is.
+    member_value: Member,
+    /// Whose value is being copied.
+    captured_for: Member,
     capture: Capture,
     captured: Vec<u8>,
     usage: Option<Usage>,
+    id: Option<String>,
 }
 
 impl JsonUsageScan {
@@ -242,7 +332,11 @@ impl JsonUsageScan {
                 self.in_string = false;
                 if self.in_key {
                     self.in_key = false;
-                    self.usage_key = self.key_len == 5 && &self.key == b"usage";
+                    self.member_key = match &self.key[..self.key_len.min(5)] {
+                        b"usage" if self.key_len == 5 => Member::Usage,
+                        b"id" if self.key_len == 2 => Member::Id,
+                        _ => Member::Other,
+                    };
                 } else if self.capture == Capture::Text {
                     self.finish();
                 }
@@ -257,8 +351,8 @@ impl JsonUsageScan {
         if b.is_ascii_whitespace() {
             return;
         }
-        if self.usage_value && b != b':' {
-            self.usage_value = false;
+        if self.member_value != Member::Other && b != b':' {
+            self.captured_for = std::mem::take(&mut self.member_value);
             self.capture = match b {
                 b'{' | b'[' => Capture::Composite,
                 b'"' => Capture::Text,
@@ -297,19 +391,28 @@ impl JsonUsageScan {
                     self.finish();
                 }
             }
-            b':' if self.depth == 1 && self.usage_key => {
-                self.usage_key = false;
-                self.usage_value = true;
+            b':' if self.depth == 1 && self.member_key != Member::Other => {
+                self.member_value = std::mem::take(&mut self.member_key);
             }
             _ => {}
         }
     }
 
-    /// The `usage` value is complete: read it (a later one replaces it).
+    /// The `usage` (or `id`) value is complete: read it (a later one replaces it).
     fn finish(&mut self) {
         self.capture = Capture::Off;
-        if let Ok(Some(u)) = serde_json::from_slice::<Option<UsageJson>>(&self.captured) {
-            self.usage = Some(u.usage());
+        match std::mem::take(&mut self.captured_for) {
+            Member::Usage => {
+                if let Ok(Some(u)) = serde_json::from_slice::<Option<UsageJson>>(&self.captured) {
+                    self.usage = Some(u.usage());
+                }
+            }
+            Member::Id => {
+                if let Ok(id) = serde_json::from_slice::<String>(&self.captured) {
+                    self.id = Some(id);
+                }
+            }
+            Member::Other => {}
         }
         self.captured = Vec::new();
     }
@@ -317,6 +420,11 @@ impl JsonUsageScan {
     /// The provider's usage report, once one was read.
     pub fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+
+    /// The top-level `id` (a string), once one was read.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 }
 
@@ -328,6 +436,8 @@ pub struct SseUsage {
     usage: Option<Usage>,
     text_chars: u64,
     done: bool,
+    /// A Responses API stream's response id (from its first event that carries one).
+    response_id: Option<String>,
 }
 
 impl SseUsage {
@@ -376,10 +486,28 @@ impl SseUsage {
         if let Some(u) = &event.usage {
             self.usage = Some(u.usage());
         }
+        if let Some(r) = &event.response {
+            if let Some(u) = &r.usage {
+                self.usage = Some(u.usage());
+            }
+            if self.response_id.is_none() {
+                self.response_id = r.id.as_deref().map(str::to_string);
+            }
+            // A Responses stream has no `[DONE]`: its last event is one of these.
+            if matches!(event.kind.as_deref(), Some("response.completed" | "response.failed" | "response.incomplete")) {
+                self.done = true;
+            }
+        }
         self.text_chars += event.text_chars();
     }
 
-    /// Whether the stream's `[DONE]` marker was seen.
+    /// A Responses API stream's response id, once its first event was read.
+    pub fn response_id(&self) -> Option<&str> {
+        self.response_id.as_deref()
+    }
+
+    /// Whether the stream's end was seen: chat's `[DONE]` marker, or a Responses stream's last
+    /// event.
     pub fn saw_done(&self) -> bool {
         self.done
     }
@@ -504,6 +632,32 @@ mod tests {
         scan.feed(br#""},"more":1}"#);
         assert_eq!(scan.usage(), None);
         assert!(scan.captured.capacity() <= MAX_USAGE_BYTES + 1);
+    }
+
+    #[test]
+    fn a_large_responses_answer_gives_its_top_level_id() {
+        let mut body =
+            br#"{"object":"response","output":[{"id":"msg_1","content":[{"text":"\"id\":\"resp_fake\""}]}"#.to_vec();
+        body.extend_from_slice(br#"],"id" : "resp_\u0041bc","usage":{"input_tokens":3,"output_tokens":4}}"#);
+        for size in [1, 5, body.len()] {
+            let mut scan = JsonUsageScan::new();
+            for c in body.chunks(size) {
+                scan.feed(c);
+            }
+            assert_eq!(scan.id(), Some("resp_Abc"), "chunks of {size}");
+            assert_eq!(scan.usage().map(|u| u.output_tokens), Some(4));
+        }
+        let (u, id) = from_json_response(&body);
+        assert_eq!((u.map(|u| u.input_tokens), id.as_deref()), (Some(3), Some("resp_Abc")));
+        // Without a report, a finished answer's output text is the estimate (its `text` member
+        // is the format object, not text).
+        let (u, _) = from_json_response(
+            br#"{"id":"r","status":"completed","text":{"format":{"type":"text"}},"output":[{"type":"message","content":[{"type":"output_text","text":"12345678","annotations":[]}]}],"usage":null}"#,
+        );
+        assert_eq!(u, Some(Usage { output_tokens: 2, estimated: true, ..Usage::default() }));
+        // A background create that has not run yet: nothing to estimate, the reservation holds.
+        let (u, id) = from_json_response(br#"{"id":"resp_q","status":"queued","output":[],"usage":null}"#);
+        assert_eq!((u, id.as_deref()), (None, Some("resp_q")));
     }
 
     #[test]

@@ -49,7 +49,13 @@ fn policy() -> Rc<Policy> {
     let snap = PolicySnapshot {
         version: 1,
         created: 0,
-        settings: Settings { max_body_bytes: 1 << 20, ..Settings::default() },
+        settings: Settings {
+            max_body_bytes: 1 << 20,
+            // A control plane to ask whose a `previous_response_id` is.
+            identity_secret: "s".into(),
+            ledger: aqueduct_policy::snapshot::LedgerSettings { cluster: "cp".into(), ..Default::default() },
+            ..Settings::default()
+        },
         models: MODELS
             .iter()
             .map(|(name, aliases, provider)| ModelSpec {
@@ -105,6 +111,10 @@ fn route(policy: &Rc<Policy>, path: &str, content_type: &str, body: &[u8]) -> Re
     if h.reply.is_none() {
         prop_assert_eq!(flow, Flow::Pause);
         flow = f.on_request_body(&mut h, body.len(), true, || NOW_MS);
+        if flow == Flow::Pause && h.reply.is_none() && !h.calls.is_empty() {
+            // A Responses continuation waits for the control plane: say it is the caller's.
+            flow = f.on_call_response(&mut h, Some(204), || NOW_MS);
+        }
     }
     prop_assert!(h.replies <= 1, "one reply at most");
     if let Some((status, _, reply)) = &h.reply {
@@ -178,8 +188,13 @@ fn provider_json_models(body: &[u8]) -> Result<Vec<serde_json::Value>, TestCaseE
 
 /// Members the filter decides on may appear once, in one spelling, in a forwarded body.
 fn check_decided_once(body: &[u8]) -> Result<(), TestCaseError> {
+    check_once(body, &["model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "user", "user_id"])
+}
+
+/// Each of `names` appears once at most, in one spelling, in `body`.
+fn check_once(body: &[u8], names: &[&str]) -> Result<(), TestCaseError> {
     let Members(members) = serde_json::from_slice(body).map_err(|e| TestCaseError::fail(e.to_string()))?;
-    for name in ["model", "stream", "stream_options", "max_tokens", "max_completion_tokens", "user", "user_id"] {
+    for name in names {
         let n = members.iter().filter(|(k, _)| folds_to(k, name)).count();
         prop_assert!(n <= 1, "{} forwarded {} times: {}", name, n, show(body));
     }
@@ -198,6 +213,8 @@ fn json_key() -> impl Strategy<Value = String> {
             "mod\\u0065l", "\\u006dodel", "Model", "MODEL", "model ", "model\\u0000", "mod\\u0065L", "stream",
             "\u{17f}tream", "stream_options", "max_tokens", "max_to\\u212aens", "max_completion_tokens",
             "max_completıon_tokens", "user", "user_id", "User_Id", "messages", "metadata", "temperature",
+            "previous_response_id", "Previous_Response_ID", "max_output_tokens", "max_output_to\\u212aens",
+            "conversation", "input",
             "\\ud83d\\ude00", "\\ud800", "\\\"model\\\"", "",
         ])
         .prop_map(String::from),
@@ -300,6 +317,38 @@ fn json_bodies_are_forwarded_as_the_provider_reads_them() {
         })
         .unwrap();
     tally.report("JSON");
+}
+
+#[test]
+fn responses_bodies_are_forwarded_as_the_provider_reads_them() {
+    let policy = policy();
+    let tally = Tally::default();
+    runner(2000)
+        .run(&json_body(), |body| {
+            let outcome = route(&policy, "/v1/responses", "application/json", &body)?;
+            tally.count(&outcome);
+            let Outcome::Forwarded { provider_model, body: forwarded } = outcome else { return Ok(()) };
+            for read in provider_json_models(&forwarded)? {
+                prop_assert_eq!(&read, provider_model, "client sent {}\nforwarded {}", show(&body), show(&forwarded));
+            }
+            let decided = [
+                "model",
+                "stream",
+                "max_output_tokens",
+                "previous_response_id",
+                "tools",
+                "conversation",
+                "user",
+                "user_id",
+            ];
+            check_once(&forwarded, &decided)?;
+            let Members(members) =
+                serde_json::from_slice(&forwarded).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(!members.iter().any(|(k, _)| k == "user_id"), "user_id forwarded: {}", show(&forwarded));
+            Ok(())
+        })
+        .unwrap();
+    tally.report("Responses JSON");
 }
 
 #[test]

@@ -137,6 +137,12 @@ impl Host for WasmHost {
         let bytes = hostcalls::get_property(vec!["source", "address"]).ok().flatten()?;
         String::from_utf8(bytes).ok()
     }
+
+    fn call_out(&mut self, call: Call<'_>) -> Result<u32, String> {
+        // The SDK delivers the answer to the context that is current now: this request's.
+        hostcalls::dispatch_http_call(call.cluster, call.headers, call.body, vec![], call.timeout)
+            .map_err(|s| format!("{s:?}"))
+    }
 }
 
 thread_local! {

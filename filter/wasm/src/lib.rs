@@ -156,7 +156,15 @@ struct Request {
     body_size: usize,
 }
 
-impl Context for Request {}
+impl Context for Request {
+    fn on_http_call_response(&mut self, _token_id: u32, _headers: usize, _body: usize, _trailers: usize) {
+        // The ownership check of a held Responses create: go on, or it was answered here.
+        let status = aqueduct_policy::host::ControlHost::call_status(&WasmHost);
+        if self.filter.on_call_response(&mut WasmHost, status, host::now_unix_ms) == Flow::Continue {
+            let _ = proxy_wasm::hostcalls::resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {

@@ -272,7 +272,7 @@ fn request_shape_errors() {
     run(&mut h, p.clone());
     assert_eq!(h.reply_json().0, 413);
 
-    let mut h = TestHost::request("POST", "/v1/responses", &[], b"{}");
+    let mut h = TestHost::request("POST", "/v1/assistants", &[], b"{}");
     run(&mut h, p);
     assert_eq!(h.reply_json().0, 404);
 }
@@ -725,8 +725,8 @@ fn every_api_request_makes_one_event() {
     assert_eq!((e.status, e.outcome, e.token_id, e.model), (404, Some(Outcome::NotFound), Some(1), None));
     let e = event_of(TestHost::request("GET", "/v1/models", &[("authorization", "Bearer sk-good")], b""), None);
     assert_eq!((e.status, e.outcome), (200, Some(Outcome::Ok)));
-    let e = event_of(TestHost::request("POST", "/v1/responses?x=1", &[], b"{}"), None);
-    assert_eq!((e.status, e.outcome, e.path.as_str()), (404, Some(Outcome::NotFound), "/v1/responses"));
+    let e = event_of(TestHost::request("POST", "/v1/assistants?x=1", &[], b"{}"), None);
+    assert_eq!((e.status, e.outcome, e.path.as_str()), (404, Some(Outcome::NotFound), "/v1/assistants"));
 
     // The provider failed; the client left before any answer.
     let e = event_of(chat("sk-good"), Some(("502", b"")));
@@ -876,6 +876,9 @@ fn provider_account_headers_are_stripped_only_when_sent() {
         fn peer_address(&self) -> Option<String> {
             self.0.peer_address()
         }
+        fn call_out(&mut self, call: crate::host::Call<'_>) -> Result<u32, String> {
+            self.0.call_out(call)
+        }
     }
     let mut h = chat("sk-good");
     h.headers.push(("openai-organization".into(), "org-someone-else".into()));
@@ -892,4 +895,202 @@ fn provider_account_headers_are_stripped_only_when_sent() {
     c.0.headers.push(("openai-project".into(), "p".into()));
     assert_eq!(RequestFilter::new(Some(policy())).on_request_headers(&mut c, false, NOW * 1000), Flow::Pause);
     assert_eq!(c.1, 1);
+}
+
+fn create(key: &str, body: &[u8]) -> TestHost {
+    TestHost::request(
+        "POST",
+        "/v1/responses",
+        &[("authorization", &format!("Bearer {key}")), ("content-type", "application/json"), (":authority", "gw.test")],
+        body,
+    )
+}
+
+/// The ledger settings a policy needs to ask the control plane anything.
+fn policy_with_control_plane() -> Rc<Policy> {
+    policy_with(Settings {
+        max_body_bytes: 4096,
+        identity_secret: "s3cret".into(),
+        ledger: crate::snapshot::LedgerSettings {
+            cluster: "cp".into(),
+            authority: "control-plane".into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_responses_create_is_routed_like_chat() {
+    let mut h = create("sk-good", br#"{"model":"demo","input":"hi","max_output_tokens":12}"#);
+    assert_eq!(run(&mut h, Some(policy())), Flow::Continue);
+    assert!(h.reply.is_none());
+    assert_eq!(h.header(ROUTE_HEADER), Some("route-chat"));
+    assert_eq!(h.header("authorization"), Some("Bearer sk-provider"));
+    let v: serde_json::Value = serde_json::from_slice(&h.body).unwrap();
+    assert_eq!(v["model"], "provider-chat");
+    assert!(v.get("stream_options").is_none(), "Responses streams always report usage");
+    assert!(h.calls.is_empty(), "no call to the control plane without previous_response_id");
+    // Exclusions and a missing model as for chat.
+    let mut h = create("sk-excluder", br#"{"model":"demo","input":"hi"}"#);
+    run(&mut h, Some(policy()));
+    assert_eq!(h.reply_json().0, 404);
+    let mut h = create("sk-good", br#"{"input":"hi"}"#);
+    run(&mut h, Some(policy()));
+    let (status, v) = h.reply_json();
+    assert_eq!((status, v["error"]["param"].as_str()), (400, Some("model")));
+}
+
+#[test]
+fn a_continuation_waits_for_the_control_plane_to_vouch_for_its_previous_response() {
+    let body = br#"{"model":"demo","input":"more","previous_response_id":"resp_1","max_output_tokens":10}"#;
+    let start = |shared: &mut MemShared| {
+        let mut h = create("sk-capped-a", body);
+        std::mem::swap(&mut h.shared, shared);
+        let mut f = RequestFilter::new(Some(policy_with_control_plane()));
+        assert_eq!(f.on_request_headers(&mut h, false, NOW * 1000), Flow::Pause);
+        let size = h.body.len();
+        assert_eq!(f.on_request_body(&mut h, size, true, || NOW * 1000), Flow::Pause, "held for the check");
+        std::mem::swap(&mut h.shared, shared);
+        (h, f)
+    };
+    let mut shared = MemShared::default();
+    let (mut h, mut f) = start(&mut shared);
+    assert!(h.reply.is_none() && h.header(ROUTE_HEADER).is_none(), "nothing decided yet");
+    assert!(shared.data.is_empty(), "nothing admitted before the answer");
+    let call = h.calls.last().expect("the ownership check");
+    assert_eq!(call.cluster, "cp");
+    assert_eq!(call.header(":path"), Some("/internal/v1/responses/resp_1/owner"));
+    assert_eq!(call.header("x-aqueduct-user-id"), Some("3"));
+    assert_eq!(call.header("x-aqueduct-token-id"), Some("5"));
+    // The body phase again (trailers) changes nothing while the check is out.
+    assert_eq!(f.on_request_body(&mut h, body.len(), true, || NOW * 1000), Flow::Pause);
+    std::mem::swap(&mut h.shared, &mut shared);
+    assert_eq!(f.on_call_response(&mut h, Some(204), || NOW * 1000), Flow::Continue);
+    std::mem::swap(&mut h.shared, &mut shared);
+    assert_eq!(h.header(ROUTE_HEADER), Some("route-chat"));
+    assert_eq!(output_used(&shared, NOW * 1000), 10, "admitted once vouched for");
+
+    // Not the caller's: 404 naming the parameter, nothing admitted or forwarded.
+    let mut shared = MemShared::default();
+    let (mut h, mut f) = start(&mut shared);
+    assert_eq!(f.on_call_response(&mut h, Some(404), || NOW * 1000), Flow::Pause);
+    let (status, v) = h.reply_json();
+    assert_eq!((status, v["error"]["param"].as_str()), (404, Some("previous_response_id")));
+    assert!(h.header(ROUTE_HEADER).is_none() && shared.data.is_empty());
+    let e = f.on_done(&mut shared, NOW * 1000 + 5).unwrap();
+    assert_eq!((e.status, e.outcome), (404, Some(Outcome::NotFound)));
+    // No answer (control plane away): fail closed.
+    let mut shared = MemShared::default();
+    let (mut h, mut f) = start(&mut shared);
+    assert_eq!(f.on_call_response(&mut h, None, || NOW * 1000), Flow::Pause);
+    assert_eq!(h.reply_json().0, 503);
+    // Without a control plane to ask, the same.
+    let mut h = create("sk-good", body);
+    run(&mut h, Some(policy()));
+    assert_eq!(h.reply_json().0, 503);
+}
+
+#[test]
+fn a_responses_answer_gives_its_id_and_usage_to_the_ledger() {
+    let t0 = NOW * 1000;
+    let json = br#"{"id":"resp_abc","object":"response","status":"completed","output":[],"usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":2},"output_tokens":7,"output_tokens_details":{"reasoning_tokens":3},"total_tokens":12}}"#;
+    let e = event_of(create("sk-good", br#"{"model":"demo","input":"hi"}"#), Some(("200", json)));
+    assert_eq!(e.response_id.as_deref(), Some("resp_abc"));
+    assert_eq!((e.input_tokens, e.output_tokens, e.cached_tokens, e.reasoning_tokens), (5, 7, 2, 3));
+    // A provider error records no id.
+    let e = event_of(create("sk-good", br#"{"model":"demo","input":"hi"}"#), Some(("400", br#"{"id":"resp_x"}"#)));
+    assert_eq!(e.response_id, None);
+    // A stream: the id from `response.created`, the usage from `response.completed`.
+    let mut shared = MemShared::default();
+    let mut h = create("sk-capped-a", br#"{"model":"demo","input":"hi","stream":true,"max_output_tokens":50}"#);
+    std::mem::swap(&mut h.shared, &mut shared);
+    let mut f = RequestFilter::new(Some(policy()));
+    f.on_request_headers(&mut h, false, t0);
+    let size = h.body.len();
+    assert_eq!(f.on_request_body(&mut h, size, true, || t0), Flow::Continue);
+    std::mem::swap(&mut h.shared, &mut shared);
+    h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    f.on_response_headers(&mut h, t0 + 5);
+    let stream = concat!(
+        "event: response.created\n",
+        "data: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_s1\",\"status\":\"in_progress\",\"usage\":null}}\n\n",
+        "event: response.output_text.delta\n",
+        "data: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"Hello there\"}\n\n",
+        "event: response.output_text.done\n",
+        "data: {\"type\":\"response.output_text.done\",\"sequence_number\":2,\"text\":\"Hello there\"}\n\n",
+        "event: response.completed\n",
+        "data: {\"type\":\"response.completed\",\"sequence_number\":3,\"response\":{\"id\":\"resp_s1\",\"status\":\"completed\",\"usage\":{\"input_tokens\":4,\"output_tokens\":2,\"output_tokens_details\":{\"reasoning_tokens\":0}}}}\n\n",
+    );
+    // Cut anywhere: the chunks pass unchanged, only read.
+    for piece in stream.as_bytes().chunks(17) {
+        h.response_chunk = piece.to_vec();
+        f.on_response_body(&h, piece.len());
+    }
+    f.on_response_end();
+    let e = f.on_done(&mut shared, t0 + 50).unwrap();
+    assert_eq!(e.response_id.as_deref(), Some("resp_s1"));
+    assert_eq!((e.input_tokens, e.output_tokens, e.estimated, e.streamed), (4, 2, false, true));
+    assert_eq!(output_used(&shared, t0 + 50), 2, "50 reserved, 2 used");
+
+    // Abandoned after some text: the reservation (or the text, when more) is charged, and the
+    // id already known is recorded.
+    let mut shared = MemShared::default();
+    let mut h = create("sk-capped-a", br#"{"model":"demo","input":"hi","stream":true,"max_output_tokens":50}"#);
+    std::mem::swap(&mut h.shared, &mut shared);
+    let mut f = RequestFilter::new(Some(policy()));
+    f.on_request_headers(&mut h, false, t0);
+    let size = h.body.len();
+    f.on_request_body(&mut h, size, true, || t0);
+    std::mem::swap(&mut h.shared, &mut shared);
+    h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
+    f.on_response_headers(&mut h, t0 + 5);
+    let cut = stream.find("event: response.output_text.done").unwrap();
+    h.response_chunk = stream.as_bytes()[..cut].to_vec();
+    f.on_response_body(&h, cut);
+    let e = f.on_done(&mut shared, t0 + 50).unwrap();
+    assert_eq!(e.response_id.as_deref(), Some("resp_s1"));
+    assert_eq!((e.output_tokens, e.estimated, e.outcome), (50, true, Some(Outcome::Ok)));
+    assert_eq!(output_used(&shared, t0 + 50), 50);
+}
+
+#[test]
+fn id_based_response_calls_go_to_the_control_plane_with_the_callers_identity() {
+    let item = |method: &str, path: &str, key: &str| {
+        TestHost::request(
+            method,
+            path,
+            &[("authorization", &format!("Bearer {key}")), ("x-aqueduct-user-id", "1")],
+            b"",
+        )
+    };
+    let mut h = item("GET", "/v1/responses/resp_1/input_items?limit=2", "sk-capped-a");
+    let mut f = RequestFilter::new(Some(policy()));
+    assert_eq!(f.on_request_headers(&mut h, true, NOW * 1000), Flow::Continue);
+    assert!(h.reply.is_none());
+    assert!(h.header("authorization").is_none(), "the key stays here");
+    assert_eq!(h.header(SECRET_HEADER), Some("s3cret"));
+    assert_eq!(h.header(USER_ID_HEADER), Some("3"), "forged identity replaced");
+    assert_eq!(h.header(TOKEN_ID_HEADER), Some("5"));
+    assert!(h.header(ROUTE_HEADER).is_none(), "not a model route");
+    h.response_headers = vec![(":status".into(), "404".into())];
+    f.on_response_headers(&mut h, NOW * 1000 + 3);
+    let e = f.on_done(&mut MemShared::default(), NOW * 1000 + 9).unwrap();
+    assert_eq!((e.status, e.outcome, e.token_id), (404, Some(Outcome::UpstreamError), Some(5)));
+    assert_eq!((e.input_tokens, e.output_tokens), (0, 0));
+    // Refused here: no key, a wrong method, an id that cannot be anyone's.
+    for (method, path, key, status) in [
+        ("GET", "/v1/responses/resp_1", "sk-nope", 401),
+        ("PUT", "/v1/responses/resp_1", "sk-good", 405),
+        ("GET", "/v1/responses/resp_1/cancel", "sk-good", 405),
+        ("GET", "/responses/r%2e%2e", "sk-good", 404),
+        ("GET", "/v1/responses/resp_1/steps", "sk-good", 404),
+    ] {
+        let mut h = item(method, path, key);
+        run(&mut h, Some(policy()));
+        assert_eq!(h.reply_json().0, status, "{method} {path}");
+    }
+    let mut h = item("DELETE", "/responses/resp_1", "sk-good");
+    assert_eq!(run(&mut h, None), Flow::Pause);
+    assert_eq!(h.reply_json().0, 503, "no policy: fail closed");
 }
