@@ -474,7 +474,8 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
 
-    #[tokio::test]
+    // Tokio's clock, paused: the gaps are the backoff's own, whatever else loads the machine.
+    #[tokio::test(start_paused = true)]
     async fn restarts_wait_out_a_growing_capped_backoff() {
         let mut sup = Supervisor::new(Backoff { initial: ms(50), max: ms(200), ..BACKOFF });
         let stage = sup.stage("only", ms(100));
@@ -497,7 +498,8 @@ mod tests {
         assert!(stats.tasks()[0].restarts >= 5);
     }
 
-    #[tokio::test]
+    // Tokio's clock, paused: the gaps are the backoff's own, whatever else loads the machine.
+    #[tokio::test(start_paused = true)]
     async fn a_failure_after_a_healthy_run_restarts_at_the_initial_delay() {
         let mut sup = Supervisor::new(Backoff { initial: ms(50), max: ms(10_000), healthy_after: ms(300) });
         let stage = sup.stage("only", ms(100));
