@@ -154,6 +154,17 @@ pub struct Settings {
     #[arg(long, env = "AQUEDUCT_USAGE_RETENTION_DAYS", default_value_t = 90,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub usage_retention_days: u32,
+    /// Days the gateway remembers who made each stored Responses API response; after that no one
+    /// can retrieve, continue, cancel or delete it through the gateway (404). Keep it at most as
+    /// long as the provider keeps responses (OpenAI: 30 days).
+    #[arg(long, env = "AQUEDUCT_RESPONSES_TTL_DAYS", default_value_t = crate::responses::store::DEFAULT_TTL_DAYS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub responses_ttl_days: u32,
+    /// Provider-native tools a Responses API create may use (comma-separated tool types such as
+    /// `web_search`, `code_interpreter`, `image_generation`); empty: all of them. `function` and
+    /// `custom` tools are always allowed; `mcp` and `file_search` tools follow their own rules.
+    #[arg(long, env = "AQUEDUCT_RESPONSES_NATIVE_TOOLS", value_delimiter = ',', default_value = "")]
+    pub responses_native_tools: Vec<String>,
     /// Proxies in front of Envoy whose `X-Forwarded-For` entries are trusted for the client
     /// address in the usage ledger (0: the address that connected to Envoy).
     #[arg(long, env = "AQUEDUCT_TRUSTED_PROXY_HOPS", default_value_t = 0)]
@@ -417,11 +428,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let days = settings.usage_retention_days;
         move || crate::usage::retention::run(db.clone(), days, Duration::from_secs(3600))
     });
+    crate::responses::store::set_ttl_days(settings.responses_ttl_days);
+    tasks.spawn(serving, "responses-expiry", {
+        let db = db.clone();
+        move || crate::responses::store::run_expiry(db.clone(), Duration::from_secs(3600))
+    });
     let gw = Arc::new(
         Gateway::new(db, layout, settings.models.clone(), models)
             .with_limits(defaults, settings.output_reservation)
             .with_ledger(ledger)
             .with_terms_required(settings.terms_required)
+            .with_responses_native_tools(settings.responses_native_tools.clone())
             .with_snapshot_debounce(Duration::from_millis(settings.snapshot_debounce_ms)),
     );
     gw.set_default_excluded_models(settings.default_excluded_models.clone());
@@ -445,7 +462,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     let recorder: Arc<dyn crate::mcp::McpRecorder> = recorder;
     tasks.spawn(serving, "mcp-usage-writer", move || writer.clone().run());
-    let mcp = Arc::new(crate::mcp::Mcp::new(gw.db.clone(), registry.clone(), settings.mcp(), recorder, secret)?);
+    let mcp =
+        Arc::new(crate::mcp::Mcp::new(gw.db.clone(), registry.clone(), settings.mcp(), recorder, secret.clone())?);
+    let responses = Arc::new(crate::responses::Responses::new(gw.clone(), secret)?);
     gw.rebuild().await?;
     tasks.spawn(serving, "rebuilder", {
         let gw = gw.clone();
@@ -516,7 +535,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let app = crate::api::router(gw.clone(), tenancy_settings(&settings))
             .layer(axum::Extension(tasks.stats()))
             .merge(crate::admin::router(gw.clone(), ui.clone(), tenancy_settings(&settings)))
-            .merge(crate::mcp::router(mcp.clone()));
+            .merge(crate::mcp::router(mcp.clone()))
+            .merge(crate::responses::router(responses.clone()));
         move |stop: Stop| {
             let app = app.clone();
             let listener = reuse(&http_listener);

@@ -16,7 +16,9 @@ use crate::xds::resources::{self, Layout};
 use crate::xds::server::XdsMetrics;
 use crate::xds::type_url;
 use aqueduct_policy::journal::KeyChange;
-use aqueduct_policy::snapshot::{CapSpec, LedgerSettings, ModelSpec, PolicySnapshot, PrincipalSpec, Settings};
+use aqueduct_policy::snapshot::{
+    CapSpec, LedgerSettings, ModelSpec, PolicySnapshot, PrincipalSpec, ResponsesSettings, Settings,
+};
 use aqueduct_policy::tokens::{TokenTable, HASH_LEN};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -89,6 +91,8 @@ pub struct Gateway {
     pub ingest_lock: tokio::sync::Mutex<()>,
     /// Whether users must accept the current Terms of Service before their keys work.
     pub terms_required: bool,
+    /// The Responses API's tool policy (pushed in the policy).
+    responses: ResponsesSettings,
     /// Key changes since this process started, long-polled by the filter between snapshots.
     pub journal: KeyJournal,
     /// Wait after a change before rebuilding (changes meanwhile join the same rebuild).
@@ -134,6 +138,7 @@ impl Gateway {
             usage_metrics: crate::usage::metrics::UsageMetrics::default(),
             ingest_lock: tokio::sync::Mutex::new(()),
             terms_required: false,
+            responses: ResponsesSettings::default(),
             journal: KeyJournal::new(),
             snapshot_debounce: Duration::ZERO,
             keys: KeyCache::default(),
@@ -143,6 +148,14 @@ impl Gateway {
     /// Waits `debounce` after a change before rebuilding (before the gateway is shared).
     pub fn with_snapshot_debounce(mut self, debounce: Duration) -> Self {
         self.snapshot_debounce = debounce;
+        self
+    }
+
+    /// Limits the provider-native tools a Responses API create may use to `native_tools` (names
+    /// trimmed, empty ones dropped; none: all allowed), before the gateway is shared.
+    pub fn with_responses_native_tools(mut self, native_tools: Vec<String>) -> Self {
+        self.responses.native_tools =
+            native_tools.into_iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
         self
     }
 
@@ -319,6 +332,7 @@ impl Gateway {
             output_reservation: self.output_reservation,
             identity_secret: self.identity_secret.read().map(|s| s.clone()).unwrap_or_default(),
             ledger: self.ledger.clone(),
+            responses: self.responses.clone(),
         };
         let loaded = started.elapsed();
         let mut snapshot = build_snapshot(0, created, &models, inputs, settings);

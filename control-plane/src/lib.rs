@@ -13,6 +13,7 @@ pub mod domain;
 pub mod envoy;
 pub mod gateway;
 pub mod mcp;
+pub mod responses;
 pub mod supervisor;
 pub mod tenancy;
 pub mod terms;

@@ -7,6 +7,7 @@
 //! session's CSRF token, so another site cannot make the browser act for the user.
 
 pub mod caller;
+pub mod identity;
 pub mod oidc;
 pub mod password;
 pub mod session;

@@ -132,6 +132,63 @@ async fn sqlite(opts: SqliteConnectOptions) -> Result<SqlitePool, DbError> {
     SqlitePoolOptions::new().max_connections(8).connect_with(opts).await.map_err(DbError::Open)
 }
 
+/// Migrated stores for unit tests: SQLite always, and PostgreSQL when `AQUEDUCT_TEST_PG` names a
+/// server (`postgres://postgres@127.0.0.1:5432/postgres`), on a fresh database dropped after.
+#[cfg(test)]
+pub mod testing {
+    use super::Db;
+
+    /// A store for one test; its files or database go with it.
+    pub struct TestDb {
+        /// The store.
+        pub db: Db,
+        _dir: tempfile::TempDir,
+        /// (server URL, database name) of a PostgreSQL database to drop.
+        pg: Option<(String, String)>,
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let Some((server, name)) = self.pg.take() else { return };
+            // Its own runtime: a drop cannot await, and may run inside the test's runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(async {
+                    let admin = sqlx::PgPool::connect(&server).await?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await?;
+                    admin.close().await;
+                    Ok::<_, sqlx::Error>(())
+                })
+                .map_err(std::io::Error::other)
+            })
+            .join();
+        }
+    }
+
+    /// Every backend to test on.
+    pub async fn all() -> Vec<TestDb> {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let db = Db::open(None, dir.path()).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut out = vec![TestDb { db, _dir: dir, pg: None }];
+        if let Ok(server) = std::env::var("AQUEDUCT_TEST_PG") {
+            let name = format!("aq_unit_{:016x}", rand::random::<u64>());
+            let admin = sqlx::PgPool::connect(&server).await.unwrap_or_else(|e| panic!("AQUEDUCT_TEST_PG: {e}"));
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap_or_else(|e| panic!("{e}"));
+            admin.close().await;
+            let (base, query) = server.split_once('?').map_or((server.as_str(), None), |(b, q)| (b, Some(q)));
+            let host_end = base.find("://").map_or(0, |i| i + 3);
+            let base = base[host_end..].find('/').map_or(base, |i| &base[..host_end + i]);
+            let url = format!("{base}/{name}{}", query.map(|q| format!("?{q}")).unwrap_or_default());
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            // Made before the migrations run, so the database is dropped even if they fail.
+            let mut pg = TestDb { db: out[0].db.clone(), _dir: dir, pg: Some((server.clone(), name)) };
+            pg.db = Db::open(Some(&url), pg._dir.path()).await.unwrap_or_else(|e| panic!("migrations/postgres: {e}"));
+            out.push(pg);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,6 @@
 //! opens its own session with an upstream on first use (kept in the store); an upstream that
 //! lost its session gets a new one and the request is retried once.
 
-use super::identity::Identity;
 use super::jsonrpc::{self, MessageFacts};
 use super::proxy::{
     pass_headers, rejected, session_not_found, session_required, upstream_request, with_guard, CallGuard,
@@ -17,6 +16,7 @@ use super::proxy::{
 use super::registry::Server;
 use super::sessions::{self, Session, Upstream};
 use super::{now_ms, Mcp, McpCall};
+use crate::auth::identity::Identity;
 use aqueduct_policy::ApiError;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};

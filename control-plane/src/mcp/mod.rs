@@ -3,13 +3,12 @@
 //! caller may use.
 //!
 //! The filter in Envoy has already checked the key and the caller's MCP exclusions; it replaced
-//! the key by identity headers plus the deployment secret ([`identity`]). Here the requests are
-//! checked against DNS rebinding ([`security`]), bound to sessions kept in the database
+//! the key by identity headers plus the deployment secret ([`crate::auth::identity`]). Here the
+//! requests are checked against DNS rebinding ([`security`]), bound to sessions kept in the database
 //! ([`sessions`], so they survive a restart), forwarded with the server's own credentials
 //! ([`proxy`], [`aggregate`]), and each one is handed to a [`McpRecorder`].
 
 pub mod aggregate;
-pub mod identity;
 pub mod jsonrpc;
 pub mod proxy;
 pub mod registry;
@@ -47,7 +46,7 @@ pub struct McpCall {
     /// The gateway's session id, when there is one.
     pub session: Option<String>,
     /// Who called.
-    pub identity: identity::Identity,
+    pub identity: crate::auth::identity::Identity,
 }
 
 /// Where MCP calls go: the lead wires this into the usage ledger. Must not block (called on the

@@ -6,11 +6,11 @@
 //! notifications and its reply, correlated by JSON-RPC id by the upstream session itself),
 //! streamed as it arrives. Protocol versions are passed through, not filtered.
 
-use super::identity::Identity;
 use super::jsonrpc::{self, MessageFacts};
 use super::registry::Server;
 use super::sessions::{self, Session};
 use super::{now_ms, Mcp, McpCall};
+use crate::auth::identity::Identity;
 use aqueduct_policy::ApiError;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};

@@ -5,6 +5,10 @@
 //! rollups (per minute, hour and day, without its end user) and in the metrics, and only a
 //! sample becomes a ledger row — at most one per client address per minute, and at most
 //! [`ANONYMOUS_ROWS_PER_MINUTE`] per minute in all (per control plane).
+//!
+//! The event of a successful Responses API create carries the new response's id: its owner
+//! record ([`crate::responses::store`]) is written in the same transaction, and lookups waiting
+//! for it are woken once it is committed ([`crate::responses::pending`]).
 
 use crate::db::Db;
 use crate::with_pool;
@@ -117,7 +121,7 @@ impl Sampler {
 /// Rollup granularities and their widths in milliseconds.
 pub const BUCKETS: [(&str, i64); 3] = [("minute", 60_000), ("hour", 3_600_000), ("day", 86_400_000)];
 
-/// Rows per insert statement (27 columns; well under both backends' parameter limits).
+/// Rows per insert statement (28 columns; well under both backends' parameter limits).
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// A parsed batch.
@@ -189,6 +193,17 @@ fn id(v: Option<u64>) -> Option<i64> {
 
 fn outcome(e: &UsageEvent) -> &'static str {
     e.outcome.unwrap_or(Outcome::ClientClosed).as_str()
+}
+
+/// The event's response id as the ledger keeps it: only a well-formed one (the provider chose
+/// it; an odd value is not worth a row's space).
+fn response_id(e: &UsageEvent) -> Option<String> {
+    e.response_id.clone().filter(|id| aqueduct_policy::responses::valid_id(id))
+}
+
+/// The owner records `new` events make (see [`crate::responses::store::claims`]).
+fn claims(new: &[&UsageEvent], received_at_ms: i64) -> Vec<crate::responses::store::Owner> {
+    crate::responses::store::claims(new, received_at_ms.div_euclid(1000), crate::responses::store::ttl_secs())
 }
 
 /// Rollup increments for `events`, sorted so concurrent writers lock rows in one order.
@@ -295,11 +310,12 @@ async fn store_pg(
         "INSERT INTO usage_events (request_id, at_ms, token_id, user_id, service_account_id, team_id, org_id, \
          end_user, model, path, method, status, outcome, input_tokens, output_tokens, cached_tokens, \
          reasoning_tokens, estimated, latency_ms, ttfb_ms, streamed, client_ip, user_agent, mcp_server, \
-         mcp_method, mcp_tool, received_at_ms) \
-         SELECT *, $27::int8 FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
+         mcp_method, mcp_tool, response_id, received_at_ms) \
+         SELECT *, $28::int8 FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], \
          $7::int8[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int4[], $13::text[], $14::int8[], \
          $15::int8[], $16::int8[], $17::int8[], $18::bool[], $19::int8[], $20::int8[], $21::bool[], $22::text[], \
-         $23::text[], $24::text[], $25::text[], $26::text[]) ON CONFLICT (request_id) DO NOTHING RETURNING request_id",
+         $23::text[], $24::text[], $25::text[], $26::text[], $27::text[]) ON CONFLICT (request_id) DO NOTHING \
+         RETURNING request_id",
     )
     .bind(events.iter().map(|e| e.request_id.clone()).collect::<Vec<_>>())
     .bind(events.iter().map(|e| e.at_ms).collect::<Vec<_>>())
@@ -327,6 +343,7 @@ async fn store_pg(
     .bind(text(&|e| e.mcp_server.clone()))
     .bind(text(&|e| e.mcp_method.clone()))
     .bind(text(&|e| e.mcp_tool.clone()))
+    .bind(text(&response_id))
     .bind(received_at_ms)
     .fetch_all(&mut *tx)
     .await?;
@@ -374,9 +391,14 @@ async fn store_pg(
         .execute(&mut *tx)
         .await?;
     }
+    let claims = claims(&new, received_at_ms);
+    crate::responses::store::claim_pg(&mut tx, &claims).await?;
     tx.commit().await?;
     if !groups.is_empty() {
         STAGED.store(true, Ordering::Release);
+    }
+    if !claims.is_empty() {
+        crate::responses::pending::signal();
     }
     Ok(new.len())
 }
@@ -466,7 +488,7 @@ async fn store_rows(
                 "INSERT INTO usage_events (request_id, at_ms, token_id, user_id, service_account_id, team_id, \
                  org_id, end_user, model, path, method, status, outcome, input_tokens, output_tokens, \
                  cached_tokens, reasoning_tokens, estimated, latency_ms, ttfb_ms, streamed, client_ip, \
-                 user_agent, mcp_server, mcp_method, mcp_tool, received_at_ms) ",
+                 user_agent, mcp_server, mcp_method, mcp_tool, response_id, received_at_ms) ",
             );
             qb.push_values(chunk, |mut b, e| {
                 b.push_bind(e.request_id.clone())
@@ -495,6 +517,7 @@ async fn store_rows(
                     .push_bind(e.mcp_server.clone())
                     .push_bind(e.mcp_method.clone())
                     .push_bind(e.mcp_tool.clone())
+                    .push_bind(response_id(e))
                     .push_bind(received_at_ms);
             });
             qb.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
@@ -539,7 +562,14 @@ async fn store_rows(
                 .execute(&mut *tx)
                 .await?;
         }
+        let claims = claims(&new, received_at_ms);
+        for chunk in claims.chunks(ROWS_PER_STATEMENT) {
+            crate::responses::store::insert_claims(chunk).build().execute(&mut *tx).await?;
+        }
         tx.commit().await?;
+        if !claims.is_empty() {
+            crate::responses::pending::signal();
+        }
         Ok(new.len())
     })
 }
@@ -603,6 +633,57 @@ mod tests {
         let plan = s.plan(&batch);
         assert_eq!(plan.rows.map(|r| r.len()), Some(ANONYMOUS_ROWS_PER_MINUTE));
         assert_eq!(plan.counted.len(), 1000 - ANONYMOUS_ROWS_PER_MINUTE);
+    }
+
+    #[tokio::test]
+    async fn a_create_with_a_response_id_records_its_owner() {
+        for t in crate::db::testing::all().await {
+            let db = &t.db;
+            let create = UsageEvent {
+                request_id: format!("create-{}", db.backend()),
+                at_ms: 1_700_000_000_000,
+                token_id: Some(11),
+                user_id: Some(3),
+                service_account_id: Some(7),
+                model: Some("gpt-4o".into()),
+                path: "/v1/responses".into(),
+                method: "POST".into(),
+                status: 200,
+                outcome: Some(Outcome::Ok),
+                response_id: Some("resp_abc123".into()),
+                ..Default::default()
+            };
+            let failed = UsageEvent {
+                request_id: format!("failed-{}", db.backend()),
+                status: 500,
+                response_id: Some("resp_failed".into()),
+                ..create.clone()
+            };
+            let received_at_ms = 1_700_000_000_500;
+            let stored = store(db, &[create.clone(), failed], received_at_ms).await.unwrap();
+            assert_eq!(stored.inserted, 2);
+            let now = received_at_ms / 1000;
+            let owner = crate::responses::store::find(db, "resp_abc123", now).await.unwrap().unwrap();
+            assert_eq!(
+                (owner.owner_user_id, owner.owner_service_account_id, owner.token_id, owner.model.as_str()),
+                (3, Some(7), 11, "gpt-4o")
+            );
+            assert_eq!(owner.expires_at, now + crate::responses::store::ttl_secs());
+            assert_eq!(crate::responses::store::find(db, "resp_failed", now).await.unwrap(), None, "not a 2xx");
+            // The ledger keeps the id with the request.
+            let kept: Option<String> = with_pool!(db, p => sqlx::query_scalar(
+                "SELECT response_id FROM usage_events WHERE request_id = $1",
+            )
+            .bind(&create.request_id)
+            .fetch_one(p)
+            .await
+            .unwrap());
+            assert_eq!(kept.as_deref(), Some("resp_abc123"));
+            // A resent batch is a duplicate and changes nothing.
+            assert_eq!(store(db, &[create], received_at_ms + 60_000).await.unwrap().duplicates, 1);
+            let again = crate::responses::store::find(db, "resp_abc123", now).await.unwrap().unwrap();
+            assert_eq!(again, owner);
+        }
     }
 
     #[test]

@@ -249,6 +249,7 @@ pub struct RequestRow {
     pub mcp_server: Option<String>,
     pub mcp_method: Option<String>,
     pub mcp_tool: Option<String>,
+    pub response_id: Option<String>,
 }
 
 /// A position in the request log (newest first): the last row's time and id.
@@ -284,7 +285,7 @@ pub async fn requests(
     let mut sql = Sql::new(
         "SELECT request_id, at_ms, token_id, user_id, service_account_id, team_id, org_id, end_user, model, path, \
          method, status, outcome, input_tokens, output_tokens, cached_tokens, reasoning_tokens, estimated, \
-         latency_ms, ttfb_ms, streamed, client_ip, user_agent, mcp_server, mcp_method, mcp_tool \
+         latency_ms, ttfb_ms, streamed, client_ip, user_agent, mcp_server, mcp_method, mcp_tool, response_id \
          FROM usage_events WHERE at_ms >= ",
     );
     sql.arg(Val::Int(Some(f.from_ms))).push(" AND at_ms < ").arg(Val::Int(Some(f.to_ms)));

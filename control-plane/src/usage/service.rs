@@ -143,6 +143,8 @@ pub struct RequestEntry {
     pub mcp_method: Option<String>,
     /// MCP tool called.
     pub mcp_tool: Option<String>,
+    /// For a Responses API create: the id of the response it made.
+    pub response_id: Option<String>,
 }
 
 fn id(v: Option<i64>) -> Option<String> {
@@ -182,6 +184,7 @@ impl From<&RequestRow> for RequestEntry {
             mcp_server: r.mcp_server.clone(),
             mcp_method: r.mcp_method.clone(),
             mcp_tool: r.mcp_tool.clone(),
+            response_id: r.response_id.clone(),
         }
     }
 }
@@ -200,7 +203,7 @@ pub struct RequestPage {
 }
 
 /// Columns of the request log, in order (its CSV columns).
-pub const REQUEST_COLUMNS: [&str; 26] = [
+pub const REQUEST_COLUMNS: [&str; 27] = [
     "request_id",
     "time",
     "token_id",
@@ -227,6 +230,7 @@ pub const REQUEST_COLUMNS: [&str; 26] = [
     "mcp_server",
     "mcp_method",
     "mcp_tool",
+    "response_id",
 ];
 
 /// The filters and format both queries take.

@@ -529,6 +529,27 @@ fn mcp_route(name: &str, path: route_match::PathSpecifier) -> Route {
     }
 }
 
+/// Id-based Responses API calls (`/v1/responses/{id}…`, authenticated by the filter) to the
+/// control plane, which serves them to the response's owner from its provider. A retrieve can
+/// stream a background response for as long as the model runs: no overall timeout, and a
+/// model's default timeout of silence.
+fn responses_route(name: &str, prefix: &str) -> Route {
+    Route {
+        name: name.into(),
+        r#match: Some(RouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix(prefix.into())),
+            ..Default::default()
+        }),
+        action: Some(route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(CONTROL_PLANE_CLUSTER.into())),
+            timeout: Some(secs(0)),
+            idle_timeout: Some(secs(DEFAULT_MODEL_TIMEOUT_SECS)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
 /// How long an MCP stream may stay silent before Envoy ends it.
 pub const MCP_IDLE_TIMEOUT_SECS: u64 = 3600;
 
@@ -545,6 +566,10 @@ pub fn route_config(models: &ModelsConfig) -> RouteConfiguration {
     // among as many routes as before, a bare one passes the `/v1/` prefixes first, cheaply.
     routes.extend(models.groups.iter().map(|g| model_route(g, ClientPath::V1)));
     routes.extend(models.groups.iter().map(|g| model_route(g, ClientPath::Bare)));
+    // After the model routes: a create (`POST /v1/responses`) carries the routing header and
+    // goes to its model; the id-based calls below it never do.
+    routes.push(responses_route("responses", "/v1/responses/"));
+    routes.push(responses_route("responses:bare", "/responses/"));
     routes.push(mcp_route("mcp-servers", route_match::PathSpecifier::Prefix("/mcp-servers/".into())));
     routes.push(mcp_route("mcp", route_match::PathSpecifier::Path("/mcp".into())));
     routes.push(Route {

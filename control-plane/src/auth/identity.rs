@@ -1,5 +1,9 @@
 //! Who is calling, as the filter vouches for it: identity headers that count only when they
 //! come with the deployment's secret.
+//!
+//! Routes the filter hands to the control plane (MCP, the Responses API's id-based calls and
+//! its ownership check) carry no API key: the filter checked it, removed it, and added the key's
+//! ids plus the secret. Anything without the secret did not come through the filter.
 
 use aqueduct_policy::filter::{
     MCP_EXCLUDED_HEADER, ORG_ID_HEADER, SECRET_HEADER, SERVICE_ACCOUNT_ID_HEADER, TEAM_ID_HEADER, TOKEN_ID_HEADER,
@@ -9,10 +13,10 @@ use aqueduct_policy::ApiError;
 use axum::http::HeaderMap;
 use subtle::ConstantTimeEq;
 
-/// The caller of an MCP request.
+/// The caller of a request the filter handed over.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
-    /// The key used; sessions are bound to it.
+    /// The key used; MCP sessions are bound to it.
     pub token_id: i64,
     /// The key's user (a service account's owner for its key).
     pub user_id: i64,
@@ -22,7 +26,7 @@ pub struct Identity {
     pub team_id: Option<i64>,
     /// The org.
     pub org_id: Option<i64>,
-    /// MCP servers this key may not use.
+    /// MCP servers this key may not use (sent on MCP routes only).
     pub excluded: Vec<String>,
 }
 
@@ -32,7 +36,7 @@ impl Identity {
     pub fn from_headers(headers: &HeaderMap, secret: &str) -> Result<Self, ApiError> {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let untrusted = || {
-            ApiError::new(401, "MCP requests must be sent to the gateway's listener with an API key.")
+            ApiError::new(401, "This endpoint must be called through the gateway's listener with an API key.")
                 .code("missing_api_key")
         };
         let presented = get(SECRET_HEADER).ok_or_else(untrusted)?;
@@ -56,7 +60,7 @@ impl Identity {
         })
     }
 
-    /// Whether this caller may use `server`.
+    /// Whether this caller may use MCP server `server`.
     pub fn allows(&self, server: &str) -> bool {
         !self.excluded.iter().any(|e| e == server)
     }
