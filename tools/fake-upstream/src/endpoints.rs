@@ -49,7 +49,7 @@ const MAX_IMAGES: u32 = 10;
 // ---------------------------------------------------------------------------------------------
 
 /// Parses a JSON body; syntax errors and shape errors both become OpenAI-style 400s.
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::bad_request(format!("Invalid request body: {e}")),
         _ => ApiError::bad_request(format!(
@@ -60,7 +60,7 @@ fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     })
 }
 
-fn require_model(model: Option<String>) -> Result<String, ApiError> {
+pub(crate) fn require_model(model: Option<String>) -> Result<String, ApiError> {
     match model {
         Some(m) if !m.is_empty() => Ok(m),
         _ => Err(ApiError::bad_request("you must provide a model parameter").param("model")),
@@ -74,7 +74,7 @@ fn missing(param: &'static str) -> ApiError {
 }
 
 /// The deterministic assistant answer for a prompt.
-fn reply_text(model: &str, said: &str) -> String {
+pub(crate) fn reply_text(model: &str, said: &str) -> String {
     let said = first_chars(said.trim(), MAX_SAID_CHARS);
     let mut text = format!("Hello from the fake upstream (model {model}). You said: {said}");
     // No trailing space when nothing was said: word counts and assertions stay simple.
@@ -181,13 +181,13 @@ struct CompletionTokensDetails {
 }
 
 /// Server-sent events rendered into one buffer; each event becomes a zero-copy slice of it.
-struct SseFrames {
+pub(crate) struct SseFrames {
     buf: BytesMut,
     ends: Vec<usize>,
 }
 
 impl SseFrames {
-    fn with_capacity(bytes: usize, frames: usize) -> Self {
+    pub(crate) fn with_capacity(bytes: usize, frames: usize) -> Self {
         SseFrames { buf: BytesMut::with_capacity(bytes), ends: Vec::with_capacity(frames) }
     }
 
@@ -201,13 +201,21 @@ impl SseFrames {
         self.ends.push(self.buf.len());
     }
 
+    /// Appends `event: <name>\ndata: <json>\n\n`: the Responses API names every event.
+    pub(crate) fn push_event<T: Serialize>(&mut self, name: &str, value: &T) {
+        self.buf.put_slice(b"event: ");
+        self.buf.put_slice(name.as_bytes());
+        self.buf.put_u8(b'\n');
+        self.push_json(value);
+    }
+
     /// Appends the `data: [DONE]` terminator of OpenAI streams.
     fn push_done(&mut self) {
         self.buf.put_slice(b"data: [DONE]\n\n");
         self.ends.push(self.buf.len());
     }
 
-    fn into_frames(self) -> Vec<Bytes> {
+    pub(crate) fn into_frames(self) -> Vec<Bytes> {
         let all = self.buf.freeze();
         let mut start = 0;
         self.ends

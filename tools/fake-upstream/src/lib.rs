@@ -13,12 +13,18 @@
 //! | `x-fake-status`         | `status`         | answer with this status and an OpenAI error      |
 //! | `x-fake-error-message`  | `error_message`  | message of that error                            |
 //! | `x-fake-no-usage: 1`    | `no_usage`       | leave `usage` out of answers and streams         |
-//! | `x-fake-reasoning-tokens` | `reasoning_tokens` | hidden reasoning tokens added to chat usage (never in the text) |
+//! | `x-fake-reasoning-tokens` | `reasoning_tokens` | hidden reasoning tokens added to chat and responses usage (never in the text) |
 //! | `x-fake-logprobs-bytes` | `logprobs_bytes` | pad chat answers (not streams) with about this many bytes of logprobs, before `usage` |
+//! | `x-fake-response-fail: 1` | `response_fail` | responses: fail halfway (status `failed`; a stream ends with `response.failed`) |
+//! | `x-fake-background-ms`  | `background_ms`  | responses: time a `background: true` response takes to finish (default 1000) |
 //!
 //! Endpoints (each with and without the `/v1` prefix): `POST chat/completions`,
 //! `POST completions`, `POST embeddings`, `POST audio/speech`, `POST audio/transcriptions`,
-//! `POST images/generations`, `GET models`, `GET models/{id}`. Control API on the same server:
+//! `POST images/generations`, `GET models`, `GET models/{id}`, and the Responses API (stored
+//! in memory; see the `responses` module source for usage counting and lifecycle):
+//! `POST responses`, `GET responses/{id}` (`?stream=true` replays the events),
+//! `DELETE responses/{id}`, `POST responses/{id}/cancel`, `GET responses/{id}/input_items`,
+//! `POST responses/input_tokens`. Control API on the same server:
 //! `GET|POST /_fake/controls`, `GET|DELETE /_fake/requests`, `GET /_fake/health`.
 //!
 //! ```no_run
@@ -31,6 +37,7 @@
 //! ```
 
 mod endpoints;
+mod responses;
 mod util;
 
 use std::borrow::Cow;
@@ -60,6 +67,15 @@ pub const MAX_CHUNKS: u32 = 10_000;
 
 /// Number of content chunks in a stream when no `chunks` control is set.
 pub const DEFAULT_CHUNKS: u32 = 5;
+
+/// How many Responses API responses are kept for retrieval; the oldest are forgotten first.
+pub const MAX_STORED_RESPONSES: usize = 5000;
+
+/// How long a `background: true` response takes when no `background_ms` control is set.
+pub const DEFAULT_BACKGROUND_MS: u64 = 1000;
+
+/// Upper bound for the `background_ms` control (one hour).
+pub const MAX_BACKGROUND_MS: u64 = 3_600_000;
 
 /// Knobs that change how the fake upstream answers.
 ///
@@ -97,6 +113,14 @@ pub struct Controls {
     /// before `usage` in the body (at most [`MAX_LOGPROBS_BYTES`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs_bytes: Option<u64>,
+    /// Responses API: the response fails after half of its text (status `failed`, an `error`,
+    /// and the usage of what was produced; a stream ends with `response.failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_fail: Option<bool>,
+    /// Responses API: milliseconds a `background: true` response takes to finish (default
+    /// [`DEFAULT_BACKGROUND_MS`], at most [`MAX_BACKGROUND_MS`]); it is `in_progress` after half.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background_ms: Option<u64>,
 }
 
 /// Upper bound for the `logprobs_bytes` control.
@@ -129,6 +153,12 @@ impl Controls {
         if over.logprobs_bytes.is_some() {
             self.logprobs_bytes = over.logprobs_bytes;
         }
+        if over.response_fail.is_some() {
+            self.response_fail = over.response_fail;
+        }
+        if over.background_ms.is_some() {
+            self.background_ms = over.background_ms;
+        }
     }
 
     /// Checks the ranges that the server relies on (`status` is an error status, `chunks` is
@@ -149,6 +179,11 @@ impl Controls {
                 return Err(format!("logprobs_bytes must be at most {MAX_LOGPROBS_BYTES}, got {b}"));
             }
         }
+        if let Some(ms) = self.background_ms {
+            if ms > MAX_BACKGROUND_MS {
+                return Err(format!("background_ms must be at most {MAX_BACKGROUND_MS}, got {ms}"));
+            }
+        }
         Ok(())
     }
 
@@ -164,6 +199,10 @@ impl Controls {
         !self.no_usage.unwrap_or(false)
     }
 
+    pub(crate) fn background_delay(&self) -> Duration {
+        Duration::from_millis(self.background_ms.unwrap_or(DEFAULT_BACKGROUND_MS))
+    }
+
     /// Reads the `x-fake-*` headers of one request.
     fn from_headers(headers: &HeaderMap) -> Result<Controls, ApiError> {
         let c = Controls {
@@ -174,23 +213,24 @@ impl Controls {
             error_message: headers
                 .get("x-fake-error-message")
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
-            no_usage: match headers.get("x-fake-no-usage") {
-                None => None,
-                Some(v) => Some(match v.as_bytes() {
-                    b"1" | b"true" | b"yes" => true,
-                    b"0" | b"false" | b"no" => false,
-                    _ => {
-                        return Err(ApiError::bad_request(
-                            "invalid value for header x-fake-no-usage (use 1/true or 0/false)",
-                        ))
-                    }
-                }),
-            },
+            no_usage: parse_bool_header(headers, "x-fake-no-usage")?,
             reasoning_tokens: parse_header(headers, "x-fake-reasoning-tokens")?,
             logprobs_bytes: parse_header(headers, "x-fake-logprobs-bytes")?,
+            response_fail: parse_bool_header(headers, "x-fake-response-fail")?,
+            background_ms: parse_header(headers, "x-fake-background-ms")?,
         };
         c.validate().map_err(|m| ApiError::bad_request(format!("x-fake-* header: {m}")))?;
         Ok(c)
+    }
+}
+
+/// A boolean header: `1`/`true`/`yes` or `0`/`false`/`no`.
+fn parse_bool_header(headers: &HeaderMap, name: &'static str) -> Result<Option<bool>, ApiError> {
+    match headers.get(name).map(HeaderValue::as_bytes) {
+        None => Ok(None),
+        Some(b"1" | b"true" | b"yes") => Ok(Some(true)),
+        Some(b"0" | b"false" | b"no") => Ok(Some(false)),
+        Some(_) => Err(ApiError::bad_request(format!("invalid value for header {name} (use 1/true or 0/false)"))),
     }
 }
 
@@ -277,6 +317,7 @@ struct Inner {
     recording: AtomicBool,
     log_requests: AtomicBool,
     next_id: AtomicU64,
+    responses: responses::Store,
 }
 
 impl Default for Inner {
@@ -288,6 +329,7 @@ impl Default for Inner {
             recording: AtomicBool::new(true),
             log_requests: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
+            responses: responses::Store::default(),
         }
     }
 }
@@ -558,33 +600,75 @@ enum Endpoint {
     ImageGenerations,
     Models,
     Model,
+    CreateResponse,
+    ResponseInputTokens,
+    GetResponse,
+    DeleteResponse,
+    CancelResponse,
+    ResponseInputItems,
+}
+
+/// What follows `/responses/` in a path that names one stored response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResponsePath {
+    Object,
+    Cancel,
+    InputItems,
+}
+
+/// The API path without its optional `/v1` prefix: `/v1/x` and `/x` are accepted, nothing else.
+fn api_path(path: &str) -> &str {
+    path.strip_prefix("/v1").filter(|r| r.starts_with('/')).unwrap_or(path)
+}
+
+/// `/responses/{id}`, `/responses/{id}/cancel` and `/responses/{id}/input_items`.
+fn response_path(rest: &str) -> Option<(&str, ResponsePath)> {
+    let tail = rest.strip_prefix("/responses/")?;
+    let (id, sub) = match tail.split_once('/') {
+        None => (tail, ResponsePath::Object),
+        Some((id, "cancel")) => (id, ResponsePath::Cancel),
+        Some((id, "input_items")) => (id, ResponsePath::InputItems),
+        Some(_) => return None,
+    };
+    (!id.is_empty()).then_some((id, sub))
 }
 
 fn resolve(method: &Method, path: &str) -> Result<Endpoint, ApiError> {
-    // Accept `/v1/x` and `/x`, nothing else.
-    let rest = path.strip_prefix("/v1").filter(|r| r.starts_with('/')).unwrap_or(path);
-    let (endpoint, allowed) = match rest {
-        "/chat/completions" => (Endpoint::ChatCompletions, Method::POST),
-        "/completions" => (Endpoint::Completions, Method::POST),
-        "/embeddings" => (Endpoint::Embeddings, Method::POST),
-        "/audio/speech" => (Endpoint::Speech, Method::POST),
-        "/audio/transcriptions" => (Endpoint::Transcriptions, Method::POST),
-        "/images/generations" => (Endpoint::ImageGenerations, Method::POST),
-        "/models" => (Endpoint::Models, Method::GET),
-        r if r.len() > "/models/".len() && r.starts_with("/models/") => (Endpoint::Model, Method::GET),
-        _ => {
-            return Err(
-                ApiError::new(StatusCode::NOT_FOUND, format!("Invalid URL ({method} {path})")).code("unknown_url")
-            )
-        }
+    use Endpoint as E;
+    let rest = api_path(path);
+    // The methods a path accepts and what each one does.
+    let routes: &[(&str, Endpoint)] = match rest {
+        "/chat/completions" => &[("POST", E::ChatCompletions)],
+        "/completions" => &[("POST", E::Completions)],
+        "/embeddings" => &[("POST", E::Embeddings)],
+        "/audio/speech" => &[("POST", E::Speech)],
+        "/audio/transcriptions" => &[("POST", E::Transcriptions)],
+        "/images/generations" => &[("POST", E::ImageGenerations)],
+        "/models" => &[("GET", E::Models)],
+        r if r.len() > "/models/".len() && r.starts_with("/models/") => &[("GET", E::Model)],
+        "/responses" => &[("POST", E::CreateResponse)],
+        "/responses/input_tokens" => &[("POST", E::ResponseInputTokens)],
+        r => match response_path(r) {
+            Some((_, ResponsePath::Object)) => &[("GET", E::GetResponse), ("DELETE", E::DeleteResponse)],
+            Some((_, ResponsePath::Cancel)) => &[("POST", E::CancelResponse)],
+            Some((_, ResponsePath::InputItems)) => &[("GET", E::ResponseInputItems)],
+            None => {
+                return Err(
+                    ApiError::new(StatusCode::NOT_FOUND, format!("Invalid URL ({method} {path})")).code("unknown_url")
+                )
+            }
+        },
     };
-    if *method != allowed {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!("Invalid method for URL ({method} {path}); use {allowed}"),
-        ));
+    match routes.iter().find(|(m, _)| *m == method.as_str()) {
+        Some((_, endpoint)) => Ok(*endpoint),
+        None => {
+            let allowed: Vec<&str> = routes.iter().map(|(m, _)| *m).collect();
+            Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("Invalid method for URL ({method} {path}); use {}", allowed.join(" or ")),
+            ))
+        }
     }
-    Ok(endpoint)
 }
 
 /// Per-request context handed to the endpoint implementations.
@@ -652,6 +736,20 @@ async fn handle(state: &FakeState, request_id: u64, req: Request) -> Result<Resp
             let path = parts.uri.path();
             let id = path.find("/models/").map_or("", |i| &path[i + 8..]);
             Ok(endpoints::model(&util::percent_decode(id)))
+        }
+        Endpoint::CreateResponse => responses::create(&state.inner.responses, &ctx, &body),
+        Endpoint::ResponseInputTokens => responses::input_tokens(&state.inner.responses, &body),
+        Endpoint::GetResponse | Endpoint::DeleteResponse | Endpoint::CancelResponse | Endpoint::ResponseInputItems => {
+            let store = &state.inner.responses;
+            let id = response_path(api_path(parts.uri.path())).map_or("", |(id, _)| id);
+            let id = util::percent_decode(id);
+            let query = parts.uri.query();
+            match endpoint {
+                Endpoint::GetResponse => responses::retrieve(store, &ctx, &id, query).await,
+                Endpoint::DeleteResponse => responses::delete(store, &id),
+                Endpoint::CancelResponse => responses::cancel(store, &id),
+                _ => responses::input_items(store, &id, query),
+            }
         }
     }
 }
@@ -771,6 +869,25 @@ mod tests {
     }
 
     #[test]
+    fn resolves_responses_paths() {
+        let (get, post, delete) = (Method::GET, Method::POST, Method::DELETE);
+        assert_eq!(resolve(&post, "/v1/responses").ok(), Some(Endpoint::CreateResponse));
+        assert_eq!(resolve(&post, "/responses").ok(), Some(Endpoint::CreateResponse));
+        assert_eq!(resolve(&post, "/v1/responses/input_tokens").ok(), Some(Endpoint::ResponseInputTokens));
+        assert_eq!(resolve(&get, "/v1/responses/resp_1").ok(), Some(Endpoint::GetResponse));
+        assert_eq!(resolve(&delete, "/responses/resp_1").ok(), Some(Endpoint::DeleteResponse));
+        assert_eq!(resolve(&post, "/v1/responses/resp_1/cancel").ok(), Some(Endpoint::CancelResponse));
+        assert_eq!(resolve(&get, "/v1/responses/resp_1/input_items").ok(), Some(Endpoint::ResponseInputItems));
+        assert!(resolve(&get, "/v1/responses/").is_err());
+        assert!(resolve(&get, "/v1/responses//input_items").is_err());
+        assert!(resolve(&get, "/v1/responses/resp_1/other").is_err());
+        let err = resolve(&post, "/v1/responses/resp_1").err();
+        assert_eq!(err.as_ref().map(|e| e.status), Some(StatusCode::METHOD_NOT_ALLOWED));
+        assert!(err.is_some_and(|e| e.message.contains("GET or DELETE")));
+        assert_eq!(response_path("/responses/a%2Fb/cancel"), Some(("a%2Fb", ResponsePath::Cancel)));
+    }
+
+    #[test]
     fn error_types_follow_openai() {
         assert_eq!(error_type(401), "invalid_request_error");
         assert_eq!(error_type(403), "permission_denied_error");
@@ -786,12 +903,17 @@ mod tests {
     fn controls_overlay_and_validate() {
         let mut c = Controls { latency_ms: Some(5), chunks: Some(3), ..Controls::default() };
         c.overlay(Controls { chunks: Some(7), no_usage: Some(true), reasoning_tokens: Some(9), ..Controls::default() });
+        c.overlay(Controls { response_fail: Some(true), background_ms: Some(50), ..Controls::default() });
+        assert_eq!((c.response_fail, c.background_ms), (Some(true), Some(50)));
         assert_eq!(c.reasoning_tokens, Some(9));
         assert_eq!(c.latency_ms, Some(5));
         assert_eq!(c.chunks, Some(7));
         assert_eq!(c.no_usage, Some(true));
         assert!(c.validate().is_ok());
         c.status = Some(200);
+        assert!(c.validate().is_err());
+        c.status = None;
+        c.background_ms = Some(MAX_BACKGROUND_MS + 1);
         assert!(c.validate().is_err());
         assert!(serde_json::from_str::<Controls>(r#"{"latency":1}"#).is_err());
     }
