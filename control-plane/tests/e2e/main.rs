@@ -21,6 +21,7 @@ mod nack;
 mod oidc_security;
 mod replicas;
 mod request_bodies;
+mod responses;
 mod role_matrix;
 mod schema;
 mod tenancy;
