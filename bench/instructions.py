@@ -2,7 +2,7 @@
 """make bench-instructions: instructions Envoy executes per request, counted by valgrind's
 callgrind — repeatable where wall-clock figures on a shared 2-core machine are not.
 
-For each variant (baseline, floor, calls, filter, limits; as in run.py) Envoy runs under callgrind twice, for
+For each variant (baseline, floor, calls, filter, responses, limits; as in run.py) Envoy runs under callgrind twice, for
 LOW and HIGH sequential requests; the difference over HIGH - LOW requests cancels start-up (VM
 creation, xDS) and leaves the cost of one request. Envoy's binary is stripped, so this counts,
 it does not attribute: for where the filter's own instructions go, profile
@@ -86,7 +86,7 @@ def count(name, n, out_dir):
         c = http.client.HTTPConnection("127.0.0.1", v.listen, timeout=60)
         headers = {"Authorization": "Bearer " + v.key, "Content-Type": "application/json"}
         for _ in range(n):
-            c.request("POST", "/v1/chat/completions", B.BODY, headers)
+            c.request("POST", v.path, v.body, headers)
             r = c.getresponse()
             r.read()
             if r.status != 200:
@@ -119,7 +119,7 @@ def main():
     if not shutil.which("valgrind"):
         sys.exit("bench-instructions: valgrind not found")
     out_dir = tempfile.mkdtemp(prefix="aqueduct-callgrind-")
-    names = ["baseline", "floor", "calls", "filter", "limits"] + (["filter@cmp", "limits@cmp"] if B.COMPARE_WASM else [])
+    names = ["baseline", "floor", "calls", "filter", "responses", "limits"] + (["filter@cmp", "limits@cmp"] if B.COMPARE_WASM else [])
     # BENCH_VARIANTS=filter,filter@cmp: only these (a quicker A/B).
     if os.environ.get("BENCH_VARIANTS"):
         names = [n for n in os.environ["BENCH_VARIANTS"].split(",") if n]

@@ -85,11 +85,17 @@ BODY = json.dumps({"model": "bench", "max_tokens": 16, "messages": [
     {"role": "user", "content": "Measure the gateway, please. " * 20}]})
 
 
-def wrk(url, key, tmp):
+# The same request as a Responses API create: the same text in `input`, the same output cap.
+RESPONSES_BODY = json.dumps({"model": "bench", "max_output_tokens": 16, "input": [
+    {"role": "system", "content": "You are a benchmark. " * 20},
+    {"role": "user", "content": "Measure the gateway, please. " * 20}]})
+
+
+def wrk(url, key, tmp, body=BODY):
     script = os.path.join(tmp, "post.lua")
     with open(script, "w") as f:
         f.write('wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n'
-                'wrk.headers["Authorization"] = "Bearer %s"\n' % (json.dumps(BODY), key))
+                'wrk.headers["Authorization"] = "Bearer %s"\n' % (json.dumps(body), key))
         f.write('done = function(summary, latency, requests)\n'
                 '  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests, summary.errors.status,'
                 ' summary.duration, latency:percentile(50), latency:percentile(99)))\nend\n')
@@ -105,6 +111,8 @@ class Variant:
         self.name, self.tmp, self.upstream_port = name, os.path.join(tmp, name.replace("@", "-")), upstream_port
         self.kind, _, cmp = name.partition("@")
         self.wasm = COMPARE_WASM if cmp else WASM
+        # `responses`: the filter variant serving Responses API creates instead of chat.
+        self.path, self.body = ("/v1/responses", RESPONSES_BODY) if self.kind == "responses" else ("/v1/chat/completions", BODY)
         os.makedirs(self.tmp)
         self.procs = []
         self.listen, self.admin = free_port(), free_port()
@@ -186,15 +194,15 @@ class Variant:
 
     def measure(self):
         before = cpu_seconds(self.envoy.pid)
-        reqs, errors, secs, p50, p99 = wrk(f"http://127.0.0.1:{self.listen}/v1/chat/completions", self.key, self.tmp)
+        reqs, errors, secs, p50, p99 = wrk(f"http://127.0.0.1:{self.listen}{self.path}", self.key, self.tmp, self.body)
         cpu = cpu_seconds(self.envoy.pid) - before
         return {"rps": reqs / secs, "p50_us": p50, "p99_us": p99, "cpu_us_per_req": cpu * 1e6 / max(reqs, 1),
                 "requests": reqs, "non_2xx": errors}
 
     def fixed_rate(self):
         """Latency at a fixed 1,000 req/s (far below saturation): what one request costs."""
-        r = fixed_rate(f"http://127.0.0.1:{self.listen}/v1/chat/completions", {"Authorization": "Bearer " + self.key},
-                       BODY, rate=RATE, seconds=RATE_SECONDS, connections=8, cpu=LOAD_CPU)
+        r = fixed_rate(f"http://127.0.0.1:{self.listen}{self.path}", {"Authorization": "Bearer " + self.key},
+                       self.body, rate=RATE, seconds=RATE_SECONDS, connections=8, cpu=LOAD_CPU)
         return {k: r[k] for k in ("achieved_rps", "requests", "errors", "p50_us", "p90_us", "p99_us", "p999_us", "late_sends")}
 
     def stream_timing(self, n=20, chunks=10, gap_ms=50):
@@ -307,7 +315,7 @@ def main():
     upstream_port = free_port()
     upstream = subprocess.Popen(pinned(LOAD_CPU, [os.path.join(REL, "fake-upstream"), "--listen", f"127.0.0.1:{upstream_port}", "--no-record"]),
                                 stdout=subprocess.DEVNULL)
-    names = ["baseline", "filter", "limits", "floor"] + (["filter@cmp", "limits@cmp"] if COMPARE_WASM else [])
+    names = ["baseline", "filter", "responses", "limits", "floor"] + (["filter@cmp", "limits@cmp"] if COMPARE_WASM else [])
     # BENCH_VARIANTS=baseline,filter,filter@cmp: only these (the baseline is always needed).
     if os.environ.get("BENCH_VARIANTS"):
         names = ["baseline"] + [n for n in os.environ["BENCH_VARIANTS"].split(",") if n and n != "baseline"]
@@ -318,7 +326,7 @@ def main():
         for v in variants:
             v.start()
         for v in variants:  # warm-up
-            wrk(f"http://127.0.0.1:{v.listen}/v1/chat/completions", v.key, v.tmp)
+            wrk(f"http://127.0.0.1:{v.listen}{v.path}", v.key, v.tmp, v.body)
         for r in range(ROUNDS):
             for v in (variants if r % 2 == 0 else list(reversed(variants))):
                 results[v.name].append(v.measure())
