@@ -183,7 +183,7 @@ async fn creates_are_limited_and_metered_with_chat_and_their_tools_checked() {
     let r = http()
         .patch(h.url(&format!("/api/v1/tokens/{token}")))
         .bearer_auth(ADMIN_KEY)
-        .json(&json!({"requests_per_minute": 6, "output_tokens_per_minute": 1000}))
+        .json(&json!({"requests_per_minute": 6, "input_tokens_per_minute": 100000, "output_tokens_per_minute": 1000}))
         .send()
         .await
         .unwrap();
@@ -205,18 +205,18 @@ async fn creates_are_limited_and_metered_with_chat_and_their_tools_checked() {
     let after_responses = remaining(&r, "output-tokens");
     let v: Value = r.json().await.unwrap();
     let used = v["usage"]["output_tokens"].as_i64().unwrap();
-    assert!(used > 0 && used < 100, "{v}");
+    let input = v["usage"]["input_tokens"].as_i64().unwrap();
+    assert!(used > 0 && used < 100 && input > 0, "{v}");
     assert_eq!(v["model"], "provider-chat", "the provider's model name went upstream");
-    // A chat call sees the responses calls' charges: both count against the same key.
-    let r = http()
-        .post(h.url("/v1/chat/completions"))
-        .bearer_auth(&key)
-        .json(&json!({"model": "chat", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    // A chat call sees the responses calls' charges in both token dimensions: they count against
+    // the same key's windows.
+    let chat = json!({"model": "chat", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
+    let chat_input = i64::try_from(serde_json::to_vec(&chat).unwrap().len().div_ceil(4)).unwrap();
+    let r = http().post(h.url("/v1/chat/completions")).bearer_auth(&key).json(&chat).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(remaining(&r, "output-tokens") <= after_responses + 100 - used - 50, "reserved then settled");
+    // Two creates (the readiness probe's and the one above) each charged at least their input.
+    assert!(remaining(&r, "input-tokens") <= 100_000 - 2 * input - chat_input, "{:?}", r.headers());
     assert_eq!(remaining(&r, "requests"), 3, "6 a minute: two creates and a chat call before this one's count");
 
     // A provider error refunds the reservation: the next call sees it back.
@@ -323,7 +323,7 @@ async fn admin_session(h: &Harness) -> String {
 
 #[tokio::test]
 async fn an_abandoned_stream_is_charged_and_the_usage_page_shows_responses_calls() {
-    let h = Harness::start_env(&[("AQUEDUCT_ADMIN_PASSWORD", PASSWORD)]).await;
+    let mut h = Harness::start_env(&[("AQUEDUCT_ADMIN_PASSWORD", PASSWORD)]).await;
     let (token, key) = h.create_token("responses-key", None).await;
     h.eventually(Duration::from_secs(15), || async {
         http().get(h.url("/v1/models")).bearer_auth(&key).send().await.is_ok_and(|r| r.status() == 200)
@@ -378,4 +378,16 @@ async fn an_abandoned_stream_is_charged_and_the_usage_page_shows_responses_calls
     let requests = data.len();
     let row = format!("<th scope=\"row\">responses-key</th><td>{requests}</td><td>{input}</td><td>{output}</td>");
     assert!(body.contains(&row), "{row} in {body}");
+
+    // With the control plane gone, creates still work (nothing on their path needs it), but a
+    // continuation cannot be vouched for: it fails closed.
+    h.stop_cp();
+    let r = create(&h, &key, json!({"model": "chat", "input": "still here"}), &[]).await;
+    assert_eq!(r.status(), 200);
+    let sent = h.upstream.requests().len();
+    let r =
+        create(&h, &key, json!({"model": "chat", "input": "more", "previous_response_id": answered["id"]}), &[]).await;
+    let e = expect_error(r, 503, "server_error").await;
+    assert_eq!(e["code"], "ownership_unavailable", "{e}");
+    assert_eq!(h.upstream.requests().len(), sent, "nothing reached the provider");
 }
