@@ -253,6 +253,17 @@ impl RequestFilter {
         });
     }
 
+    /// Notes who is asking in the ledger's event.
+    fn note_caller(&mut self, policy: &Policy, principal: u32, token: u64) {
+        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principal(principal)) {
+            r.token_id = Some(token);
+            r.user_id = Some(p.user_id);
+            r.service_account_id = p.service_account_id;
+            r.team_id = p.team_id;
+            r.org_id = p.org_id;
+        }
+    }
+
     /// Answers with `refusal`, noting it for the ledger.
     fn reject(&mut self, host: &mut impl Host, refusal: &Refusal) -> Flow {
         self.replied = Some(refusal.status());
@@ -273,13 +284,7 @@ impl RequestFilter {
     ) -> Result<(), Refusal> {
         let Some(policy) = self.policy.clone() else { return Err(Refusal::NoPolicy) };
         let (principal, token) = authenticate(&policy, headers, now)?;
-        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principal(principal)) {
-            r.token_id = Some(token);
-            r.user_id = Some(p.user_id);
-            r.service_account_id = p.service_account_id;
-            r.team_id = p.team_id;
-            r.org_id = p.org_id;
-        }
+        self.note_caller(&policy, principal, token);
         host.remove_request_header("authorization");
         host.remove_request_header("x-api-key");
         if class == RouteClass::McpServer {
@@ -308,13 +313,7 @@ impl RequestFilter {
         responses::item_call(path, method)?;
         let Some(policy) = self.policy.clone() else { return Err(Refusal::NoPolicy) };
         let (principal, token) = authenticate(&policy, headers, now)?;
-        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principal(principal)) {
-            r.token_id = Some(token);
-            r.user_id = Some(p.user_id);
-            r.service_account_id = p.service_account_id;
-            r.team_id = p.team_id;
-            r.org_id = p.org_id;
-        }
+        self.note_caller(&policy, principal, token);
         host.remove_request_header("authorization");
         host.remove_request_header("x-api-key");
         vouch(host, &policy, principal, token)?;
@@ -336,13 +335,7 @@ impl RequestFilter {
         }
         let Some(policy) = self.policy.clone() else { return Err(Refusal::NoPolicy) };
         let (principal, token) = authenticate(&policy, headers, now)?;
-        if let (Some(r), Some(p)) = (self.record.as_mut(), policy.principal(principal)) {
-            r.token_id = Some(token);
-            r.user_id = Some(p.user_id);
-            r.service_account_id = p.service_account_id;
-            r.team_id = p.team_id;
-            r.org_id = p.org_id;
-        }
+        self.note_caller(&policy, principal, token);
         // The client's key never leaves the gateway: every API request Envoy forwards has passed
         // the body decision (trailers end the body too), which replaces `authorization` with the
         // provider's key or removes it; a refusal is a local reply. Removing it here as well

@@ -132,6 +132,17 @@ pub struct SentCall {
 }
 
 impl SentCall {
+    /// The call as made, with its token.
+    fn new(token: u32, call: &Call<'_>) -> Self {
+        SentCall {
+            token,
+            cluster: call.cluster.to_string(),
+            headers: call.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            body: call.body.map(<[u8]>::to_vec),
+            timeout: call.timeout,
+        }
+    }
+
     /// A header's value.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
@@ -188,13 +199,7 @@ impl ControlHost for MemControl {
         }
         // Tokens start at 1 and never repeat, as Envoy's do within one root context.
         let token = u32::try_from(self.calls.len() + 1).unwrap_or(u32::MAX);
-        self.calls.push(SentCall {
-            token,
-            cluster: call.cluster.to_string(),
-            headers: call.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            body: call.body.map(<[u8]>::to_vec),
-            timeout: call.timeout,
-        });
+        self.calls.push(SentCall::new(token, &call));
         Ok(token)
     }
 
@@ -354,13 +359,7 @@ impl Host for MemHost {
     }
     fn call_out(&mut self, call: Call<'_>) -> Result<u32, String> {
         let token = u32::try_from(self.calls.len() + 1).unwrap_or(u32::MAX);
-        self.calls.push(SentCall {
-            token,
-            cluster: call.cluster.to_string(),
-            headers: call.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            body: call.body.map(<[u8]>::to_vec),
-            timeout: call.timeout,
-        });
+        self.calls.push(SentCall::new(token, &call));
         Ok(token)
     }
 }

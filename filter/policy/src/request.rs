@@ -375,22 +375,40 @@ pub(crate) fn guarded_top<'a, T: Deserialize<'a>>(text: &'a str, check: &mut Key
     Ok(top)
 }
 
-/// Validates a JSON body and locates its `model`.
-pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, Refusal> {
+/// A JSON object body as text and its top-level members `T`, each of `decided` there at most
+/// once and spelled exactly ([`guarded_top`]); also which of them were there (bit `i` for
+/// `decided[i]`).
+pub(crate) fn json_top<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+    decided: &'static [&'static str],
+) -> Result<(&'a str, T, u16), Refusal> {
     let text = std::str::from_utf8(body).map_err(|e| Refusal::NotUtf8 { valid_up_to: e.valid_up_to() })?;
     if !text.trim_start().starts_with('{') {
         return Err(if text.trim().is_empty() { Refusal::EmptyBody } else { Refusal::NotAnObject });
     }
-    let mut check = KeyCheck::new(&DECIDED);
-    let top: JsonTop<'_> = guarded_top(text, &mut check).map_err(|e| Refusal::InvalidJson(e.to_string()))?;
-    if let Some(e) = check.conflict {
-        return Err(e);
+    let mut check = KeyCheck::new(decided);
+    let top: T = guarded_top(text, &mut check).map_err(|e| Refusal::InvalidJson(e.to_string()))?;
+    match check.conflict {
+        Some(e) => Err(e),
+        None => Ok((text, top, check.seen)),
     }
-    let Some(raw) = top.model else { return Err(Refusal::MissingModel) };
+}
+
+/// The `model` a JSON body names: a non-empty string.
+pub(crate) fn model_of(raw: Option<&RawValue>) -> Result<String, Refusal> {
+    let Some(raw) = raw else { return Err(Refusal::MissingModel) };
     let model: String = serde_json::from_str(raw.get()).map_err(|_| Refusal::ModelNotString)?;
     if model.is_empty() {
         return Err(Refusal::MissingModel);
     }
+    Ok(model)
+}
+
+/// Validates a JSON body and locates its `model`.
+pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, Refusal> {
+    let (text, top, seen) = json_top::<JsonTop<'_>>(body, &DECIDED)?;
+    let model = model_of(top.model)?;
+    let raw = top.model.ok_or(Refusal::MissingModel)?;
     let stream = stream_flag(top.stream)?;
     let max_tokens = top.max_completion_tokens.or(top.max_tokens).and_then(|v| v.as_u64());
     let includes_usage = top.stream_options.is_some_and(asks_for_usage);
@@ -404,7 +422,7 @@ pub fn inspect_json(body: &[u8]) -> Result<BodyFacts, Refusal> {
         has_stream_options: top.stream_options.is_some(),
         end_user,
         // There, even as `null`: removed all the same.
-        json_user_id: check.seen & USER_ID_SEEN != 0,
+        json_user_id: seen & USER_ID_SEEN != 0,
         user_id_part: None,
     })
 }

@@ -15,7 +15,9 @@
 
 use crate::error::Refusal;
 use crate::host::Call;
-use crate::request::{end_user_of, guarded_top, present, span_of, stream_flag, BodyFacts, KeyCheck};
+use crate::request::{
+    end_user_of, guarded_top, json_top, model_of, present, span_of, stream_flag, BodyFacts, KeyCheck,
+};
 use crate::snapshot::Policy;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -80,20 +82,9 @@ pub struct ToolScope<'a> {
 
 /// Validates a create's JSON body, locates its `model` and applies the tool policy.
 pub fn inspect_create(body: &[u8], scope: ToolScope<'_>) -> Result<CreateFacts, Refusal> {
-    let text = std::str::from_utf8(body).map_err(|e| Refusal::NotUtf8 { valid_up_to: e.valid_up_to() })?;
-    if !text.trim_start().starts_with('{') {
-        return Err(if text.trim().is_empty() { Refusal::EmptyBody } else { Refusal::NotAnObject });
-    }
-    let mut check = KeyCheck::new(&DECIDED);
-    let top: CreateTop<'_> = guarded_top(text, &mut check).map_err(|e| Refusal::InvalidJson(e.to_string()))?;
-    if let Some(e) = check.conflict {
-        return Err(e);
-    }
-    let Some(raw) = top.model else { return Err(Refusal::MissingModel) };
-    let model: String = serde_json::from_str(raw.get()).map_err(|_| Refusal::ModelNotString)?;
-    if model.is_empty() {
-        return Err(Refusal::MissingModel);
-    }
+    let (text, top, seen) = json_top::<CreateTop<'_>>(body, &DECIDED)?;
+    let model = model_of(top.model)?;
+    let raw = top.model.ok_or(Refusal::MissingModel)?;
     let stream = stream_flag(top.stream)?;
     if top.conversation.is_some_and(|c| c.get() != "null") {
         // A conversation is a stored object like a response, but the gateway does not serve
@@ -132,7 +123,7 @@ pub fn inspect_create(body: &[u8], scope: ToolScope<'_>) -> Result<CreateFacts, 
             includes_usage: false,
             has_stream_options: false,
             end_user,
-            json_user_id: check.seen & USER_ID_SEEN != 0,
+            json_user_id: seen & USER_ID_SEEN != 0,
             user_id_part: None,
         },
         previous_response_id,

@@ -991,6 +991,18 @@ fn a_continuation_waits_for_the_control_plane_to_vouch_for_its_previous_response
     assert_eq!(h.reply_json().0, 503);
 }
 
+/// A capped key's streaming create (50 output tokens reserved), routed at `t0`.
+fn streamed_create(shared: &mut MemShared, t0: i64) -> (TestHost, RequestFilter) {
+    let mut h = create("sk-capped-a", br#"{"model":"demo","input":"hi","stream":true,"max_output_tokens":50}"#);
+    std::mem::swap(&mut h.shared, shared);
+    let mut f = RequestFilter::new(Some(policy()));
+    f.on_request_headers(&mut h, false, t0);
+    let size = h.body.len();
+    assert_eq!(f.on_request_body(&mut h, size, true, || t0), Flow::Continue);
+    std::mem::swap(&mut h.shared, shared);
+    (h, f)
+}
+
 #[test]
 fn a_responses_answer_gives_its_id_and_usage_to_the_ledger() {
     let t0 = NOW * 1000;
@@ -1003,13 +1015,7 @@ fn a_responses_answer_gives_its_id_and_usage_to_the_ledger() {
     assert_eq!(e.response_id, None);
     // A stream: the id from `response.created`, the usage from `response.completed`.
     let mut shared = MemShared::default();
-    let mut h = create("sk-capped-a", br#"{"model":"demo","input":"hi","stream":true,"max_output_tokens":50}"#);
-    std::mem::swap(&mut h.shared, &mut shared);
-    let mut f = RequestFilter::new(Some(policy()));
-    f.on_request_headers(&mut h, false, t0);
-    let size = h.body.len();
-    assert_eq!(f.on_request_body(&mut h, size, true, || t0), Flow::Continue);
-    std::mem::swap(&mut h.shared, &mut shared);
+    let (mut h, mut f) = streamed_create(&mut shared, t0);
     h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
     f.on_response_headers(&mut h, t0 + 5);
     let stream = concat!(
@@ -1036,13 +1042,7 @@ fn a_responses_answer_gives_its_id_and_usage_to_the_ledger() {
     // Abandoned after some text: the reservation (or the text, when more) is charged, and the
     // id already known is recorded.
     let mut shared = MemShared::default();
-    let mut h = create("sk-capped-a", br#"{"model":"demo","input":"hi","stream":true,"max_output_tokens":50}"#);
-    std::mem::swap(&mut h.shared, &mut shared);
-    let mut f = RequestFilter::new(Some(policy()));
-    f.on_request_headers(&mut h, false, t0);
-    let size = h.body.len();
-    f.on_request_body(&mut h, size, true, || t0);
-    std::mem::swap(&mut h.shared, &mut shared);
+    let (mut h, mut f) = streamed_create(&mut shared, t0);
     h.response_headers = vec![(":status".into(), "200".into()), ("content-type".into(), "text/event-stream".into())];
     f.on_response_headers(&mut h, t0 + 5);
     let cut = stream.find("event: response.output_text.done").unwrap();
