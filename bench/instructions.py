@@ -72,7 +72,8 @@ def count(name, n, out_dir):
     os.chmod(wrapper, 0o755)
     B.ENVOY = wrapper
     slow_wait = B.wait_http
-    B.wait_http = lambda url, headers=None, timeout=30, want=200: slow_wait(url, headers, 300, want)
+    # Envoy starts in about a minute under valgrind, far longer on a loaded machine.
+    B.wait_http = lambda url, headers=None, timeout=30, want=200: slow_wait(url, headers, 1200, want)
     for f in glob.glob(os.path.join(out_dir, "cg.*.out")):
         os.remove(f)
     tmp = tempfile.mkdtemp(prefix="aqueduct-instr-")
